@@ -1,0 +1,103 @@
+"""The channel plugin contract and its registry.
+
+A channel is a class registered under the entry-point group ``alertd.channels``; alertd's own
+built-ins register there exactly as a third party would (see ``pyproject.toml``). A channel takes its
+configuration section and a `Context`, turns rendered `model.Message`s into provider calls, and
+returns `model.Receipt`s or raises `errors.Transient` / `errors.Permanent`. It never touches the
+store, the templates or the retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from alertd import errors, model
+
+GROUP = "alertd.channels"
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What alertd hands a channel besides its own configuration section."""
+
+    public_url: str  # where providers call back (Twilio status callbacks)
+    name: str  # the channel's name in the configuration, e.g. "sms"
+
+
+@runtime_checkable
+class Channel(Protocol):
+    kind: ClassVar[model.Kind]
+    # How many provider calls may be in flight at once; overridable by `max_concurrency`.
+    concurrency: int
+
+    async def start(self) -> None:
+        """Open clients; called once inside the running loop before any send."""
+
+    async def send(self, message: model.Message) -> model.Receipt:
+        """One provider call. Raises `errors.Transient` or `errors.Permanent`."""
+
+    async def send_batch(
+        self, messages: Sequence[model.Message]
+    ) -> list[model.Receipt | errors.DeliveryError]:
+        """Several messages; one result per message, in order. Never raises for one message."""
+
+    async def close(self) -> None:
+        """Release clients; called once at shutdown."""
+
+
+class Base:
+    """Convenience base: `send_batch` as bounded concurrent `send`s, no-op start/close."""
+
+    kind: ClassVar[model.Kind]
+    default_concurrency: ClassVar[int] = 50
+
+    def __init__(self, config: Mapping[str, Any], context: Context) -> None:
+        self.config = config
+        self.context = context
+        self.concurrency = int(config.get("max_concurrency", self.default_concurrency))
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, message: model.Message) -> model.Receipt:
+        raise NotImplementedError
+
+    async def send_batch(
+        self, messages: Sequence[model.Message]
+    ) -> list[model.Receipt | errors.DeliveryError]:
+        results = await asyncio.gather(*(self.send(m) for m in messages), return_exceptions=True)
+        return [as_result(r) for r in results]
+
+
+def as_result(result: Any) -> model.Receipt | errors.DeliveryError:
+    """Anything a send may end with, as a receipt or a classified error.
+
+    Unknown exceptions (a network drop, a timeout, a library bug) are transient: retrying is the
+    safe answer for a warning that must get through, and `retry.decide` bounds the attempts.
+    """
+    if isinstance(result, (model.Receipt, errors.DeliveryError)):
+        return result
+    if isinstance(result, BaseException) and not isinstance(result, Exception):
+        raise result  # CancelledError, KeyboardInterrupt: not ours to swallow
+    return errors.Transient(f"{type(result).__name__}: {result}", code=type(result).__name__)
+
+
+def available() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)}
+
+
+def load(plugin: str) -> type[Channel]:
+    """The channel class registered under `plugin`."""
+    found = available()
+    if plugin not in found:
+        raise errors.ConfigError(
+            f"unknown channel plugin {plugin!r}; installed: {', '.join(sorted(found)) or 'none'}"
+        )
+    return found[plugin].load()

@@ -1,0 +1,147 @@
+"""The one exception hierarchy of alertd.
+
+Each class's docstring is its default message; the facts of a failure are attributes, so callers
+decide on them instead of parsing text. The HTTP edge turns `ProblemError`s into RFC 9457 problem
+details using `status`, `type` and `field`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AlertdError(Exception):
+    """alertd failed."""
+
+    def __init__(self, message: str | None = None, **facts: Any) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        for name, value in facts.items():
+            setattr(self, name, value)
+        super().__init__(self.message)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+class ConfigError(AlertdError):
+    """The configuration is not valid."""
+
+    problems: list[str]
+
+    def __init__(self, message: str | None = None, problems: list[str] | None = None) -> None:
+        problems = problems or []
+        super().__init__(message or "; ".join(problems) or None, problems=problems)
+
+
+# -- HTTP-facing problems ------------------------------------------------------------------------
+
+
+class ProblemError(AlertdError):
+    """The request cannot be served."""
+
+    status = 400
+    type = "about:blank"
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class BadRequest(ProblemError):
+    """The request is malformed."""
+
+    status = 400
+    type = "https://alertd.example/problems/bad-request"
+
+
+class Invalid(ProblemError):
+    """The order is not valid."""
+
+    status = 422
+    type = "https://alertd.example/problems/invalid"
+
+
+class Unauthenticated(ProblemError):
+    """A valid bearer token is required."""
+
+    status = 401
+    type = "https://alertd.example/problems/unauthenticated"
+
+
+class Forbidden(ProblemError):
+    """This token may not do that."""
+
+    status = 403
+    type = "https://alertd.example/problems/forbidden"
+
+
+class OutsideJurisdiction(Forbidden):
+    """The area leaves the caller's jurisdiction."""
+
+    type = "https://alertd.example/problems/outside-jurisdiction"
+
+
+class NotFound(ProblemError):
+    """No such resource."""
+
+    status = 404
+    type = "https://alertd.example/problems/not-found"
+
+
+class Conflict(ProblemError):
+    """The resource is not in a state that allows this."""
+
+    status = 409
+    type = "https://alertd.example/problems/conflict"
+
+
+class UnknownTemplate(Invalid):
+    """No template by that name for that channel and locale."""
+
+    type = "https://alertd.example/problems/unknown-template"
+
+
+class MessageTooLong(Invalid):
+    """The rendered message exceeds the channel's limit."""
+
+    type = "https://alertd.example/problems/message-too-long"
+
+
+# -- delivery outcomes (raised by channels, decided on by retry.decide) --------------------------
+
+
+class DeliveryError(AlertdError):
+    """The provider did not accept the message."""
+
+    code: str | None = None
+
+
+class Transient(DeliveryError):
+    """The provider failed for a reason that may pass; try again later."""
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
+
+
+class Permanent(DeliveryError):
+    """The provider refused the message for good; do not retry."""
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, dead_address: bool = False
+    ) -> None:
+        super().__init__(message, code=code, dead_address=dead_address)
+
+
+class ChannelMisconfigured(Permanent):
+    """The channel's credentials or settings are rejected by the provider; an operator must act."""
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+
+class StoreError(AlertdError):
+    """The store failed."""
+
+
+class UnsupportedStore(ConfigError):
+    """No store for that URL scheme."""

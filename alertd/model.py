@@ -1,0 +1,378 @@
+"""Frozen values that flow through alertd.
+
+Rows become these values at the store boundary (`from_row`); loose input becomes them in `orders`.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def to_utc(value: dt.datetime | str | float | None) -> dt.datetime | None:
+    """Normalise a stored time (ISO text, epoch seconds or datetime) to an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+class Status(enum.StrEnum):
+    """CAP `status`: who the alert is for."""
+
+    ACTUAL = "actual"
+    EXERCISE = "exercise"
+    SYSTEM = "system"
+    TEST = "test"
+    DRAFT = "draft"
+
+
+class Kind(enum.StrEnum):
+    """What a channel reaches: the vocabulary of an order's `channels`."""
+
+    SMS = "sms"
+    PUSH = "push"
+    SIREN = "siren"
+
+
+class AlertState(enum.StrEnum):
+    PLANNING = "planning"  # committed; deliveries still being written
+    ACTIVE = "active"  # every delivery planned; fan-out under way
+    COMPLETED = "completed"  # every delivery settled
+    CANCELLED = "cancelled"
+    DRAFT = "draft"
+
+
+class State(enum.StrEnum):
+    """A delivery's state. It only moves forward (see `RANK`)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+# A receipt may only move a delivery to a higher rank: callbacks repeat and arrive out of order.
+RANK = {
+    State.PENDING: 0,
+    State.SENDING: 1,
+    State.SENT: 2,
+    State.DELIVERED: 3,
+    State.FAILED: 3,
+    State.EXPIRED: 3,
+    State.CANCELLED: 3,
+}
+SETTLED = frozenset({State.SENT, State.DELIVERED, State.FAILED, State.EXPIRED, State.CANCELLED})
+
+
+class Role(enum.StrEnum):
+    ISSUER = "issuer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """The free text of an alert in one locale."""
+
+    headline: str = ""
+    instruction: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Area:
+    zones: tuple[str, ...]
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    id: str
+    identifier: str
+    sender: str  # the crisis cell that issued it
+    sent: dt.datetime
+    status: Status
+    event: str
+    urgency: str
+    severity: str
+    certainty: str
+    area: Area
+    channels: tuple[Kind, ...]
+    expires: dt.datetime | None = None
+    msg_type: str = "alert"
+    template: str | None = None
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    texts: Mapping[str, Text] = dataclasses.field(default_factory=dict)
+    locale: str | None = None  # the fallback locale chosen by the issuer
+    topics: bool = False  # push to `zone-<code>` topics too
+    state: AlertState = AlertState.PLANNING
+    token_id: str | None = None
+    cancelled_at: dt.datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The alert as the API shows it (and as the store keeps it)."""
+        return {
+            "id": self.id,
+            "identifier": self.identifier,
+            "sender": self.sender,
+            "sent": self.sent.isoformat(),
+            "status": self.status.value,
+            "msg_type": self.msg_type,
+            "event": self.event,
+            "urgency": self.urgency,
+            "severity": self.severity,
+            "certainty": self.certainty,
+            "expires": self.expires.isoformat() if self.expires else None,
+            "area": {"zones": list(self.area.zones), "description": self.area.description},
+            "channels": [c.value for c in self.channels],
+            "template": self.template,
+            "params": dict(self.params),
+            "texts": {k: dataclasses.asdict(v) for k, v in self.texts.items()},
+            "locale": self.locale,
+            "topics": self.topics,
+            "state": self.state.value,
+            "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], **overrides: Any) -> Alert:
+        values = dict(data) | overrides
+        return cls(
+            id=values["id"],
+            identifier=values["identifier"],
+            sender=values["sender"],
+            sent=to_utc(values["sent"]),
+            status=Status(values["status"]),
+            msg_type=values.get("msg_type", "alert"),
+            event=values["event"],
+            urgency=values["urgency"],
+            severity=values["severity"],
+            certainty=values["certainty"],
+            expires=to_utc(values.get("expires")),
+            area=Area(tuple(values["area"]["zones"]), values["area"].get("description", "")),
+            channels=tuple(Kind(c) for c in values["channels"]),
+            template=values.get("template"),
+            params=dict(values.get("params") or {}),
+            texts={k: Text(**v) for k, v in (values.get("texts") or {}).items()},
+            locale=values.get("locale"),
+            topics=bool(values.get("topics")),
+            state=AlertState(values.get("state", "planning")),
+            token_id=values.get("token_id"),
+            cancelled_at=to_utc(values.get("cancelled_at")),
+        )
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipient:
+    """A subscriber: a citizen's phone and/or app install, in a locale, in some zones."""
+
+    id: str
+    locale: str
+    zones: tuple[str, ...]
+    phone: str | None = None  # E.164
+    push_token: str | None = None
+    push_token_dead: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Recipient:
+        return cls(
+            id=row["id"],
+            locale=row["locale"],
+            zones=tuple(json.loads(row["zones"])) if isinstance(row["zones"], str) else tuple(row["zones"]),
+            phone=row["phone"],
+            push_token=row["push_token"],
+            push_token_dead=bool(row["push_token_dead"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Siren:
+    id: str
+    zone: str
+    label: str = ""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Siren:
+        return cls(id=row["id"], zone=row["zone"], label=row["label"] or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    """A bearer token's record. Only the hash of the secret is ever stored."""
+
+    id: str
+    cell: str
+    role: Role
+    zones: tuple[str, ...]  # INSEE commune codes, département codes, or "*"
+    secret_hash: str
+    created_at: dt.datetime
+    revoked: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Token:
+        return cls(
+            id=row["id"],
+            cell=row["cell"],
+            role=Role(row["role"]),
+            zones=tuple(json.loads(row["zones"])),
+            secret_hash=row["secret_hash"],
+            created_at=to_utc(row["created_at"]),
+            revoked=bool(row["revoked"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One message of one alert to one address over one configured channel."""
+
+    id: int
+    alert_id: str
+    channel: str  # the configured channel's name, e.g. "sms"
+    kind: Kind
+    target: str  # recipient id, siren id, or topic name
+    address: str  # phone number, push token, siren id or topic
+    locale: str
+    state: State
+    attempts: int = 0
+    next_at: dt.datetime | None = None
+    last_error: str | None = None
+    provider_id: str | None = None
+    command: str = "send"  # sirens: activate / cancel / test
+    updated_at: dt.datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Delivery:
+        return cls(
+            id=row["id"],
+            alert_id=row["alert_id"],
+            channel=row["channel"],
+            kind=Kind(row["kind"]),
+            target=row["target"],
+            address=row["address"],
+            locale=row["locale"],
+            state=State(row["state"]),
+            attempts=row["attempts"],
+            next_at=to_utc(row["next_at"]),
+            last_error=row["last_error"],
+            provider_id=row["provider_id"],
+            command=row["command"],
+            updated_at=to_utc(row["updated_at"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "kind": self.kind.value,
+            "target": self.target,
+            "address": mask(self.address) if self.kind is not Kind.SIREN else self.address,
+            "locale": self.locale,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "next_at": self.next_at.isoformat() if self.next_at else None,
+            "last_error": self.last_error,
+            "provider_id": self.provider_id,
+            "command": self.command,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class NewDelivery:
+    """A delivery to be planned: the store gives it an id and state `pending`."""
+
+    alert_id: str
+    channel: str
+    kind: Kind
+    target: str
+    address: str
+    locale: str
+    command: str = "send"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A rendered message, ready for one provider call."""
+
+    delivery_id: int
+    alert_id: str
+    kind: Kind
+    to: str  # phone number, push token, `/topics/...` name, or siren id
+    body: str
+    title: str = ""
+    locale: str = ""
+    command: str = "send"
+    data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    """The provider's acceptance of one message."""
+
+    provider_id: str
+    status: str = "sent"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the dispatcher decided for one attempted delivery; the store writes these in bulk."""
+
+    delivery_id: int
+    state: State
+    next_at: dt.datetime | None = None
+    last_error: str | None = None
+    provider_id: str | None = None
+
+
+def mask(address: str | None) -> str | None:
+    """Phone numbers and push tokens for logs and APIs: only the last digits stay."""
+    if not address:
+        return address
+    keep = 3 if len(address) > 6 else 1
+    return "…" + address[-keep:]
+
+
+# -- zones --------------------------------------------------------------------------------------
+# Zones are French administrative codes: a commune's INSEE code (5 characters, e.g. "75056",
+# "2A004", "97105"), a département (2 characters, or 3 overseas: "75", "2A", "971"), or "*" (the
+# whole country, for a national authority).
+
+NATIONAL = "*"
+
+
+def departement(zone: str) -> str | None:
+    """The département a commune code lies in (None for anything that is not a commune code)."""
+    if len(zone) != 5:
+        return None
+    return zone[:3] if zone[:2] in ("97", "98") else zone[:2]
+
+
+def covering(zone: str) -> tuple[str, ...]:
+    """Every zone code that contains `zone`, itself included: what a targeting by code matches."""
+    dept = departement(zone)
+    return (zone, dept) if dept else (zone,)
+
+
+def zone_within(inner: str, outer: str) -> bool:
+    """Whether zone `inner` lies in zone `outer`."""
+    return outer == NATIONAL or outer in covering(inner)

@@ -1,0 +1,154 @@
+"""The store: the source of truth and the only state shared between instances.
+
+`open_store(url)` picks the implementation by URL scheme and imports its driver lazily.
+Every implementation passes the one behaviour suite in ``tests/store_contract.py``.
+
+Rules every implementation keeps:
+
+- Deliveries only move forward (`model.RANK`), except that the owner of a claimed (`sending`)
+  delivery may put it back to `pending` for a retry.
+- Planning is idempotent: a delivery is unique on (alert_id, channel, target, command), so a
+  restarted planning never writes a second copy.
+- A claim is a lease: a `sending` delivery whose lease ran out (its instance died) is claimed again.
+- All times are passed in by the caller (`now`), so tests drive the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from alertd import errors, model
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations are idempotent)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise `errors.StoreError` when the store is unreachable."""
+
+    # -- tokens ----------------------------------------------------------------------------------
+    async def add_token(self, token: model.Token) -> None: ...
+
+    async def token_by_hash(self, secret_hash: str) -> model.Token | None: ...
+
+    # -- audience --------------------------------------------------------------------------------
+    async def upsert_recipients(self, recipients: Sequence[model.Recipient]) -> int:
+        """Insert or replace by id (a replaced recipient's token is alive again). Returns count."""
+
+    async def get_recipient(self, recipient_id: str) -> model.Recipient:
+        """Raise `errors.NotFound` when absent."""
+
+    async def count_recipients(self) -> int: ...
+
+    async def mark_push_token_dead(self, push_token: str) -> int:
+        """FCM said UNREGISTERED: never plan a push to this token again. Returns rows changed."""
+
+    async def upsert_sirens(self, sirens: Sequence[model.Siren]) -> int: ...
+
+    async def list_sirens(self) -> list[model.Siren]: ...
+
+    # -- alerts ----------------------------------------------------------------------------------
+    async def create_alert(self, alert: model.Alert, idempotency_key: str) -> tuple[model.Alert, bool]:
+        """Commit a new alert (state `planning`), or return the alert already stored under
+        (alert.sender, idempotency_key). The bool is True when this call created it."""
+
+    async def get_alert(self, alert_id: str) -> model.Alert:
+        """Raise `errors.NotFound` when absent."""
+
+    async def list_alerts(self, limit: int = 50, before: str | None = None) -> list[model.Alert]:
+        """Newest first."""
+
+    async def alerts_in_state(self, state: model.AlertState) -> list[model.Alert]: ...
+
+    async def set_alert_state(self, alert_id: str, state: model.AlertState) -> None: ...
+
+    # -- planning --------------------------------------------------------------------------------
+    async def plan_chunk(
+        self,
+        alert: model.Alert,
+        routes: Mapping[model.Kind, str],
+        after: str | None,
+        limit: int,
+        now: dt.datetime,
+    ) -> str | None:
+        """Write the deliveries for up to `limit` recipients with id > `after` (all when `after` is
+        None: also the sirens' `activate` and, when `alert.topics`, the `zone-<code>` topics), in one
+        transaction with the alert's planning cursor. Returns the last recipient id written, or None
+        when no recipient is left. `routes` maps each kind the alert asks for to the configured
+        channel name. A recipient is targeted when one of its zones equals an alert zone or lies in
+        it (`model.zone_within`). SMS needs a phone; push a live token. Deliveries start `pending`
+        with `next_at = now`."""
+
+    async def plan_cursor(self, alert_id: str) -> str | None:
+        """Where an interrupted planning resumes (the last recipient id planned)."""
+
+    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime) -> int:
+        """Add a `cancel` delivery for every siren that has an `activate` delivery in the alert."""
+
+    # -- fan-out ---------------------------------------------------------------------------------
+    async def claim(
+        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta
+    ) -> list[model.Delivery]:
+        """Take up to `limit` due deliveries of `channel`: `pending` with next_at <= now, or
+        `sending` whose lease ran out. They become `sending`, attempts + 1, leased to `owner` until
+        now + lease. Deliveries of a cancelled alert are not claimed unless their command is
+        `cancel`. Oldest `next_at` first."""
+
+    async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
+        """Write the outcomes of claimed deliveries in one transaction. Only rows still `sending`
+        change: a receipt that arrived first wins."""
+
+    async def apply_receipt(
+        self, provider_id: str, state: model.State, error: str | None, now: dt.datetime
+    ) -> bool:
+        """A provider's receipt for the delivery with that provider id. Applied only when it moves
+        the delivery forward (`model.RANK`); returns whether it changed anything."""
+
+    async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
+        """Mark the alert cancelled and every `pending` delivery of it (except siren `cancel`
+        commands) cancelled. Returns the deliveries cancelled."""
+
+    async def expire_due(self, now: dt.datetime) -> int:
+        """Pending deliveries of alerts whose `expires` has passed become `expired`."""
+
+    async def complete_settled(self) -> list[str]:
+        """Alerts `active` with no delivery left pending or sending become `completed`; their ids."""
+
+    async def next_due(self, channel: str) -> dt.datetime | None:
+        """The earliest `next_at` of a pending delivery of `channel` (None when none)."""
+
+    async def unsettled(self) -> int:
+        """How many deliveries are pending or sending, all alerts together."""
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def counts(self, alert_id: str) -> dict[str, dict[str, int]]:
+        """{channel: {state: n}} for the alert, every `model.State` present (zero when none)."""
+
+    async def deliveries(
+        self,
+        alert_id: str,
+        channel: str | None = None,
+        state: model.State | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[model.Delivery]:
+        """Keyset-paginated by id."""
+
+
+def open_store(url: str) -> Store:
+    """The store for `url` (not yet opened). Drivers are imported only when chosen."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from alertd.store import sqlite
+
+        return sqlite.SQLiteStore(url)
+    if scheme in ("postgres", "postgresql"):
+        from alertd.store import postgres
+
+        return postgres.PostgresStore(url)
+    raise errors.UnsupportedStore(f"unsupported store URL scheme {scheme!r}; use sqlite:// or postgresql://")

@@ -1,0 +1,53 @@
+"""Shared fixtures: the fake provider servers (in their own process) and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+PG_URL = os.environ.get("ALERTD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # waiting for a child process to listen, not for work
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def fakes_url():
+    """The fake Twilio, FCM and siren servers, in a separate process (the FCM token refresh is
+    synchronous in firebase-admin, so a fake served by the test's own loop would deadlock)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "alertd.fakes", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/_fake/health", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    return PG_URL
