@@ -132,8 +132,10 @@ class Permanent(DeliveryError):
         super().__init__(message, code=code, dead_address=dead_address)
 
 
-class ChannelMisconfigured(Permanent):
-    """The channel's credentials or settings are rejected by the provider; an operator must act."""
+class ChannelMisconfigured(DeliveryError):
+    """The channel's credentials or settings are rejected by the provider; an operator must act.
+
+    Not the recipient's fault: the delivery waits (until the alert expires) instead of failing."""
 
 
 # -- store ---------------------------------------------------------------------------------------

@@ -376,3 +376,10 @@ def covering(zone: str) -> tuple[str, ...]:
 def zone_within(inner: str, outer: str) -> bool:
     """Whether zone `inner` lies in zone `outer`."""
     return outer == NATIONAL or outer in covering(inner)
+
+# The exact codes that exist: départements 01–95 (no 20: Corsica is 2A and 2B) and 971–976;
+# communes are a département followed by 3 digits, or an overseas département by 2.
+_DEPARTEMENT = r"(?:0[1-9]|1\d|2[1-9AB]|[3-8]\d|9[0-5]|97[1-6])"
+_COMMUNE = r"(?:(?:0[1-9]|1\d|2[1-9AB]|[3-8]\d|9[0-5])\d{3}|97[1-6]\d{2})"
+LOCAL_ZONE_PATTERN = rf"^(?:{_DEPARTEMENT}|{_COMMUNE})$"
+ZONE_PATTERN = rf"^(?:\*|{_DEPARTEMENT}|{_COMMUNE})$"

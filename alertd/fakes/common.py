@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from aiohttp import web
@@ -59,6 +60,7 @@ class Provider:
         return None
 
     def record(self, **item: Any) -> None:
+        item.setdefault("at", time.time())  # when it arrived: benchmarks measure latency with it
         self.received.append(item)
 
 

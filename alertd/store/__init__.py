@@ -120,7 +120,8 @@ class Store(Protocol):
         """Alerts `active` with no delivery left pending or sending become `completed`; their ids."""
 
     async def next_due(self, channel: str) -> dt.datetime | None:
-        """The earliest `next_at` of a pending delivery of `channel` (None when none)."""
+        """When the next delivery of `channel` falls due: the earliest `next_at` of a pending one or
+        `lease_until` of a sending one (None when neither exists)."""
 
     async def unsettled(self) -> int:
         """How many deliveries are pending or sending, all alerts together."""

@@ -1,0 +1,116 @@
+"""The composition root: configuration → store, channels, renderer, dispatcher → aiohttp app.
+
+The only module that knows the concrete store and channel classes (through the URL and the entry
+points). Background work lives in `cleanup_ctx`, so it starts and stops with the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from alertd import channels, config as config_mod, dispatcher, model, render, retry, store, systemd, web as web_mod
+
+log = structlog.get_logger("alertd.app")
+
+HOUSEKEEPING_SECONDS = 1.0
+
+
+def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
+    built = {}
+    for name, section in cfg.channels.items():
+        cls = channels.load(section.plugin)
+        built[name] = cls(section.settings, channels.Context(public_url=cfg.server.public_url, name=name))
+    return built
+
+
+def build_dispatcher(
+    cfg: config_mod.Config, db: store.Store, clock: Callable[[], dt.datetime]
+) -> dispatcher.Dispatcher:
+    d = cfg.dispatcher
+    return dispatcher.Dispatcher(
+        db,
+        build_channels(cfg),
+        render.Renderer(
+            cfg.render.templates, cfg.render.default_locale, cfg.render.sms_max_segments,
+            cfg.render.push_max_bytes, cfg.server.display_timezone,
+        ),
+        retry.Policy(d.max_attempts, d.backoff_base, d.backoff_max),
+        dispatcher.Settings(
+            batch_size=d.batch_size, workers=d.workers, lease=dt.timedelta(seconds=d.lease_seconds),
+            plan_chunk=d.plan_chunk,
+        ),
+        clock=clock,
+    )
+
+
+def twilio_tokens(cfg: config_mod.Config) -> tuple[str, ...]:
+    return tuple(
+        s.settings["auth_token"] for s in cfg.channels.values()
+        if s.plugin == "twilio" and s.settings.get("auth_token")
+    )
+
+
+def build(
+    cfg: config_mod.Config, *, clock: Callable[[], dt.datetime] = model.utcnow, run_workers: bool = True
+) -> web.Application:
+    """The daemon's aiohttp app. With `run_workers=False` nothing is sent in the background: the
+    caller drains with `app[web.DISPATCHER].run_until_idle()` (tests, `alertd send --once`)."""
+    app = web.Application(middlewares=[web_mod.problems], client_max_size=4 * 1024 * 1024)
+    db = store.open_store(cfg.store.url)
+    disp = build_dispatcher(cfg, db, clock)
+    app[web_mod.STORE] = db
+    app[web_mod.DISPATCHER] = disp
+    app[web_mod.RENDERER] = disp.renderer
+    app[web_mod.CLOCK] = clock
+    app[web_mod.SETTINGS] = web_mod.Settings(cfg.server.public_url, twilio_tokens(cfg))
+    app.add_routes(web_mod.routes())
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_dispatcher_ctx if run_workers else _channels_ctx)
+    if run_workers and cfg.systemd.watchdog:
+        app.cleanup_ctx.append(_systemd_ctx)
+    return app
+
+
+async def _store_ctx(app: web.Application):
+    await app[web_mod.STORE].open()
+    yield
+    await app[web_mod.STORE].close()
+
+
+async def _channels_ctx(app: web.Application):
+    disp = app[web_mod.DISPATCHER]
+    for channel in disp.channels.values():
+        await channel.start()
+    yield
+    for channel in disp.channels.values():
+        await channel.close()
+
+
+async def _dispatcher_ctx(app: web.Application):
+    disp = app[web_mod.DISPATCHER]
+    await disp.start()
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        disp.housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping",
+        max_instances=1, coalesce=True,
+    )
+    scheduler.start()
+    yield
+    scheduler.shutdown(wait=False)
+    await disp.stop()
+
+
+async def _systemd_ctx(app: web.Application):
+    async def alive() -> None:
+        await app[web_mod.STORE].ping()
+
+    task = asyncio.create_task(systemd.watchdog_task(alive))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

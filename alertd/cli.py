@@ -1,0 +1,227 @@
+"""The `alertd` command: serve, demo, send, status, tokens, audience imports, check-config, fakes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from alertd import app as app_mod, auth, config, errors, importing, logs, model, store as store_mod, systemd
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or 0
+    except errors.ConfigError as exc:
+        print("configuration problems:", *(f"  - {p}" for p in exc.problems or [exc.message]), sep="\n", file=sys.stderr)
+        return 1
+    except errors.AlertdError as exc:
+        field = getattr(exc, "field", None)
+        print(f"error: {field + ': ' if field else ''}{exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alertd", description="Citizen-alert broadcasting daemon.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def cmd(name: str, func, help: str, config_arg: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.set_defaults(func=func)
+        if config_arg:
+            c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"), help="TOML file")
+        return c
+
+    cmd("serve", serve, "Run the daemon.")
+    c = cmd("check-config", check_config, "Report every problem in a configuration file.", False)
+    c.add_argument("file")
+    c = cmd("demo", demo, "Fakes, SQLite, 2,000 subscribers and one alert, end to end.", False)
+    c.add_argument("--once", action="store_true", help="exit with a summary when the alert settles")
+    c.add_argument("--subscribers", type=int, default=2000)
+    c.add_argument("--port", type=int, default=0, help="the daemon's port (default: any free port)")
+    c = cmd("fakes", fakes, "Serve the fake Twilio, FCM and siren-gateway providers.", False)
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8900)
+
+    c = cmd("send", send, "Post an alert order (JSON) to a running daemon.")
+    c.add_argument("file")
+    _client_args(c)
+    c = cmd("status", status, "Show an alert's progress.")
+    c.add_argument("id")
+    _client_args(c)
+
+    token = sub.add_parser("token", help="Manage bearer tokens.").add_subparsers(metavar="ACTION")
+    c = token.add_parser("create", help="Create a token; it is printed once, only its hash is kept.")
+    c.set_defaults(func=token_create)
+    c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"))
+    c.add_argument("--cell", required=True, help="the crisis cell, e.g. 'Préfecture de police'")
+    c.add_argument("--role", required=True, choices=[r.value for r in model.Role])
+    c.add_argument("--zones", required=True, help="INSEE commune or département codes, comma-separated, or '*'")
+
+    for noun, reader in (("subscribers", importing.read_subscribers), ("sirens", importing.read_sirens)):
+        group = sub.add_parser(noun, help=f"Manage {noun}.").add_subparsers(metavar="ACTION")
+        c = group.add_parser("import", help=f"Import {noun} from a CSV file; bad rows are reported.")
+        c.set_defaults(func=lambda a, noun=noun, reader=reader: import_csv(a, noun, reader))
+        c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"))
+        c.add_argument("file")
+    return p
+
+
+def _client_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--url", default=os.environ.get("ALERTD_URL"), help="daemon URL (default: public_url)")
+    c.add_argument("--token", default=os.environ.get("ALERTD_TOKEN"), help="bearer token (or ALERTD_TOKEN)")
+
+
+def _load(args) -> config.Config:
+    cfg = config.load(args.config)
+    logs.configure(cfg.log.level, cfg.log.format)
+    return cfg
+
+
+# -- daemon --------------------------------------------------------------------------------------
+
+
+def serve(args) -> int:
+    cfg = _load(args)
+    asyncio.run(_serve(cfg))
+    return 0
+
+
+async def _serve(cfg: config.Config) -> None:
+    host, _, port = cfg.server.listen.rpartition(":")
+    runner = web.AppRunner(app_mod.build(cfg), access_log=None, handle_signals=True)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host.strip("[]") or None, int(port)).start()
+        systemd.ready()  # only now: systemd must not route traffic before we listen
+        await asyncio.Event().wait()  # until SIGTERM / SIGINT (GracefulExit)
+    except web.GracefulExit:
+        pass
+    finally:
+        systemd.stopping()
+        await runner.cleanup()
+
+
+def check_config(args) -> int:
+    problems = config.check(args.file)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"{args.file}: ok")
+    return 1 if problems else 0
+
+
+def fakes(args) -> int:
+    from alertd import fakes as fakes_mod
+
+    fakes_mod.serve(args.host, args.port)
+    return 0
+
+
+def demo(args) -> int:
+    from alertd import demo as demo_mod
+
+    return asyncio.run(demo_mod.run(args.once, args.subscribers, args.port))
+
+
+# -- store administration --------------------------------------------------------------------------
+
+
+async def _with_store(cfg: config.Config, work):
+    db = store_mod.open_store(cfg.store.url)
+    await db.open()
+    try:
+        return await work(db)
+    finally:
+        await db.close()
+
+
+def token_create(args) -> int:
+    cfg = _load(args)
+    zones = [z.strip() for z in args.zones.split(",") if z.strip()]
+    plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow())
+    asyncio.run(_with_store(cfg, lambda db: db.add_token(token)))
+    print(plaintext)
+    print(f"token {token.id} for {token.cell} ({token.role.value}, zones {','.join(token.zones)}); "
+          "shown once, only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def import_csv(args, noun: str, reader) -> int:
+    cfg = _load(args)
+    result = reader(args.file)
+    for problem in result.problems:
+        print(f"{args.file}:{problem.line}: {problem.field}: {problem.reason}", file=sys.stderr)
+    upsert = "upsert_recipients" if noun == "subscribers" else "upsert_sirens"
+    count = asyncio.run(_with_store(cfg, lambda db: getattr(db, upsert)(list(result.items))))
+    print(f"imported {count} {noun}; {len(result.problems)} problems reported")
+    return 1 if result.problems else 0
+
+
+# -- API client ----------------------------------------------------------------------------------
+
+
+def _target(args) -> tuple[str, dict[str, str]]:
+    url = args.url
+    if not url:
+        url = config.load(args.config).server.public_url
+    if not args.token:
+        raise errors.Unauthenticated("give --token or set ALERTD_TOKEN")
+    return url.rstrip("/"), {"Authorization": f"Bearer {args.token}"}
+
+
+async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tuple[int, dict]:
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.request(method, url, **kw) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+def send(args) -> int:
+    base, headers = _target(args)
+    with open(args.file, "rb") as f:
+        body = f.read()
+    headers["Content-Type"] = "application/json"
+    code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0 if code < 300 else 1
+
+
+def status(args) -> int:
+    base, headers = _target(args)
+    code, answer = asyncio.run(_request("GET", f"{base}/v1/alerts/{args.id}", headers))
+    if code >= 300:
+        print(json.dumps(answer, indent=2, ensure_ascii=False), file=sys.stderr)
+        return 1
+    print(format_status(answer))
+    return 0
+
+
+def format_status(alert: dict) -> str:
+    lines = [
+        f"alert {alert['id']}  {alert['event']}  [{alert['status']}, {alert['state']}]",
+        f"zones {', '.join(alert['area']['zones'])}  expires {alert.get('expires') or '-'}",
+    ]
+    states = [s.value for s in model.State]
+    lines.append(f"{'channel':<10}" + "".join(f"{s:>11}" for s in states))
+    for channel, counts in sorted(alert.get("counts", {}).items()):
+        lines.append(f"{channel:<10}" + "".join(f"{counts.get(s, 0):>11}" for s in states))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

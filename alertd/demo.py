@@ -1,0 +1,201 @@
+"""`alertd demo`: the whole path of an alert on one machine, with nothing to configure.
+
+The fake providers run in their own process; the daemon runs here on SQLite in a temporary folder
+with the real twilio and firebase-admin clients pointed at the fakes. 2,000 synthetic subscribers in
+three communes and four locales, a few sirens, one alert posted over the HTTP API, and a progress
+bar per channel until every delivery is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from alertd import app as app_mod, auth, config, logs, model, web as web_mod
+
+COMMUNES = {"75056": "Paris", "69123": "Lyon", "13055": "Marseille"}
+LOCALES = ["fr"] * 11 + ["en"] * 4 + ["es"] * 3 + ["ar"] * 2  # a plausible mix
+SETTLED = [s.value for s in model.SETTLED]
+
+CONFIG = """
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[store]
+url = "sqlite:///{db}"
+
+[log]
+level = "warning"
+
+[channels.sms]
+plugin = "twilio"
+account_sid = "ACdemo00000000000000000000000000"
+auth_token = "demo-auth-token"
+from = "+33700000000"
+base_url = "{fakes}"
+
+[channels.push]
+plugin = "fcm"
+project_id = "alertd-demo"
+base_url = "{fakes}"
+
+[channels.siren]
+plugin = "siren-http"
+base_url = "{fakes}/siren"
+token = "demo-gateway-token"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def fake_providers():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "alertd.fakes", "--port", str(port)])
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("the fake providers did not start")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url + "/_fake/health") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)  # waiting for another process to listen
+    raise RuntimeError("the fake providers did not answer")
+
+
+def subscribers(n: int, seed: int = 2026) -> list[dict]:
+    rng = random.Random(seed)
+    codes = list(COMMUNES)
+    people = []
+    for i in range(n):
+        person = {"id": f"demo-{i:06d}", "locale": rng.choice(LOCALES), "zones": [codes[i % 3]]}
+        if rng.random() < 0.8:
+            person["phone"] = f"+33612{rng.randrange(10**6):06d}"
+        if "phone" not in person or rng.random() < 0.6:
+            person["push_token"] = f"demo-token-{i:06d}-{rng.randrange(16**12):012x}"
+        people.append(person)
+    return people
+
+
+def sirens() -> list[model.Siren]:
+    return [
+        model.Siren(f"siren-{code}-{k}", code, f"{name} {k}")
+        for code, name in COMMUNES.items() for k in (1, 2)
+    ]
+
+
+def order() -> dict:
+    expires = model.utcnow() + dt.timedelta(hours=2)
+    return {
+        "status": "actual", "event": "Nuage toxique", "urgency": "Immediate", "severity": "Severe",
+        "certainty": "Observed", "expires": expires.isoformat(),
+        "area": {"zones": list(COMMUNES), "description": "Paris, Lyon, Marseille"},
+        "channels": ["sms", "push", "siren"], "template": "shelter_in_place",
+        "params": {"reason": "nuage toxique", "until": "nouvel ordre"}, "locale": "fr",
+    }
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    filled = width * done // total if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+def progress(alert: dict) -> tuple[str, bool]:
+    lines, finished = [], alert["state"] in ("completed", "cancelled")
+    for channel, counts in sorted(alert["counts"].items()):
+        total = sum(counts.values())
+        done = sum(counts.get(s, 0) for s in SETTLED)
+        lines.append(f"  {channel:<6} {bar(done, total)}  failed {counts.get('failed', 0)}")
+    return "\n".join(lines), finished
+
+
+async def run(once: bool, count: int = 2000, port: int = 0) -> int:
+    with tempfile.TemporaryDirectory(prefix="alertd-demo-") as tmp, fake_providers() as (fakes, proc):
+        await wait_ready(fakes, proc)
+        port = port or free_port()
+        path = Path(tmp) / "alertd.toml"
+        path.write_text(CONFIG.format(port=port, db=Path(tmp) / "alertd.db", fakes=fakes))
+        cfg = config.load(str(path))
+        logs.configure(cfg.log.level, cfg.log.format)
+        runner = web.AppRunner(app_mod.build(cfg), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            return await _drive(runner.app, cfg.server.public_url, count, once)
+        finally:
+            await runner.cleanup()
+
+
+async def _drive(app: web.Application, url: str, count: int, once: bool) -> int:
+    db = app[web_mod.STORE]
+    now = model.utcnow()
+    issuer, issuer_token = auth.new_token("Démo — cellule de crise", model.Role.ISSUER, list(COMMUNES), now)
+    operator, operator_token = auth.new_token("Démo — opérateurs", model.Role.OPERATOR, ["*"], now)
+    await db.add_token(issuer_token)
+    await db.add_token(operator_token)
+    await db.upsert_sirens(sirens())
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {issuer}"}) as http:
+        async with http.post(url + "/v1/subscribers", json=subscribers(count)) as resp:
+            answer = await resp.json()
+            if resp.status != 200:
+                print(answer, file=sys.stderr)
+                return 1
+            print(f"subscribers: {answer['imported']} in {', '.join(COMMUNES.values())}")
+        started = time.monotonic()
+        async with http.post(url + "/v1/alerts", json=order()) as resp:
+            accepted = await resp.json()
+            if resp.status != 202:
+                print(accepted, file=sys.stderr)
+                return 1
+        print(f"alert {accepted['id']} accepted ({resp.status}) — status {accepted['status_url']}")
+        alert = await _watch(http, accepted["status_url"])
+        print(f"settled in {time.monotonic() - started:.1f}s: {alert['totals']}")
+    if once:
+        return 0
+    print(f"\nalertd is running at {url}\n  issuer token:   {issuer}\n  operator token: {operator}\n"
+          "Ctrl-C to stop.")
+    await asyncio.Event().wait()
+    return 0
+
+
+async def _watch(http: aiohttp.ClientSession, status_url: str) -> dict:
+    tty = sys.stdout.isatty()
+    shown = 0
+    while True:
+        async with http.get(status_url) as resp:
+            alert = await resp.json()
+        text, finished = progress(alert)
+        if tty and shown:
+            print(f"\x1b[{shown}F", end="")
+        if tty or finished:
+            print(text)
+            shown = text.count("\n") + 1
+        if finished:
+            return alert
+        await asyncio.sleep(0.25)  # a progress display refreshes on a clock, by design

@@ -1,0 +1,323 @@
+"""The OpenAPI 3.1 document of alertd's HTTP API.
+
+Request bodies come from the pydantic classes in `orders`, so the schema is written once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from alertd import model, orders
+
+_REF = "#/components/schemas/{model}"
+PROBLEM = "application/problem+json"
+
+
+def document(public_url: str) -> dict[str, Any]:
+    # A deep copy: callers may adjust their document without touching the shared parts.
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "alertd",
+            "version": "1",
+            "description": "Citizen-alert broadcasting: post an alert order, follow its deliveries "
+            "over SMS, push and sirens.",
+        },
+        "servers": [{"url": public_url.rstrip("/")}],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A crisis cell's token: `alertd_<token_id>_<secret>`.",
+                }
+            },
+            "responses": {str(s): _problem_response(d) for s, d in _PROBLEMS.items()},
+        },
+    })
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for name, schema in (("Order", orders.schema(_REF)), ("Subscriber", orders.subscriber_schema(_REF))):
+        schemas |= schema.pop("$defs", {})
+        schemas[name] = schema
+    return schemas | {
+        "Problem": _PROBLEM_SCHEMA,
+        "Accepted": _object(
+            id=_str("The alert's id."),
+            identifier=_str("The CAP identifier."),
+            state=_enum(model.AlertState),
+            status_url=_str("Where to follow the alert.", format="uri"),
+        ),
+        "Alert": _ALERT,
+        "AlertStatus": {"allOf": [_ref("Alert"), _object(counts=_COUNTS, totals=_TOTALS)]},
+        "AlertList": _object(items={"type": "array", "items": _ref("Alert")}, next=_nullable_str("Cursor")),
+        "Delivery": _DELIVERY,
+        "DeliveryPage": _object(
+            items={"type": "array", "items": _ref("Delivery")},
+            next=_nullable_str("Pass as `after` for the next page; null on the last page."),
+        ),
+        "Preview": _object(
+            locale=_str(),
+            channel=_str(),
+            title=_str(),
+            body=_str(),
+            encoding={"type": "string", "examples": ["GSM-7", "UCS-2", "utf-8"]},
+            segments={"type": "integer", "description": "SMS segments (1 for other channels)."},
+            size={"type": "integer", "description": "Bytes of the payload."},
+        ),
+        "Imported": _object(imported={"type": "integer"}),
+    }
+
+
+def _str(description: str = "", **extra: Any) -> dict[str, Any]:
+    return {"type": "string"} | ({"description": description} if description else {}) | extra
+
+
+def _nullable_str(description: str = "", **extra: Any) -> dict[str, Any]:
+    return _str(description, **extra) | {"type": ["string", "null"]}
+
+
+def _enum(values: type) -> dict[str, Any]:
+    return {"type": "string", "enum": [v.value for v in values]}
+
+
+def _object(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF.format(model=name)}
+
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "properties": {
+        "type": _str("A stable URI naming the kind of problem.", format="uri-reference"),
+        "title": _str(),
+        "status": {"type": "integer"},
+        "detail": _str(),
+        "field": _nullable_str("The dotted path of the field at fault, e.g. `area.zones.0`."),
+        "errors": {
+            "type": "array",
+            "items": _object(field=_nullable_str(), message=_str()),
+            "description": "Every validation error.",
+        },
+        "outside": {"type": "array", "items": {"type": "string"}, "description": "Zones outside jurisdiction."},
+    },
+    "required": ["type", "title", "status"],
+}
+
+_ALERT = _object(
+    id=_str(),
+    identifier=_str(),
+    sender=_str("The crisis cell that issued it."),
+    sent=_str(format="date-time"),
+    status=_enum(model.Status),
+    msg_type=_str(),
+    event=_str(),
+    urgency=_str(),
+    severity=_str(),
+    certainty=_str(),
+    expires=_nullable_str(format="date-time"),
+    area=_ref("Area"),
+    channels={"type": "array", "items": _enum(model.Kind)},
+    template=_nullable_str(),
+    params={"type": "object"},
+    texts={"type": "object", "additionalProperties": _ref("Text")},
+    locale=_nullable_str(),
+    topics={"type": "boolean"},
+    state=_enum(model.AlertState),
+    cancelled_at=_nullable_str(format="date-time"),
+)
+
+_COUNTS = {
+    "type": "object",
+    "description": "Deliveries per channel and state, e.g. {\"sms\": {\"sent\": 10, \"pending\": 2}}.",
+    "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+}
+_TOTALS = {
+    "type": "object",
+    "description": "Deliveries per state over every channel.",
+    "additionalProperties": {"type": "integer"},
+}
+
+_DELIVERY = _object(
+    id={"type": "integer"},
+    channel=_str("The configured channel's name."),
+    kind=_enum(model.Kind),
+    target=_str("Recipient id, siren id or topic."),
+    address=_str("Masked phone number or push token; siren id."),
+    locale=_str(),
+    state=_enum(model.State),
+    attempts={"type": "integer"},
+    last_error=_nullable_str(),
+    provider_id=_nullable_str(),
+    updated_at=_nullable_str(format="date-time"),
+)
+
+
+# -- paths -------------------------------------------------------------------------------------
+
+_PROBLEMS = {
+    400: "The body is malformed.",
+    401: "A valid bearer token is required.",
+    403: "The token may not do that, or the area leaves its jurisdiction.",
+    404: "No such resource.",
+    409: "The resource is not in a state that allows this.",
+    422: "The order is not valid; `field` and `errors` say where.",
+}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, responses: dict[int, Any], *problems: int, **extra: Any) -> dict[str, Any]:
+    refs = {str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted({401, *problems})}
+    return {"summary": summary, "responses": {str(s): r for s, r in responses.items()} | refs} | extra
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _body(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"required": True, "content": {media: {"schema": schema}}}
+
+
+_ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PUBLIC = {"security": []}
+_SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": orders.MAX_SUBSCRIBERS}
+
+
+def _paths() -> dict[str, Any]:
+    one = [_ALERT_ID]
+    return {
+        "/v1/alerts": {"post": _post_alert(), "get": _list_alerts()},
+        "/v1/alerts/{id}": {"parameters": one, "get": _get_alert()},
+        "/v1/alerts/{id}/deliveries": {"parameters": one, "get": _deliveries()},
+        "/v1/alerts/{id}/cancel": {"parameters": one, "post": _cancel()},
+        "/v1/preview": {"post": _preview()},
+        "/v1/subscribers": {"post": _subscribers()},
+        "/v1/receipts/twilio": {"post": _twilio_receipts()},
+        "/v1/openapi.json": {"get": _public("This document.", {200: _json("OpenAPI 3.1.", {"type": "object"})})},
+        "/healthz": {"get": _public("The process is alive.", {200: {"description": "Alive."}})},
+        "/readyz": {
+            "get": _public(
+                "The store answers and channels are loaded.",
+                {200: {"description": "Ready."}, 503: _problem_response("Not ready.")},
+            )
+        },
+    }
+
+
+def _get_alert() -> dict[str, Any]:
+    return _op("An alert and its delivery counts.", {200: _json("The alert.", _ref("AlertStatus"))}, 403, 404)
+
+
+def _cancel() -> dict[str, Any]:
+    return _op(
+        "Cancel an alert: pending deliveries are dropped, sirens are told to stop.",
+        {200: _json("The cancelled alert.", _ref("Alert"))},
+        403, 404, 409,
+    )
+
+
+def _preview() -> dict[str, Any]:
+    return _op(
+        "Render an order without sending it.",
+        {200: _json("One message per locale and channel.", {"type": "array", "items": _ref("Preview")})},
+        400, 403, 422,
+        requestBody=_body(_ref("Order")),
+    )
+
+
+def _subscribers() -> dict[str, Any]:
+    return _op(
+        "Add or replace subscribers by id: one object or a list.",
+        {200: _json("How many were stored.", _ref("Imported"))},
+        400, 403, 422,
+        requestBody=_body({"oneOf": [_ref("Subscriber"), _SUBSCRIBERS]}),
+    )
+
+
+def _public(summary: str, responses: dict[int, Any]) -> dict[str, Any]:
+    return {"summary": summary, "responses": {str(s): r for s, r in responses.items()}} | _PUBLIC
+
+
+def _post_alert() -> dict[str, Any]:
+    key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "description": "Posting again with the same key returns the first alert instead of a second one.",
+    }
+    return _op(
+        "Issue an alert.",
+        {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
+        400, 403, 404, 422,
+        parameters=[key],
+        requestBody=_body(_ref("Order")),
+    )
+
+
+def _list_alerts() -> dict[str, Any]:
+    return _op(
+        "Recent alerts, newest first.",
+        {200: _json("A page of alerts.", _ref("AlertList"))},
+        403,
+        parameters=[
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "Page size."),
+            _query("before", {"type": "string"}, "Cursor: only alerts older than this one."),
+        ],
+    )
+
+
+def _deliveries() -> dict[str, Any]:
+    return _op(
+        "An alert's deliveries, one page at a time.",
+        {200: _json("A page of deliveries.", _ref("DeliveryPage"))},
+        403, 404,
+        parameters=[
+            _query("channel", {"type": "string"}, "Only this configured channel."),
+            _query("state", _enum(model.State), "Only deliveries in this state."),
+            _query("after", {"type": "string"}, "Cursor from the previous page's `next`."),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+        ],
+    )
+
+
+def _twilio_receipts() -> dict[str, Any]:
+    signature = {
+        "name": "X-Twilio-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Twilio's HMAC-SHA1 signature of the URL and form.",
+    }
+    form = {
+        "type": "object",
+        "properties": {name: {"type": "string"} for name in ("MessageSid", "MessageStatus", "ErrorCode")},
+        "required": ["MessageSid", "MessageStatus"],
+    }
+    return {
+        "summary": "Twilio message status callbacks.",
+        "parameters": [signature],
+        "requestBody": _body(form, "application/x-www-form-urlencoded"),
+        "responses": {"204": {"description": "Recorded."}, "403": _problem_response("Bad signature.")},
+    } | _PUBLIC

@@ -1,0 +1,364 @@
+"""The JSON order and subscriber schemas (pydantic): loose input in, frozen `model` values out.
+
+These classes are also the single source of the API's JSON schemas (see `openapi`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+import pydantic
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
+
+from alertd import errors, model
+
+MAX_SUBSCRIBERS = 10_000
+LOCALE_PATTERN = r"^[a-z]{2,3}(?:-[A-Z]{2})?$"
+IDENTIFIER_PATTERN = r"^[^\s,<&]+$"  # CAP 1.2: no spaces, commas or restricted characters
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template variable
+TEMPLATE_PATTERN = r"^[a-z0-9_]+$"
+MAX_PARAM_LENGTH = 500
+
+Zone = Annotated[str, StringConstraints(pattern=model.ZONE_PATTERN)]
+LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
+Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN)]
+ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
+
+# What a user reads instead of a regular expression.
+_PATTERN_MESSAGES = {
+    model.ZONE_PATTERN: "not a zone code: an INSEE commune code, a département code or *",
+    model.LOCAL_ZONE_PATTERN: "not a zone code: an INSEE commune code or a département code",
+    LOCALE_PATTERN: "not a locale code like fr, en or fr-FR",
+    IDENTIFIER_PATTERN: "must not contain spaces, commas, < or &",
+    TEMPLATE_PATTERN: "not a template name: lower-case letters, digits and _",
+    PARAM_NAME_PATTERN: "not a parameter name: letters, digits and _, not starting with a digit",
+}
+
+
+def _scalar(value: Any) -> Any:
+    """Parameters are plain data for templates: one clear error instead of one per union member."""
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError("must be a string, a number or a boolean")
+    if isinstance(value, str) and len(value) > MAX_PARAM_LENGTH:
+        raise ValueError(f"must be at most {MAX_PARAM_LENGTH} characters")
+    return value
+
+
+ParamValue = Annotated[str | int | float | bool, pydantic.BeforeValidator(_scalar)]
+
+
+class Text(pydantic.BaseModel):
+    """The alert's own words in one locale, used instead of a template."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    headline: str = Field(min_length=1, max_length=200, examples=["Inondation : mettez-vous à l'abri"])
+    instruction: str = Field(
+        "", max_length=1000, examples=["Montez dans les étages. N'allez pas chercher vos enfants à l'école."]
+    )
+
+
+class Area(pydantic.BaseModel):
+    """Where the alert applies, as French administrative codes."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    zones: list[Zone] = Field(
+        min_length=1,
+        max_length=500,
+        description='INSEE commune codes ("75056", "2A004", "97105"), département codes '
+        '("75", "2A", "971") or "*" for the whole country (national tokens only).',
+        examples=[["75056"], ["13", "84007"]],
+    )
+    description: str = Field("", max_length=1000, description="The area in words (CAP areaDesc).")
+
+
+class Order(pydantic.BaseModel):
+    """An alert order, as a crisis cell posts it to `POST /v1/alerts`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "actual",
+                    "event": "Inondation",
+                    "urgency": "Immediate",
+                    "severity": "Severe",
+                    "certainty": "Observed",
+                    "expires": "2030-01-01T18:00:00+01:00",
+                    "area": {"zones": ["75056"], "description": "Paris"},
+                    "channels": ["sms", "push"],
+                    "template": "shelter_in_place",
+                    "params": {"place": "Paris", "until": "18 h"},
+                }
+            ]
+        },
+    )
+
+    identifier: str | None = Field(
+        None,
+        max_length=200,
+        pattern=IDENTIFIER_PATTERN,
+        description="CAP identifier; defaults to the alert's id.",
+        examples=["FR-75-2030-0001"],
+    )
+    status: Literal["actual", "exercise", "system", "test", "draft"] = Field(
+        description="CAP status: who the alert is for.", examples=["actual"]
+    )
+    msg_type: Literal["alert"] = Field("alert", description="CAP msgType; only new alerts for now.")
+    event: str = Field(min_length=1, max_length=200, description="What happens.", examples=["Inondation"])
+    urgency: Literal["Immediate", "Expected", "Future", "Past", "Unknown"] = Field(description="CAP urgency.")
+    severity: Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"] = Field(description="CAP severity.")
+    certainty: Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"] = Field(
+        description="CAP certainty."
+    )
+    expires: AwareDatetime | None = Field(
+        None,
+        description="When the alert stops applying: undelivered messages are dropped. "
+        "An ISO 8601 time with its offset, in the future.",
+        examples=["2030-01-01T18:00:00+01:00"],
+    )
+    area: Area
+    channels: list[Literal["sms", "push", "siren"]] = Field(
+        min_length=1,
+        max_length=3,
+        json_schema_extra={"uniqueItems": True},
+        description="The kinds of channel to fan out over.",
+        examples=[["sms", "push", "siren"]],
+    )
+    template: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=TEMPLATE_PATTERN,
+        description="A message template name (templates/<locale>/<name>.<channel>.j2). "
+        "Give exactly one of `template` and `texts`.",
+        examples=["shelter_in_place"],
+    )
+    params: dict[ParamName, ParamValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        json_schema_extra={"additionalProperties": False},
+        description=f"Data for the template (never code); string values at most {MAX_PARAM_LENGTH} characters.",
+        examples=[{"place": "Paris", "until": "18 h"}],
+    )
+    texts: dict[Locale, Text] | None = Field(
+        None,
+        min_length=1,
+        validate_default=True,
+        description="The message in each locale, instead of a template. Give exactly one of "
+        "`template` and `texts`.",
+        examples=[{"fr": {"headline": "Inondation", "instruction": "Montez dans les étages."}}],
+    )
+    locale: Locale | None = Field(
+        None, description="The locale for recipients whose own locale has no message.", examples=["fr"]
+    )
+    topics: bool = Field(False, description="Also push to the FCM topics `zone-<code>` of the area.")
+
+    @pydantic.field_validator("channels")
+    @classmethod
+    def _unique(cls, channels: list[str]) -> list[str]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("each channel at most once")
+        return channels
+
+    @pydantic.field_validator("expires")
+    @classmethod
+    def _in_future(cls, expires: dt.datetime | None, info: pydantic.ValidationInfo) -> dt.datetime | None:
+        now = (info.context or {}).get("now") or model.utcnow()
+        if expires is not None and expires <= now:
+            raise ValueError("must be in the future")
+        return expires
+
+    @pydantic.field_validator("texts")
+    @classmethod
+    def _template_or_texts(cls, texts: dict | None, info: pydantic.ValidationInfo) -> dict | None:
+        if "template" not in info.data:  # the template itself was invalid: already reported
+            return texts
+        if (texts is None) == (info.data["template"] is None):
+            raise ValueError("give exactly one of template and texts")
+        return texts
+
+
+class Subscriber(pydantic.BaseModel):
+    """A citizen's phone and/or app install, as `POST /v1/subscribers` takes it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["citizen-42"])
+    phone: str | None = Field(
+        None, max_length=40, description="Any French or international notation; stored in E.164.",
+        examples=["06 12 34 56 78", "+33612345678"],
+    )
+    push_token: str | None = Field(
+        None, min_length=1, max_length=4096, validate_default=True, description="The app install's FCM token."
+    )
+    locale: Locale = Field("fr", examples=["fr", "en", "ar"])
+    zones: list[LocalZone] = Field(min_length=1, max_length=500, examples=[["75056"]])
+
+    @pydantic.field_validator("phone")
+    @classmethod
+    def _normalise_phone(cls, phone: str | None) -> str | None:
+        return None if phone is None else _e164(phone, "FR")
+
+    @pydantic.field_validator("push_token")
+    @classmethod
+    def _reachable(cls, push_token: str | None, info: pydantic.ValidationInfo) -> str | None:
+        if "phone" in info.data and info.data["phone"] is None and push_token is None:
+            raise ValueError("give a phone number, a push token or both")
+        return push_token
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse(body: bytes, now: dt.datetime) -> Order:
+    """Validate an order's JSON body; `now` decides whether `expires` is in the future."""
+    data = _json(body)
+    if not isinstance(data, dict):
+        raise errors.BadRequest("The body must be a JSON object.", field=None)
+    return _validate(Order.model_validate, data, context={"now": now})
+
+
+def parse_subscribers(body: bytes) -> list[model.Recipient]:
+    """One subscriber object or a list of them; errors name the row, e.g. `3.phone`."""
+    data = _json(body)
+    if isinstance(data, dict):
+        return [_recipient(_validate(Subscriber.model_validate, data))]
+    if not isinstance(data, list):
+        raise errors.BadRequest("The body must be a JSON object or a list of objects.", field=None)
+    subscribers = _validate(_SUBSCRIBER_LIST.validate_python, data)
+    _refuse_duplicates(subscribers)
+    return [_recipient(s) for s in subscribers]
+
+
+_SUBSCRIBER_LIST = pydantic.TypeAdapter(Annotated[list[Subscriber], Field(max_length=MAX_SUBSCRIBERS)])
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise errors.BadRequest(f"The body is not valid JSON: {exc}", field=None) from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _validate(validate: Any, data: Any, **kwargs: Any) -> Any:
+    try:
+        return validate(data, **kwargs)
+    except pydantic.ValidationError as exc:
+        problems = [_problem(e) for e in exc.errors()]
+        first = problems[0]
+        raise errors.Invalid(
+            f"{first['field'] or 'body'}: {first['message']}", field=first["field"], errors=problems
+        ) from None
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    # A dict key's own error is located at "<key>.[key]": the key names the field well enough.
+    field = ".".join(str(part) for part in error["loc"] if part != "[key]") or None
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif error["type"] == "string_pattern_mismatch":
+        message = _PATTERN_MESSAGES.get(error["ctx"]["pattern"], error["msg"])
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return {"field": field, "message": message}
+
+
+def _refuse_duplicates(subscribers: list[Subscriber]) -> None:
+    # One body is stored in one statement, where a repeated id is ambiguous (and fails on PostgreSQL).
+    seen: set[str] = set()
+    for index, subscriber in enumerate(subscribers):
+        if subscriber.id in seen:
+            raise _invalid(f"{index}.id", f"duplicate id {subscriber.id!r}")
+        seen.add(subscriber.id)
+
+
+def _invalid(field: str, message: str) -> errors.Invalid:
+    return errors.Invalid(f"{field}: {message}", field=field, errors=[{"field": field, "message": message}])
+
+
+# -- phones ------------------------------------------------------------------------------------
+
+
+def normalise_phone(raw: str, region: str = "FR") -> str:
+    """A phone number in E.164, e.g. "06 12 34 56 78" → "+33612345678"."""
+    try:
+        return _e164(raw, region)
+    except ValueError as exc:
+        raise _invalid("phone", str(exc)) from None
+
+
+# Overseas départements write their numbers nationally too ("0690 …" in Guadeloupe): a French
+# number that is not a metropolitan one is tried there before it is refused.
+_OVERSEAS = {"FR": ("GP", "MQ", "GF", "RE", "YT")}
+
+
+def _e164(raw: str, region: str) -> str:
+    for candidate in (region, *_OVERSEAS.get(region, ())):
+        try:
+            number = phonenumbers.parse(raw, candidate)
+        except phonenumbers.NumberParseException:
+            raise ValueError("not a phone number") from None
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    raise ValueError("not a valid phone number")
+
+
+# -- to the model ------------------------------------------------------------------------------
+
+
+def to_alert(order: Order, *, alert_id: str, sender: str, token_id: str, now: dt.datetime) -> model.Alert:
+    """The frozen alert an accepted order becomes."""
+    return model.Alert(
+        id=alert_id,
+        identifier=order.identifier or alert_id,
+        sender=sender,
+        sent=model.to_utc(now),
+        status=model.Status(order.status),
+        msg_type=order.msg_type,
+        event=order.event,
+        urgency=order.urgency,
+        severity=order.severity,
+        certainty=order.certainty,
+        expires=model.to_utc(order.expires),
+        area=model.Area(tuple(dict.fromkeys(order.area.zones)), order.area.description),
+        channels=tuple(model.Kind(c) for c in order.channels),
+        template=order.template,
+        params=dict(order.params),
+        texts={locale: model.Text(t.headline, t.instruction) for locale, t in (order.texts or {}).items()},
+        locale=order.locale,
+        topics=order.topics,
+        token_id=token_id,
+    )
+
+
+def _recipient(subscriber: Subscriber) -> model.Recipient:
+    return model.Recipient(
+        id=subscriber.id,
+        locale=subscriber.locale,
+        zones=tuple(dict.fromkeys(subscriber.zones)),
+        phone=subscriber.phone,
+        push_token=subscriber.push_token,
+    )
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The order's JSON schema; its sub-schemas are under `$defs`, referred to by `ref_template`."""
+    return Order.model_json_schema(ref_template=ref_template)
+
+
+def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    return Subscriber.model_json_schema(ref_template=ref_template)

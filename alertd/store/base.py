@@ -1,0 +1,310 @@
+"""The store logic both SQL stores share, over the tiny driver API of `sql.Conn`.
+
+A driver subclass supplies its `sql.Dialect`, connections (`_conn`) and transactions (`_tx`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from alertd import errors, model
+from alertd.store import sql
+
+
+def no_alert(alert_id: str) -> errors.NotFound:
+    return errors.NotFound(f"no alert {alert_id!r}", resource="alert", id=alert_id)
+
+
+class SQLStore:
+    """Every `Store` method, over `sql.Conn`s from the driver subclass (`_tx`, `_conn`)."""
+
+    dialect: sql.Dialect
+
+    def _tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
+        """A connection inside one transaction, committed on exit (writes take the lock at once)."""
+        raise NotImplementedError
+
+    def _conn(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
+        """A connection for one autocommitted statement."""
+        raise NotImplementedError
+
+    async def _notify(self, conn: sql.Conn, payload: str) -> None:
+        """Wake the other instances (PostgreSQL); nothing to do with one instance."""
+
+    def _t(self, value: dt.datetime | None) -> Any:
+        return None if value is None else self.dialect.instant(value)
+
+    async def _fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        async with self._conn() as conn:
+            return await conn.fetch(text, *args)
+
+    async def _execute(self, text: str, *args: Any) -> int:
+        async with self._conn() as conn:
+            return await conn.execute(text, *args)
+
+    async def migrate(self) -> None:
+        async with self._tx() as conn:
+            if self.dialect.migration_lock:
+                await conn.execute(self.dialect.migration_lock)
+            await conn.execute(sql.SCHEMA_VERSION)
+            current = (await conn.fetch("SELECT max(version) AS v FROM schema_version"))[0]["v"] or 0
+            for version, statements in sql.MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                        version, self._t(model.utcnow()),
+                    )
+
+    # -- tokens ------------------------------------------------------------------------------------
+    async def add_token(self, token: model.Token) -> None:
+        await self._execute(
+            "INSERT INTO tokens (id, cell, role, zones, secret_hash, created_at, revoked)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            token.id, token.cell, token.role.value, json.dumps(list(token.zones)), token.secret_hash,
+            self._t(token.created_at), token.revoked,
+        )
+
+    async def token_by_hash(self, secret_hash: str) -> model.Token | None:
+        rows = await self._fetch("SELECT * FROM tokens WHERE secret_hash = $1", secret_hash)
+        return model.Token.from_row(rows[0]) if rows else None
+
+    # -- audience ----------------------------------------------------------------------------------
+    async def upsert_recipients(self, recipients: Sequence[model.Recipient]) -> int:
+        latest = {r.id: r for r in recipients}  # a batch naming a recipient twice: the last wins
+        if not latest:
+            return 0
+        async with self._tx() as conn:
+            await conn.executemany(sql.UPSERT_RECIPIENT, [
+                (r.id, r.phone, r.push_token, r.locale, json.dumps(list(r.zones))) for r in latest.values()
+            ])
+            await conn.execute(
+                "DELETE FROM recipient_zones WHERE recipient_id IN (SELECT value FROM {each}($1))",
+                json.dumps(list(latest)),
+            )
+            await conn.executemany(
+                "INSERT INTO recipient_zones (zone, recipient_id) VALUES ($1, $2)",
+                [row for r in latest.values() for row in sql.zone_rows(r.id, r.zones)],
+            )
+        return len(latest)
+
+    async def get_recipient(self, recipient_id: str) -> model.Recipient:
+        rows = await self._fetch("SELECT * FROM recipients WHERE id = $1", recipient_id)
+        if not rows:
+            raise errors.NotFound(f"no recipient {recipient_id!r}", resource="recipient", id=recipient_id)
+        return model.Recipient.from_row(rows[0])
+
+    async def count_recipients(self) -> int:
+        return (await self._fetch("SELECT count(*) AS n FROM recipients"))[0]["n"]
+
+    async def mark_push_token_dead(self, push_token: str) -> int:
+        return await self._execute(
+            "UPDATE recipients SET push_token_dead = TRUE WHERE push_token = $1 AND NOT push_token_dead",
+            push_token,
+        )
+
+    async def upsert_sirens(self, sirens: Sequence[model.Siren]) -> int:
+        async with self._tx() as conn:
+            await conn.executemany(
+                "INSERT INTO sirens (id, zone, label) VALUES ($1, $2, $3) ON CONFLICT (id)"
+                " DO UPDATE SET zone = excluded.zone, label = excluded.label",
+                [(s.id, s.zone, s.label) for s in sirens],
+            )
+        return len(sirens)
+
+    async def list_sirens(self) -> list[model.Siren]:
+        async with self._conn() as conn:
+            return await self._sirens(conn)
+
+    @staticmethod
+    async def _sirens(conn: sql.Conn) -> list[model.Siren]:
+        return [model.Siren.from_row(r) for r in await conn.fetch("SELECT * FROM sirens ORDER BY id")]
+
+    # -- alerts ------------------------------------------------------------------------------------
+    async def create_alert(self, alert: model.Alert, idempotency_key: str) -> tuple[model.Alert, bool]:
+        async with self._tx() as conn:
+            created = await conn.execute(
+                sql.INSERT_ALERT, alert.id, alert.sender, alert.identifier, idempotency_key, alert.state.value,
+                alert.token_id, json.dumps(alert.to_json()), self._t(model.utcnow()),
+                self._t(alert.expires), self._t(alert.cancelled_at),
+            )
+            if created:
+                return alert, True
+            rows = await conn.fetch(
+                "SELECT * FROM alerts WHERE sender = $1 AND idempotency_key = $2", alert.sender, idempotency_key
+            )
+        return sql.alert_from_row(rows[0]), False
+
+    async def get_alert(self, alert_id: str) -> model.Alert:
+        rows = await self._fetch("SELECT * FROM alerts WHERE id = $1", alert_id)
+        if not rows:
+            raise no_alert(alert_id)
+        return sql.alert_from_row(rows[0])
+
+    async def list_alerts(self, limit: int = 50, before: str | None = None) -> list[model.Alert]:
+        if before is None:
+            rows = await self._fetch("SELECT * FROM alerts ORDER BY seq DESC LIMIT $1", limit)
+        else:
+            rows = await self._fetch(
+                "SELECT * FROM alerts WHERE seq < (SELECT seq FROM alerts WHERE id = $2)"
+                " ORDER BY seq DESC LIMIT $1", limit, before,
+            )
+        return [sql.alert_from_row(r) for r in rows]
+
+    async def alerts_in_state(self, state: model.AlertState) -> list[model.Alert]:
+        rows = await self._fetch("SELECT * FROM alerts WHERE state = $1 ORDER BY seq", state.value)
+        return [sql.alert_from_row(r) for r in rows]
+
+    async def set_alert_state(self, alert_id: str, state: model.AlertState) -> None:
+        if not await self._execute("UPDATE alerts SET state = $2 WHERE id = $1", alert_id, state.value):
+            raise no_alert(alert_id)
+
+    # -- planning ----------------------------------------------------------------------------------
+    async def plan_chunk(
+        self,
+        alert: model.Alert,
+        routes: Mapping[model.Kind, str],
+        after: str | None,
+        limit: int,
+        now: dt.datetime,
+    ) -> str | None:
+        everyone = model.NATIONAL in alert.area.zones
+        async with self._tx() as conn:
+            if after is None:
+                fixed = sql.fixed_deliveries(alert, routes, await self._sirens(conn))
+                await conn.executemany(sql.INSERT_DELIVERY, [
+                    (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now))
+                    for d in fixed
+                ])
+            last = await self._chunk_end(conn, alert.area.zones, everyone, after or "", limit)
+            if last is not None:
+                audience = sql.EVERYONE if everyone else sql.IN_ZONES
+                zones = () if everyone else (json.dumps(list(alert.area.zones)),)
+                for kind in (k for k in sql.PLAN if k in routes):
+                    select = sql.PLAN[kind].replace("{audience}", audience)
+                    await conn.execute(
+                        sql.INSERT_PLANNED.replace("{select}", select),
+                        alert.id, routes[kind], self._t(now), after or "", last, *zones,
+                    )
+                await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert.id, last)
+            for channel in sorted(set(routes.values())):
+                await self._notify(conn, channel)
+        return last
+
+    @staticmethod
+    async def _chunk_end(conn: sql.Conn, zones: Sequence[str], everyone: bool, after: str, limit: int) -> str | None:
+        if everyone:
+            return (await conn.fetch(sql.CHUNK_END_EVERYONE, after, limit))[0]["last"]
+        codes = sorted(set(zones))
+        return sql.chunk_end([[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes], limit)
+
+    async def plan_cursor(self, alert_id: str) -> str | None:
+        rows = await self._fetch("SELECT plan_cursor FROM alerts WHERE id = $1", alert_id)
+        if not rows:
+            raise no_alert(alert_id)
+        return rows[0]["plan_cursor"]
+
+    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime) -> int:
+        async with self._tx() as conn:
+            added = await conn.execute(sql.SIREN_CANCEL, alert_id, self._t(now))
+            await self._notify(conn, alert_id)
+        return added
+
+    # -- fan-out -----------------------------------------------------------------------------------
+    async def claim(
+        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta
+    ) -> list[model.Delivery]:
+        async with self._tx() as conn:
+            rows = await conn.fetch(sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease))
+        return sorted((model.Delivery.from_row(r) for r in rows), key=lambda d: (d.next_at, d.id))
+
+    async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
+        async with self._tx() as conn:
+            await conn.executemany(sql.RECORD, [
+                (o.delivery_id, o.state.value, self._t(o.next_at), o.last_error, o.provider_id, self._t(now))
+                for o in outcomes
+            ])
+
+    async def apply_receipt(
+        self, provider_id: str, state: model.State, error: str | None, now: dt.datetime
+    ) -> bool:
+        changed = await self._execute(
+            sql.RECEIPT, provider_id, state.value, error, self._t(now), json.dumps(sql.receipt_sources(state))
+        )
+        return changed > 0
+
+    async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
+        async with self._tx() as conn:
+            found = await conn.execute(
+                "UPDATE alerts SET state = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
+                alert_id, self._t(now),
+            )
+            if not found:
+                raise no_alert(alert_id)
+            cancelled = await conn.execute(
+                "UPDATE deliveries SET state = 'cancelled', updated_at = $2"
+                " WHERE alert_id = $1 AND state = 'pending' AND command <> 'cancel'",
+                alert_id, self._t(now),
+            )
+            await self._notify(conn, alert_id)
+        return cancelled
+
+    async def expire_due(self, now: dt.datetime) -> int:
+        # A siren's `cancel` outlives its alert: a siren must never be left sounding.
+        return await self._execute(
+            "UPDATE deliveries SET state = 'expired', updated_at = $1 WHERE state = 'pending'"
+            " AND command <> 'cancel' AND alert_id IN (SELECT id FROM alerts WHERE expires <= $1)",
+            self._t(now),
+        )
+
+    async def complete_settled(self) -> list[str]:
+        rows = await self._fetch(
+            "UPDATE alerts SET state = 'completed' WHERE state = 'active' AND NOT EXISTS (SELECT 1"
+            f" FROM deliveries d WHERE d.alert_id = alerts.id AND d.state IN {sql.OPEN}) RETURNING id"
+        )
+        return sorted(r["id"] for r in rows)
+
+    async def next_due(self, channel: str) -> dt.datetime | None:
+        # A lease that runs out (its instance died) makes work due too.
+        rows = await self._fetch(
+            "SELECT min(t) AS t FROM ("
+            " SELECT min(next_at) AS t FROM deliveries WHERE channel = $1 AND state = 'pending'"
+            " UNION ALL"
+            " SELECT min(lease_until) AS t FROM deliveries WHERE channel = $1 AND state = 'sending') AS due",
+            channel,
+        )
+        return model.to_utc(rows[0]["t"])
+
+    async def unsettled(self) -> int:
+        return (await self._fetch(f"SELECT count(*) AS n FROM deliveries WHERE state IN {sql.OPEN}"))[0]["n"]
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def counts(self, alert_id: str) -> dict[str, dict[str, int]]:
+        return sql.fill_counts(await self._fetch(
+            "SELECT channel, state, count(*) AS n FROM deliveries WHERE alert_id = $1 GROUP BY channel, state",
+            alert_id,
+        ))
+
+    async def deliveries(
+        self,
+        alert_id: str,
+        channel: str | None = None,
+        state: model.State | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[model.Delivery]:
+        where, args = ["alert_id = $1", "id > $2"], [alert_id, after_id]
+        for column, value in (("channel", channel), ("state", state and state.value)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        rows = await self._fetch(
+            f"SELECT * FROM deliveries WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}", *args
+        )
+        return [model.Delivery.from_row(r) for r in rows]

@@ -1,0 +1,198 @@
+"""The SQL both stores share: the schema, the statements, and the decisions around them.
+
+Statements are written once with numbered `$n` parameters (SQLite reads them as `?n`) and a few
+dialect slots (`{time}`, `{serial}`, `{key}`, `{each}`, `{lock}`) that each driver's `Dialect` fills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from alertd import model
+
+OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
+
+SCHEMA_VERSION = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY, applied_at {time} NOT NULL)"""
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, (
+        """CREATE TABLE tokens (id TEXT PRIMARY KEY, cell TEXT NOT NULL, role TEXT NOT NULL,
+            zones TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE, created_at {time} NOT NULL,
+            revoked BOOLEAN NOT NULL DEFAULT FALSE)""",
+        """CREATE TABLE recipients (id {key} PRIMARY KEY, phone TEXT, push_token TEXT,
+            push_token_dead BOOLEAN NOT NULL DEFAULT FALSE, locale TEXT NOT NULL, zones TEXT NOT NULL)""",
+        "CREATE INDEX recipients_push_token ON recipients (push_token)",
+        # Every code covering each of a recipient's zones (`model.covering`): targeting is one join.
+        """CREATE TABLE recipient_zones (zone TEXT NOT NULL,
+            recipient_id {key} NOT NULL REFERENCES recipients (id) ON DELETE CASCADE,
+            PRIMARY KEY (zone, recipient_id))""",
+        "CREATE INDEX recipient_zones_recipient ON recipient_zones (recipient_id)",
+        "CREATE TABLE sirens (id TEXT PRIMARY KEY, zone TEXT NOT NULL, label TEXT NOT NULL DEFAULT '')",
+        """CREATE TABLE alerts (seq {serial}, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
+            identifier TEXT NOT NULL, idempotency_key TEXT NOT NULL, state TEXT NOT NULL,
+            plan_cursor TEXT, token_id TEXT, data TEXT NOT NULL, created_at {time} NOT NULL,
+            expires {time}, cancelled_at {time}, UNIQUE (sender, idempotency_key))""",
+        """CREATE TABLE deliveries (id {serial}, alert_id TEXT NOT NULL REFERENCES alerts (id),
+            channel TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, address TEXT NOT NULL,
+            locale TEXT NOT NULL, command TEXT NOT NULL, state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, next_at {time} NOT NULL, lease_until {time},
+            owner TEXT, last_error TEXT, provider_id TEXT, updated_at {time} NOT NULL,
+            UNIQUE (alert_id, channel, target, command))""",
+        "CREATE INDEX deliveries_claim ON deliveries (channel, state, next_at)",
+        "CREATE INDEX deliveries_counts ON deliveries (alert_id, channel, state)",
+        "CREATE INDEX deliveries_provider ON deliveries (provider_id) WHERE provider_id IS NOT NULL",
+        f"CREATE INDEX deliveries_open ON deliveries (alert_id) WHERE state IN {OPEN}",
+    )),
+)
+
+DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
+
+# The recipients of a planning chunk, ids in ($4, $5]: everyone, or those in the zones $6.
+EVERYONE = "FROM recipients r WHERE r.id > $4 AND r.id <= $5"
+IN_ZONES = """FROM recipient_zones rz JOIN recipients r ON r.id = rz.recipient_id
+    WHERE rz.zone IN (SELECT value FROM {each}($6)) AND rz.recipient_id > $4 AND rz.recipient_id <= $5"""
+PLAN = {
+    model.Kind.SMS: "SELECT $1, $2, 'sms', r.id, r.phone, r.locale, 'send', 'pending', 0,"
+    " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.phone IS NOT NULL",
+    model.Kind.PUSH: "SELECT $1, $2, 'push', r.id, r.push_token, r.locale, 'send', 'pending', 0,"
+    " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
+}
+INSERT_PLANNED = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) {{select}} ON CONFLICT DO NOTHING"
+INSERT_DELIVERY = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) ON CONFLICT DO NOTHING"""
+CHUNK_END_EVERYONE = "SELECT max(id) AS last FROM (SELECT id FROM recipients WHERE id > $1 ORDER BY id LIMIT $2) c"
+# One zone at a time, so each read walks the (zone, recipient_id) index in order and stops at $3.
+CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $1 AND recipient_id > $2
+    ORDER BY recipient_id LIMIT $3"""
+SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
+    SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
+    CAST($2 AS {{time}}) FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
+    ON CONFLICT DO NOTHING"""
+# Each branch walks the claim index in `next_at` order and stops at the limit (an OR would sort them all).
+CLAIM_BRANCH = """SELECT id, next_at FROM (SELECT d.id, d.next_at FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel = $1 AND {due} AND (a.state <> 'cancelled' OR d.command = 'cancel')
+    ORDER BY d.next_at, d.id LIMIT $3 {lock}) AS {name}"""
+CLAIM = f"""WITH picked AS (
+    {CLAIM_BRANCH.format(due="d.state = 'pending' AND d.next_at <= $2", name="due", lock="{lock}")}
+    UNION ALL
+    {CLAIM_BRANCH.format(due="d.state = 'sending' AND d.lease_until <= $2", name="lapsed", lock="{lock}")}
+    ORDER BY next_at, id LIMIT $3)
+UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2
+WHERE id IN (SELECT id FROM picked) RETURNING *"""
+# A retry of a delivery whose alert was cancelled meanwhile is cancelled instead: nothing would claim it.
+RECORD = """UPDATE deliveries SET
+    state = CASE WHEN $2 = 'pending' AND command <> 'cancel' AND EXISTS (SELECT 1 FROM alerts a
+        WHERE a.id = deliveries.alert_id AND a.state = 'cancelled') THEN 'cancelled' ELSE $2 END,
+    next_at = COALESCE($3, next_at), last_error = COALESCE($4, last_error),
+    provider_id = COALESCE($5, provider_id), lease_until = NULL, owner = NULL, updated_at = $6
+WHERE id = $1 AND state = 'sending'"""
+RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_error), lease_until = NULL,
+    updated_at = $4 WHERE provider_id = $1 AND state IN (SELECT value FROM {each}($5))"""
+UPSERT_RECIPIENT = """INSERT INTO recipients (id, phone, push_token, push_token_dead, locale, zones)
+    VALUES ($1, $2, $3, FALSE, $4, $5) ON CONFLICT (id) DO UPDATE SET phone = excluded.phone,
+    push_token = excluded.push_token, push_token_dead = FALSE, locale = excluded.locale, zones = excluded.zones"""
+INSERT_ALERT = """INSERT INTO alerts (id, sender, identifier, idempotency_key, state, token_id, data,
+    created_at, expires, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (sender, idempotency_key) DO NOTHING"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialect:
+    time: str  # the column type of instants
+    serial: str  # an auto-numbered primary key
+    key: str  # text ordered by code point, as Python orders it (planning cursors compare ids)
+    each: str  # a table function yielding the `value`s of a JSON array of text
+    lock: str  # what a claim adds to lock the rows it picks
+    migration_lock: str | None  # serialises instances migrating at once
+    instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
+    placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
+
+    @functools.lru_cache(maxsize=256)
+    def sql(self, text: str) -> str:
+        """The statement for this driver: dialect slots filled, parameters spelt its way."""
+        slots = dict(time=self.time, serial=self.serial, key=self.key, each=self.each, lock=self.lock)
+        return self.placeholders(text.format(**slots))
+
+
+class Conn(Protocol):
+    """A driver connection; it renders every statement with `Dialect.sql`."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Mapping[str, Any]]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; the rows it changed."""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+# -- decisions --------------------------------------------------------------------------------------
+
+
+def receipt_sources(state: model.State) -> list[str]:
+    """The states a receipt may move a delivery from to `state`: lower rank, and not settled except
+    `sent` (a provider confirms or refutes what it accepted)."""
+    return [
+        s.value
+        for s in model.State
+        if model.RANK[s] < model.RANK[state] and (s not in model.SETTLED or s is model.State.SENT)
+    ]
+
+
+def zone_rows(owner_id: str, zones: Iterable[str]) -> set[tuple[str, str]]:
+    """(code, owner) for every code covering one of the zones."""
+    return {(code, owner_id) for zone in zones for code in model.covering(zone)}
+
+
+def fixed_deliveries(
+    alert: model.Alert, routes: Mapping[model.Kind, str], sirens: Iterable[model.Siren]
+) -> list[model.NewDelivery]:
+    """What an alert sends once, whoever subscribed: its sirens' activation and its zone topics."""
+    planned = []
+    if model.Kind.SIREN in routes:
+        planned += [
+            model.NewDelivery(alert.id, routes[model.Kind.SIREN], model.Kind.SIREN, s.id, s.id, "", "activate")
+            for s in sirens
+            if any(model.zone_within(s.zone, zone) for zone in alert.area.zones)
+        ]
+    if alert.topics and model.Kind.PUSH in routes:
+        planned += [
+            model.NewDelivery(alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, f"zone-{z}", f"zone-{z}", alert.locale or "")
+            for z in alert.area.zones
+        ]
+    return planned
+
+
+def chunk_end(id_lists: Iterable[Sequence[str]], limit: int) -> str | None:
+    """The `limit`-th smallest distinct id over sorted id lists (the largest when fewer)."""
+    ids = sorted(set().union(*id_lists))
+    return ids[min(limit, len(ids)) - 1] if ids else None
+
+
+def fill_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per_state = counts.setdefault(row["channel"], {s.value: 0 for s in model.State})
+        per_state[row["state"]] = row["n"]
+    return counts
+
+
+def alert_from_row(row: Mapping[str, Any]) -> model.Alert:
+    return model.Alert.from_json(
+        json.loads(row["data"]),
+        state=row["state"],
+        token_id=row["token_id"],
+        cancelled_at=model.to_utc(row["cancelled_at"]),
+    )
+
+
+def rowcount(status: str) -> int:
+    """The row count at the end of a command status tag such as `UPDATE 3` or `INSERT 0 5`."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+

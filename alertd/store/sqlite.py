@@ -1,0 +1,119 @@
+"""The embedded store: one SQLite file in WAL mode, for a single instance.
+
+Times are stored as epoch seconds (REAL) so that comparisons are numeric. One connection serves the
+instance; a lock keeps each coroutine's transaction whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import aiosqlite
+
+from alertd import errors
+from alertd.store import base, sql
+
+PREFIX = "sqlite:///"
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
+
+DIALECT = sql.Dialect(
+    time="REAL",
+    serial="INTEGER PRIMARY KEY",
+    key="TEXT",
+    each="json_each",
+    lock="",  # BEGIN IMMEDIATE already holds the only write lock
+    migration_lock=None,
+    instant=lambda value: value.timestamp(),
+    placeholders=lambda text: re.sub(r"\$(\d+)", r"?\1", text),
+)
+
+
+def path_of(url: str) -> str:
+    """`sqlite:///rel.db` → `rel.db`, `sqlite:////abs.db` → `/abs.db`, `sqlite:///:memory:`."""
+    if not url.startswith(PREFIX) or len(url) == len(PREFIX):
+        raise errors.ConfigError(f"a SQLite store URL looks like {PREFIX}path/to/alertd.db, not {url!r}")
+    return url[len(PREFIX):]
+
+
+class _Conn:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        with _conflicts():
+            return list(await self._db.execute_fetchall(DIALECT.sql(text), args))
+
+    async def execute(self, text: str, *args: Any) -> int:
+        with _conflicts():
+            async with self._db.execute(DIALECT.sql(text), args) as cursor:
+                return cursor.rowcount
+
+    async def executemany(self, text: str, rows: Iterable[Sequence[Any]]) -> None:
+        with _conflicts():
+            await self._db.executemany(DIALECT.sql(text), rows)
+
+
+@contextlib.contextmanager
+def _conflicts():
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise errors.Conflict(str(exc)) from exc
+
+
+class SQLiteStore(base.SQLStore):
+    dialect = DIALECT
+
+    def __init__(self, url: str) -> None:
+        self.path = path_of(url)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        for pragma in PRAGMAS:
+            await self._db.execute(f"PRAGMA {pragma}")
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> None:
+        try:
+            await self._fetch("SELECT 1")
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite raises ValueError once closed
+            raise errors.StoreError(f"SQLite store unreachable: {exc}") from exc
+
+    async def listen(self, callback: Callable[[str], object]) -> None:
+        """Other instances' wake-ups: there are none, a SQLite store serves one instance, so
+        `callback` is never called (the PostgreSQL store's `listen` calls it)."""
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise errors.StoreError("the SQLite store is not open")
+        return self._db
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[_Conn]:
+        async with self._lock:
+            yield _Conn(self.db)
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Conn]:
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Conn(self.db)
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")

@@ -1,0 +1,80 @@
+"""The HTTP edge: typed application state, authentication, problem details.
+
+Handlers live in the submodules; `routes()` gathers them. Every error that reaches the client is an
+RFC 9457 problem-details document with a stable `type` and the field at fault, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from alertd import auth, dispatcher as dispatcher_mod, errors, model, render, store as store_mod
+
+log = structlog.get_logger("alertd.web")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    public_url: str
+    twilio_auth_tokens: tuple[str, ...] = ()  # to check the signature of Twilio's callbacks
+
+
+STORE: web.AppKey[store_mod.Store] = web.AppKey("store")
+DISPATCHER: web.AppKey[dispatcher_mod.Dispatcher] = web.AppKey("dispatcher")
+RENDERER: web.AppKey[render.Renderer] = web.AppKey("renderer")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, type_: str, title: str, detail: str | None = None, **extra: Any) -> web.Response:
+    body = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return web.Response(status=status, text=json.dumps(body, default=str), content_type=PROBLEM_JSON)
+
+
+@web.middleware
+async def problems(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except errors.ProblemError as exc:
+        title = (type(exc).__doc__ or "").strip().splitlines()[0]
+        return problem(
+            exc.status, exc.type, title, exc.message if exc.message != title else None,
+            field=getattr(exc, "field", None), errors=getattr(exc, "errors", None),
+            outside=getattr(exc, "outside", None),
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, "about:blank", exc.reason, exc.text if exc.text != f"{exc.status}: {exc.reason}" else None)
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        return problem(500, "about:blank", "Internal Server Error", "the error was logged")
+
+
+async def caller(request: web.Request) -> model.Token:
+    """The authenticated token of the request, or `errors.Unauthenticated`."""
+    token_id, secret_hash = auth.parse_bearer(request.headers.get("Authorization"))
+    token = await request.app[STORE].token_by_hash(secret_hash)
+    return auth.check(token, secret_hash, token_id)
+
+
+def now(request: web.Request) -> dt.datetime:
+    return request.app[CLOCK]()
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    from alertd.web import alerts, meta, receipts, subscribers
+
+    return [*alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes]

@@ -1,0 +1,36 @@
+"""Liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from alertd import errors, openapi, web as web_mod
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/openapi.json")
+async def document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(request.app[web_mod.SETTINGS].public_url))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    problems = []
+    try:
+        await request.app[web_mod.STORE].ping()
+    except errors.StoreError as exc:
+        problems.append(f"store: {exc.message}")
+    channels = request.app[web_mod.DISPATCHER].kinds()
+    if not channels:
+        problems.append("channels: none configured")
+    status = 503 if problems else 200
+    return web.json_response(
+        {"ready": not problems, "problems": problems, "channels": {n: k.value for n, k in channels.items()}},
+        status=status,
+    )

@@ -1,0 +1,22 @@
+"""The audience: subscribers registered over the API (the CLI imports CSV files)."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from alertd import auth, model, orders, web as web_mod
+
+log = structlog.get_logger("alertd.web.subscribers")
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/subscribers")
+async def upsert(request: web.Request) -> web.Response:
+    token = await web_mod.caller(request)
+    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    recipients = orders.parse_subscribers(await request.read())
+    auth.check_jurisdiction(token, sorted({z for r in recipients for z in r.zones}), field="zones")
+    count = await request.app[web_mod.STORE].upsert_recipients(recipients)
+    log.info("subscribers imported", count=count, cell=token.cell)
+    return web.json_response({"imported": count})

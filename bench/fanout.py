@@ -1,0 +1,253 @@
+"""Fan-out benchmark: alertd end to end against the bare client libraries, in the same run.
+
+The fake providers run in their own process, the daemon (`alertd serve`, SQLite) in another; this
+process seeds the store, posts alerts over HTTP and, for the baseline, drives the bare `twilio` async
+client and firebase-admin's `send_each_async` against the same fakes with the same concurrency.
+
+Prints, for an SMS-only and a push-only alert to N subscribers: deliveries/s from the 202 to the last
+provider call, the bare client's messages/s, and their ratio; the 202 latency (p50, p99); the time
+from the 202 to the first siren command at the fake (p50, p99 over 20 alerts), idle and during a
+100,000-recipient fan-out; and the daemon's peak RSS.
+
+    python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alertd import auth, model, store as store_mod  # noqa: E402
+from alertd.channels import fcm_push, twilio_sms  # noqa: E402
+from alertd.demo import fake_providers, free_port, wait_ready  # noqa: E402
+
+SMS_CONCURRENCY, PUSH_CONCURRENCY = 100, 500
+ZONE_SMALL, ZONE_BIG, ZONE_SIRENS = "75056", "69123", "13055"
+BODY = "ALERTE: mise a l'abri immediate. Rentrez dans un batiment, fermez portes et fenetres."
+
+CONFIG = """
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[store]
+url = "sqlite:///{db}"
+[log]
+level = "warning"
+[channels.sms]
+plugin = "twilio"
+account_sid = "ACbench0000000000000000000000000"
+auth_token = "bench-auth-token"
+from = "+33700000000"
+base_url = "{fakes}"
+status_callback = false
+max_concurrency = {sms}
+[channels.push]
+plugin = "fcm"
+project_id = "alertd-bench"
+base_url = "{fakes}"
+max_concurrency = {push}
+[channels.siren]
+plugin = "siren-http"
+base_url = "{fakes}/siren"
+token = "bench-gateway"
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def seed(url: str, n: int, big: int) -> str:
+    db = store_mod.open_store(url)
+    await db.open()
+    try:
+        people = [model.Recipient(f"s{i:07d}", "fr", (ZONE_SMALL,), phone=f"+3361{i:07d}",
+                                  push_token=f"bench-token-{i:07d}") for i in range(n)]
+        people += [model.Recipient(f"b{i:07d}", "fr", (ZONE_BIG,), phone=f"+3362{i:07d}") for i in range(big)]
+        for start in range(0, len(people), 10_000):
+            await db.upsert_recipients(people[start:start + 10_000])
+        await db.upsert_sirens([model.Siren(f"siren-{k}", ZONE_SIRENS) for k in range(3)])
+        plaintext, token = auth.new_token("Bench", model.Role.ISSUER, ["*"], model.utcnow())
+        await db.add_token(token)
+        return plaintext
+    finally:
+        await db.close()
+
+
+def order(zone: str, channels: list[str]) -> dict:
+    return {
+        "status": "actual", "event": "Bench", "urgency": "Immediate", "severity": "Severe",
+        "certainty": "Observed", "expires": (model.utcnow() + dt.timedelta(hours=1)).isoformat(),
+        "area": {"zones": [zone]}, "channels": channels, "template": "shelter_in_place", "locale": "fr",
+    }
+
+
+class Bench:
+    def __init__(self, http: aiohttp.ClientSession, base: str, fakes: str):
+        self.http, self.base, self.fakes = http, base, fakes
+
+    async def post(self, zone: str, channels: list[str]) -> tuple[float, float]:
+        """Post an order; (202 latency in s, monotonic time of the 202)."""
+        t = time.perf_counter()
+        async with self.http.post(self.base + "/v1/alerts", json=order(zone, channels)) as resp:
+            assert resp.status == 202, await resp.text()
+        return time.perf_counter() - t, time.time()
+
+    async def count(self, provider: str) -> int:
+        async with self.http.get(f"{self.fakes}/_fake/{provider}/count") as resp:
+            return (await resp.json())["count"]
+
+    async def received(self, provider: str, since: int = 0) -> list[dict]:
+        async with self.http.get(f"{self.fakes}/_fake/{provider}/received?since={since}") as resp:
+            return await resp.json()
+
+    async def reset(self) -> None:
+        async with self.http.post(f"{self.fakes}/_fake/reset") as resp:
+            resp.raise_for_status()
+
+    async def until_count(self, provider: str, n: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.count(provider) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{provider}: fewer than {n} messages after {timeout}s")
+            await asyncio.sleep(0.02)  # waiting on another process
+
+    async def end_to_end(self, provider: str, channel: str, n: int) -> float:
+        await self.reset()
+        latency, t202 = await self.post(ZONE_SMALL, [channel])
+        await self.until_count(provider, n)
+        last = max(r["at"] for r in await self.received(provider, n - 1))
+        return n / (last - t202)
+
+    async def sirens(self, count: int) -> tuple[list[float], list[float]]:
+        """202 latencies and 202 → first siren command, over `count` siren alerts."""
+        posts, firsts = [], []
+        for _ in range(count):
+            seen = await self.count("siren")
+            latency, t202 = await self.post(ZONE_SIRENS, ["siren"])
+            await self.until_count("siren", seen + 1, 30)
+            first = min(r["at"] for r in await self.received("siren", seen))
+            posts.append(latency)
+            firsts.append(max(0.0, first - t202))
+        return posts, firsts
+
+
+async def bare_twilio(fakes: str, n: int) -> float:
+    http = twilio_sms.HttpClient(fakes, 10.0, SMS_CONCURRENCY)
+    client = twilio_sms.rest.Client("ACbench0000000000000000000000000", "bench-auth-token", http_client=http)
+    queue = iter(range(n))
+
+    async def worker():
+        for i in queue:
+            await client.messages.create_async(to=f"+3363{i:07d}", from_="+33700000000", body=BODY)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(SMS_CONCURRENCY)))
+    elapsed = time.perf_counter() - t
+    await http.close()
+    return n / elapsed
+
+
+async def bare_fcm(fakes: str, n: int) -> float:
+    import firebase_admin
+    from firebase_admin import messaging
+
+    app = firebase_admin.initialize_app(fcm_push.AnonymousCredential(), {"projectId": "alertd-bench"}, name="bare")
+    service = messaging._get_messaging_service(app)
+    service._fcm_url = f"{fakes}/v1/projects/alertd-bench/messages:send"
+    batches = [[messaging.Message(token=f"bare-{i:07d}", notification=messaging.Notification("Alerte", BODY))
+                for i in range(start, min(n, start + 500))] for start in range(0, n, 500)]
+    queue = iter(batches)
+
+    async def worker():
+        for batch in queue:
+            await messaging.send_each_async(batch, app=app)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(max(1, PUSH_CONCURRENCY // 500) * 2)))
+    return n / (time.perf_counter() - t)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def main(args) -> None:
+    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, fake_providers() as (fakes, proc):
+        await wait_ready(fakes, proc)
+        port = free_port()
+        path = Path(tmp) / "alertd.toml"
+        path.write_text(CONFIG.format(port=port, db=Path(tmp) / "a.db", fakes=fakes, sms=SMS_CONCURRENCY,
+                                      push=PUSH_CONCURRENCY))
+        t = time.perf_counter()
+        token = await seed(f"sqlite:///{Path(tmp) / 'a.db'}", args.n, args.big)
+        print(f"seeded {args.n + args.big} subscribers in {time.perf_counter() - t:.1f}s")
+        daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
+                                  env=os.environ | {"ALERTD_LOG__LEVEL": "warning"})
+        try:
+            await wait_ready_daemon(f"http://127.0.0.1:{port}")
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                await run_phases(Bench(http, f"http://127.0.0.1:{port}", fakes), fakes, args, daemon.pid)
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+
+
+async def wait_ready_daemon(base: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(400):
+            try:
+                async with http.get(base + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError("the daemon did not start")
+
+
+async def run_phases(b: Bench, fakes: str, args, pid: int) -> None:
+    rows = []
+    for provider, channel, bare in (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm)):
+        e2e = await b.end_to_end(provider, channel, args.n)
+        await b.reset()
+        base = await bare(fakes, args.n)
+        rows.append((channel, e2e, base))
+        print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}"
+              f"   (target >= 0.80)")
+    idle_posts, idle_firsts = await b.sirens(args.sirens)
+    await b.reset()
+    big_latency, _ = await b.post(ZONE_BIG, ["sms"])
+    load_posts, load_firsts = await b.sirens(args.sirens)
+    await b.until_count("twilio", args.big, 1200)
+    posts = idle_posts + load_posts + [big_latency]
+    print(f"202 latency      p50 {pct(posts, .5) * 1000:6.1f} ms  p99 {pct(posts, .99) * 1000:6.1f} ms"
+          f"   ({len(posts)} posts; the {args.big}-recipient alert: {big_latency * 1000:.1f} ms; target p99 <= 50)")
+    for label, firsts in (("idle", idle_firsts), (f"during {args.big} fan-out", load_firsts)):
+        print(f"first siren cmd  p50 {pct(firsts, .5) * 1000:6.1f} ms  p99 {pct(firsts, .99) * 1000:6.1f} ms"
+              f"   ({label}; target p99 <= 100)")
+    print(f"daemon peak RSS  {peak_rss_mb(pid):6.0f} MB   (after {args.big} + {2 * args.n} deliveries; target <= 250)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--sirens", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))

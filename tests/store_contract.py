@@ -1,0 +1,360 @@
+"""The store behaviour suite: every `Store` implementation subclasses `StoreContract` and provides
+the `store` fixture (an opened, empty store)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from alertd import errors, model
+
+S = model.State
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+LATER = NOW + dt.timedelta(minutes=5)
+LEASE = dt.timedelta(seconds=30)
+ROUTES = {model.Kind.SMS: "sms", model.Kind.PUSH: "push", model.Kind.SIREN: "siren"}
+
+RECIPIENTS = (
+    model.Recipient("a1", "fr", ("75056",), phone="+33600000001", push_token="tok-a1"),
+    model.Recipient("a2", "en", ("75056", "92012"), phone="+33600000002"),
+    model.Recipient("b1", "fr", ("69123",), push_token="tok-b1"),
+    model.Recipient("c1", "de", ("92012",), phone="+33600000003", push_token="tok-c1"),
+    model.Recipient("d1", "fr", ("2A004",), phone="+33600000004"),
+)
+SIRENS = (model.Siren("s-paris", "75056", "Hôtel de Ville"), model.Siren("s-75", "75"), model.Siren("s-lyon", "69123"))
+
+
+def make_alert(alert_id: str = "A1", zones=("75056",), **fields) -> model.Alert:
+    values = dict(
+        id=alert_id, identifier=f"id-{alert_id}", sender="cell-75", sent=NOW, status=model.Status.ACTUAL,
+        event="flood", urgency="Immediate", severity="Severe", certainty="Observed",
+        area=model.Area(tuple(zones)), channels=(model.Kind.SMS, model.Kind.PUSH),
+    )
+    return model.Alert(**(values | fields))
+
+
+def summary(deliveries) -> set[tuple]:
+    return {(d.channel, d.target, d.address, d.locale, d.command) for d in deliveries}
+
+
+class StoreContract:
+    @pytest.fixture
+    async def store(self):
+        raise NotImplementedError("a store implementation's test module provides an opened, empty store")
+        yield
+
+    # -- helpers ----------------------------------------------------------------------------------
+    async def seed(self, store, alert=None, routes=ROUTES):
+        """Recipients, sirens, and (when given) an alert fully planned; the alert's deliveries."""
+        await store.upsert_recipients(RECIPIENTS)
+        await store.upsert_sirens(SIRENS)
+        return await self.plan(store, alert, routes) if alert else []
+
+    async def plan(self, store, alert, routes=ROUTES, limit=1000):
+        await store.create_alert(alert, f"key-{alert.id}")
+        after = await store.plan_chunk(alert, routes, None, limit, NOW)
+        while after is not None:
+            after = await store.plan_chunk(alert, routes, after, limit, NOW)
+        return await store.deliveries(alert.id, limit=1000)
+
+    async def planned(self, store, zones, routes=ROUTES, **fields):
+        return summary(await self.seed(store, make_alert(zones=zones, **fields), routes))
+
+    async def claim_sent(self, store, channel="sms", owner="i1", at=NOW):
+        """Claim every due delivery of `channel` and record it sent with provider id `P<id>`."""
+        batch = await store.claim(channel, owner, at, 100, LEASE)
+        await store.record([model.Outcome(d.id, S.SENT, provider_id=f"P{d.id}") for d in batch], at)
+        return batch
+
+    # -- tokens -----------------------------------------------------------------------------------
+    async def test_token_roundtrip(self, store):
+        token = model.Token("t1", "cell-75", model.Role.ISSUER, ("75", "92012"), "hash-1", NOW)
+        await store.add_token(token)
+        assert await store.token_by_hash("hash-1") == token
+        assert await store.token_by_hash("hash-2") is None
+        with pytest.raises(errors.Conflict):
+            await store.add_token(dataclasses.replace(token, secret_hash="hash-3"))
+
+    # -- audience ---------------------------------------------------------------------------------
+    async def test_recipients_upsert_and_replace(self, store):
+        assert await store.upsert_recipients(RECIPIENTS) == 5
+        assert await store.get_recipient("a2") == RECIPIENTS[1]
+        moved = model.Recipient("a2", "it", ("69123",), phone="+33611111111", push_token="tok-new")
+        assert await store.upsert_recipients([moved]) == 1
+        assert await store.count_recipients() == 5
+        assert await store.get_recipient("a2") == moved
+        planned = await self.plan(store, make_alert(zones=("69123",)), {model.Kind.SMS: "sms"})
+        assert summary(planned) == {("sms", "a2", "+33611111111", "it", "send")}
+
+    async def test_dead_token_is_not_planned_until_replaced(self, store):
+        await self.seed(store)
+        assert await store.mark_push_token_dead("tok-a1") == 1
+        assert await store.mark_push_token_dead("tok-a1") == 0
+        assert (await store.get_recipient("a1")).push_token_dead
+        planned = summary(await self.plan(store, make_alert()))
+        assert ("sms", "a1", "+33600000001", "fr", "send") in planned
+        assert not any(channel == "push" for channel, *_ in planned)
+        await store.upsert_recipients([RECIPIENTS[0]])  # the app registered again
+        assert not (await store.get_recipient("a1")).push_token_dead
+        assert ("push", "a1", "tok-a1", "fr", "send") in summary(await self.plan(store, make_alert("A2")))
+
+    async def test_sirens_roundtrip(self, store):
+        assert await store.upsert_sirens(SIRENS) == 3
+        await store.upsert_sirens([model.Siren("s-75", "75", "Préfecture")])
+        assert [s.id for s in await store.list_sirens()] == ["s-75", "s-lyon", "s-paris"]
+        assert (await store.list_sirens())[0].label == "Préfecture"
+
+    # -- planning ---------------------------------------------------------------------------------
+    async def test_plan_by_commune(self, store):
+        assert await self.planned(store, ("75056",), routes={model.Kind.SMS: "sms", model.Kind.PUSH: "push"}) == {
+            ("sms", "a1", "+33600000001", "fr", "send"),
+            ("push", "a1", "tok-a1", "fr", "send"),
+            ("sms", "a2", "+33600000002", "en", "send"),
+        }
+
+    async def test_plan_by_departement_targets_its_communes(self, store):
+        assert await self.planned(store, ("92",), routes={model.Kind.SMS: "sms-fr"}) == {
+            ("sms-fr", "a2", "+33600000002", "en", "send"),
+            ("sms-fr", "c1", "+33600000003", "de", "send"),
+        }
+
+    async def test_plan_national_targets_everyone(self, store):
+        planned = await self.planned(store, ("*",), routes={model.Kind.SMS: "sms", model.Kind.PUSH: "push"})
+        assert {target for _, target, *_ in planned} == {"a1", "a2", "b1", "c1", "d1"}
+        assert len(planned) == 7  # 4 phones + 3 live tokens
+
+    async def test_plan_new_deliveries_are_pending_and_due_now(self, store):
+        deliveries = await self.seed(store, make_alert())
+        assert {(d.state, d.attempts, d.next_at) for d in deliveries} == {(S.PENDING, 0, NOW)}
+        assert await store.next_due("sms") == NOW
+        assert await store.next_due("fax") is None
+        assert await store.unsettled() == len(deliveries)
+
+    async def test_plan_twice_writes_nothing_new(self, store):
+        alert = make_alert(zones=("75056", "69123"), topics=True)
+        first = await self.seed(store, alert)
+        assert await store.plan_chunk(alert, ROUTES, None, 1000, LATER) == "b1"
+        assert await store.deliveries(alert.id, limit=1000) == first
+
+    async def test_plan_in_chunks_resumes_from_cursor(self, store):
+        alert = make_alert(zones=("75056", "92"))  # a2 lies in both zones
+        await self.seed(store)
+        await store.create_alert(alert, "k")
+        assert await store.plan_cursor(alert.id) is None
+        assert await store.plan_chunk(alert, ROUTES, None, 2, NOW) == "a2"
+        assert await store.plan_cursor(alert.id) == "a2"
+        assert await store.plan_chunk(alert, ROUTES, "a2", 2, NOW) == "c1"
+        assert await store.plan_chunk(alert, ROUTES, "c1", 2, NOW) is None
+        assert await store.plan_cursor(alert.id) == "c1"
+        assert summary(await store.deliveries(alert.id, limit=1000)) == {
+            ("sms", "a1", "+33600000001", "fr", "send"),
+            ("push", "a1", "tok-a1", "fr", "send"),
+            ("sms", "a2", "+33600000002", "en", "send"),
+            ("sms", "c1", "+33600000003", "de", "send"),
+            ("push", "c1", "tok-c1", "de", "send"),
+            ("siren", "s-paris", "s-paris", "", "activate"),
+        }
+        other = make_alert("A2", zones=("75056", "92"))
+        await store.create_alert(other, "k2")
+        assert await store.plan_chunk(other, ROUTES, None, 3, NOW) == "c1"  # a1, a2, c1: a2 counted once
+
+    async def test_plan_first_chunk_adds_sirens_and_topics(self, store):
+        assert await self.planned(store, ("75",), topics=True, locale="fr") == {
+            ("sms", "a1", "+33600000001", "fr", "send"),
+            ("push", "a1", "tok-a1", "fr", "send"),
+            ("sms", "a2", "+33600000002", "en", "send"),
+            ("siren", "s-paris", "s-paris", "", "activate"),
+            ("siren", "s-75", "s-75", "", "activate"),
+            ("push", "zone-75", "zone-75", "fr", "send"),
+        }
+
+    async def test_plan_later_chunks_add_no_sirens_or_topics(self, store):
+        alert = make_alert(zones=("*",), topics=True)
+        await self.seed(store)
+        await store.create_alert(alert, "k")
+        await store.plan_chunk(alert, ROUTES, "a0", 100, NOW)
+        kinds = {d.kind for d in await store.deliveries(alert.id)}
+        assert kinds == {model.Kind.SMS, model.Kind.PUSH}
+
+    async def test_plan_without_topics_or_unrouted_kinds(self, store):
+        planned = await self.planned(store, ("69123",), routes={model.Kind.PUSH: "push"})
+        assert planned == {("push", "b1", "tok-b1", "fr", "send")}
+
+    async def test_plan_siren_cancel(self, store):
+        alert = make_alert(zones=("75",))
+        await self.seed(store, alert)
+        assert await store.plan_siren_cancel(alert.id, LATER) == 2
+        assert await store.plan_siren_cancel(alert.id, LATER) == 0
+        cancels = await store.deliveries(alert.id, channel="siren", state=S.PENDING)
+        assert {(d.target, d.command) for d in cancels} == {
+            ("s-paris", "activate"), ("s-75", "activate"), ("s-paris", "cancel"), ("s-75", "cancel"),
+        }
+
+    # -- alerts -----------------------------------------------------------------------------------
+    async def test_idempotency_key_returns_the_first_alert(self, store):
+        first = make_alert("A1", expires=LATER, locale="fr")
+        assert await store.create_alert(first, "key") == (first, True)
+        assert await store.create_alert(make_alert("A2", event="fire"), "key") == (first, False)
+        assert (await store.create_alert(make_alert("A3", sender="cell-69"), "key"))[1] is True
+        assert await store.get_alert("A1") == first
+        with pytest.raises(errors.NotFound):
+            await store.get_alert("A2")
+
+    async def test_alert_listing_and_states(self, store):
+        for alert_id in ("A1", "A2", "A3"):
+            await store.create_alert(make_alert(alert_id), alert_id)
+        assert [a.id for a in await store.list_alerts()] == ["A3", "A2", "A1"]
+        assert [a.id for a in await store.list_alerts(limit=1, before="A3")] == ["A2"]
+        await store.set_alert_state("A2", model.AlertState.ACTIVE)
+        assert [a.id for a in await store.alerts_in_state(model.AlertState.ACTIVE)] == ["A2"]
+        assert (await store.get_alert("A2")).state is model.AlertState.ACTIVE
+
+    async def test_unknown_ids_raise_not_found(self, store):
+        for call in (
+            store.get_alert("nope"),
+            store.get_recipient("nope"),
+            store.set_alert_state("nope", model.AlertState.ACTIVE),
+            store.cancel_alert("nope", NOW),
+        ):
+            with pytest.raises(errors.NotFound):
+                await call
+
+    # -- fan-out ----------------------------------------------------------------------------------
+    async def test_claim_leases_and_counts_attempts(self, store):
+        await self.seed(store, make_alert())
+        batch = await store.claim("sms", "i1", NOW, 10, LEASE)
+        assert {(d.target, d.state, d.attempts) for d in batch} == {("a1", S.SENDING, 1), ("a2", S.SENDING, 1)}
+        assert await store.claim("sms", "i2", NOW + LEASE - dt.timedelta(seconds=1), 10, LEASE) == []
+        again = await store.claim("sms", "i2", NOW + LEASE, 10, LEASE)  # i1 died
+        assert {(d.id, d.attempts) for d in again} == {(d.id, 2) for d in batch}
+
+    async def test_claim_takes_due_oldest_first_up_to_limit(self, store):
+        await self.seed(store, make_alert(zones=("*",)))
+        batch = await store.claim("sms", "i1", NOW, 4, LEASE)
+        retry_at = [NOW + dt.timedelta(seconds=s) for s in (30, 10, 20, 40)]
+        await store.record([model.Outcome(d.id, S.PENDING, at) for d, at in zip(batch, retry_at)], NOW)
+        assert await store.claim("sms", "i1", NOW + dt.timedelta(seconds=5), 4, LEASE) == []
+        assert await store.next_due("sms") == NOW + dt.timedelta(seconds=10)
+        due = await store.claim("sms", "i1", NOW + dt.timedelta(seconds=30), 4, LEASE)
+        assert [d.next_at for d in due] == sorted(retry_at)[:3]
+        assert [d.attempts for d in due] == [2, 2, 2]
+
+    async def test_two_owners_never_claim_the_same_delivery(self, store):
+        await self.seed(store, make_alert(zones=("*",)))
+        first, second = await asyncio.gather(
+            store.claim("sms", "i1", NOW, 3, LEASE), store.claim("sms", "i2", NOW, 3, LEASE)
+        )
+        ids = [d.id for d in first + second]
+        assert len(ids) == len(set(ids)) == 4
+
+    async def test_record_changes_only_sending_rows(self, store):
+        deliveries = await self.seed(store, make_alert())
+        a1_sms = next(d for d in deliveries if d.channel == "sms" and d.target == "a1")
+        await store.record([model.Outcome(a1_sms.id, S.FAILED, last_error="x")], NOW)  # never claimed
+        assert (await store.deliveries("A1", channel="sms", state=S.PENDING, limit=1))[0].id == a1_sms.id
+        batch = await self.claim_sent(store)
+        await store.record([model.Outcome(d.id, S.FAILED, last_error="late") for d in batch], LATER)
+        sent = await store.deliveries("A1", channel="sms")
+        assert {(d.state, d.provider_id, d.last_error) for d in sent} == {
+            (S.SENT, f"P{d.id}", None) for d in batch
+        }
+        assert {d.updated_at for d in sent} == {NOW}
+
+    async def test_record_retry_puts_back_to_pending(self, store):
+        await self.seed(store, make_alert())
+        batch = await store.claim("sms", "i1", NOW, 1, LEASE)
+        await store.record([model.Outcome(batch[0].id, S.PENDING, LATER, last_error="20429: busy")], NOW)
+        [retry] = await store.deliveries("A1", state=S.PENDING, channel="sms", after_id=batch[0].id - 1, limit=1)
+        assert (retry.id, retry.next_at, retry.last_error) == (batch[0].id, LATER, "20429: busy")
+
+    async def test_receipts_only_move_forward(self, store):
+        await self.seed(store, make_alert())
+        one, two = await self.claim_sent(store)
+        assert await store.apply_receipt(f"P{one.id}", S.DELIVERED, None, LATER)
+        assert not await store.apply_receipt(f"P{one.id}", S.DELIVERED, None, LATER)  # repeated
+        assert not await store.apply_receipt(f"P{one.id}", S.SENT, None, LATER)  # out of order
+        assert not await store.apply_receipt(f"P{one.id}", S.FAILED, "30008", LATER)
+        assert await store.apply_receipt(f"P{two.id}", S.FAILED, "30003: unreachable", LATER)
+        assert not await store.apply_receipt(f"P{two.id}", S.DELIVERED, None, LATER)
+        assert not await store.apply_receipt("P-unknown", S.DELIVERED, None, LATER)
+        states = {d.id: (d.state, d.last_error) for d in await store.deliveries("A1", channel="sms")}
+        assert states == {one.id: (S.DELIVERED, None), two.id: (S.FAILED, "30003: unreachable")}
+
+    async def test_receipt_before_record_wins(self, store):
+        await self.seed(store, make_alert())
+        [claimed] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        await store.record([model.Outcome(claimed.id, S.PENDING, NOW, provider_id="P1")], NOW)
+        [again] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        assert await store.apply_receipt("P1", S.DELIVERED, None, NOW)  # the callback beat the record
+        await store.record([model.Outcome(again.id, S.SENT, provider_id="P1")], NOW)
+        assert again.id == claimed.id
+        assert (await store.deliveries("A1", channel="sms", limit=1))[0].state is S.DELIVERED
+
+    async def test_cancel_stops_pending_but_not_siren_cancels(self, store):
+        alert = make_alert(zones=("75",))
+        await self.seed(store, alert)
+        [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        await store.plan_siren_cancel(alert.id, NOW)
+        assert await store.cancel_alert(alert.id, LATER) == 4  # 1 sms, 1 push, 2 siren activations
+        assert await store.claim("sms", "i2", LATER + LEASE, 10, LEASE) == []  # not even the lapsed lease
+        stored = await store.get_alert(alert.id)
+        assert (stored.state, stored.cancelled_at) == (model.AlertState.CANCELLED, LATER)
+        sirens = await store.claim("siren", "i1", LATER, 10, LEASE)
+        assert {(d.target, d.command) for d in sirens} == {("s-paris", "cancel"), ("s-75", "cancel")}
+        assert await store.claim("push", "i1", LATER, 10, LEASE) == []
+
+    async def test_cancelled_alert_retries_become_cancelled(self, store):
+        await self.seed(store, make_alert())
+        [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        await store.cancel_alert("A1", NOW)
+        assert await store.claim("sms", "i2", NOW + LEASE, 10, LEASE) == []  # lease ran out: still not
+        await store.record([model.Outcome(sending.id, S.PENDING, LATER)], NOW)
+        assert (await store.deliveries("A1", limit=1))[0].state is S.CANCELLED
+        assert await store.unsettled() == 0
+
+    async def test_expire_due(self, store):
+        alert = make_alert(zones=("75",), expires=LATER)
+        await self.seed(store, alert)
+        await self.claim_sent(store)
+        await store.plan_siren_cancel(alert.id, NOW)
+        assert await store.expire_due(LATER - dt.timedelta(seconds=1)) == 0
+        assert await store.expire_due(LATER) == 3  # push a1 + 2 siren activations
+        counts = await store.counts(alert.id)
+        assert (counts["sms"]["sent"], counts["push"]["expired"], counts["siren"]["expired"]) == (2, 1, 2)
+        assert counts["siren"]["pending"] == 2  # the cancels still go out
+
+    async def test_complete_settled(self, store):
+        await self.seed(store, make_alert())
+        await store.create_alert(make_alert("A2"), "k2")
+        await store.set_alert_state("A2", model.AlertState.ACTIVE)  # no deliveries at all
+        await store.set_alert_state("A1", model.AlertState.ACTIVE)
+        assert await store.complete_settled() == ["A2"]
+        for channel in ("sms", "push", "siren"):
+            await self.claim_sent(store, channel)
+        assert await store.complete_settled() == ["A1"]
+        assert (await store.get_alert("A1")).state is model.AlertState.COMPLETED
+        assert await store.complete_settled() == []
+
+    # -- reading ----------------------------------------------------------------------------------
+    async def test_counts_include_every_state(self, store):
+        await self.seed(store, make_alert(), routes={model.Kind.SMS: "sms", model.Kind.PUSH: "push"})
+        await self.claim_sent(store)
+        zeros = {s.value: 0 for s in S}
+        assert await store.counts("A1") == {"sms": zeros | {"sent": 2}, "push": zeros | {"pending": 1}}
+        assert await store.counts("nope") == {}
+
+    async def test_deliveries_pagination_and_filters(self, store):
+        await self.seed(store, make_alert(zones=("*",)), routes={model.Kind.SMS: "sms", model.Kind.PUSH: "push"})
+        pages, after = [], 0
+        while page := await store.deliveries("A1", after_id=after, limit=3):
+            pages.append(page)
+            after = page[-1].id
+        ids = [d.id for page in pages for d in page]
+        assert [len(p) for p in pages] == [3, 3, 1] and ids == sorted(ids)
+        assert {d.target for d in await store.deliveries("A1", channel="push")} == {"a1", "b1", "c1"}
+        await self.claim_sent(store, "push")
+        assert await store.deliveries("A1", channel="push", state=S.PENDING) == []
+        assert len(await store.deliveries("A1", state=S.PENDING)) == 4

@@ -1,0 +1,262 @@
+"""The whole path of an alert through the HTTP API, on SQLite, with the real clients and the fakes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from aiohttp import test_utils
+from twilio import request_validator
+
+from alertd import app as app_mod, model, testing, web as web_mod
+from tests import conftest, helpers
+
+PARIS, LYON = "75056", "69123"
+
+PEOPLE = [
+    {"id": "p-fr", "phone": "06 12 34 56 78", "push_token": "tok-fr-000001", "locale": "fr", "zones": [PARIS]},
+    {"id": "p-en", "phone": "+33 6 22 33 44 55", "locale": "en", "zones": [PARIS]},
+    {"id": "p-es", "push_token": "tok-es-000002", "locale": "es", "zones": [PARIS]},
+    {"id": "p-ar", "phone": "+33633445566", "push_token": "dead-tok-ar", "locale": "ar", "zones": [PARIS]},
+    {"id": "p-lyon", "phone": "+33644556677", "push_token": "tok-lyon", "locale": "fr", "zones": [LYON]},
+]
+SIRENS = [model.Siren("siren-paris-1", PARIS, "Hôtel de Ville"), model.Siren("siren-lyon-1", LYON, "Bellecour")]
+
+
+class Daemon:
+    """The daemon under test, its HTTP client, its clock and the fakes' records."""
+
+    def __init__(self, client, clock, fakes_url):
+        self.client = client
+        self.clock = clock
+        self.app = client.server.app
+        self.store = self.app[web_mod.STORE]
+        self.dispatcher = self.app[web_mod.DISPATCHER]
+        self.sms = testing.FakeControl(fakes_url, "twilio")
+        self.push = testing.FakeControl(fakes_url, "fcm")
+        self.siren = testing.FakeControl(fakes_url, "siren")
+        self.fakes_url = fakes_url
+        self.headers: dict[str, dict[str, str]] = {}
+
+    async def drain(self) -> None:
+        await self.dispatcher.run_until_idle(self.clock.advance_to)
+
+    async def post(self, path, who="issuer", **kw):
+        return await self.client.post(path, headers=self.headers.get(who, {}) | kw.pop("headers", {}), **kw)
+
+    async def get(self, path, who="operator"):
+        return await self.client.get(path, headers=self.headers.get(who, {}))
+
+    async def send(self, **order) -> dict:
+        resp = await self.post("/v1/alerts", json=helpers.order(**order))
+        assert resp.status == 202, await resp.text()
+        return await resp.json()
+
+    async def status(self, alert_id: str) -> dict:
+        resp = await self.get(f"/v1/alerts/{alert_id}")
+        assert resp.status == 200
+        return await resp.json()
+
+
+@pytest.fixture
+async def daemon(tmp_path, fakes_url):
+    port = conftest.free_port()
+    cfg = helpers.load_config(tmp_path, fakes_url, port)
+    clock = helpers.ManualClock()
+    app = app_mod.build(cfg, clock=clock, run_workers=False)
+    server = test_utils.TestServer(app, host="127.0.0.1", port=port)
+    async with test_utils.TestClient(server) as client:
+        d = Daemon(client, clock, fakes_url)
+        await d.sms.reset()
+        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
+        d.headers["issuer"] = auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
+        d.headers["operator"] = auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
+        d.headers["admin"] = auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
+        resp = await d.post("/v1/subscribers", who="admin", json=PEOPLE)
+        assert resp.status == 200, await resp.text()
+        await d.store.upsert_sirens(SIRENS)
+        yield d
+
+
+def auth_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_alert_reaches_every_targeted_citizen_in_their_language(daemon):
+    accepted = await daemon.send()
+    assert accepted["state"] == "planning" and accepted["status_url"].endswith(accepted["id"])
+    await daemon.drain()
+
+    sms = {r["to"]: r["body"] for r in await daemon.sms.received()}
+    assert set(sms) == {"+33612345678", "+33622334455", "+33633445566"}  # Lyon is outside the area
+    push = {r["to"] for r in await daemon.push.received()}
+    assert push == {"tok-fr-000001", "tok-es-000002"}  # the fake refuses dead-tok-ar: UNREGISTERED
+    sirens = await daemon.siren.received()
+    assert [(s["to"], s["command"]) for s in sirens] == [("siren-paris-1", "activate")]
+    # each in their own language: the English speaker's text is not the French one
+    assert sms["+33622334455"] != sms["+33612345678"]
+    preview = await (await daemon.post("/v1/preview", json=helpers.order())).json()
+    by_locale = {(m["locale"], m["channel"]): m["body"] for m in preview["messages"]}
+    assert sms["+33622334455"] == by_locale[("en", "sms")]
+    assert sms["+33633445566"] == by_locale[("ar", "sms")]
+
+    status = await daemon.status(accepted["id"])
+    assert status["state"] == "completed"
+    assert status["counts"]["sms"]["sent"] == 3
+    assert status["counts"]["push"]["sent"] == 2 and status["counts"]["push"]["failed"] == 1
+    assert status["counts"]["siren"]["sent"] == 1
+
+
+async def test_unregistered_push_token_is_marked_dead_and_never_used_again(daemon):
+    first = await daemon.send(channels=["push"])
+    await daemon.drain()
+    failed = await (await daemon.get(f"/v1/alerts/{first['id']}/deliveries?state=failed")).json()
+    assert [d["target"] for d in failed["deliveries"]] == ["p-ar"]
+    assert "UNREGISTERED" in failed["deliveries"][0]["last_error"]
+    assert (await daemon.store.get_recipient("p-ar")).push_token_dead
+
+    second = await daemon.send(channels=["push"], identifier="second-alert")
+    await daemon.drain()
+    counts = (await daemon.status(second["id"]))["counts"]["push"]
+    assert sum(counts.values()) == 2 and counts["sent"] == 2
+
+
+async def test_a_repeated_post_returns_the_first_alert(daemon):
+    headers = {"Idempotency-Key": "crue-2026-11-26"}
+    first = await daemon.post("/v1/alerts", json=helpers.order(), headers=headers)
+    again = await daemon.post("/v1/alerts", json=helpers.order(), headers=headers)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    by_identifier = [await daemon.send(identifier="same-order") for _ in range(2)]
+    assert by_identifier[0]["id"] == by_identifier[1]["id"]
+    await daemon.drain()
+    assert len(await daemon.sms.received()) == 3 * 2  # two alerts, not four
+
+
+async def test_transient_failures_are_retried_with_backoff_honouring_retry_after(daemon):
+    await daemon.sms.fail(status=429, code=20429, retry_after=30, times=1, to="+33612345678")
+    alert = await daemon.send(channels=["sms"])
+    started = daemon.clock.now
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?channel=sms")).json()
+    retried = next(d for d in page["deliveries"] if d["target"] == "p-fr")
+    assert retried["state"] == "sent" and retried["attempts"] == 2
+    assert "20429" in retried["last_error"]
+    assert daemon.clock.now - started >= dt.timedelta(seconds=30)  # Retry-After was honoured
+
+
+async def test_permanent_failures_are_not_retried(daemon):
+    await daemon.sms.fail(status=400, code=21211, times=None, to="+33622334455")
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?state=failed")).json()
+    [failed] = page["deliveries"]
+    assert failed["target"] == "p-en" and failed["attempts"] == 1 and "21211" in failed["last_error"]
+
+
+async def test_retries_stop_when_the_alert_expires(daemon):
+    await daemon.sms.fail(status=503, times=None, to="+33612345678")
+    expires = helpers.START + dt.timedelta(minutes=1)
+    alert = await daemon.send(channels=["sms"], expires=expires.isoformat())
+    await daemon.drain()
+    counts = (await daemon.status(alert["id"]))["counts"]["sms"]
+    assert counts["expired"] == 1 and counts["sent"] == 2
+    assert daemon.clock.now < expires + dt.timedelta(minutes=1)
+
+
+def signed(url: str, form: dict[str, str], token: str = "test-auth-token") -> dict[str, str]:
+    return {"X-Twilio-Signature": request_validator.RequestValidator(token).compute_signature(url, form)}
+
+
+async def test_twilio_receipts_are_checked_and_never_move_a_delivery_backwards(daemon):
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
+    sid = next(d for d in page["deliveries"] if d["target"] == "p-fr")["provider_id"]
+    url = f"{daemon.client.make_url('/v1/receipts/twilio')}"
+    delivered = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "ACtest"}
+
+    forged = await daemon.client.post("/v1/receipts/twilio", data=delivered, headers=signed(url, delivered, "wrong"))
+    unsigned = await daemon.client.post("/v1/receipts/twilio", data=delivered)
+    assert forged.status == unsigned.status == 403
+    assert (await daemon.status(alert["id"]))["counts"]["sms"]["delivered"] == 0
+
+    ok = await daemon.client.post("/v1/receipts/twilio", data=delivered, headers=signed(url, delivered))
+    assert ok.status == 204
+    late = {"MessageSid": sid, "MessageStatus": "sent", "AccountSid": "ACtest"}
+    assert (await daemon.client.post("/v1/receipts/twilio", data=late, headers=signed(url, late))).status == 204
+    again = await daemon.client.post("/v1/receipts/twilio", data=delivered, headers=signed(url, delivered))
+    assert again.status == 204
+    counts = (await daemon.status(alert["id"]))["counts"]["sms"]
+    assert counts["delivered"] == 1 and counts["sent"] == 2
+
+
+async def test_a_failed_receipt_records_twilios_error_code(daemon):
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
+    sid = page["deliveries"][0]["provider_id"]
+    url = f"{daemon.client.make_url('/v1/receipts/twilio')}"
+    form = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert (await daemon.client.post("/v1/receipts/twilio", data=form, headers=signed(url, form))).status == 204
+    failed = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?state=failed")).json()
+    assert "30003" in failed["deliveries"][0]["last_error"]
+
+
+async def test_the_fake_twilio_status_callbacks_reach_the_daemon(daemon):
+    await daemon.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": True, "final": "delivered"})
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+    while dt.datetime.now() < deadline:  # callbacks come from another process, on its own schedule
+        counts = (await daemon.status(alert["id"]))["counts"]["sms"]
+        if counts["delivered"] == 3:
+            break
+        await daemon.client.get("/healthz")
+    assert counts["delivered"] == 3
+
+
+async def test_cancel_stops_pending_deliveries_and_silences_the_sirens(daemon):
+    alert = await daemon.send()
+    # one siren batch goes out before the cancel; the rest of the fan-out must not start
+    await daemon.dispatcher.planned()
+    assert await daemon.dispatcher.tick("siren") == 1
+    resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
+    assert resp.status == 200, await resp.text()
+    await daemon.drain()
+    status = await daemon.status(alert["id"])
+    assert status["state"] == "cancelled"
+    assert status["counts"]["sms"]["cancelled"] == 3 and status["counts"]["sms"]["sent"] == 0
+    assert await daemon.sms.received() == []
+    commands = [(s["to"], s["command"]) for s in await daemon.siren.received()]
+    assert commands == [("siren-paris-1", "activate"), ("siren-paris-1", "cancel")]
+
+
+async def test_deliveries_are_paginated_and_filtered(daemon):
+    alert = await daemon.send()
+    await daemon.drain()
+    seen, after = [], 0
+    while True:
+        page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?limit=2&after={after}")).json()
+        seen += page["deliveries"]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert len(seen) == 7 and len({d["id"] for d in seen}) == 7
+    assert all(d["address"].startswith("…") for d in seen if d["kind"] != "siren")  # masked
+    sms = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?channel=sms")).json()
+    assert {d["channel"] for d in sms["deliveries"]} == {"sms"}
+
+
+async def test_draft_alerts_are_stored_and_never_sent(daemon):
+    alert = await daemon.send(status="draft")
+    await daemon.drain()
+    assert (await daemon.status(alert["id"]))["state"] == "draft"
+    assert await daemon.sms.received() == []
+
+
+async def test_the_openapi_document_describes_the_orders(daemon):
+    resp = await daemon.client.get("/v1/openapi.json")
+    doc = await resp.json()
+    assert "/v1/alerts" in doc["paths"] and "post" in doc["paths"]["/v1/alerts"]
+    assert "Order" in str(doc["components"]["schemas"])

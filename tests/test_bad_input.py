@@ -1,0 +1,111 @@
+"""Bad input gets the right status and a problem-details body naming the field; nothing changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from alertd import errors, model
+from tests import helpers
+from tests.test_api import auth_header, daemon  # noqa: F401  (fixture)
+
+
+async def nothing_happened(daemon) -> None:
+    assert await daemon.store.list_alerts() == []
+    await daemon.drain()
+    assert await daemon.sms.received() == [] and await daemon.siren.received() == []
+
+
+async def problem(resp, status: int, field: str | None = None) -> dict:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json()
+    assert body["status"] == status and body["type"] and body["title"]
+    assert "Traceback" not in str(body)
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        (helpers.order(colour="red"), 422, "colour"),
+        (helpers.order(severity="Apocalyptic"), 422, "severity"),
+        (helpers.order(expires="2020-01-01T00:00:00+00:00"), 422, "expires"),
+        (helpers.order(area={"zones": ["XYZ"]}), 422, "area.zones.0"),
+        (helpers.order(channels=[]), 422, "channels"),
+        (helpers.order(template="no_such_template"), 422, "template"),
+        (helpers.order(area={"zones": ["69123"]}), 403, "area.zones"),
+        (helpers.order(area={"zones": ["*"]}), 403, "area.zones"),
+    ],
+)
+async def test_bad_orders_are_refused_and_change_nothing(daemon, body, status, field):
+    kw = {"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    await problem(await daemon.post("/v1/alerts", **kw), status, field)
+    await nothing_happened(daemon)
+
+
+async def test_outside_jurisdiction_names_the_zones_outside(daemon):
+    body = await problem(
+        await daemon.post("/v1/alerts", json=helpers.order(area={"zones": ["75056", "69123"]})), 403, "area.zones"
+    )
+    assert body["outside"] == ["69123"]
+    await nothing_happened(daemon)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+)
+async def test_missing_or_malformed_tokens_get_401(daemon, headers):
+    resp = await daemon.client.post("/v1/alerts", json=helpers.order(), headers=headers)
+    await problem(resp, 401)
+    await nothing_happened(daemon)
+
+
+async def test_a_wrong_secret_gets_401(daemon):
+    real = daemon.headers["issuer"]["Authorization"]
+    forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
+    await problem(await daemon.client.post("/v1/alerts", json=helpers.order(), headers={"Authorization": forged}), 401)
+    await nothing_happened(daemon)
+
+
+async def test_an_operator_may_watch_but_not_send(daemon):
+    await problem(await daemon.post("/v1/alerts", who="operator", json=helpers.order()), 403)
+    await nothing_happened(daemon)
+    resp = await daemon.get("/v1/alerts", who="operator")
+    assert resp.status == 200
+
+
+async def test_unknown_alert_gets_404(daemon):
+    await problem(await daemon.get("/v1/alerts/does-not-exist"), 404)
+    await problem(await daemon.post("/v1/alerts/does-not-exist/cancel"), 404)
+
+
+async def test_bad_pagination_gets_400(daemon):
+    alert = await daemon.send()
+    await problem(await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?limit=abc"), 400, "limit")
+    await problem(await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?state=lost"), 400, "state")
+
+
+async def test_bad_subscribers_are_refused_whole(daemon):
+    people = [
+        {"id": "ok-1", "phone": "+33612345670", "locale": "fr", "zones": ["75056"]},
+        {"id": "bad-1", "phone": "12", "locale": "fr", "zones": ["75056"]},
+    ]
+    await problem(await daemon.post("/v1/subscribers", who="admin", json=people), 422, "1.phone")
+    with pytest.raises(errors.NotFound):
+        await daemon.store.get_recipient("ok-1")
+
+
+async def test_subscribers_outside_the_issuers_jurisdiction_are_refused(daemon):
+    person = {"id": "lyonnais", "phone": "+33612345670", "zones": ["69123"]}
+    await problem(await daemon.post("/v1/subscribers", json=person), 403, "zones")
+
+
+async def test_an_unknown_route_is_a_problem_document(daemon):
+    await problem(await daemon.client.get("/v1/nothing-here"), 404)

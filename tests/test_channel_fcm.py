@@ -1,0 +1,184 @@
+"""The FCM push channel: the real firebase-admin client against the fake FCM server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+
+import aiohttp
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from firebase_admin import exceptions
+
+from alertd import channels, errors, model, testing
+from alertd.channels import fcm_push
+
+
+async def started(fakes_url: str, name: str = "push", **config) -> fcm_push.FCMPush:
+    config = {"project_id": "alertd-test", "base_url": fakes_url, "timeout": 5} | config
+    channel = fcm_push.FCMPush(config, channels.Context(public_url="http://127.0.0.1", name=name))
+    await channel.start()
+    return channel
+
+
+def push(to: str, body: str = "Mise à l'abri immédiate", **data: str) -> model.Message:
+    return model.Message(
+        delivery_id=1, alert_id="a1", kind=model.Kind.PUSH, to=to, body=body, title="Alerte",
+        data=data,
+    )
+
+
+async def fake_get(fakes_url: str, path: str):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(fakes_url + path) as resp:
+            return await resp.json()
+
+
+@pytest.fixture
+async def channel(fakes_url):
+    channel = await started(fakes_url)
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+def fake(fakes_url):
+    return testing.FakeControl(fakes_url, "fcm")
+
+
+@pytest.fixture
+def permanent_failure():
+    return {"code": "INVALID_ARGUMENT", "status": 400}
+
+
+class TestContract(testing.ChannelContract):
+    def address(self, i: int) -> str:
+        return f"fid-{i:04d}-cHVzaA"
+
+
+class TestFCM:
+    @pytest.fixture(autouse=True)
+    async def _reset(self, fake):
+        await fake.reset()
+
+    def test_is_registered_as_the_fcm_plugin(self):
+        assert channels.load("fcm") is fcm_push.FCMPush
+
+    async def test_unregistered_token_is_permanent_and_dead(self, channel, fake):
+        await fake.fail(status=404, code="UNREGISTERED", to="tok-gone", times=None)
+        for to in ("dead-abc123", "tok-gone"):
+            with pytest.raises(errors.Permanent) as caught:
+                await channel.send(push(to))
+            assert caught.value.code == "UNREGISTERED"
+            assert caught.value.dead_address is True
+        assert await fake.received() == []
+
+    async def test_zone_topic_send_is_recorded_as_topic(self, channel, fake):
+        receipt = await channel.send(push("zone-75056", severity="Extreme"))
+        assert receipt.provider_id.startswith("projects/alertd-test/messages/")
+        [got] = await fake.received()
+        assert got["to"] == "/topics/zone-75056"
+        assert got["title"] == "Alerte" and got["body"] == "Mise à l'abri immédiate"
+        assert got["data"] == {"alert_id": "a1", "severity": "Extreme"}
+        assert got["android"]["priority"] == "high"
+        assert got["apns"]["headers"]["apns-priority"] == "10"
+        assert got["apns"]["payload"]["aps"]["sound"]["critical"] == 1
+
+    async def test_payload_over_4kb_is_refused_as_permanent(self, channel, fake):
+        with pytest.raises(errors.Permanent) as caught:
+            await channel.send(push("fid-big", body="é" * 2100))
+        assert caught.value.code == "INVALID_ARGUMENT"
+        assert await channel.send(push("fid-small", body="é" * 1500))
+        assert [r["to"] for r in await fake.received()] == ["fid-small"]
+
+    async def test_topic_payload_limit_is_2kb(self, channel):
+        with pytest.raises(errors.Permanent):
+            await channel.send(push("/topics/zone-75", body="x" * 2100))
+
+    async def test_quota_exceeded_backs_off_at_least_a_minute(self, channel, fake):
+        await fake.fail(status=429, code="QUOTA_EXCEEDED", times=1)
+        with pytest.raises(errors.Transient) as caught:
+            await channel.send(push("fid-1"))
+        assert caught.value.code == "QUOTA_EXCEEDED"
+        assert caught.value.retry_after >= 60
+
+    async def test_unavailable_is_not_retried_by_the_library(self, channel, fake):
+        await fake.fail(status=503, code="UNAVAILABLE", retry_after=3, times=1)
+        await fake.fail(status=500, code="INTERNAL", times=1)
+        first = await channel.send_batch([push("fid-1")])
+        second = await channel.send_batch([push("fid-1")])
+        assert isinstance(first[0], errors.Transient) and first[0].retry_after == 3
+        assert isinstance(second[0], errors.Transient) and second[0].code == "INTERNAL"
+        # Each failure consumed exactly one rule: the third request is the first to succeed.
+        assert await channel.send(push("fid-1"))
+        assert len(await fake.received()) == 1
+
+    async def test_rejected_credentials_mean_misconfiguration(self, channel, fake):
+        await fake.fail(status=401, code="UNAUTHENTICATED", times=None)
+        with pytest.raises(errors.ChannelMisconfigured):
+            await channel.send(push("fid-1"))
+
+    async def test_malformed_topic_fails_alone(self, channel, fake):
+        results = await channel.send_batch([push("fid-1"), push("zone-bad name"), push("fid-2")])
+        assert isinstance(results[1], errors.Permanent)
+        assert isinstance(results[0], model.Receipt) and isinstance(results[2], model.Receipt)
+        assert sorted(r["to"] for r in await fake.received()) == ["fid-1", "fid-2"]
+
+    async def test_two_channels_coexist(self, fakes_url, fake):
+        first, second = await started(fakes_url, "a"), await started(fakes_url, "a")
+        try:
+            assert first.app.name != second.app.name
+            assert await first.send(push("fid-1")) and await second.send(push("fid-2"))
+        finally:
+            await first.close()
+            await second.close()
+        assert len(await fake.received()) == 2
+
+    async def test_service_account_does_the_oauth_flow_once(self, fakes_url, fake, tmp_path):
+        before = await fake_get(fakes_url, "/_fake/fcm/tokens")
+        path = tmp_path / "sa.json"
+        path.write_text(json.dumps(service_account(fakes_url + "/token")))
+        channel = await started(fakes_url, service_account_file=str(path))
+        try:
+            results = await channel.send_batch([push("fid-1"), push("fid-2")])
+            assert await channel.send(push("fid-3"))
+        finally:
+            await channel.close()
+        after = await fake_get(fakes_url, "/_fake/fcm/tokens")
+        assert all(isinstance(r, model.Receipt) for r in results)
+        assert after["count"] - before["count"] == 1
+        assert after["used"] - before["used"] == 3  # every send carried the issued token
+
+
+def test_goaway_and_dated_retry_after_are_transient():
+    lost = exceptions.UnknownError("lost", cause=httpx.RemoteProtocolError("GOAWAY"))
+    goaway = fcm_push.classify(lost)
+    assert isinstance(goaway, errors.Transient)
+    later = email.utils.format_datetime(model.utcnow() + dt.timedelta(seconds=120), usegmt=True)
+    busy = httpx.Response(503, headers={"Retry-After": later})
+    unavailable = fcm_push.classify(exceptions.UnavailableError("busy", http_response=busy))
+    assert unavailable.retry_after == pytest.approx(120, abs=5)
+
+
+def test_missing_project_id_is_a_config_error():
+    with pytest.raises(errors.ConfigError):
+        fcm_push.FCMPush({}, channels.Context(public_url="http://127.0.0.1", name="push"))
+
+
+def service_account(token_uri: str) -> dict[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": "alertd-test",
+        "private_key_id": "k1",
+        "private_key": pem.decode(),
+        "client_email": "alertd@alertd-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }

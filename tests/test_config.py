@@ -1,0 +1,214 @@
+"""Configuration: defaults, environment overrides, secrets, and every problem reported at once."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from alertd import config, errors
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "config" / "alertd.toml"
+
+TWILIO = """
+[channels.sms]
+plugin = "twilio"
+account_sid = "ACfake"
+from = "+33700000000"
+max_concurrency = 100
+status_callback = true
+"""
+
+PUSH = """
+[channels.push]
+plugin = "fcm"
+project_id = "p"
+service_account_file = "{}"
+"""
+
+
+def write(tmp_path: pathlib.Path, text: str) -> str:
+    path = tmp_path / "alertd.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_no_file_gives_the_defaults():
+    cfg = config.load(None, env={})
+    assert cfg.server.listen == "127.0.0.1:8080"
+    assert cfg.server.public_url == "http://127.0.0.1:8080"
+    assert cfg.server.display_timezone == "Europe/Paris"
+    assert cfg.store.url == "sqlite:///alertd.db"
+    assert pathlib.Path(cfg.render.templates).name == "templates"
+    assert cfg.render == config.Render(cfg.render.templates, "fr", 3, 4096)
+    assert cfg.dispatcher == config.Dispatcher(500, 60, 8, 2.0, 300, 5000)
+    assert dict(cfg.channels) == {}
+    assert (cfg.log.level, cfg.log.format, cfg.systemd.watchdog) == ("info", "auto", True)
+
+
+def test_the_example_configuration_is_valid_and_has_the_three_channels():
+    assert config.check(EXAMPLE, env={}) == []
+    cfg = config.load(EXAMPLE, env={})
+    assert {name: c.plugin for name, c in cfg.channels.items()} == {
+        "sms": "twilio", "push": "fcm", "siren": "siren-http",
+    }
+    assert all(c.settings["base_url"].startswith("http://127.0.0.1:8900") for c in cfg.channels.values())
+
+
+def test_the_configuration_is_frozen():
+    cfg = config.load(EXAMPLE, env={})
+    with pytest.raises(AttributeError):
+        cfg.server.listen = "0.0.0.0:80"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.channels["sms"].settings["auth_token"] = "x"  # type: ignore[index]
+
+
+def test_environment_overrides_nested_keys_with_types_and_any_case():
+    env = {
+        "ALERTD_CHANNELS__SMS__BASE_URL": "http://127.0.0.1:9999",
+        "ALERTD_STORE__URL": "postgresql://alertd@127.0.0.1/alertd",
+        "ALERTD_DISPATCHER__BATCH_SIZE": "1000",
+        "ALERTD_DISPATCHER__BACKOFF_BASE": "0.5",
+        "ALERTD_Systemd__Watchdog": "off",
+        "ALERTD_CHANNELS__SMS__MAX_CONCURRENCY": "7",
+        "ALERTD_CHANNELS__SMS__STATUS_CALLBACK": "false",
+        "ALERTD_CONFIG": "/not/an/override",
+    }
+    cfg = config.load(EXAMPLE, env=env)
+    assert cfg.channels["sms"].settings["base_url"] == "http://127.0.0.1:9999"
+    assert cfg.store.url == "postgresql://alertd@127.0.0.1/alertd"
+    assert cfg.dispatcher.batch_size == 1000 and type(cfg.dispatcher.batch_size) is int
+    assert cfg.dispatcher.backoff_base == 0.5
+    assert cfg.systemd.watchdog is False
+    assert cfg.channels["sms"].settings["max_concurrency"] == 7
+    assert cfg.channels["sms"].settings["status_callback"] is False
+
+
+def test_a_channel_can_be_added_from_the_environment():
+    env = {
+        "ALERTD_CHANNELS__SIREN__PLUGIN": "siren-http",
+        "ALERTD_CHANNELS__SIREN__BASE_URL": "http://127.0.0.1:1",
+        "ALERTD_CHANNELS__SIREN__TOKEN": "t",
+    }
+    cfg = config.load(None, env=env)
+    assert cfg.channels["siren"].plugin == "siren-http"
+    assert dict(cfg.channels["siren"].settings) == {"base_url": "http://127.0.0.1:1", "token": "t"}
+
+
+def test_an_override_that_does_not_fit_the_type_is_a_problem():
+    problems = config.check(None, env={"ALERTD_DISPATCHER__MAX_ATTEMPTS": "many", "ALERTD_LOG__LEVELL": "x"})
+    assert problems == [
+        "dispatcher.max_attempts: expected an integer, got 'many' from $ALERTD_DISPATCHER__MAX_ATTEMPTS",
+        "log.levell: unknown key",
+    ]
+
+
+def test_secret_from_a_file(tmp_path):
+    (tmp_path / "token").write_text("s3cr3t-from-file\n")
+    path = write(tmp_path, TWILIO + f'auth_token_file = "{tmp_path / "token"}"\n' + PUSH.format("/etc/sa.json"))
+    cfg = config.load(path, env={})
+    sms = cfg.channels["sms"].settings
+    assert sms["auth_token"] == "s3cr3t-from-file"
+    assert "auth_token_file" not in sms
+    # Not a secret: a path the plugin opens itself.
+    assert cfg.channels["push"].settings["service_account_file"] == "/etc/sa.json"
+
+
+def test_secret_from_a_systemd_credential(tmp_path):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "twilio-auth-token").write_text("s3cr3t-credential\n")
+    path = write(tmp_path, TWILIO + 'auth_token = "credential:twilio-auth-token"\n' + PUSH.format("credential:sa.json"))
+    cfg = config.load(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.channels["sms"].settings["auth_token"] == "s3cr3t-credential"
+    assert cfg.channels["push"].settings["service_account_file"] == str(creds / "sa.json")
+    assert config.check(path, env={}) == [
+        "channels.sms.auth_token: credential 'twilio-auth-token': $CREDENTIALS_DIRECTORY is not set "
+        "(LoadCredential= in the unit?)",
+        "channels.push.service_account_file: credential 'sa.json': $CREDENTIALS_DIRECTORY is not set "
+        "(LoadCredential= in the unit?)",
+    ]
+
+
+BROKEN = """
+[server]
+listen = "localhost"
+public_url = "ftp://example.org"
+colour = "blue"
+
+[store]
+url = "mysql://root:hunter2@db/alertd"
+
+[dispatcher]
+batch_size = "500"
+lease_seconds = -1
+
+[log]
+level = "chatty"
+
+[channels.sms]
+plugin = "twilio"
+auth_token_file = "/nonexistent/twilio-token"
+
+[channels.push]
+plugin = "fcm"
+
+[channels.siren]
+base_url = "http://127.0.0.1:8900/siren"
+
+[channels.pager]
+plugin = "carrier-pigeon"
+
+[metrics]
+enabled = true
+"""
+
+
+def test_check_reports_every_problem_at_once(tmp_path):
+    path = write(tmp_path, BROKEN)
+    problems = config.check(path, env={})
+    expected = [
+        "server.listen: expected host:port",
+        "server.public_url: expected an http:// or https:// URL",
+        "server.colour: unknown key",
+        "store.url: unsupported store URL scheme 'mysql'",
+        "dispatcher.batch_size: expected an integer, got str '500'",
+        "dispatcher.lease_seconds: must be positive",
+        "log.level: expected one of debug, info, warning, error, critical",
+        "channels.sms.auth_token_file: cannot read secret file '/nonexistent/twilio-token'",
+        "channels.sms.account_sid: required by the twilio plugin",
+        "channels.sms.from: one of from or messaging_service_sid is required by the twilio plugin",
+        "channels.push.project_id: required by the fcm plugin",
+        "channels.siren.plugin: required",
+        "channels.pager.plugin: unknown plugin 'carrier-pigeon'",
+        "metrics: unknown section",
+    ]
+    for start in expected:
+        assert sum(p.startswith(start) for p in problems) == 1, (start, problems)
+    assert len(problems) == len(expected)
+    assert not any("hunter2" in p for p in problems)
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load(path, env={})
+    assert caught.value.problems == problems
+
+
+def test_an_unreadable_or_malformed_file_is_one_problem(tmp_path):
+    assert config.check(tmp_path / "missing.toml", env={}) == [
+        f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"
+    ]
+    problems = config.check(write(tmp_path, "[server\n"), env={})
+    assert len(problems) == 1 and "not valid TOML" in problems[0]
+
+
+def test_redacted_and_repr_hide_secrets(tmp_path):
+    env = {"ALERTD_STORE__URL": "postgresql://alertd:pg-s3cr3t@127.0.0.1/alertd",
+           "ALERTD_CHANNELS__SMS__AUTH_TOKEN": "tw-s3cr3t"}
+    cfg = config.load(EXAMPLE, env=env)
+    shown = cfg.redacted()
+    assert shown["channels"]["sms"]["auth_token"] == "***"
+    assert shown["channels"]["siren"]["token"] == "***"
+    assert shown["channels"]["sms"]["account_sid"].startswith("ACfake")
+    assert shown["store"]["url"] == "postgresql://alertd:***@127.0.0.1/alertd"
+    for text in (str(shown), repr(cfg)):
+        assert "s3cr3t" not in text
+    assert cfg.channels["sms"].settings["auth_token"] == "tw-s3cr3t"

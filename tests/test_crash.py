@@ -1,0 +1,153 @@
+"""Nothing lost: a daemon killed mid-fan-out finishes the alert after a restart; an interrupted
+planning resumes where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+from alertd import app as app_mod, model, planner, store as store_mod, testing, web as web_mod
+from tests import conftest, helpers
+
+N = 600
+PHONES = [f"+3361000{i:04d}" for i in range(N)]
+WORKERS, CONCURRENCY = 2, 10  # the in-flight window: the most that can be sent twice
+
+
+async def seed(url: str) -> str:
+    db = store_mod.open_store(url)
+    await db.open()
+    try:
+        await db.upsert_recipients(
+            [model.Recipient(f"r{i:05d}", "fr", ("75056",), phone=p) for i, p in enumerate(PHONES)]
+        )
+        return await helpers.add_token(db, model.Role.ISSUER, ["75"])
+    finally:
+        await db.close()
+
+
+def start_daemon(config_path) -> subprocess.Popen:
+    env = os.environ | {"ALERTD_LOG__LEVEL": "warning"}
+    return subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(config_path)], env=env)
+
+
+async def wait_until(predicate, timeout: float, what: str):
+    """Poll another process's observable state (not our own work) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_url):
+    port = conftest.free_port()
+    path = helpers.write_config(
+        tmp_path, fakes_url, port, dispatcher=f"lease_seconds = 2\nworkers = {WORKERS}",
+        sms=f"max_concurrency = {CONCURRENCY}",
+    )
+    token = await seed(f"sqlite:///{tmp_path / 'alertd.db'}")
+    sms = testing.FakeControl(fakes_url, "twilio")
+    await sms.reset()
+    await sms.fail(delay=0.1, times=None)  # a slow provider keeps the fan-out going long enough
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    daemon = start_daemon(path)
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async def up():
+            try:
+                async with http.get(base + "/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(up, 20, "the daemon to listen")
+        async with http.post(base + "/v1/alerts", json=helpers.order(channels=["sms"], expires=None)) as r:
+            assert r.status == 202, await r.text()
+            alert_id = (await r.json())["id"]
+
+        async def some_sent():
+            return len(await sms.received()) >= N // 4
+
+        await wait_until(some_sent, 30, "a quarter of the fan-out")
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        before = len(await sms.received())
+        assert before < N, "the fan-out finished before the kill; slow the fake down"
+
+        daemon = start_daemon(path)
+        try:
+            await wait_until(up, 20, "the restarted daemon")
+
+            async def completed():
+                async with http.get(f"{base}/v1/alerts/{alert_id}") as r:
+                    body = await r.json()
+                return body if body["state"] == "completed" else None
+
+            status = await wait_until(completed, 60, "the alert to complete after the restart")
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+
+    sent = collections.Counter(r["to"] for r in await sms.received())
+    assert set(sent) == set(PHONES)  # every targeted recipient, at least once
+    twice = sum(n - 1 for n in sent.values())
+    print(f"\nkilled after {before}/{N} sends; sent twice after restart: {twice}")
+    assert twice <= WORKERS * CONCURRENCY  # the duplicate window is the in-flight batches
+    assert status["counts"]["sms"]["sent"] + status["counts"]["sms"]["delivered"] == N
+
+
+async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fakes_url):
+    cfg = helpers.load_config(tmp_path, fakes_url, conftest.free_port())
+    clock = helpers.ManualClock()
+    app = app_mod.build(cfg, clock=clock, run_workers=False)
+    db = app[web_mod.STORE]
+    await db.open()
+    try:
+        await db.upsert_recipients(
+            [model.Recipient(f"r{i:05d}", "fr", ("75056",), phone=p) for i, p in enumerate(PHONES)]
+        )
+        alert, _ = await db.create_alert(interrupted_alert(), "interrupted")
+        route = {model.Kind.SMS: "sms"}
+        chunks = 0
+
+        def crash_after_two_chunks():
+            nonlocal chunks
+            chunks += 1
+            if chunks == 2:
+                raise KeyboardInterrupt  # the process dies between two committed chunks
+
+        try:
+            await planner.plan(db, alert, route, chunk=100, clock=clock, on_chunk=crash_after_two_chunks)
+        except KeyboardInterrupt:
+            pass
+        assert (await db.get_alert(alert.id)).state is model.AlertState.PLANNING
+        assert await db.plan_cursor(alert.id) == "r00199"
+
+        disp = app[web_mod.DISPATCHER]
+        await disp.resume()
+        await disp.planned()
+        counts = await db.counts(alert.id)
+        assert sum(counts["sms"].values()) == N  # each recipient planned exactly once
+        assert (await db.get_alert(alert.id)).state is not model.AlertState.PLANNING
+    finally:
+        await db.close()
+
+
+def interrupted_alert() -> model.Alert:
+    return model.Alert(
+        id="a-interrupted", identifier="a-interrupted", sender="test", sent=helpers.START,
+        status=model.Status.ACTUAL, event="Crue", urgency="Immediate", severity="Severe",
+        certainty="Observed", area=model.Area(("75056",)), channels=(model.Kind.SMS,),
+        template="evacuate", locale="fr",
+    )

@@ -1,0 +1,60 @@
+"""The store contract on PostgreSQL (a fresh schema per test), and what only it has: NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+import store_contract
+
+from alertd import model
+from alertd import store as store_mod
+from alertd.store import postgres
+
+
+@pytest.fixture
+async def pg_schema_url(pg_url):
+    """`pg_url` confined to a schema of its own, dropped afterwards, so parallel runs never meet."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_url}?search_path={schema}"  # asyncpg passes unknown DSN parameters as settings
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+class TestPostgresStore(store_contract.StoreContract):
+    @pytest.fixture
+    async def store(self, pg_schema_url):
+        db = store_mod.open_store(pg_schema_url)
+        await db.open()
+        yield db
+        await db.close()
+
+
+async def test_open_twice_migrates_once(pg_schema_url):
+    for _ in range(2):
+        db = postgres.PostgresStore(pg_schema_url)
+        await db.open()
+        assert (await db._fetch("SELECT count(*) AS n FROM schema_version"))[0]["n"] == 1
+        await db.close()
+
+
+async def test_planning_and_cancel_wake_listeners(pg_schema_url):
+    db, other = postgres.PostgresStore(pg_schema_url), postgres.PostgresStore(pg_schema_url)
+    await db.open()
+    await other.open()
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await other.listen(heard.put_nowait)
+    alert = store_contract.make_alert()
+    await db.create_alert(alert, "k")
+    await db.plan_chunk(alert, {model.Kind.SMS: "sms"}, None, 10, store_contract.NOW)
+    assert await asyncio.wait_for(heard.get(), 5) == "sms"
+    await db.cancel_alert(alert.id, store_contract.NOW)
+    assert await asyncio.wait_for(heard.get(), 5) == alert.id
+    await other.close()
+    await db.close()
