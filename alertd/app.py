@@ -42,7 +42,7 @@ def build_dispatcher(
         ),
         retry.Policy(d.max_attempts, d.backoff_base, d.backoff_max),
         dispatcher.Settings(
-            batch_size=d.batch_size, workers=d.workers, lease=dt.timedelta(seconds=d.lease_seconds),
+            batch_size=d.batch_size, lease=dt.timedelta(seconds=d.lease_seconds),
             plan_chunk=d.plan_chunk,
         ),
         clock=clock,

@@ -89,8 +89,7 @@ class Dispatcher:
     max_attempts: int = 8
     backoff_base: float = 2.0
     backoff_max: float = 300.0
-    plan_chunk: int = 5000
-    workers: int = 2  # per channel: while one batch is on the wire, the next is claimed
+    plan_chunk: int = 1000  # rows per planning transaction: short, so other writers wait little
 
 
 @dataclasses.dataclass(frozen=True)

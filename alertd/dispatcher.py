@@ -1,22 +1,24 @@
 """The dispatcher: claim due deliveries → render → send → decide → record, per channel.
 
-Each configured channel gets a few workers; each worker claims a batch (leased in the store, so a
-dead instance's batch is claimed again when the lease runs out), renders the messages, hands them
-to the channel in one `send_batch`, lets `retry.decide` judge each failure, and records the whole
-batch in one write. Planning runs beside it and wakes the workers after every chunk.
+Each configured channel gets a `Lane`: it claims batches (leased in the store, so a dead instance's
+deliveries are claimed again when the lease runs out), renders each message (cached per alert,
+locale and kind), makes one provider call per message with up to the channel's `concurrency` in
+flight, lets `retry.decide` judge each failure, and records the outcomes in batches. Planning runs
+beside it and wakes the lanes after every chunk.
 
 At-least-once: a delivery is recorded after its provider call, so a crash between the two sends it
-again after the lease; the duplicate window is one in-flight batch per worker.
+again after the lease; the duplicate window is what a lane holds, about three rounds of concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -36,10 +38,10 @@ SIREN_COMMAND = {
 @dataclasses.dataclass(frozen=True)
 class Settings:
     batch_size: int = 500
-    workers: int = 2  # per channel: while one batch is on the wire, the next is claimed
+    grace: float = 10.0  # seconds a stopping lane waits for the calls on the wire
     lease: dt.timedelta = dt.timedelta(seconds=60)
-    plan_chunk: int = 5000
-    idle_poll: float = 1.0  # seconds; a safety net, the workers are woken on new work
+    plan_chunk: int = 1000  # rows per planning transaction: short, so other writers wait little
+    idle_poll: float = 1.0  # seconds; a safety net, the lanes are woken on new work
 
 
 class Dispatcher:
@@ -66,6 +68,7 @@ class Dispatcher:
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._planning: set[asyncio.Task] = set()
         self._workers: list[asyncio.Task] = []
+        self._stopping = False
 
     # -- planning --------------------------------------------------------------------------------
 
@@ -105,47 +108,42 @@ class Dispatcher:
         self.cancelled.add(alert_id)
         self._alerts.pop(alert_id, None)
 
-    # -- one batch -------------------------------------------------------------------------------
+    # -- one delivery ----------------------------------------------------------------------------
+
+    async def deliver(self, channel: channels_mod.Channel, delivery: model.Delivery) -> model.Outcome:
+        """Send one claimed delivery and decide its outcome. Never raises for the delivery's sake."""
+        alert = await self._alert(delivery.alert_id)
+        stop = self._stop(alert, delivery, self.clock())  # checked last thing before the call
+        if stop is not None:
+            return model.Outcome(delivery.id, stop)
+        try:
+            message = self._message(alert, delivery)
+        except errors.AlertdError as exc:  # a template that cannot render will never render
+            return model.Outcome(delivery.id, model.State.FAILED, last_error=exc.message)
+        try:
+            result = await channel.send(message)
+        except Exception as exc:  # classified by the channel, or unexpected: see `as_result`
+            result = channels_mod.as_result(exc)
+        if getattr(result, "dead_address", False):
+            await self._forget(delivery.address)
+        return self._outcome(delivery, result, alert, self.clock())
+
+    async def _forget(self, address: str) -> None:
+        """FCM said UNREGISTERED: the token is dead for every later alert too."""
+        try:
+            await self.store.mark_push_token_dead(address)
+        except errors.StoreError:
+            log.exception("could not mark a push token dead")
 
     async def tick(self, name: str) -> int:
         """Claim, send and record one batch of channel `name`; the number of deliveries handled."""
         channel = self.channels[name]
-        size = max(1, min(self.settings.batch_size, channel.concurrency))
+        size = min(self.settings.batch_size, channel.concurrency)
         batch = await self.store.claim(name, self.owner, self.clock(), size, self.settings.lease)
-        if batch:
-            outcomes, dead = await self._send(channel, batch)
+        outcomes = await asyncio.gather(*(self.deliver(channel, d) for d in batch))
+        if outcomes:
             await self.store.record(outcomes, self.clock())
-            for address in dead:  # FCM said UNREGISTERED: dead for every later alert too
-                await self.store.mark_push_token_dead(address)
-        return len(batch)
-
-    async def _send(
-        self, channel: channels_mod.Channel, batch: list[model.Delivery]
-    ) -> tuple[list[model.Outcome], list[str]]:
-        now = self.clock()
-        dead: list[str] = []
-        outcomes: dict[int, model.Outcome] = {}
-        ready: list[tuple[model.Delivery, model.Message]] = []
-        for delivery in batch:
-            alert = await self._alert(delivery.alert_id)
-            stop = self._stop(alert, delivery, now)
-            if stop is not None:
-                outcomes[delivery.id] = model.Outcome(delivery.id, stop)
-                continue
-            try:
-                ready.append((delivery, self._message(alert, delivery)))
-            except errors.AlertdError as exc:  # a template that cannot render will never render
-                outcomes[delivery.id] = model.Outcome(delivery.id, model.State.FAILED, last_error=exc.message)
-        if ready:
-            results = await channel.send_batch([m for _, m in ready])
-            done = self.clock()
-            for (delivery, _), result in zip(ready, results, strict=True):
-                result = channels_mod.as_result(result)
-                if getattr(result, "dead_address", False):
-                    dead.append(delivery.address)
-                alert = self._alerts.get(delivery.alert_id)
-                outcomes[delivery.id] = self._outcome(delivery, result, alert, done)
-        return [outcomes[d.id] for d in batch], dead
+        return len(outcomes)
 
     def _stop(self, alert: model.Alert, delivery: model.Delivery, now: dt.datetime) -> model.State | None:
         """Why this delivery must not start, if it must not."""
@@ -202,11 +200,16 @@ class Dispatcher:
     async def start(self) -> None:
         for name, channel in self.channels.items():
             await channel.start()
-            for i in range(self.settings.workers):
-                self._workers.append(asyncio.create_task(self._work(name), name=f"send-{name}-{i}"))
+            self._workers.append(asyncio.create_task(Lane(self, name).run(), name=f"lane-{name}"))
         await self.resume()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let each lane finish the calls on the wire and record them, then stop everything.
+        Planning is simply interrupted: it resumes from its cursor at the next start."""
+        self._stopping = True
+        self.wake()
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=grace + 1)
         for task in [*self._workers, *self._planning]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._planning, return_exceptions=True)
@@ -214,21 +217,8 @@ class Dispatcher:
         for channel in self.channels.values():
             await channel.close()
 
-    async def _work(self, name: str) -> None:
-        event = self._wake[name]
-        while True:
-            try:
-                if await self.tick(name):
-                    continue
-            except Exception:
-                log.exception("dispatch failed", channel=name)  # the leases bring the batch back
-            event.clear()
-            try:
-                await asyncio.wait_for(event.wait(), await self._idle_wait(name))
-            except TimeoutError:
-                pass
-
-    async def _idle_wait(self, name: str) -> float:
+    async def idle_wait(self, name: str) -> float:
+        """How long a lane with nothing to do may sleep before looking again."""
         due = await self.store.next_due(name)
         if due is None:
             return self.settings.idle_poll
@@ -253,14 +243,108 @@ class Dispatcher:
         clock to their time instead of sleeping; without it, only work due now is done."""
         await self.planned()
         while True:
-            worked = 0
-            for name in self.channels:
-                while n := await self.tick(name):
-                    worked += n
+            await asyncio.gather(*(Lane(self, name).run(until_idle=True) for name in self.channels))
             await self.housekeeping()
-            if worked:
-                continue
             due = [d for d in [await self.store.next_due(n) for n in self.channels] if d]
             if not due or advance is None:
                 return
             advance(min(due))
+
+
+class Lane:
+    """One channel's sending pipeline.
+
+    `concurrency` long-lived senders take claimed deliveries from a local queue and make one
+    provider call each; the feeder keeps the queue topped up by claiming batches, and records the
+    finished outcomes in the same transaction as its next claim. Nothing is created per message but
+    the message, and the provider always has up to `concurrency` calls in flight. What a crash can
+    send twice is bounded by what the lane holds: about two rounds of `concurrency`.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, name: str) -> None:
+        self.d = dispatcher
+        self.name = name
+        self.channel = dispatcher.channels[name]
+        self.queue: asyncio.Queue[model.Delivery] = asyncio.Queue()
+        self.done: list[model.Outcome] = []
+        self.busy = 0  # deliveries a sender has taken and not finished
+        self.progress = asyncio.Event()  # a sender finished one
+
+    @property
+    def held(self) -> int:
+        return self.queue.qsize() + self.busy
+
+    async def run(self, until_idle: bool = False) -> None:
+        senders = [asyncio.create_task(self._sender()) for _ in range(self.channel.concurrency)]
+        try:
+            await self._feed(until_idle)
+            await self._settle()
+        finally:
+            for task in senders:
+                task.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+
+    async def _feed(self, until_idle: bool) -> None:
+        wake = self.d._wake[self.name]
+        while not self.d._stopping:
+            wake.clear()  # before the claim: a wake-up during it is not lost
+            try:
+                batch = await self._claim()
+            except Exception:
+                log.exception("claim failed", channel=self.name)  # `done` is kept for the next one
+                batch = []
+            for delivery in batch:
+                self.queue.put_nowait(delivery)
+            if batch:
+                await self._until(lambda: self.held < self.channel.concurrency)
+            elif self.held:
+                await self._until(lambda: self.held == 0)
+            elif until_idle:
+                return
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), await self.d.idle_wait(self.name))
+
+    async def _claim(self) -> list[model.Delivery]:
+        """Record what is done and claim enough to keep two rounds of calls in hand."""
+        done, self.done = self.done, []
+        want = min(self.d.settings.batch_size, 2 * self.channel.concurrency - self.held)
+        try:
+            return await self.d.store.claim(
+                self.name, self.d.owner, self.d.clock(), want, self.d.settings.lease, done
+            )
+        except BaseException:
+            self.done[:0] = done
+            raise
+
+    async def _until(self, condition: Callable[[], bool], timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.progress.clear()
+                await self.progress.wait()
+
+    async def _sender(self) -> None:
+        while True:
+            delivery = await self.queue.get()
+            self.busy += 1
+            try:
+                # Not `self.done.append(await ...)`: that binds the list before the await, and the
+                # feeder swaps `self.done` for a fresh one while the call is on the wire.
+                outcome = await self.d.deliver(self.channel, delivery)
+                self.done.append(outcome)
+            except Exception:  # the store failed us: the lease brings the delivery back
+                log.exception("delivery failed to run", channel=self.name, delivery_id=delivery.id)
+            finally:
+                self.busy -= 1
+                self.progress.set()
+
+    async def _settle(self) -> None:
+        """On stop: give back what no sender took, let the calls on the wire end, record it all."""
+        now = self.d.clock()
+        while not self.queue.empty():
+            self.done.append(model.Outcome(self.queue.get_nowait().id, model.State.PENDING, next_at=now))
+        with contextlib.suppress(TimeoutError):
+            await self._until(lambda: self.busy == 0, self.d.settings.grace)
+        if self.done:
+            done, self.done = self.done, []
+            await self.d.store.record(done, now)

@@ -41,7 +41,7 @@ def test_no_file_gives_the_defaults():
     assert cfg.store.url == "sqlite:///alertd.db"
     assert pathlib.Path(cfg.render.templates).name == "templates"
     assert cfg.render == config.Render(cfg.render.templates, "fr", 3, 4096)
-    assert cfg.dispatcher == config.Dispatcher(500, 60, 8, 2.0, 300, 5000)
+    assert cfg.dispatcher == config.Dispatcher(500, 60, 8, 2.0, 300, 1000)
     assert dict(cfg.channels) == {}
     assert (cfg.log.level, cfg.log.format, cfg.systemd.watchdog) == ("info", "auto", True)
 

@@ -161,7 +161,9 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
-    default_concurrency = BATCH  # one send_each_async call
+    # httpx's pool holds 100 connections; more sends in flight queue in httpcore's pool, which
+    # scans its queue for every request (quadratic: ~70 messages/s with 500 in flight, measured).
+    default_concurrency = 100
 
     def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
         super().__init__(config, context)

@@ -92,9 +92,11 @@ class Store(Protocol):
 
     # -- fan-out ---------------------------------------------------------------------------------
     async def claim(
-        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta
+        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta,
+        done: Sequence[model.Outcome] = (),
     ) -> list[model.Delivery]:
-        """Take up to `limit` due deliveries of `channel`: `pending` with next_at <= now, or
+        """First `record(done, now)`, in the same transaction (a worker records its last batch
+        while it claims the next: one write instead of two). Then take up to `limit` due deliveries of `channel`: `pending` with next_at <= now, or
         `sending` whose lease ran out. They become `sending`, attempts + 1, leased to `owner` until
         now + lease. Deliveries of a cancelled alert are not claimed unless their command is
         `cancel`. Oldest `next_at` first."""

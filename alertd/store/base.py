@@ -217,18 +217,29 @@ class SQLStore:
 
     # -- fan-out -----------------------------------------------------------------------------------
     async def claim(
-        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta
+        self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta,
+        done: Sequence[model.Outcome] = (),
     ) -> list[model.Delivery]:
         async with self._tx() as conn:
+            await self._record(conn, done, now)
             rows = await conn.fetch(sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease))
         return sorted((model.Delivery.from_row(r) for r in rows), key=lambda d: (d.next_at, d.id))
 
     async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
         async with self._tx() as conn:
-            await conn.executemany(sql.RECORD, [
-                (o.delivery_id, o.state.value, self._t(o.next_at), o.last_error, o.provider_id, self._t(now))
-                for o in outcomes
-            ])
+            await self._record(conn, outcomes, now)
+
+    async def _record(self, conn: sql.Conn, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
+        at = self._t(now)
+        sent = [(o.delivery_id, o.provider_id, at) for o in outcomes if o.state is model.State.SENT]
+        other = [
+            (o.delivery_id, o.state.value, self._t(o.next_at), o.last_error, o.provider_id, at)
+            for o in outcomes if o.state is not model.State.SENT
+        ]
+        if sent:
+            await conn.executemany(sql.RECORD_SENT, sent)
+        if other:
+            await conn.executemany(sql.RECORD, other)
 
     async def apply_receipt(
         self, provider_id: str, state: model.State, error: str | None, now: dt.datetime

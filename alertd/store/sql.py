@@ -92,6 +92,9 @@ RECORD = """UPDATE deliveries SET
     next_at = COALESCE($3, next_at), last_error = COALESCE($4, last_error),
     provider_id = COALESCE($5, provider_id), lease_until = NULL, owner = NULL, updated_at = $6
 WHERE id = $1 AND state = 'sending'"""
+# The common case, written many thousands of times a second: a send the provider accepted.
+RECORD_SENT = """UPDATE deliveries SET state = 'sent', provider_id = $2, lease_until = NULL, owner = NULL,
+    updated_at = $3 WHERE id = $1 AND state = 'sending'"""
 RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_error), lease_until = NULL,
     updated_at = $4 WHERE provider_id = $1 AND state IN (SELECT value FROM {each}($5))"""
 UPSERT_RECIPIENT = """INSERT INTO recipients (id, phone, push_token, push_token_dead, locale, zones)
