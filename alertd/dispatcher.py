@@ -66,7 +66,7 @@ class Dispatcher:
         self.cancelled: set[str] = set()
         self._alerts: dict[str, model.Alert] = {}
         self._wake = {name: asyncio.Event() for name in self.channels}
-        self._planning: set[asyncio.Task] = set()
+        self._planning: dict[str, asyncio.Task] = {}  # by alert id
         self._workers: list[asyncio.Task] = []
         self._stopping = False
 
@@ -77,9 +77,11 @@ class Dispatcher:
 
     def submit(self, alert: model.Alert) -> asyncio.Task:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
+        if alert.id in self._planning:
+            return self._planning[alert.id]
         task = asyncio.create_task(self._plan(alert), name=f"plan-{alert.id}")
-        self._planning.add(task)
-        task.add_done_callback(self._planning.discard)
+        self._planning[alert.id] = task
+        task.add_done_callback(lambda _: self._planning.pop(alert.id, None))
         return task
 
     async def _plan(self, alert: model.Alert) -> None:
@@ -90,11 +92,11 @@ class Dispatcher:
                 on_chunk=self.wake,
             )
         except Exception:
-            # The alert stays `planning` in the store; the next start resumes it.
+            # The alert stays `planning` in the store; housekeeping resumes it from its cursor.
             log.exception("planning failed", alert_id=alert.id)
 
     async def resume(self) -> None:
-        """Resume the plannings a previous process left unfinished."""
+        """Resume the plannings left unfinished (by a previous process, or by a failure)."""
         for alert in await self.store.alerts_in_state(model.AlertState.PLANNING):
             self.submit(alert)
 
@@ -210,9 +212,10 @@ class Dispatcher:
         self.wake()
         if self._workers:
             await asyncio.wait(self._workers, timeout=grace + 1)
-        for task in [*self._workers, *self._planning]:
+        tasks = [*self._workers, *self._planning.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, *self._planning, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         for channel in self.channels.values():
             await channel.close()
@@ -225,7 +228,9 @@ class Dispatcher:
         return min(self.settings.idle_poll, max(0.0, (due - self.clock()).total_seconds()))
 
     async def housekeeping(self) -> None:
-        """Expire what outlived its alert; mark finished alerts completed. Run periodically."""
+        """Expire what outlived its alert, mark finished alerts completed, resume failed plannings.
+        Run periodically."""
+        await self.resume()
         await self.store.expire_due(self.clock())
         for alert_id in await self.store.complete_settled():
             self._alerts.pop(alert_id, None)
@@ -234,7 +239,7 @@ class Dispatcher:
     async def planned(self) -> None:
         """Wait until every planning under way has finished."""
         while self._planning:
-            await asyncio.gather(*self._planning)
+            await asyncio.gather(*self._planning.values())
 
     async def run_until_idle(self, advance: Callable[[dt.datetime], None] | None = None) -> None:
         """For tests and `--once`: plan, send and record until nothing is left to do.

@@ -373,6 +373,11 @@ def covering(zone: str) -> tuple[str, ...]:
     return (zone, dept) if dept else (zone,)
 
 
+def topic(zone: str) -> str:
+    """The push topic of a zone, which the citizens' apps subscribe to (FCM topic names allow no `*`)."""
+    return "zone-FR" if zone == NATIONAL else f"zone-{zone}"
+
+
 def zone_within(inner: str, outer: str) -> bool:
     """Whether zone `inner` lies in zone `outer`."""
     return outer == NATIONAL or outer in covering(inner)

@@ -17,6 +17,7 @@ The fake servers follow one control convention, so one suite serves every channe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -100,10 +101,9 @@ class ChannelContract:
             await channel.send(self.message(3))
         assert caught.value.code
 
-    async def test_batch_gives_one_result_per_message_in_order(self, channel, fake, permanent_failure):
+    async def test_concurrent_sends_each_get_their_own_outcome(self, channel, fake, permanent_failure):
         await fake.fail(**permanent_failure, to=self.address(2), times=None)
-        results = await channel.send_batch([self.message(i) for i in range(5)])
-        assert len(results) == 5
+        results = await asyncio.gather(*(channel.send(self.message(i)) for i in range(5)), return_exceptions=True)
         assert isinstance(results[2], errors.Permanent)
         assert all(isinstance(r, model.Receipt) for i, r in enumerate(results) if i != 2)
         ids = [r.provider_id for r in results if isinstance(r, model.Receipt)]

@@ -9,7 +9,7 @@ provider call, the bare client's messages/s, and their ratio; the 202 latency (p
 from the 202 to the first siren command at the fake (p50, p99 over 20 alerts), idle and during a
 100,000-recipient fan-out; and the daemon's peak RSS.
 
-    python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20]
+    python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -221,31 +222,40 @@ async def wait_ready_daemon(base: str) -> None:
 
 
 async def run_phases(b: Bench, fakes: str, args, pid: int) -> None:
-    rows = []
+    # The machine is noisy (two cores for three processes): alternate the daemon and the bare client
+    # and report each round's ratio and their median.
     for provider, channel, bare in (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm)):
-        e2e = await b.end_to_end(provider, channel, args.n)
-        await b.reset()
-        base = await bare(fakes, args.n)
-        rows.append((channel, e2e, base))
-        print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}"
-              f"   (target >= 0.80)")
+        ratios = []
+        for _ in range(args.rounds):
+            e2e = await b.end_to_end(provider, channel, args.n)
+            await b.reset()
+            base = await bare(fakes, args.n)
+            ratios.append(e2e / base)
+            print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}")
+        print(f"{channel:5} median ratio {statistics.median(ratios):.2f} over {args.rounds} rounds   (target >= 0.80)")
     idle_posts, idle_firsts = await b.sirens(args.sirens)
     await b.reset()
     big_latency, _ = await b.post(ZONE_BIG, ["sms"])
     load_posts, load_firsts = await b.sirens(args.sirens)
     await b.until_count("twilio", args.big, 1200)
-    posts = idle_posts + load_posts + [big_latency]
-    print(f"202 latency      p50 {pct(posts, .5) * 1000:6.1f} ms  p99 {pct(posts, .99) * 1000:6.1f} ms"
-          f"   ({len(posts)} posts; the {args.big}-recipient alert: {big_latency * 1000:.1f} ms; target p99 <= 50)")
-    for label, firsts in (("idle", idle_firsts), (f"during {args.big} fan-out", load_firsts)):
+    for label, posts in (("alerts posted one after another", idle_posts + [big_latency]),
+                         (f"posted during the {args.big}-recipient fan-out", load_posts)):
+        print(f"202 latency      p50 {pct(posts, .5) * 1000:6.1f} ms  p99 {pct(posts, .99) * 1000:6.1f} ms"
+              f"   ({len(posts)} {label})")
+    print(f"202 latency of the {args.big}-recipient alert: {big_latency * 1000:.1f} ms   (target p99 <= 50)")
+    for label, firsts in (("alerts posted one after another", idle_firsts),
+                          (f"during the {args.big}-recipient fan-out", load_firsts)):
         print(f"first siren cmd  p50 {pct(firsts, .5) * 1000:6.1f} ms  p99 {pct(firsts, .99) * 1000:6.1f} ms"
               f"   ({label}; target p99 <= 100)")
     print(f"daemon peak RSS  {peak_rss_mb(pid):6.0f} MB   (after {args.big} + {2 * args.n} deliveries; target <= 250)")
 
 
 if __name__ == "__main__":
+    # `timeout` and Ctrl-C alike: unwind, so the daemon and the fakes are stopped with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--sirens", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     asyncio.run(main(parser.parse_args()))

@@ -51,3 +51,12 @@ def fakes_url():
 @pytest.fixture(scope="session")
 def pg_url():
     return PG_URL
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import helpers  # the module the tests import (this file is loaded as `conftest`)
+
+    if helpers.REPORT:
+        terminalreporter.section("alertd figures")
+        for line in helpers.REPORT:
+            terminalreporter.write_line(line)

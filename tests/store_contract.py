@@ -171,6 +171,10 @@ class StoreContract:
             ("push", "zone-75", "zone-75", "fr", "send"),
         }
 
+    async def test_a_national_alert_pushes_to_the_national_topic(self, store):
+        planned = await self.planned(store, ("*",), topics=True, locale="fr")
+        assert ("push", "zone-FR", "zone-FR", "fr", "send") in planned
+
     async def test_plan_later_chunks_add_no_sirens_or_topics(self, store):
         alert = make_alert(zones=("*",), topics=True)
         await self.seed(store)
@@ -230,6 +234,15 @@ class StoreContract:
         assert await store.claim("sms", "i2", NOW + LEASE - dt.timedelta(seconds=1), 10, LEASE) == []
         again = await store.claim("sms", "i2", NOW + LEASE, 10, LEASE)  # i1 died
         assert {(d.id, d.attempts) for d in again} == {(d.id, 2) for d in batch}
+
+    async def test_claim_records_the_last_batch_before_taking_the_next(self, store):
+        await self.seed(store, make_alert())
+        first = await store.claim("sms", "i1", NOW, 1, LEASE)
+        done = [model.Outcome(first[0].id, S.SENT, provider_id="P-first")]
+        second = await store.claim("sms", "i1", NOW, 10, LEASE, done)
+        assert [d.id for d in second] != [first[0].id] and len(second) == 1  # the first is settled
+        [sent] = await store.deliveries("A1", channel="sms", state=S.SENT)
+        assert (sent.id, sent.provider_id) == (first[0].id, "P-first")
 
     async def test_claim_takes_due_oldest_first_up_to_limit(self, store):
         await self.seed(store, make_alert(zones=("*",)))

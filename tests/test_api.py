@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import subprocess
+import sys
 
 import pytest
 from aiohttp import test_utils
@@ -260,3 +264,23 @@ async def test_the_openapi_document_describes_the_orders(daemon):
     doc = await resp.json()
     assert "/v1/alerts" in doc["paths"] and "post" in doc["paths"]["/v1/alerts"]
     assert "Order" in str(doc["components"]["schemas"])
+
+
+async def test_alertd_send_and_status_from_the_command_line(daemon, tmp_path):
+    order = tmp_path / "order.json"
+    order.write_text(json.dumps(helpers.order(channels=["siren"])))
+    token = daemon.headers["issuer"]["Authorization"].split()[1]
+    url = str(daemon.client.make_url("/"))
+    sent = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "alertd.cli", "send", str(order), "--url", url, "--token", token],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    alert_id = json.loads(sent.stdout)["id"]
+    await daemon.drain()
+    shown = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "alertd.cli", "status", alert_id, "--url", url, "--token", token],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert alert_id in shown.stdout and "siren" in shown.stdout and "completed" in shown.stdout

@@ -102,7 +102,10 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
     sent = collections.Counter(r["to"] for r in await sms.received())
     assert set(sent) == set(PHONES)  # every targeted recipient, at least once
     twice = sum(n - 1 for n in sent.values())
-    print(f"\nkilled after {before}/{N} sends; sent twice after restart: {twice}")
+    helpers.REPORT.append(
+        f"SIGKILL mid-fan-out: killed after {before}/{N} SMS; after the restart every recipient got it,"
+        f" {twice} of them twice"
+    )
     assert twice <= 3 * CONCURRENCY  # the duplicate window is what the lane held
     assert status["counts"]["sms"]["sent"] + status["counts"]["sms"]["delivered"] == N
 

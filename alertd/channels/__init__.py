@@ -2,17 +2,17 @@
 
 A channel is a class registered under the entry-point group ``alertd.channels``; alertd's own
 built-ins register there exactly as a third party would (see ``pyproject.toml``). A channel takes its
-configuration section and a `Context`, turns rendered `model.Message`s into provider calls, and
-returns `model.Receipt`s or raises `errors.Transient` / `errors.Permanent`. It never touches the
-store, the templates or the retry policy.
+configuration section and a `Context`, turns one rendered `model.Message` into one provider call,
+and returns a `model.Receipt` or raises `errors.Transient` / `errors.Permanent` /
+`errors.ChannelMisconfigured`. It never touches the store, the templates or the retry policy. The
+dispatcher keeps up to `concurrency` calls of a channel in flight at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from alertd import errors, model
@@ -40,17 +40,12 @@ class Channel(Protocol):
     async def send(self, message: model.Message) -> model.Receipt:
         """One provider call. Raises `errors.Transient` or `errors.Permanent`."""
 
-    async def send_batch(
-        self, messages: Sequence[model.Message]
-    ) -> list[model.Receipt | errors.DeliveryError]:
-        """Several messages; one result per message, in order. Never raises for one message."""
-
     async def close(self) -> None:
         """Release clients; called once at shutdown."""
 
 
 class Base:
-    """Convenience base: `send_batch` as bounded concurrent `send`s, no-op start/close."""
+    """Convenience base: keeps the configuration and context, reads `max_concurrency`."""
 
     kind: ClassVar[model.Kind]
     default_concurrency: ClassVar[int] = 50
@@ -68,12 +63,6 @@ class Base:
 
     async def send(self, message: model.Message) -> model.Receipt:
         raise NotImplementedError
-
-    async def send_batch(
-        self, messages: Sequence[model.Message]
-    ) -> list[model.Receipt | errors.DeliveryError]:
-        results = await asyncio.gather(*(self.send(m) for m in messages), return_exceptions=True)
-        return [as_result(r) for r in results]
 
 
 def as_result(result: Any) -> model.Receipt | errors.DeliveryError:

@@ -165,7 +165,9 @@ def fixed_deliveries(
         ]
     if alert.topics and model.Kind.PUSH in routes:
         planned += [
-            model.NewDelivery(alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, f"zone-{z}", f"zone-{z}", alert.locale or "")
+            model.NewDelivery(
+                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z), alert.locale or ""
+            )
             for z in alert.area.zones
         ]
     return planned
