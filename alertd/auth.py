@@ -69,14 +69,6 @@ def require_role(token: model.Token, *roles: model.Role) -> None:
         )
 
 
-def may_read(token: model.Token) -> bool:
-    return token.role in (model.Role.ISSUER, model.Role.OPERATOR, model.Role.ADMIN)
-
-
-def may_send(token: model.Token) -> bool:
-    return token.role in (model.Role.ISSUER, model.Role.ADMIN)
-
-
 def check_jurisdiction(token: model.Token, zones: list[str], field: str = "area.zones") -> None:
     """Refuse an area with any zone outside the token's zones, naming every such zone."""
     outside = [z for z in zones if not any(model.zone_within(z, mine) for mine in token.zones)]

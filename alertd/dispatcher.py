@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -137,16 +137,6 @@ class Dispatcher:
         except errors.StoreError:
             log.exception("could not mark a push token dead")
 
-    async def tick(self, name: str) -> int:
-        """Claim, send and record one batch of channel `name`; the number of deliveries handled."""
-        channel = self.channels[name]
-        size = min(self.settings.batch_size, channel.concurrency)
-        batch = await self.store.claim(name, self.owner, self.clock(), size, self.settings.lease)
-        outcomes = await asyncio.gather(*(self.deliver(channel, d) for d in batch))
-        if outcomes:
-            await self.store.record(outcomes, self.clock())
-        return len(outcomes)
-
     def _stop(self, alert: model.Alert, delivery: model.Delivery, now: dt.datetime) -> model.State | None:
         """Why this delivery must not start, if it must not."""
         if delivery.command == "cancel":
@@ -205,13 +195,13 @@ class Dispatcher:
             self._workers.append(asyncio.create_task(Lane(self, name).run(), name=f"lane-{name}"))
         await self.resume()
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self) -> None:
         """Let each lane finish the calls on the wire and record them, then stop everything.
         Planning is simply interrupted: it resumes from its cursor at the next start."""
         self._stopping = True
         self.wake()
         if self._workers:
-            await asyncio.wait(self._workers, timeout=grace + 1)
+            await asyncio.wait(self._workers, timeout=self.settings.grace + 1)
         tasks = [*self._workers, *self._planning.values()]
         for task in tasks:
             task.cancel()
@@ -263,7 +253,8 @@ class Lane:
     provider call each; the feeder keeps the queue topped up by claiming batches, and records the
     finished outcomes in the same transaction as its next claim. Nothing is created per message but
     the message, and the provider always has up to `concurrency` calls in flight. What a crash can
-    send twice is bounded by what the lane holds: about two rounds of `concurrency`.
+    send twice is bounded by what the lane holds and has not recorded: about three rounds of
+    `concurrency`.
     """
 
     def __init__(self, dispatcher: Dispatcher, name: str) -> None:
@@ -290,25 +281,31 @@ class Lane:
             await asyncio.gather(*senders, return_exceptions=True)
 
     async def _feed(self, until_idle: bool) -> None:
-        wake = self.d._wake[self.name]
         while not self.d._stopping:
-            wake.clear()  # before the claim: a wake-up during it is not lost
             try:
-                batch = await self._claim()
-            except Exception:
-                log.exception("claim failed", channel=self.name)  # `done` is kept for the next one
-                batch = []
-            for delivery in batch:
-                self.queue.put_nowait(delivery)
-            if batch:
-                await self._until(lambda: self.held < self.channel.concurrency)
-            elif self.held:
-                await self._until(lambda: self.held == 0)
-            elif until_idle:
-                return
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), await self.d.idle_wait(self.name))
+                if not await self._step(until_idle):
+                    return
+            except Exception:  # the store is down or locked: keep the lane alive, try again soon
+                log.exception("lane failed", channel=self.name)  # `done` is kept for the next claim
+                await asyncio.sleep(self.d.settings.idle_poll)
+
+    async def _step(self, until_idle: bool) -> bool:
+        """One claim and what follows it; False when the lane may end (idle, and asked to)."""
+        wake = self.d._wake[self.name]
+        wake.clear()  # before the claim: a wake-up during it is not lost
+        batch = await self._claim()
+        for delivery in batch:
+            self.queue.put_nowait(delivery)
+        if batch:
+            await self._until(lambda: self.held < self.channel.concurrency)
+        elif self.held:
+            await self._until(lambda: self.held == 0)
+        elif until_idle:
+            return False
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), await self.d.idle_wait(self.name))
+        return True
 
     async def _claim(self) -> list[model.Delivery]:
         """Record what is done and claim enough to keep two rounds of calls in hand."""

@@ -99,6 +99,12 @@ class UnknownTemplate(Invalid):
     type = "https://alertd.example/problems/unknown-template"
 
 
+class IdempotencyKeyReused(Invalid):
+    """This idempotency key (or identifier) was already used for a different order."""
+
+    type = "https://alertd.example/problems/idempotency-key-reused"
+
+
 class MessageTooLong(Invalid):
     """The rendered message exceeds the channel's limit."""
 

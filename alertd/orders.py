@@ -196,7 +196,8 @@ class Subscriber(pydantic.BaseModel):
         examples=["06 12 34 56 78", "+33612345678"],
     )
     push_token: str | None = Field(
-        None, min_length=1, max_length=4096, validate_default=True, description="The app install's FCM token."
+        None, min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_:.\-]+$",
+        validate_default=True, description="The app install's FCM registration token.",
     )
     locale: Locale = Field("fr", examples=["fr", "en", "ar"])
     zones: list[LocalZone] = Field(min_length=1, max_length=500, examples=[["75056"]])
@@ -211,6 +212,8 @@ class Subscriber(pydantic.BaseModel):
     def _reachable(cls, push_token: str | None, info: pydantic.ValidationInfo) -> str | None:
         if "phone" in info.data and info.data["phone"] is None and push_token is None:
             raise ValueError("give a phone number, a push token or both")
+        if push_token is not None and push_token.startswith("zone-"):  # a topic's name, not an app's
+            raise ValueError("a push token cannot start with 'zone-'")
         return push_token
 
 
@@ -245,6 +248,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise errors.BadRequest(f"The body is not valid JSON: {exc}", field=None) from None
+    except RecursionError:  # `[[[[…` nested deeper than the parser can go
+        raise errors.BadRequest("The body is nested too deeply.", field=None) from None
 
 
 def _refuse_constant(name: str) -> None:

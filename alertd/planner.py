@@ -52,5 +52,6 @@ async def plan(
         on_chunk()
         if after is None:
             break
-    await store.set_alert_state(alert.id, model.AlertState.ACTIVE)
-    log.info("planned", alert_id=alert.id)
+    # Only from `planning`: a cancel that landed meanwhile must stay a cancel.
+    if await store.set_alert_state(alert.id, model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING):
+        log.info("planned", alert_id=alert.id)

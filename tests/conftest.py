@@ -10,6 +10,10 @@ import time
 import urllib.request
 
 import pytest
+from aiohttp import test_utils
+
+from alertd import app as app_mod, model
+from tests import helpers
 
 PG_URL = os.environ.get("ALERTD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -54,9 +58,28 @@ def pg_url():
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests import helpers  # the module the tests import (this file is loaded as `conftest`)
-
+    # `helpers`, not this file: pytest loads this file as `conftest`, the tests import `tests.*`.
     if helpers.REPORT:
         terminalreporter.section("alertd figures")
         for line in helpers.REPORT:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+async def daemon(tmp_path, fakes_url):
+    port = free_port()
+    cfg = helpers.load_config(tmp_path, fakes_url, port)
+    clock = helpers.ManualClock()
+    app = app_mod.build(cfg, clock=clock, run_workers=False)
+    server = test_utils.TestServer(app, host="127.0.0.1", port=port)
+    async with test_utils.TestClient(server) as client:
+        d = helpers.Daemon(client, clock, fakes_url)
+        await d.sms.reset()
+        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
+        d.headers["issuer"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
+        d.headers["operator"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
+        d.headers["admin"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
+        resp = await d.post("/v1/subscribers", who="admin", json=helpers.PEOPLE)
+        assert resp.status == 200, await resp.text()
+        await d.store.upsert_sirens(helpers.SIRENS)
+        yield d

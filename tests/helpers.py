@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from alertd import auth, config, model
+from alertd import auth, config, model, testing, web as web_mod
 
 START = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -90,3 +90,54 @@ def order(**overrides) -> dict:
     }
     base.update(overrides)
     return base
+
+
+PARIS, LYON = "75056", "69123"
+
+PEOPLE = [
+    {"id": "p-fr", "phone": "06 12 34 56 78", "push_token": "tok-fr-000001", "locale": "fr", "zones": [PARIS]},
+    {"id": "p-en", "phone": "+33 6 22 33 44 55", "locale": "en", "zones": [PARIS]},
+    {"id": "p-es", "push_token": "tok-es-000002", "locale": "es", "zones": [PARIS]},
+    {"id": "p-ar", "phone": "+33633445566", "push_token": "dead-tok-ar", "locale": "ar", "zones": [PARIS]},
+    {"id": "p-lyon", "phone": "+33644556677", "push_token": "tok-lyon", "locale": "fr", "zones": [LYON]},
+]
+SIRENS = [model.Siren("siren-paris-1", PARIS, "Hôtel de Ville"), model.Siren("siren-lyon-1", LYON, "Bellecour")]
+
+
+class Daemon:
+    """The daemon under test, its HTTP client, its clock and the fakes' records."""
+
+    def __init__(self, client, clock, fakes_url):
+        self.client = client
+        self.clock = clock
+        self.app = client.server.app
+        self.store = self.app[web_mod.STORE]
+        self.dispatcher = self.app[web_mod.DISPATCHER]
+        self.sms = testing.FakeControl(fakes_url, "twilio")
+        self.push = testing.FakeControl(fakes_url, "fcm")
+        self.siren = testing.FakeControl(fakes_url, "siren")
+        self.fakes_url = fakes_url
+        self.headers: dict[str, dict[str, str]] = {}
+
+    async def drain(self) -> None:
+        await self.dispatcher.run_until_idle(self.clock.advance_to)
+
+    async def post(self, path, who="issuer", **kw):
+        return await self.client.post(path, headers=self.headers.get(who, {}) | kw.pop("headers", {}), **kw)
+
+    async def get(self, path, who="operator"):
+        return await self.client.get(path, headers=self.headers.get(who, {}))
+
+    async def send(self, **fields) -> dict:
+        resp = await self.post("/v1/alerts", json=order(**fields))
+        assert resp.status == 202, await resp.text()
+        return await resp.json()
+
+    async def status(self, alert_id: str) -> dict:
+        resp = await self.get(f"/v1/alerts/{alert_id}")
+        assert resp.status == 200
+        return await resp.json()
+
+
+def auth_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -79,6 +79,12 @@ class StoreContract:
             await store.add_token(dataclasses.replace(token, secret_hash="hash-3"))
 
     # -- audience ---------------------------------------------------------------------------------
+    async def test_recipients_by_ids(self, store):
+        await store.upsert_recipients(RECIPIENTS)
+        found = await store.recipients(["c1", "nope", "a1", "a1"])
+        assert sorted(found, key=lambda r: r.id) == [RECIPIENTS[0], RECIPIENTS[3]]
+        assert await store.recipients([]) == []
+
     async def test_recipients_upsert_and_replace(self, store):
         assert await store.upsert_recipients(RECIPIENTS) == 5
         assert await store.get_recipient("a2") == RECIPIENTS[1]
@@ -168,12 +174,12 @@ class StoreContract:
             ("sms", "a2", "+33600000002", "en", "send"),
             ("siren", "s-paris", "s-paris", "", "activate"),
             ("siren", "s-75", "s-75", "", "activate"),
-            ("push", "zone-75", "zone-75", "fr", "send"),
+            ("push", "zone-75", "zone-75", "fr", "topic"),
         }
 
     async def test_a_national_alert_pushes_to_the_national_topic(self, store):
         planned = await self.planned(store, ("*",), topics=True, locale="fr")
-        assert ("push", "zone-FR", "zone-FR", "fr", "send") in planned
+        assert ("push", "zone-FR", "zone-FR", "fr", "topic") in planned
 
     async def test_plan_later_chunks_add_no_sirens_or_topics(self, store):
         alert = make_alert(zones=("*",), topics=True)
@@ -186,6 +192,19 @@ class StoreContract:
     async def test_plan_without_topics_or_unrouted_kinds(self, store):
         planned = await self.planned(store, ("69123",), routes={model.Kind.PUSH: "push"})
         assert planned == {("push", "b1", "tok-b1", "fr", "send")}
+
+    async def test_a_cancel_between_chunks_stops_planning(self, store):
+        alert = make_alert(zones=("*",))
+        await self.seed(store)
+        await store.create_alert(alert, "k")
+        sms = {model.Kind.SMS: "sms"}
+        assert await store.plan_chunk(alert, sms, None, 2, NOW) == "a2"
+        await store.cancel_alert(alert.id, NOW)
+        assert await store.plan_chunk(alert, sms, "a2", 2, NOW) is None
+        assert await store.unsettled() == 0  # nothing written after the cancel
+        assert {d.target for d in await store.deliveries(alert.id)} == {"a1", "a2"}
+        assert not await store.set_alert_state(alert.id, model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING)
+        assert (await store.get_alert(alert.id)).state is model.AlertState.CANCELLED
 
     async def test_plan_siren_cancel(self, store):
         alert = make_alert(zones=("75",))
@@ -212,7 +231,9 @@ class StoreContract:
             await store.create_alert(make_alert(alert_id), alert_id)
         assert [a.id for a in await store.list_alerts()] == ["A3", "A2", "A1"]
         assert [a.id for a in await store.list_alerts(limit=1, before="A3")] == ["A2"]
-        await store.set_alert_state("A2", model.AlertState.ACTIVE)
+        assert await store.set_alert_state("A2", model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING)
+        assert not await store.set_alert_state("A2", model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING)
+        assert await store.set_alert_state("A1", model.AlertState.COMPLETED)
         assert [a.id for a in await store.alerts_in_state(model.AlertState.ACTIVE)] == ["A2"]
         assert (await store.get_alert("A2")).state is model.AlertState.ACTIVE
 
@@ -221,6 +242,7 @@ class StoreContract:
             store.get_alert("nope"),
             store.get_recipient("nope"),
             store.set_alert_state("nope", model.AlertState.ACTIVE),
+            store.set_alert_state("nope", model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING),
             store.cancel_alert("nope", NOW),
         ):
             with pytest.raises(errors.NotFound):
@@ -299,12 +321,25 @@ class StoreContract:
     async def test_receipt_before_record_wins(self, store):
         await self.seed(store, make_alert())
         [claimed] = await store.claim("sms", "i1", NOW, 1, LEASE)
-        await store.record([model.Outcome(claimed.id, S.PENDING, NOW, provider_id="P1")], NOW)
-        [again] = await store.claim("sms", "i1", NOW, 1, LEASE)
-        assert await store.apply_receipt("P1", S.DELIVERED, None, NOW)  # the callback beat the record
-        await store.record([model.Outcome(again.id, S.SENT, provider_id="P1")], NOW)
-        assert again.id == claimed.id
-        assert (await store.deliveries("A1", channel="sms", limit=1))[0].state is S.DELIVERED
+        # The provider accepted it and its callback beat the dispatcher's record of the provider id.
+        assert not await store.apply_receipt("P1", S.DELIVERED, None, NOW)
+        await store.record([model.Outcome(claimed.id, S.SENT, provider_id="P1")], LATER)
+        [stored] = await store.deliveries("A1", channel="sms", limit=1)
+        assert (stored.id, stored.state, stored.provider_id) == (claimed.id, S.DELIVERED, "P1")
+        assert not await store.apply_receipt("P1", S.DELIVERED, None, LATER)  # applied once, not kept
+
+    async def test_early_receipts_keep_the_higher_rank(self, store):
+        await self.seed(store, make_alert())
+        first, second = await store.claim("sms", "i1", NOW, 2, LEASE)
+        for provider_id, state, error in (
+            ("P1", S.SENT, None), ("P1", S.FAILED, "30003: unreachable"), ("P1", S.DELIVERED, None),
+            ("P2", S.DELIVERED, None), ("P2", S.SENT, None),
+        ):
+            assert not await store.apply_receipt(provider_id, state, error, NOW)
+        done = [model.Outcome(first.id, S.SENT, provider_id="P1"), model.Outcome(second.id, S.SENT, provider_id="P2")]
+        assert await store.claim("sms", "i1", NOW, 10, LEASE, done) == []  # the record part of a claim
+        states = {d.id: (d.state, d.last_error) for d in await store.deliveries("A1", channel="sms")}
+        assert states == {first.id: (S.FAILED, "30003: unreachable"), second.id: (S.DELIVERED, None)}
 
     async def test_cancel_stops_pending_but_not_siren_cancels(self, store):
         alert = make_alert(zones=("75",))
@@ -312,7 +347,8 @@ class StoreContract:
         [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)
         await store.plan_siren_cancel(alert.id, NOW)
         assert await store.cancel_alert(alert.id, LATER) == 4  # 1 sms, 1 push, 2 siren activations
-        assert await store.claim("sms", "i2", LATER + LEASE, 10, LEASE) == []  # not even the lapsed lease
+        [lapsed] = await store.claim("sms", "i2", LATER + LEASE, 10, LEASE)  # for the dispatcher to settle
+        assert lapsed.id == sending.id
         stored = await store.get_alert(alert.id)
         assert (stored.state, stored.cancelled_at) == (model.AlertState.CANCELLED, LATER)
         sirens = await store.claim("siren", "i1", LATER, 10, LEASE)
@@ -323,10 +359,34 @@ class StoreContract:
         await self.seed(store, make_alert())
         [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)
         await store.cancel_alert("A1", NOW)
-        assert await store.claim("sms", "i2", NOW + LEASE, 10, LEASE) == []  # lease ran out: still not
         await store.record([model.Outcome(sending.id, S.PENDING, LATER)], NOW)
         assert (await store.deliveries("A1", limit=1))[0].state is S.CANCELLED
         assert await store.unsettled() == 0
+        assert await store.next_due("sms") is None
+
+    async def test_a_lapsed_lease_of_a_cancelled_alert_is_claimed_to_be_settled(self, store):
+        await self.seed(store, make_alert())
+        [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        await store.cancel_alert("A1", NOW)
+        assert await store.next_due("sms") == NOW + LEASE
+        assert await store.claim("sms", "i2", NOW + LEASE - dt.timedelta(seconds=1), 10, LEASE) == []
+        [lapsed] = await store.claim("sms", "i2", NOW + LEASE, 10, LEASE)  # i1 died
+        assert (lapsed.id, lapsed.attempts) == (sending.id, 2)
+        await store.record([model.Outcome(lapsed.id, S.CANCELLED)], NOW + LEASE)
+        assert await store.unsettled() == 0 and await store.next_due("sms") is None
+
+    async def test_a_siren_cancel_waits_for_its_activate(self, store):
+        alert = make_alert(zones=("75056",))
+        await self.seed(store, alert)
+        soon = NOW + dt.timedelta(seconds=1)
+        assert await store.plan_siren_cancel(alert.id, NOW) == 1
+        [activate] = await store.claim("siren", "i1", soon, 10, LEASE)  # not the cancel in the same batch
+        assert activate.command == "activate"
+        assert await store.claim("siren", "i2", soon, 10, LEASE) == []
+        assert await store.next_due("siren") == soon + LEASE  # the activate's lease, not the waiting cancel
+        await store.record([model.Outcome(activate.id, S.SENT, provider_id="G1")], soon)
+        [cancel] = await store.claim("siren", "i1", soon, 10, LEASE)
+        assert (cancel.target, cancel.command) == (activate.target, "cancel")
 
     async def test_expire_due(self, store):
         alert = make_alert(zones=("75",), expires=LATER)

@@ -8,83 +8,10 @@ import json
 import subprocess
 import sys
 
-import pytest
-from aiohttp import test_utils
 from twilio import request_validator
 
-from alertd import app as app_mod, model, testing, web as web_mod
-from tests import conftest, helpers
-
-PARIS, LYON = "75056", "69123"
-
-PEOPLE = [
-    {"id": "p-fr", "phone": "06 12 34 56 78", "push_token": "tok-fr-000001", "locale": "fr", "zones": [PARIS]},
-    {"id": "p-en", "phone": "+33 6 22 33 44 55", "locale": "en", "zones": [PARIS]},
-    {"id": "p-es", "push_token": "tok-es-000002", "locale": "es", "zones": [PARIS]},
-    {"id": "p-ar", "phone": "+33633445566", "push_token": "dead-tok-ar", "locale": "ar", "zones": [PARIS]},
-    {"id": "p-lyon", "phone": "+33644556677", "push_token": "tok-lyon", "locale": "fr", "zones": [LYON]},
-]
-SIRENS = [model.Siren("siren-paris-1", PARIS, "Hôtel de Ville"), model.Siren("siren-lyon-1", LYON, "Bellecour")]
-
-
-class Daemon:
-    """The daemon under test, its HTTP client, its clock and the fakes' records."""
-
-    def __init__(self, client, clock, fakes_url):
-        self.client = client
-        self.clock = clock
-        self.app = client.server.app
-        self.store = self.app[web_mod.STORE]
-        self.dispatcher = self.app[web_mod.DISPATCHER]
-        self.sms = testing.FakeControl(fakes_url, "twilio")
-        self.push = testing.FakeControl(fakes_url, "fcm")
-        self.siren = testing.FakeControl(fakes_url, "siren")
-        self.fakes_url = fakes_url
-        self.headers: dict[str, dict[str, str]] = {}
-
-    async def drain(self) -> None:
-        await self.dispatcher.run_until_idle(self.clock.advance_to)
-
-    async def post(self, path, who="issuer", **kw):
-        return await self.client.post(path, headers=self.headers.get(who, {}) | kw.pop("headers", {}), **kw)
-
-    async def get(self, path, who="operator"):
-        return await self.client.get(path, headers=self.headers.get(who, {}))
-
-    async def send(self, **order) -> dict:
-        resp = await self.post("/v1/alerts", json=helpers.order(**order))
-        assert resp.status == 202, await resp.text()
-        return await resp.json()
-
-    async def status(self, alert_id: str) -> dict:
-        resp = await self.get(f"/v1/alerts/{alert_id}")
-        assert resp.status == 200
-        return await resp.json()
-
-
-@pytest.fixture
-async def daemon(tmp_path, fakes_url):
-    port = conftest.free_port()
-    cfg = helpers.load_config(tmp_path, fakes_url, port)
-    clock = helpers.ManualClock()
-    app = app_mod.build(cfg, clock=clock, run_workers=False)
-    server = test_utils.TestServer(app, host="127.0.0.1", port=port)
-    async with test_utils.TestClient(server) as client:
-        d = Daemon(client, clock, fakes_url)
-        await d.sms.reset()
-        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
-        d.headers["issuer"] = auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
-        d.headers["operator"] = auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
-        d.headers["admin"] = auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
-        resp = await d.post("/v1/subscribers", who="admin", json=PEOPLE)
-        assert resp.status == 200, await resp.text()
-        await d.store.upsert_sirens(SIRENS)
-        yield d
-
-
-def auth_header(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
+from alertd import dispatcher as dispatcher_mod
+from tests import helpers
 
 async def test_an_alert_reaches_every_targeted_citizen_in_their_language(daemon):
     accepted = await daemon.send()
@@ -224,7 +151,7 @@ async def test_cancel_stops_pending_deliveries_and_silences_the_sirens(daemon):
     alert = await daemon.send()
     # one siren batch goes out before the cancel; the rest of the fan-out must not start
     await daemon.dispatcher.planned()
-    assert await daemon.dispatcher.tick("siren") == 1
+    await dispatcher_mod.Lane(daemon.dispatcher, "siren").run(until_idle=True)
     resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
     assert resp.status == 200, await resp.text()
     await daemon.drain()
@@ -284,3 +211,13 @@ async def test_alertd_send_and_status_from_the_command_line(daemon, tmp_path):
     )
     assert shown.returncode == 0, shown.stderr
     assert alert_id in shown.stdout and "siren" in shown.stdout and "completed" in shown.stdout
+
+
+async def test_a_cancel_during_planning_stays_a_cancel(daemon):
+    alert = await daemon.send()
+    resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")  # planning may still be under way
+    assert resp.status == 200
+    await daemon.drain()
+    status = await daemon.status(alert["id"])
+    assert status["state"] == "cancelled"
+    assert status["counts"].get("sms", {}).get("sent", 0) == 0 and await daemon.sms.received() == []

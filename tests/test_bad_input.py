@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
-from alertd import errors, model
+from alertd import errors
 from tests import helpers
-from tests.test_api import auth_header, daemon  # noqa: F401  (fixture)
 
 
 async def nothing_happened(daemon) -> None:
@@ -109,3 +106,29 @@ async def test_subscribers_outside_the_issuers_jurisdiction_are_refused(daemon):
 
 async def test_an_unknown_route_is_a_problem_document(daemon):
     await problem(await daemon.client.get("/v1/nothing-here"), 404)
+
+
+async def test_an_issuer_cannot_take_over_a_subscriber_of_another_cell(daemon):
+    lyonnais = {"id": "p-lyon", "phone": "+33699999999", "locale": "fr", "zones": ["75056"]}
+    await problem(await daemon.post("/v1/subscribers", json=lyonnais), 403, "zones")
+    assert (await daemon.store.get_recipient("p-lyon")).phone == "+33644556677"
+
+
+async def test_a_push_token_cannot_pose_as_a_topic(daemon):
+    person = {"id": "p-x", "push_token": "zone-FR", "locale": "fr", "zones": ["75056"]}
+    await problem(await daemon.post("/v1/subscribers", json=person), 422, "push_token")
+
+
+async def test_a_reused_idempotency_key_with_another_order_is_refused(daemon):
+    headers = {"Idempotency-Key": "k-1"}
+    first = await daemon.post("/v1/alerts", json=helpers.order(status="exercise"), headers=headers)
+    assert first.status == 202
+    await problem(await daemon.post("/v1/alerts", json=helpers.order(), headers=headers), 422, "Idempotency-Key")
+    assert len(await daemon.store.list_alerts()) == 1
+
+
+async def test_deeply_nested_json_is_a_bad_request(daemon):
+    body = b"[" * 100_000
+    resp = await daemon.post("/v1/alerts", data=body, headers={"Content-Type": "application/json"})
+    await problem(resp, 400)
+    await problem(await daemon.post("/v1/subscribers", who="admin", data=body), 400)

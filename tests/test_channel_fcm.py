@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import email.utils
 import json
@@ -25,9 +27,10 @@ async def started(fakes_url: str, name: str = "push", **config) -> fcm_push.FCMP
 
 
 def push(to: str, body: str = "Mise à l'abri immédiate", **data: str) -> model.Message:
+    topic = to.startswith(("zone-", "/topics/"))  # as the planner marks them
     return model.Message(
         delivery_id=1, alert_id="a1", kind=model.Kind.PUSH, to=to, body=body, title="Alerte",
-        data=data,
+        data=data, command="topic" if topic else "send",
     )
 
 
@@ -75,6 +78,12 @@ class TestFCM:
             assert caught.value.code == "UNREGISTERED"
             assert caught.value.dead_address is True
         assert await fake.received() == []
+
+    async def test_a_token_shaped_like_a_topic_is_still_a_token(self, channel, fake):
+        message = dataclasses.replace(push("zone-FR"), command="send")
+        await channel.send(message)
+        [got] = await fake.received()
+        assert got["to"] == "zone-FR"  # a token send, not the national topic
 
     async def test_zone_topic_send_is_recorded_as_topic(self, channel, fake):
         receipt = await channel.send(push("zone-75056", severity="Extreme"))

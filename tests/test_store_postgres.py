@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 import store_contract
 
-from alertd import model
+from alertd import errors, model
 from alertd import store as store_mod
-from alertd.store import postgres
+from alertd.store import postgres, sql
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ async def test_open_twice_migrates_once(pg_schema_url):
     for _ in range(2):
         db = postgres.PostgresStore(pg_schema_url)
         await db.open()
-        assert (await db._fetch("SELECT count(*) AS n FROM schema_version"))[0]["n"] == 1
+        assert (await db._fetch("SELECT count(*) AS n FROM schema_version"))[0]["n"] == len(sql.MIGRATIONS)
         await db.close()
 
 
@@ -58,3 +58,25 @@ async def test_planning_and_cancel_wake_listeners(pg_schema_url):
     assert await asyncio.wait_for(heard.get(), 5) == alert.id
     await other.close()
     await db.close()
+
+
+async def test_driver_errors_become_store_errors(pg_schema_url):
+    db = postgres.PostgresStore(pg_schema_url)
+    await db.open()
+    await db.ping()
+    await db._execute("DROP TABLE sirens")
+    with pytest.raises(errors.StoreError):
+        await db.list_sirens()
+    with pytest.raises(errors.StoreError):
+        await db.upsert_sirens(store_contract.SIRENS)
+    await db.close()
+    with pytest.raises(errors.StoreError):
+        await db.ping()
+
+
+async def test_unreachable_server_fails_ping():
+    db = postgres.PostgresStore("postgresql://alertd@127.0.0.1:1/alertd")
+    with pytest.raises(errors.StoreError):
+        await db.open()
+    with pytest.raises(errors.StoreError):
+        await db.ping()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import store_contract
 
 from alertd import errors
 from alertd import store as store_mod
-from alertd.store import sqlite
-import store_contract
+from alertd.store import sql, sqlite
 
 
 class TestSQLiteStore(store_contract.StoreContract):
@@ -48,7 +48,7 @@ async def test_reopening_keeps_data_and_schema(tmp_path, monkeypatch):
         await db.open()
         await db.upsert_recipients(store_contract.RECIPIENTS[:1])
         assert await db.count_recipients() == 1
-        assert (await db._fetch("SELECT count(*) AS n FROM schema_version"))[0]["n"] == 1
+        assert (await db._fetch("SELECT count(*) AS n FROM schema_version"))[0]["n"] == len(sql.MIGRATIONS)
         assert (await db._fetch("PRAGMA journal_mode"))[0][0] == "wal"
         await db.close()
     assert (tmp_path / "relative.db").exists()
@@ -58,3 +58,15 @@ async def test_closed_store_fails_ping():
     db = sqlite.SQLiteStore("sqlite:///:memory:")
     with pytest.raises(errors.StoreError):
         await db.ping()
+
+
+async def test_driver_errors_become_store_errors():
+    db = sqlite.SQLiteStore("sqlite:///:memory:")
+    await db.open()
+    await db._execute("DROP TABLE sirens")  # a broken database, as a user could meet one
+    with pytest.raises(errors.StoreError):
+        await db.list_sirens()
+    with pytest.raises(errors.StoreError):
+        await db.upsert_sirens(store_contract.SIRENS)
+    assert await db.upsert_recipients(store_contract.RECIPIENTS) == 5  # the failed transaction was undone
+    await db.close()

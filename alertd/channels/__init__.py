@@ -11,6 +11,8 @@ dispatcher keeps up to `concurrency` calls of a channel in flight at once.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import email.utils
 import importlib.metadata
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -76,6 +78,21 @@ def as_result(result: Any) -> model.Receipt | errors.DeliveryError:
     if isinstance(result, BaseException) and not isinstance(result, Exception):
         raise result  # CancelledError, KeyboardInterrupt: not ours to swallow
     return errors.Transient(f"{type(result).__name__}: {result}", code=type(result).__name__)
+
+
+def retry_after(value: str | None, now: dt.datetime) -> float | None:
+    """A Retry-After header as seconds from `now`: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = model.to_utc(email.utils.parsedate_to_datetime(value))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - now).total_seconds())
 
 
 def available() -> dict[str, importlib.metadata.EntryPoint]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -91,17 +90,9 @@ def fcm_code(exc: exceptions.FirebaseError) -> str:
 
 
 def retry_after(exc: exceptions.FirebaseError) -> float | None:
-    """The Retry-After of the failed response, in seconds (delta or HTTP date)."""
-    value = exc.http_response.headers.get("Retry-After") if exc.http_response is not None else None
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (model.to_utc(when) - model.utcnow()).total_seconds())
+    """The Retry-After of the failed response, in seconds."""
+    response = exc.http_response
+    return channels.retry_after(response.headers.get("Retry-After") if response is not None else None, model.utcnow())
 
 
 def classify(exc: BaseException) -> errors.DeliveryError:
@@ -122,16 +113,17 @@ def classify(exc: BaseException) -> errors.DeliveryError:
     return errors.Transient(text, code=code, retry_after=wait)
 
 
-def is_topic(to: str) -> bool:
-    return to.startswith(("zone-", "/topics/"))
+def is_topic(message: model.Message) -> bool:
+    """Topic sends are marked by the planner (command `topic`), never guessed from the address: a
+    subscriber's push token must not be able to pose as a topic."""
+    return message.command == "topic"
 
 
 def build(message: model.Message) -> messaging.Message:
     """The firebase-admin message for one rendered alert message."""
     critical = message.data.get("severity", "").lower() in CRITICAL
     sound = messaging.CriticalSound("default", critical=True, volume=1.0) if critical else "default"
-    to = message.to
-    target = {"topic": to.removeprefix("/topics/")} if is_topic(to) else {"fid": to}
+    target = {"topic": message.to.removeprefix("/topics/")} if is_topic(message) else {"fid": message.to}
     return messaging.Message(
         notification=messaging.Notification(title=message.title, body=message.body),
         data={"alert_id": message.alert_id, **message.data},

@@ -22,8 +22,6 @@ Configuration::
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -58,21 +56,6 @@ def classify(status: int, error: str | None, retry_after: float | None) -> error
     if status in TRANSIENT_STATUSES or status >= 500:
         return errors.Transient(message, code=code, retry_after=retry_after)
     return errors.Permanent(message, code=code)
-
-
-def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
-    """A Retry-After header as seconds from `now`: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = model.to_utc(email.utils.parsedate_to_datetime(value))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def patterns(config: Mapping[str, Any]) -> dict[str, str]:
@@ -172,5 +155,5 @@ def _failure(resp: aiohttp.ClientResponse, body: Any) -> errors.DeliveryError:
     if _is_2xx(resp.status):  # accepted but unreadable; the request_id makes a retry safe
         return errors.Transient("siren gateway sent an unreadable answer", code="bad_answer")
     error = body.get("error") if isinstance(body, dict) else None
-    retry_after = retry_after_seconds(resp.headers.get("Retry-After"), model.utcnow())
+    retry_after = channels.retry_after(resp.headers.get("Retry-After"), model.utcnow())
     return classify(resp.status, str(error) if error else None, retry_after)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextvars
-import email.utils
-import time
 import urllib.parse
 from typing import Any, ClassVar
 
@@ -80,20 +78,6 @@ STATES = {
 }
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
 class HttpClient(async_http_client.AsyncTwilioHttpClient):
     """Twilio's async client on our own session, sent to `base_url`, honouring `timeout`."""
 
@@ -120,7 +104,7 @@ class HttpClient(async_http_client.AsyncTwilioHttpClient):
         # The library passes timeout=None, which aiohttp reads as "no timeout at all".
         response = await super().request(method, self.rewrite(url), params, data, headers, None,
                                          timeout or self.timeout, allow_redirects)
-        _retry_after.set(parse_retry_after(response.headers.get("Retry-After"), time.time()))
+        _retry_after.set(channels.retry_after(response.headers.get("Retry-After"), model.utcnow()))
         return response
 
 

@@ -43,6 +43,9 @@ class Store(Protocol):
     async def get_recipient(self, recipient_id: str) -> model.Recipient:
         """Raise `errors.NotFound` when absent."""
 
+    async def recipients(self, ids: Sequence[str]) -> list[model.Recipient]:
+        """Those of `ids` that exist, in any order (one query)."""
+
     async def count_recipients(self) -> int: ...
 
     async def mark_push_token_dead(self, push_token: str) -> int:
@@ -65,7 +68,12 @@ class Store(Protocol):
 
     async def alerts_in_state(self, state: model.AlertState) -> list[model.Alert]: ...
 
-    async def set_alert_state(self, alert_id: str, state: model.AlertState) -> None: ...
+    async def set_alert_state(
+        self, alert_id: str, state: model.AlertState, only_from: model.AlertState | None = None
+    ) -> bool:
+        """Set the alert's state; with `only_from`, only when its current state is `only_from` (so a
+        planner finishing never undoes a cancel). Returns whether it changed a row; raises
+        `errors.NotFound` when the alert does not exist."""
 
     # -- planning --------------------------------------------------------------------------------
     async def plan_chunk(
@@ -79,10 +87,15 @@ class Store(Protocol):
         """Write the deliveries for up to `limit` recipients with id > `after` (all when `after` is
         None: also the sirens' `activate` and, when `alert.topics`, the `zone-<code>` topics), in one
         transaction with the alert's planning cursor. Returns the last recipient id written, or None
-        when no recipient is left. `routes` maps each kind the alert asks for to the configured
-        channel name. A recipient is targeted when one of its zones equals an alert zone or lies in
-        it (`model.zone_within`). SMS needs a phone; push a live token. Deliveries start `pending`
-        with `next_at = now`."""
+        when no recipient is left. When the alert is no longer `planning` (it was cancelled), writes
+        nothing and returns None: the alert's state is read (and locked) in the same transaction, so
+        a cancel either waits for the chunk and cancels it, or stops it. `routes` maps each kind the
+        alert asks for to the configured channel name. A recipient is targeted when one of its zones
+        equals an alert zone or lies in it (`model.zone_within`). SMS needs a phone; push a live
+        token. Zone topic deliveries have command `topic` (address and target `model.topic(zone)`),
+        so the push channel tells a topic from a token by the command; the others `send` or
+        `activate`.
+        Deliveries start `pending` with `next_at = now`."""
 
     async def plan_cursor(self, alert_id: str) -> str | None:
         """Where an interrupted planning resumes (the last recipient id planned)."""
@@ -96,20 +109,26 @@ class Store(Protocol):
         done: Sequence[model.Outcome] = (),
     ) -> list[model.Delivery]:
         """First `record(done, now)`, in the same transaction (a worker records its last batch
-        while it claims the next: one write instead of two). Then take up to `limit` due deliveries of `channel`: `pending` with next_at <= now, or
-        `sending` whose lease ran out. They become `sending`, attempts + 1, leased to `owner` until
-        now + lease. Deliveries of a cancelled alert are not claimed unless their command is
-        `cancel`. Oldest `next_at` first."""
+        while it claims the next: one write instead of two). Then take up to `limit` due deliveries
+        of `channel`: `pending` with next_at <= now, or `sending` whose lease ran out. They become
+        `sending`, attempts + 1, leased to `owner` until now + lease. A pending delivery of a
+        cancelled alert is not claimed unless its command is `cancel`; a lapsed one is (the
+        dispatcher settles it cancelled without sending). A siren `cancel` is not claimed while the
+        `activate` of its alert and target is pending or sending, so it never overtakes it. Oldest
+        `next_at` first."""
 
     async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
         """Write the outcomes of claimed deliveries in one transaction. Only rows still `sending`
-        change: a receipt that arrived first wins."""
+        change: a receipt that arrived first wins. A `sent` outcome's provider id then picks up
+        the receipt stored early for it (see `apply_receipt`), if it moves the delivery forward."""
 
     async def apply_receipt(
         self, provider_id: str, state: model.State, error: str | None, now: dt.datetime
     ) -> bool:
         """A provider's receipt for the delivery with that provider id. Applied only when it moves
-        the delivery forward (`model.RANK`); returns whether it changed anything."""
+        the delivery forward (`model.RANK`); returns whether it changed anything. When no delivery
+        has that provider id yet (the callback beat the dispatcher's `record`), the receipt is kept
+        (the higher ranked one, per provider id) for `record` to apply, and False is returned."""
 
     async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
         """Mark the alert cancelled and every `pending` delivery of it (except siren `cancel`
@@ -122,8 +141,8 @@ class Store(Protocol):
         """Alerts `active` with no delivery left pending or sending become `completed`; their ids."""
 
     async def next_due(self, channel: str) -> dt.datetime | None:
-        """When the next delivery of `channel` falls due: the earliest `next_at` of a pending one or
-        `lease_until` of a sending one (None when neither exists)."""
+        """When the next delivery of `channel` falls due: the earliest `next_at` of a pending one a
+        claim would take or `lease_until` of a sending one (None when neither exists)."""
 
     async def unsettled(self) -> int:
         """How many deliveries are pending or sending, all alerts together."""

@@ -99,6 +99,14 @@ class SQLStore:
             raise errors.NotFound(f"no recipient {recipient_id!r}", resource="recipient", id=recipient_id)
         return model.Recipient.from_row(rows[0])
 
+    async def recipients(self, ids: Sequence[str]) -> list[model.Recipient]:
+        if not ids:
+            return []
+        rows = await self._fetch(
+            "SELECT * FROM recipients WHERE id IN (SELECT value FROM {each}($1))", json.dumps(list(ids))
+        )
+        return [model.Recipient.from_row(r) for r in rows]
+
     async def count_recipients(self) -> int:
         return (await self._fetch("SELECT count(*) AS n FROM recipients"))[0]["n"]
 
@@ -160,9 +168,20 @@ class SQLStore:
         rows = await self._fetch("SELECT * FROM alerts WHERE state = $1 ORDER BY seq", state.value)
         return [sql.alert_from_row(r) for r in rows]
 
-    async def set_alert_state(self, alert_id: str, state: model.AlertState) -> None:
-        if not await self._execute("UPDATE alerts SET state = $2 WHERE id = $1", alert_id, state.value):
-            raise no_alert(alert_id)
+    async def set_alert_state(
+        self, alert_id: str, state: model.AlertState, only_from: model.AlertState | None = None
+    ) -> bool:
+        async with self._tx() as conn:
+            if only_from is None:
+                changed = await conn.execute("UPDATE alerts SET state = $2 WHERE id = $1", alert_id, state.value)
+            else:
+                changed = await conn.execute(
+                    "UPDATE alerts SET state = $2 WHERE id = $1 AND state = $3",
+                    alert_id, state.value, only_from.value,
+                )
+            if not changed and not await conn.fetch("SELECT 1 FROM alerts WHERE id = $1", alert_id):
+                raise no_alert(alert_id)
+        return changed > 0
 
     # -- planning ----------------------------------------------------------------------------------
     async def plan_chunk(
@@ -173,27 +192,41 @@ class SQLStore:
         limit: int,
         now: dt.datetime,
     ) -> str | None:
-        everyone = model.NATIONAL in alert.area.zones
         async with self._tx() as conn:
+            # Locked until commit: a cancel waits for this chunk, then cancels what it wrote.
+            rows = await conn.fetch("SELECT state FROM alerts WHERE id = $1 {row_lock}", alert.id)
+            if not rows:
+                raise no_alert(alert.id)
+            if rows[0]["state"] != model.AlertState.PLANNING:
+                return None  # cancelled meanwhile: planning more would undo the cancel
             if after is None:
                 fixed = sql.fixed_deliveries(alert, routes, await self._sirens(conn))
                 await conn.executemany(sql.INSERT_DELIVERY, [
                     (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now))
                     for d in fixed
                 ])
-            last = await self._chunk_end(conn, alert.area.zones, everyone, after or "", limit)
-            if last is not None:
-                audience = sql.EVERYONE if everyone else sql.IN_ZONES
-                zones = () if everyone else (json.dumps(list(alert.area.zones)),)
-                for kind in (k for k in sql.PLAN if k in routes):
-                    select = sql.PLAN[kind].replace("{audience}", audience)
-                    await conn.execute(
-                        sql.INSERT_PLANNED.replace("{select}", select),
-                        alert.id, routes[kind], self._t(now), after or "", last, *zones,
-                    )
-                await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert.id, last)
+            last = await self._plan_recipients(conn, alert, routes, after or "", limit, now)
             for channel in sorted(set(routes.values())):
                 await self._notify(conn, channel)
+        return last
+
+    async def _plan_recipients(
+        self, conn: sql.Conn, alert: model.Alert, routes: Mapping[model.Kind, str], after: str, limit: int,
+        now: dt.datetime,
+    ) -> str | None:
+        everyone = model.NATIONAL in alert.area.zones
+        last = await self._chunk_end(conn, alert.area.zones, everyone, after, limit)
+        if last is None:
+            return None
+        audience = sql.EVERYONE if everyone else sql.IN_ZONES
+        zones = () if everyone else (json.dumps(list(alert.area.zones)),)
+        for kind in (k for k in sql.PLAN if k in routes):
+            select = sql.PLAN[kind].replace("{audience}", audience)
+            await conn.execute(
+                sql.INSERT_PLANNED.replace("{select}", select),
+                alert.id, routes[kind], self._t(now), after, last, *zones,
+            )
+        await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert.id, last)
         return last
 
     @staticmethod
@@ -238,16 +271,39 @@ class SQLStore:
         ]
         if sent:
             await conn.executemany(sql.RECORD_SENT, sent)
+            await self._apply_early(conn, [p for _, p, _ in sent if p is not None], at)
         if other:
             await conn.executemany(sql.RECORD, other)
+
+    async def _apply_early(self, conn: sql.Conn, provider_ids: Sequence[str], at: Any) -> None:
+        """Apply the receipts that arrived before these provider ids were recorded."""
+        if not provider_ids:
+            return
+        if self.dialect.receipts_shared:
+            await conn.execute(self.dialect.receipts_shared)
+        ids = json.dumps(provider_ids)
+        early = await conn.fetch(sql.EARLY_FOR, ids)
+        if early:
+            await conn.executemany(sql.RECEIPT, [
+                (r["provider_id"], r["state"], r["error"], at, json.dumps(sql.receipt_sources(model.State(r["state"]))))
+                for r in early
+            ])
+            await conn.execute(sql.EARLY_DONE, ids)
 
     async def apply_receipt(
         self, provider_id: str, state: model.State, error: str | None, now: dt.datetime
     ) -> bool:
-        changed = await self._execute(
-            sql.RECEIPT, provider_id, state.value, error, self._t(now), json.dumps(sql.receipt_sources(state))
-        )
-        return changed > 0
+        args = (provider_id, state.value, error, self._t(now), json.dumps(sql.receipt_sources(state)))
+        async with self._tx() as conn:
+            if await conn.execute(sql.RECEIPT, *args):
+                return True
+            if self.dialect.receipts_lock:  # then look again: a record may have committed meanwhile
+                await conn.execute(self.dialect.receipts_lock)
+                if await conn.execute(sql.RECEIPT, *args):
+                    return True
+            if not await conn.fetch("SELECT 1 FROM deliveries WHERE provider_id = $1", provider_id):
+                await conn.execute(sql.EARLY_RECEIPT, *args)  # the record will apply it
+        return False
 
     async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
         async with self._tx() as conn:
@@ -281,10 +337,11 @@ class SQLStore:
         return sorted(r["id"] for r in rows)
 
     async def next_due(self, channel: str) -> dt.datetime | None:
-        # A lease that runs out (its instance died) makes work due too.
+        # A lease that runs out (its instance died) makes work due too; a row no claim would take
+        # (a siren cancel waiting for its activate) does not.
         rows = await self._fetch(
             "SELECT min(t) AS t FROM ("
-            " SELECT min(next_at) AS t FROM deliveries WHERE channel = $1 AND state = 'pending'"
+            f" SELECT min(next_at) AS t FROM deliveries d WHERE d.channel = $1 AND {sql.CLAIMABLE}"
             " UNION ALL"
             " SELECT min(lease_until) AS t FROM deliveries WHERE channel = $1 AND state = 'sending') AS due",
             channel,

@@ -24,6 +24,10 @@ DIALECT = sql.Dialect(
     key='TEXT COLLATE "C"',
     each="json_array_elements_text",
     lock="FOR UPDATE OF d SKIP LOCKED",
+    row_lock="FOR UPDATE",
+    # A receipt finding no delivery and a record writing provider ids never miss each other.
+    receipts_lock="SELECT pg_advisory_xact_lock(7424212)",
+    receipts_shared="SELECT pg_advisory_xact_lock_shared(7424212)",
     migration_lock="SELECT pg_advisory_xact_lock(7424211)",  # any constant shared by all instances
     instant=lambda value: value,
     placeholders=lambda text: text,
@@ -31,30 +35,34 @@ DIALECT = sql.Dialect(
 
 
 class _Conn:
+    """Used only inside `PostgresStore._conn`/`_tx`, which turn driver errors into the store's."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
-        with _conflicts():
-            return await self._conn.fetch(DIALECT.sql(text), *args)
+        return await self._conn.fetch(DIALECT.sql(text), *args)
 
     async def execute(self, text: str, *args: Any) -> int:
-        with _conflicts():
-            return sql.rowcount(await self._conn.execute(DIALECT.sql(text), *args))
+        return sql.rowcount(await self._conn.execute(DIALECT.sql(text), *args))
 
     async def executemany(self, text: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
-            with _conflicts():
-                await self._conn.executemany(DIALECT.sql(text), rows)
+            await self._conn.executemany(DIALECT.sql(text), rows)
 
 
 @contextlib.contextmanager
-def _conflicts():
+def _errors():
+    """Driver errors leave the store as `errors.Conflict` (a constraint) or `errors.StoreError`."""
     try:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise errors.Conflict(str(exc)) from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise errors.StoreError(f"PostgreSQL store failed: {exc}") from exc
+    except OSError as exc:  # the connection a pool opens or uses failed
+        raise errors.StoreError(f"PostgreSQL store unreachable: {exc}") from exc
 
 
 class PostgresStore(base.SQLStore):
@@ -83,7 +91,7 @@ class PostgresStore(base.SQLStore):
     async def ping(self) -> None:
         try:
             await self._fetch("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except errors.StoreError as exc:
             raise errors.StoreError(f"PostgreSQL store unreachable: {exc}") from exc
 
     async def listen(self, callback: Callable[[str], object]) -> None:
@@ -105,10 +113,12 @@ class PostgresStore(base.SQLStore):
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[_Conn]:
-        async with self.pool.acquire() as conn:
-            yield _Conn(conn)
+        with _errors():  # also acquiring a connection
+            async with self.pool.acquire() as conn:
+                yield _Conn(conn)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield _Conn(conn)
+        with _errors():  # also acquiring a connection and committing
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield _Conn(conn)

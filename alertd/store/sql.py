@@ -1,7 +1,8 @@
 """The SQL both stores share: the schema, the statements, and the decisions around them.
 
 Statements are written once with numbered `$n` parameters (SQLite reads them as `?n`) and a few
-dialect slots (`{time}`, `{serial}`, `{key}`, `{each}`, `{lock}`) that each driver's `Dialect` fills.
+dialect slots (`{time}`, `{serial}`, `{key}`, `{each}`, `{lock}`, `{row_lock}`) that each driver's
+`Dialect` fills.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE INDEX deliveries_provider ON deliveries (provider_id) WHERE provider_id IS NOT NULL",
         f"CREATE INDEX deliveries_open ON deliveries (alert_id) WHERE state IN {OPEN}",
     )),
+    (2, (
+        # A provider's receipt that arrived before the delivery's provider id was recorded.
+        """CREATE TABLE early_receipts (provider_id TEXT PRIMARY KEY, state TEXT NOT NULL, error TEXT,
+            at {time} NOT NULL)""",
+    )),
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
@@ -74,14 +80,22 @@ SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
     CAST($2 AS {{time}}) FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
     ON CONFLICT DO NOTHING"""
+# A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
+SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
+    AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""
+# A pending delivery that may go once due. Not for a cancelled alert, unless it stops a siren.
+CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND (d.command = 'cancel'
+    OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state = 'cancelled'))"""
+DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
+# A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
+LAPSED = "d.state = 'sending' AND d.lease_until <= $2"
 # Each branch walks the claim index in `next_at` order and stops at the limit (an OR would sort them all).
-CLAIM_BRANCH = """SELECT id, next_at FROM (SELECT d.id, d.next_at FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-    WHERE d.channel = $1 AND {due} AND (a.state <> 'cancelled' OR d.command = 'cancel')
-    ORDER BY d.next_at, d.id LIMIT $3 {lock}) AS {name}"""
+CLAIM_BRANCH = """SELECT id, next_at FROM (SELECT d.id, d.next_at FROM deliveries d
+    WHERE d.channel = $1 AND {due} ORDER BY d.next_at, d.id LIMIT $3 {lock}) AS {name}"""
 CLAIM = f"""WITH picked AS (
-    {CLAIM_BRANCH.format(due="d.state = 'pending' AND d.next_at <= $2", name="due", lock="{lock}")}
+    {CLAIM_BRANCH.format(due=DUE, name="due", lock="{lock}")}
     UNION ALL
-    {CLAIM_BRANCH.format(due="d.state = 'sending' AND d.lease_until <= $2", name="lapsed", lock="{lock}")}
+    {CLAIM_BRANCH.format(due=LAPSED, name="lapsed", lock="{lock}")}
     ORDER BY next_at, id LIMIT $3)
 UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2
 WHERE id IN (SELECT id FROM picked) RETURNING *"""
@@ -97,6 +111,14 @@ RECORD_SENT = """UPDATE deliveries SET state = 'sent', provider_id = $2, lease_u
     updated_at = $3 WHERE id = $1 AND state = 'sending'"""
 RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_error), lease_until = NULL,
     updated_at = $4 WHERE provider_id = $1 AND state IN (SELECT value FROM {each}($5))"""
+# Keep the receipt of higher rank when one is already waiting for that provider id.
+EARLY_RECEIPT = """INSERT INTO early_receipts (provider_id, state, error, at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (provider_id) DO UPDATE SET state = excluded.state, error = excluded.error, at = excluded.at
+    WHERE early_receipts.state IN (SELECT value FROM {each}($5))"""
+EARLY_FOR = "SELECT * FROM early_receipts WHERE provider_id IN (SELECT value FROM {each}($1))"
+# Only the receipts whose delivery now carries their provider id are done with.
+EARLY_DONE = """DELETE FROM early_receipts WHERE provider_id IN (SELECT value FROM {each}($1))
+    AND EXISTS (SELECT 1 FROM deliveries d WHERE d.provider_id = early_receipts.provider_id)"""
 UPSERT_RECIPIENT = """INSERT INTO recipients (id, phone, push_token, push_token_dead, locale, zones)
     VALUES ($1, $2, $3, FALSE, $4, $5) ON CONFLICT (id) DO UPDATE SET phone = excluded.phone,
     push_token = excluded.push_token, push_token_dead = FALSE, locale = excluded.locale, zones = excluded.zones"""
@@ -112,6 +134,9 @@ class Dialect:
     key: str  # text ordered by code point, as Python orders it (planning cursors compare ids)
     each: str  # a table function yielding the `value`s of a JSON array of text
     lock: str  # what a claim adds to lock the rows it picks
+    row_lock: str  # what a read adds to lock the row it reads until the transaction ends
+    receipts_lock: str | None  # taken by a receipt that finds no delivery (excludes `receipts_shared`)
+    receipts_shared: str | None  # taken by a record before it looks for early receipts
     migration_lock: str | None  # serialises instances migrating at once
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
@@ -119,7 +144,9 @@ class Dialect:
     @functools.lru_cache(maxsize=256)
     def sql(self, text: str) -> str:
         """The statement for this driver: dialect slots filled, parameters spelt its way."""
-        slots = dict(time=self.time, serial=self.serial, key=self.key, each=self.each, lock=self.lock)
+        slots = dict(
+            time=self.time, serial=self.serial, key=self.key, each=self.each, lock=self.lock, row_lock=self.row_lock
+        )
         return self.placeholders(text.format(**slots))
 
 
@@ -166,7 +193,8 @@ def fixed_deliveries(
     if alert.topics and model.Kind.PUSH in routes:
         planned += [
             model.NewDelivery(
-                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z), alert.locale or ""
+                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z),
+                alert.locale or "", "topic",
             )
             for z in alert.area.zones
         ]

@@ -27,6 +27,9 @@ DIALECT = sql.Dialect(
     key="TEXT",
     each="json_each",
     lock="",  # BEGIN IMMEDIATE already holds the only write lock
+    row_lock="",
+    receipts_lock=None,
+    receipts_shared=None,
     migration_lock=None,
     instant=lambda value: value.timestamp(),
     placeholders=lambda text: re.sub(r"\$(\d+)", r"?\1", text),
@@ -45,25 +48,28 @@ class _Conn:
         self._db = db
 
     async def fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
-        with _conflicts():
+        with _errors():
             return list(await self._db.execute_fetchall(DIALECT.sql(text), args))
 
     async def execute(self, text: str, *args: Any) -> int:
-        with _conflicts():
+        with _errors():
             async with self._db.execute(DIALECT.sql(text), args) as cursor:
                 return cursor.rowcount
 
     async def executemany(self, text: str, rows: Iterable[Sequence[Any]]) -> None:
-        with _conflicts():
+        with _errors():
             await self._db.executemany(DIALECT.sql(text), rows)
 
 
 @contextlib.contextmanager
-def _conflicts():
+def _errors():
+    """Driver errors leave the store as `errors.Conflict` (a constraint) or `errors.StoreError`."""
     try:
         yield
     except sqlite3.IntegrityError as exc:
         raise errors.Conflict(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise errors.StoreError(f"SQLite store failed: {exc}") from exc
 
 
 class SQLiteStore(base.SQLStore):
@@ -89,7 +95,7 @@ class SQLiteStore(base.SQLStore):
     async def ping(self) -> None:
         try:
             await self._fetch("SELECT 1")
-        except (sqlite3.Error, ValueError) as exc:  # aiosqlite raises ValueError once closed
+        except (errors.StoreError, ValueError) as exc:  # aiosqlite raises ValueError once closed
             raise errors.StoreError(f"SQLite store unreachable: {exc}") from exc
 
     async def listen(self, callback: Callable[[str], object]) -> None:
@@ -110,10 +116,13 @@ class SQLiteStore(base.SQLStore):
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Conn]:
         async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
+            with _errors():
+                await self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield _Conn(self.db)
+                with _errors():
+                    await self.db.execute("COMMIT")
             except BaseException:
-                await self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # a failed COMMIT leaves it open
+                    await self.db.execute("ROLLBACK")
                 raise
-            await self.db.execute("COMMIT")

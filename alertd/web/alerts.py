@@ -47,6 +47,9 @@ async def create(request: web.Request) -> web.Response:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
     key = request.headers.get("Idempotency-Key") or alert.identifier
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key)
+    if not created and _order_of(stored) != _order_of(alert):
+        # Replaying the first alert for a different order would silently drop the second one.
+        raise errors.IdempotencyKeyReused(field="Idempotency-Key", alert_id=stored.id)
     if created and stored.state is model.AlertState.PLANNING:
         request.app[web_mod.DISPATCHER].submit(stored)
     log.info("alert accepted" if created else "alert replayed", alert_id=stored.id, cell=token.cell)
@@ -54,6 +57,12 @@ async def create(request: web.Request) -> web.Response:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(_summary(request, stored), status=202, headers=headers)
+
+
+def _order_of(alert: model.Alert) -> dict:
+    """What the issuer asked for: the alert without what alertd gave it (id, time, state)."""
+    mine = ("id", "identifier", "sent", "state", "cancelled_at")
+    return {k: v for k, v in alert.to_json().items() if k not in mine}
 
 
 @routes.get("/v1/alerts")
@@ -88,7 +97,7 @@ async def deliveries(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 100, 1, MAX_PAGE)
     page = await store.deliveries(
         alert.id, request.query.get("channel"), model.State(state) if state else None,
-        _int(request, "after", 0, 0, None), limit,
+        _int(request, "after", 0, 0, 2**63 - 1), limit,
     )
     nxt = page[-1].id if len(page) == limit else None
     return web.json_response({"deliveries": [d.to_json() for d in page], "next": nxt})

@@ -16,7 +16,12 @@ async def upsert(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     recipients = orders.parse_subscribers(await request.read())
-    auth.check_jurisdiction(token, sorted({z for r in recipients for z in r.zones}), field="zones")
-    count = await request.app[web_mod.STORE].upsert_recipients(recipients)
+    store = request.app[web_mod.STORE]
+    # The zones they move to, and the zones they are in now: an issuer may neither register people
+    # outside its jurisdiction nor take over (re-route) a subscriber of another cell.
+    existing = await store.recipients([r.id for r in recipients])
+    zones = {z for r in [*recipients, *existing] for z in r.zones}
+    auth.check_jurisdiction(token, sorted(zones), field="zones")
+    count = await store.upsert_recipients(recipients)
     log.info("subscribers imported", count=count, cell=token.cell)
     return web.json_response({"imported": count})
