@@ -224,7 +224,8 @@ async def wait_ready_daemon(base: str) -> None:
 async def run_phases(b: Bench, fakes: str, args, pid: int) -> None:
     # The machine is noisy (two cores for three processes): alternate the daemon and the bare client
     # and report each round's ratio and their median.
-    for provider, channel, bare in (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm)):
+    phases = (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm))
+    for provider, channel, bare in [p for p in phases if p[1] in args.channels.split(",")]:
         ratios = []
         for _ in range(args.rounds):
             e2e = await b.end_to_end(provider, channel, args.n)
@@ -258,4 +259,5 @@ if __name__ == "__main__":
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--sirens", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--channels", default="sms,push", help="which throughput phases to run")
     asyncio.run(main(parser.parse_args()))
