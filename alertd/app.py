@@ -94,6 +94,7 @@ async def _channels_ctx(app: web.Application):
 
 async def _dispatcher_ctx(app: web.Application):
     disp = app[web_mod.DISPATCHER]
+    await disp.store.listen(disp.notice)  # other instances' plans and cancels (PostgreSQL)
     await disp.start()
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(

@@ -36,7 +36,6 @@ from alertd.demo import fake_providers, free_port, wait_ready  # noqa: E402
 
 SMS_CONCURRENCY, PUSH_CONCURRENCY = 100, 100
 ZONE_SMALL, ZONE_BIG, ZONE_SIRENS = "75056", "69123", "13055"
-BODY = "ALERTE: mise a l'abri immediate. Rentrez dans un batiment, fermez portes et fenetres."
 
 CONFIG = """
 [server]
@@ -126,12 +125,14 @@ class Bench:
                 raise TimeoutError(f"{provider}: fewer than {n} messages after {timeout}s")
             await asyncio.sleep(0.02)  # waiting on another process
 
-    async def end_to_end(self, provider: str, channel: str, n: int) -> float:
+    async def end_to_end(self, provider: str, channel: str, n: int) -> tuple[float, dict]:
+        """Deliveries/s from the 202 to the last provider call, and one message as the fake got it
+        (the bare client then sends that same text)."""
         await self.reset()
         latency, t202 = await self.post(ZONE_SMALL, [channel])
         await self.until_count(provider, n)
-        last = max(r["at"] for r in await self.received(provider, n - 1))
-        return n / (last - t202)
+        tail = await self.received(provider, n - 1)
+        return n / (max(r["at"] for r in tail) - t202), tail[-1]
 
     async def sirens(self, count: int) -> tuple[list[float], list[float]]:
         """202 latencies and 202 → first siren command, over `count` siren alerts."""
@@ -146,14 +147,14 @@ class Bench:
         return posts, firsts
 
 
-async def bare_twilio(fakes: str, n: int) -> float:
+async def bare_twilio(fakes: str, n: int, sample: dict) -> float:
     http = twilio_sms.HttpClient(fakes, 10.0, SMS_CONCURRENCY)
     client = twilio_sms.rest.Client("ACbench0000000000000000000000000", "bench-auth-token", http_client=http)
     queue = iter(range(n))
 
     async def worker():
         for i in queue:
-            await client.messages.create_async(to=f"+3363{i:07d}", from_="+33700000000", body=BODY)
+            await client.messages.create_async(to=f"+3363{i:07d}", from_="+33700000000", body=sample["body"])
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(SMS_CONCURRENCY)))
@@ -162,7 +163,7 @@ async def bare_twilio(fakes: str, n: int) -> float:
     return n / elapsed
 
 
-async def bare_fcm(fakes: str, n: int) -> float:
+async def bare_fcm(fakes: str, n: int, sample: dict) -> float:
     import firebase_admin
     from firebase_admin import messaging
 
@@ -170,7 +171,8 @@ async def bare_fcm(fakes: str, n: int) -> float:
     service = messaging._get_messaging_service(app)
     service._fcm_url = f"{fakes}/v1/projects/alertd-bench/messages:send"
     # One call of PUSH_CONCURRENCY messages at a time: the same number in flight as the daemon's.
-    batches = [[messaging.Message(fid=f"bare-{i:07d}", notification=messaging.Notification("Alerte", BODY))
+    note = messaging.Notification(sample["title"], sample["body"])
+    batches = [[messaging.Message(fid=f"bare-{i:07d}", notification=note, data=sample.get("data") or None)
                 for i in range(start, min(n, start + PUSH_CONCURRENCY))] for start in range(0, n, PUSH_CONCURRENCY)]
     t = time.perf_counter()
     for batch in batches:
@@ -228,9 +230,9 @@ async def run_phases(b: Bench, fakes: str, args, pid: int) -> None:
     for provider, channel, bare in [p for p in phases if p[1] in args.channels.split(",")]:
         ratios = []
         for _ in range(args.rounds):
-            e2e = await b.end_to_end(provider, channel, args.n)
+            e2e, sample = await b.end_to_end(provider, channel, args.n)
             await b.reset()
-            base = await bare(fakes, args.n)
+            base = await bare(fakes, args.n, sample)
             ratios.append(e2e / base)
             print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}")
         print(f"{channel:5} median ratio {statistics.median(ratios):.2f} over {args.rounds} rounds   (target >= 0.80)")

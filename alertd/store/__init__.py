@@ -16,7 +16,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from alertd import errors, model
@@ -27,6 +27,11 @@ class Store(Protocol):
         """Connect and bring the schema up to date (migrations are idempotent)."""
 
     async def close(self) -> None: ...
+
+    async def listen(self, callback: Callable[[str], object]) -> None:
+        """Call `callback(payload)` for every notice of another instance sharing this store: a
+        channel name when deliveries were planned for it, an alert id when it was cancelled. A store
+        that serves one instance (SQLite) never calls it."""
 
     async def ping(self) -> None:
         """Raise `errors.StoreError` when the store is unreachable."""
