@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alertd import errors
+from alertd import errors, model
 from tests import helpers
 
 
@@ -132,3 +132,15 @@ async def test_deeply_nested_json_is_a_bad_request(daemon):
     resp = await daemon.post("/v1/alerts", data=body, headers={"Content-Type": "application/json"})
     await problem(resp, 400)
     await problem(await daemon.post("/v1/subscribers", who="admin", data=body), 400)
+
+
+async def test_a_cell_cannot_read_or_cancel_the_alerts_of_another(daemon):
+    alert = await daemon.send()  # Paris, by the issuer of département 75
+    plaintext = await helpers.add_token(daemon.store, model.Role.ISSUER, ["69"], cell="Préfecture du Rhône")
+    lyon = helpers.auth_header(plaintext)
+    for path in (f"/v1/alerts/{alert['id']}", f"/v1/alerts/{alert['id']}/deliveries"):
+        await problem(await daemon.client.get(path, headers=lyon), 404)
+    await problem(await daemon.client.post(f"/v1/alerts/{alert['id']}/cancel", headers=lyon), 404)
+    listed = await (await daemon.client.get("/v1/alerts", headers=lyon)).json()
+    assert listed["alerts"] == []
+    assert (await daemon.status(alert["id"]))["state"] != "cancelled"

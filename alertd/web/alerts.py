@@ -65,19 +65,31 @@ def _order_of(alert: model.Alert) -> dict:
     return {k: v for k, v in alert.to_json().items() if k not in mine}
 
 
+def _visible(token: model.Token, alert: model.Alert) -> bool:
+    """A cell sees the alerts of its jurisdiction (their recipients are its citizens), no others."""
+    return all(any(model.zone_within(z, mine) for mine in token.zones) for z in alert.area.zones)
+
+
+async def _readable(request: web.Request) -> tuple[model.Token, model.Alert]:
+    token = await web_mod.caller(request)
+    alert = await request.app[web_mod.STORE].get_alert(request.match_info["id"])
+    if not _visible(token, alert):
+        raise errors.NotFound(f"no alert {alert.id!r} in your jurisdiction")  # not even its existence
+    return token, alert
+
+
 @routes.get("/v1/alerts")
 async def index(request: web.Request) -> web.Response:
-    await web_mod.caller(request)
+    token = await web_mod.caller(request)
     limit = _int(request, "limit", 50, 1, 500)
     alerts = await request.app[web_mod.STORE].list_alerts(limit, request.query.get("before"))
-    return web.json_response({"alerts": [a.to_json() for a in alerts]})
+    return web.json_response({"alerts": [a.to_json() for a in alerts if _visible(token, a)]})
 
 
 @routes.get("/v1/alerts/{id}")
 async def show(request: web.Request) -> web.Response:
-    await web_mod.caller(request)
+    _, alert = await _readable(request)
     store = request.app[web_mod.STORE]
-    alert = await store.get_alert(request.match_info["id"])
     counts = await store.counts(alert.id)
     totals: dict[str, int] = {}
     for states in counts.values():
@@ -88,9 +100,8 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.get("/v1/alerts/{id}/deliveries")
 async def deliveries(request: web.Request) -> web.Response:
-    await web_mod.caller(request)
+    _, alert = await _readable(request)
     store = request.app[web_mod.STORE]
-    alert = await store.get_alert(request.match_info["id"])
     state = request.query.get("state")
     if state is not None and state not in model.State.__members__.values():
         raise errors.BadRequest(f"unknown state {state!r}", field="state")
@@ -105,11 +116,9 @@ async def deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/v1/alerts/{id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
-    token = await web_mod.caller(request)
+    token, alert = await _readable(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     store = request.app[web_mod.STORE]
-    alert = await store.get_alert(request.match_info["id"])
-    auth.check_jurisdiction(token, list(alert.area.zones))
     dispatcher = request.app[web_mod.DISPATCHER]
     dispatcher.cancel(alert.id)  # before the store: no worker of ours starts one after this line
     now = web_mod.now(request)
