@@ -241,7 +241,7 @@ class Dispatcher:
             await asyncio.gather(*self._planning.values())
 
     async def run_until_idle(self, advance: Callable[[dt.datetime], None] | None = None) -> None:
-        """For tests and `--once`: plan, send and record until nothing is left to do.
+        """For tests: plan, send and record until nothing is left to do, without background tasks.
 
         With `advance`, retries waiting in the future are brought forward by moving the caller's
         clock to their time instead of sleeping; without it, only work due now is done."""

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import urllib.request
 
 import pytest
@@ -66,9 +67,26 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture
-async def daemon(tmp_path, fakes_url):
+async def pg_schema_url(pg_url):
+    """`pg_url` confined to a schema of its own, dropped afterwards, so parallel runs never meet."""
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_url}?search_path={schema}"  # asyncpg passes unknown DSN parameters as settings
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def daemon(request, tmp_path, fakes_url, pg_schema_url):
+    """The daemon on each store, with the fakes, a manual clock and no background work."""
     port = free_port()
-    cfg = helpers.load_config(tmp_path, fakes_url, port)
+    store = pg_schema_url if request.param == "postgresql" else None
+    cfg = helpers.load_config(tmp_path, fakes_url, port, store=store)
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

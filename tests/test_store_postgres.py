@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
-import asyncpg
 import pytest
 import store_contract
 
 from alertd import errors, model
 from alertd import store as store_mod
 from alertd.store import postgres, sql
-
-
-@pytest.fixture
-async def pg_schema_url(pg_url):
-    """`pg_url` confined to a schema of its own, dropped afterwards, so parallel runs never meet."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_url)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{pg_url}?search_path={schema}"  # asyncpg passes unknown DSN parameters as settings
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 class TestPostgresStore(store_contract.StoreContract):
