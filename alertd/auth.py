@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 
 from alertd import errors, model
 
@@ -69,12 +70,16 @@ def require_role(token: model.Token, *roles: model.Role) -> None:
         )
 
 
+def outside(token: model.Token, zones: Iterable[str]) -> list[str]:
+    """The zones that lie outside the token's jurisdiction."""
+    return [z for z in zones if not any(model.zone_within(z, mine) for mine in token.zones)]
+
+
 def check_jurisdiction(token: model.Token, zones: list[str], field: str = "area.zones") -> None:
     """Refuse an area with any zone outside the token's zones, naming every such zone."""
-    outside = [z for z in zones if not any(model.zone_within(z, mine) for mine in token.zones)]
-    if outside:
+    if beyond := outside(token, zones):
         raise errors.OutsideJurisdiction(
-            f"The area leaves the caller's jurisdiction: {', '.join(outside)}.",
+            f"The area leaves the caller's jurisdiction: {', '.join(beyond)}.",
             field=field,
-            outside=outside,
+            outside=beyond,
         )

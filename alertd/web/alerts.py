@@ -67,7 +67,7 @@ def _order_of(alert: model.Alert) -> dict:
 
 def _visible(token: model.Token, alert: model.Alert) -> bool:
     """A cell sees the alerts of its jurisdiction (their recipients are its citizens), no others."""
-    return all(any(model.zone_within(z, mine) for mine in token.zones) for z in alert.area.zones)
+    return not auth.outside(token, alert.area.zones)
 
 
 async def _readable(request: web.Request) -> tuple[model.Token, model.Alert]:
