@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -67,6 +68,7 @@ class Dispatcher:
         self._alerts: dict[str, model.Alert] = {}
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._planning: dict[str, asyncio.Task] = {}  # by alert id
+        self._failed_plans: dict[str, tuple[int, float]] = {}  # alert id: (failures, next try)
         self._workers: list[asyncio.Task] = []
         self._stopping = False
 
@@ -91,14 +93,19 @@ class Dispatcher:
                 self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
                 on_chunk=self.wake,
             )
+            self._failed_plans.pop(alert.id, None)
         except Exception:
-            # The alert stays `planning` in the store; housekeeping resumes it from its cursor.
-            log.exception("planning failed", alert_id=alert.id)
+            # The alert stays `planning` in the store; housekeeping resumes it from its cursor,
+            # backing off so that a planning that keeps failing does not flood the log.
+            failures = self._failed_plans.get(alert.id, (0, 0.0))[0] + 1
+            self._failed_plans[alert.id] = (failures, time.monotonic() + min(300.0, 2.0**failures))
+            log.exception("planning failed", alert_id=alert.id, failures=failures)
 
     async def resume(self) -> None:
         """Resume the plannings left unfinished (by a previous process, or by a failure)."""
         for alert in await self.store.alerts_in_state(model.AlertState.PLANNING):
-            self.submit(alert)
+            if self._failed_plans.get(alert.id, (0, 0.0))[1] <= time.monotonic():
+                self.submit(alert)
 
     def wake(self, channel: str | None = None) -> None:
         for name, event in self._wake.items():
