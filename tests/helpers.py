@@ -80,6 +80,15 @@ async def add_token(db, role: model.Role, zones: list[str], cell: str = "Préfec
     return plaintext
 
 
+def alert(alert_id: str, *kinds: model.Kind) -> model.Alert:
+    """A committed-looking alert for Paris, straight into the store (not through the API)."""
+    return model.Alert(
+        id=alert_id, identifier=alert_id, sender="test", sent=START, status=model.Status.ACTUAL,
+        event="Crue", urgency="Immediate", severity="Severe", certainty="Observed",
+        area=model.Area(("75056",)), channels=kinds, template="evacuate", locale="fr",
+    )
+
+
 def order(**overrides) -> dict:
     base = {
         "status": "actual", "event": "Inondation", "urgency": "Immediate", "severity": "Severe",

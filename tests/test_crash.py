@@ -120,7 +120,7 @@ async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fake
         await db.upsert_recipients(
             [model.Recipient(f"r{i:05d}", "fr", ("75056",), phone=p) for i, p in enumerate(PHONES)]
         )
-        alert, _ = await db.create_alert(interrupted_alert(), "interrupted")
+        alert, _ = await db.create_alert(helpers.alert("a-interrupted", model.Kind.SMS), "interrupted")
         route = {model.Kind.SMS: "sms"}
         chunks = 0
 
@@ -146,11 +146,3 @@ async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fake
     finally:
         await db.close()
 
-
-def interrupted_alert() -> model.Alert:
-    return model.Alert(
-        id="a-interrupted", identifier="a-interrupted", sender="test", sent=helpers.START,
-        status=model.Status.ACTUAL, event="Crue", urgency="Immediate", severity="Severe",
-        certainty="Observed", area=model.Area(("75056",)), channels=(model.Kind.SMS,),
-        template="evacuate", locale="fr",
-    )

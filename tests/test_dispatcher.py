@@ -8,22 +8,13 @@ from alertd import dispatcher as dispatcher_mod, model
 from tests import helpers
 
 
-def unroutable_alert() -> model.Alert:
-    return model.Alert(
-        id="a-unroutable", identifier="a-unroutable", sender="test", sent=helpers.START,
-        status=model.Status.ACTUAL, event="Crue", urgency="Immediate", severity="Severe",
-        certainty="Observed", area=model.Area(("75056",)), channels=(model.Kind.PUSH,),
-        template="evacuate", locale="fr",
-    )
-
-
 async def test_a_planning_that_keeps_failing_backs_off_instead_of_flooding_the_log(daemon):
     # A dispatcher left with only its SMS channel (say, after a configuration change) cannot route
     # a push alert committed earlier: its planning fails every time it is resumed.
     sms_only = dispatcher_mod.Dispatcher(
         daemon.store, {"sms": daemon.dispatcher.channels["sms"]}, daemon.dispatcher.renderer, clock=daemon.clock
     )
-    await daemon.store.create_alert(unroutable_alert(), "unroutable")
+    await daemon.store.create_alert(helpers.alert("a-unroutable", model.Kind.PUSH), "unroutable")
     with structlog.testing.capture_logs() as logs:
         for _ in range(5):  # housekeeping runs every second
             await sms_only.resume()
