@@ -66,6 +66,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO = sys.stder
     root.setLevel(numeric)
     for name in QUIET:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # Under a big fan-out a housekeeping pass can outlast its 1 s interval; APScheduler then warns
+    # that it skipped the next one. That is the intended behaviour (max_instances=1), not news.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(numeric, logging.ERROR))
     logging.captureWarnings(True)
     structlog.configure(
         processors=[
