@@ -221,3 +221,13 @@ async def test_a_cancel_during_planning_stays_a_cancel(daemon):
     status = await daemon.status(alert["id"])
     assert status["state"] == "cancelled"
     assert status["counts"].get("sms", {}).get("sent", 0) == 0 and await daemon.sms.received() == []
+
+
+async def test_readiness_reports_the_store_the_channels_and_the_queue(daemon):
+    await daemon.send(channels=["sms"])
+    await daemon.dispatcher.planned()
+    ready = await (await daemon.client.get("/readyz")).json()
+    assert ready["ready"] is True and ready["queue"] == 3
+    assert ready["channels"] == {"sms": "sms", "push": "push", "siren": "siren"}
+    await daemon.drain()
+    assert (await (await daemon.client.get("/readyz")).json())["queue"] == 0

@@ -21,9 +21,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    problems = []
+    problems, queue = [], None
     try:
         await request.app[web_mod.STORE].ping()
+        queue = await request.app[web_mod.STORE].unsettled()  # deliveries pending or on the wire
     except errors.StoreError as exc:
         problems.append(f"store: {exc.message}")
     channels = request.app[web_mod.DISPATCHER].kinds()
@@ -31,6 +32,9 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("channels: none configured")
     status = 503 if problems else 200
     return web.json_response(
-        {"ready": not problems, "problems": problems, "channels": {n: k.value for n, k in channels.items()}},
+        {
+            "ready": not problems, "problems": problems, "queue": queue,
+            "channels": {n: k.value for n, k in channels.items()},
+        },
         status=status,
     )
