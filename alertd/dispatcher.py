@@ -146,6 +146,22 @@ class Dispatcher:
             await self._forget(delivery.address)
         return self._outcome(delivery, result, alert, self.clock())
 
+    async def undelivered(self, provider_id: str, error: errors.DeliveryError) -> model.State | None:
+        """The provider accepted a message, then reported it undelivered. A failure that may pass is
+        retried like a failed send (same policy, same bound by attempts and `expires`); the others,
+        and the retries given up, fail the delivery. Returns the state it moved to, if it moved."""
+        delivery = await self.store.delivery_by_provider(provider_id)
+        now = self.clock()
+        if delivery is not None and delivery.state is model.State.SENT and isinstance(error, errors.Transient):
+            alert = await self._alert(delivery.alert_id)
+            decision = retry.decide(self.policy, delivery, error, now, alert.expires, self.rng.random())
+            if isinstance(decision, retry.RetryAt):
+                if await self.store.requeue(delivery.id, provider_id, decision.at, decision.reason, now):
+                    self.wake(delivery.channel)
+                    return model.State.PENDING
+        reason = retry.describe(error)
+        return model.State.FAILED if await self.store.apply_receipt(provider_id, model.State.FAILED, reason, now) else None
+
     async def _forget(self, address: str) -> None:
         """FCM said UNREGISTERED: the token is dead for every later alert too."""
         try:

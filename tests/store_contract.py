@@ -266,6 +266,16 @@ class StoreContract:
         [sent] = await store.deliveries("A1", channel="sms", state=S.SENT)
         assert (sent.id, sent.provider_id) == (first[0].id, "P-first")
 
+    async def test_requeue_only_moves_a_sent_delivery_back_once(self, store):
+        await self.seed(store, make_alert())
+        sent = (await self.claim_sent(store))[0]
+        assert await store.delivery_by_provider(f"P{sent.id}") is not None
+        assert await store.requeue(sent.id, f"P{sent.id}", LATER, "30003: unreachable", NOW)
+        assert not await store.requeue(sent.id, f"P{sent.id}", LATER, "30003: unreachable", NOW)  # once
+        assert await store.delivery_by_provider(f"P{sent.id}") is None  # a late copy finds nothing
+        [back] = await store.deliveries("A1", channel="sms", state=S.PENDING)
+        assert (back.id, back.next_at, back.last_error) == (sent.id, LATER, "30003: unreachable")
+
     async def test_claim_takes_due_oldest_first_up_to_limit(self, store):
         await self.seed(store, make_alert(zones=("*",)))
         batch = await store.claim("sms", "i1", NOW, 4, LEASE)

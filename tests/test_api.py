@@ -128,10 +128,10 @@ async def test_a_failed_receipt_records_twilios_error_code(daemon):
     page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
     sid = page["deliveries"][0]["provider_id"]
     url = f"{daemon.client.make_url('/v1/receipts/twilio')}"
-    form = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    form = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30006"}  # a landline
     assert (await daemon.client.post("/v1/receipts/twilio", data=form, headers=signed(url, form))).status == 204
     failed = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?state=failed")).json()
-    assert "30003" in failed["deliveries"][0]["last_error"]
+    assert "30006" in failed["deliveries"][0]["last_error"]
 
 
 async def test_the_fake_twilio_status_callbacks_reach_the_daemon(daemon):
@@ -231,3 +231,21 @@ async def test_readiness_reports_the_store_the_channels_and_the_queue(daemon):
     assert ready["channels"] == {"sms": "sms", "push": "push", "siren": "siren"}
     await daemon.drain()
     assert (await (await daemon.client.get("/readyz")).json())["queue"] == 0
+
+
+async def test_a_handset_unreachable_for_a_while_gets_the_alert_again(daemon):
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
+    first = next(d for d in page["deliveries"] if d["target"] == "p-fr")
+    url = f"{daemon.client.make_url('/v1/receipts/twilio')}"
+    form = {"MessageSid": first["provider_id"], "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert (await daemon.client.post("/v1/receipts/twilio", data=form, headers=signed(url, form))).status == 204
+    again = {"MessageSid": first["provider_id"], "MessageStatus": "failed", "ErrorCode": "30003"}
+    await daemon.client.post("/v1/receipts/twilio", data=again, headers=signed(url, again))  # a late copy
+    await daemon.drain()
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
+    retried = next(d for d in page["deliveries"] if d["target"] == "p-fr")
+    assert retried["state"] == "sent" and retried["attempts"] == 2
+    assert retried["provider_id"] != first["provider_id"] and "30003" in retried["last_error"]
+    assert [r["to"] for r in await daemon.sms.received()].count("+33612345678") == 2

@@ -135,6 +135,15 @@ class Store(Protocol):
         has that provider id yet (the callback beat the dispatcher's `record`), the receipt is kept
         (the higher ranked one, per provider id) for `record` to apply, and False is returned."""
 
+    async def delivery_by_provider(self, provider_id: str) -> model.Delivery | None: ...
+
+    async def requeue(
+        self, delivery_id: int, provider_id: str, next_at: dt.datetime, error: str, now: dt.datetime
+    ) -> bool:
+        """The one backward move: a `sent` delivery with that provider id goes back to `pending` at
+        `next_at` (its provider id cleared), because the provider reported a failure that may pass.
+        Not for a cancelled alert. Returns whether it moved."""
+
     async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
         """Mark the alert cancelled and every `pending` delivery of it (except siren `cancel`
         commands) cancelled. Returns the deliveries cancelled."""

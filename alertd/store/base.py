@@ -305,6 +305,15 @@ class SQLStore:
                 await conn.execute(sql.EARLY_RECEIPT, *args)  # the record will apply it
         return False
 
+    async def delivery_by_provider(self, provider_id: str) -> model.Delivery | None:
+        rows = await self._fetch("SELECT * FROM deliveries WHERE provider_id = $1", provider_id)
+        return model.Delivery.from_row(rows[0]) if rows else None
+
+    async def requeue(
+        self, delivery_id: int, provider_id: str, next_at: dt.datetime, error: str, now: dt.datetime
+    ) -> bool:
+        return bool(await self._execute(sql.REQUEUE, delivery_id, provider_id, self._t(next_at), error, self._t(now)))
+
     async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
         async with self._tx() as conn:
             found = await conn.execute(

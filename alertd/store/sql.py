@@ -111,6 +111,12 @@ RECORD_SENT = """UPDATE deliveries SET state = 'sent', provider_id = $2, lease_u
     updated_at = $3 WHERE id = $1 AND state = 'sending'"""
 RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_error), lease_until = NULL,
     updated_at = $4 WHERE provider_id = $1 AND state IN (SELECT value FROM {each}($5))"""
+# The one backward move: the provider accepted the message, then could not deliver it for a reason
+# that may pass (handset switched off). The provider id goes: a late copy of that receipt must not
+# fail the retry.
+REQUEUE = """UPDATE deliveries SET state = 'pending', next_at = $3, provider_id = NULL, last_error = $4,
+    updated_at = $5 WHERE id = $1 AND provider_id = $2 AND state = 'sent'
+    AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = deliveries.alert_id AND a.state = 'cancelled')"""
 # Keep the receipt of higher rank when one is already waiting for that provider id.
 EARLY_RECEIPT = """INSERT INTO early_receipts (provider_id, state, error, at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (provider_id) DO UPDATE SET state = excluded.state, error = excluded.error, at = excluded.at

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from twilio import request_validator
 
-from alertd import errors, web as web_mod
+from alertd import errors, model, web as web_mod
 from alertd.channels import twilio_sms
 
 log = structlog.get_logger("alertd.web.receipts")
@@ -38,10 +38,18 @@ async def twilio(request: web.Request) -> web.Response:
     if not sid:
         raise errors.BadRequest("MessageSid is required", field="MessageSid")
     state = twilio_sms.twilio_status_to_state(status)
-    if state is not None:
-        error = form.get("ErrorCode") or None
-        changed = await request.app[web_mod.STORE].apply_receipt(
-            sid, state, f"twilio {error}" if error else None, web_mod.now(request)
-        )
+    if state is model.State.FAILED:
+        moved = await request.app[web_mod.DISPATCHER].undelivered(sid, _error(form, status))
+        log.info("twilio undelivered", provider_id=sid, code=form.get("ErrorCode"), moved_to=moved)
+    elif state is not None:
+        changed = await request.app[web_mod.STORE].apply_receipt(sid, state, None, web_mod.now(request))
         log.debug("twilio receipt", provider_id=sid, status=status, changed=changed)
     return web.Response(status=204)
+
+
+def _error(form: dict[str, str], status: str) -> errors.DeliveryError:
+    """What Twilio's ErrorCode means, from the channel's classification table."""
+    code = form.get("ErrorCode", "")
+    if not code.isdigit():
+        return errors.Permanent(f"Twilio reported the message {status}", code=status)
+    return twilio_sms.classify(400, int(code), None)
