@@ -128,10 +128,15 @@ class Dispatcher:
 
     # -- one delivery ----------------------------------------------------------------------------
 
-    async def deliver(self, channel: channels_mod.Channel, delivery: model.Delivery) -> model.Outcome:
-        """Send one claimed delivery and decide its outcome. Never raises for the delivery's sake."""
+    async def deliver(self, channel: channels_mod.Channel, delivery: model.Delivery) -> model.Outcome | None:
+        """Send one claimed delivery and decide its outcome. Never raises for the delivery's sake.
+        None when the lease ran out before the call: the delivery is another claimer's now."""
         alert = await self._alert(delivery.alert_id)
-        stop = self._stop(alert, delivery, self.clock())  # checked last thing before the call
+        now = self.clock()
+        if delivery.lease_until is not None and delivery.lease_until <= now:
+            log.warning("lease ran out before the send", channel=delivery.channel, delivery_id=delivery.id)
+            return None
+        stop = self._stop(alert, delivery, now)  # checked last thing before the call
         if stop is not None:
             return model.Outcome(delivery.id, stop)
         try:
@@ -369,7 +374,8 @@ class Lane:
                 # Not `self.done.append(await ...)`: that binds the list before the await, and the
                 # feeder swaps `self.done` for a fresh one while the call is on the wire.
                 outcome = await self.d.deliver(self.channel, delivery)
-                self.done.append(outcome)
+                if outcome is not None:
+                    self.done.append(outcome)
             except Exception:  # the store failed us: the lease brings the delivery back
                 log.exception("delivery failed to run", channel=self.name, delivery_id=delivery.id)
             finally:

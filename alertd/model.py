@@ -259,6 +259,7 @@ class Delivery:
     provider_id: str | None = None
     command: str = "send"  # sirens: activate / cancel / test
     updated_at: dt.datetime | None = None
+    lease_until: dt.datetime | None = None  # while `sending`: the claim's lease
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Delivery:
@@ -277,6 +278,7 @@ class Delivery:
             provider_id=row["provider_id"],
             command=row["command"],
             updated_at=to_utc(row["updated_at"]),
+            lease_until=to_utc(row["lease_until"]),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -21,3 +21,14 @@ async def test_a_planning_that_keeps_failing_backs_off_instead_of_flooding_the_l
             await sms_only.planned()
     assert [e["event"] for e in logs].count("planning failed") == 1
     assert (await daemon.store.get_alert("a-unroutable")).state is model.AlertState.PLANNING  # kept
+
+
+async def test_a_delivery_whose_lease_ran_out_is_not_sent(daemon):
+    await daemon.send(channels=["sms"])
+    await daemon.dispatcher.planned()
+    [held] = await daemon.store.claim("sms", daemon.dispatcher.owner, daemon.clock(), 1, daemon.dispatcher.settings.lease)
+    daemon.clock.advance(daemon.dispatcher.settings.lease.total_seconds())  # a stalled instance
+    assert await daemon.dispatcher.deliver(daemon.dispatcher.channels["sms"], held) is None
+    assert await daemon.sms.received() == []  # another claimer owns it now: it sends it, once
+    await daemon.drain()
+    assert [r["to"] for r in await daemon.sms.received()].count(held.address) == 1
