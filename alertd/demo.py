@@ -28,34 +28,53 @@ COMMUNES = {"75056": "Paris", "69123": "Lyon", "13055": "Marseille"}
 LOCALES = ["fr"] * 11 + ["en"] * 4 + ["es"] * 3 + ["ar"] * 2  # a plausible mix
 SETTLED = [s.value for s in model.SETTLED]
 
+# The credentials the fakes are told about: obviously not real, and the same everywhere.
+ACCOUNT_SID = "ACdemo00000000000000000000000000"
+AUTH_TOKEN = "demo-auth-token"
+PROJECT_ID = "alertd-demo"
+
 CONFIG = """
 [server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 
 [store]
-url = "sqlite:///{db}"
+url = "{store}"
 
 [log]
 level = "warning"
 
+[dispatcher]
+{dispatcher}
+
 [channels.sms]
 plugin = "twilio"
-account_sid = "ACdemo00000000000000000000000000"
-auth_token = "demo-auth-token"
+account_sid = "{account_sid}"
+auth_token = "{auth_token}"
 from = "+33700000000"
 base_url = "{fakes}"
+{sms}
 
 [channels.push]
 plugin = "fcm"
-project_id = "alertd-demo"
+project_id = "{project_id}"
 base_url = "{fakes}"
+{push}
 
 [channels.siren]
 plugin = "siren-http"
 base_url = "{fakes}/siren"
 token = "demo-gateway-token"
 """
+
+
+def config_toml(port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "") -> str:
+    """A configuration of the daemon on the fake providers, for the demo, the tests and the benchmark;
+    `dispatcher`, `sms` and `push` are extra TOML lines for those sections."""
+    return CONFIG.format(
+        port=port, store=store, fakes=fakes, dispatcher=dispatcher, sms=sms, push=push,
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, project_id=PROJECT_ID,
+    )
 
 
 def free_port() -> int:
@@ -140,7 +159,7 @@ async def run(once: bool, count: int = 2000, port: int = 0) -> int:
         await wait_ready(fakes, proc)
         port = port or free_port()
         path = Path(tmp) / "alertd.toml"
-        path.write_text(CONFIG.format(port=port, db=Path(tmp) / "alertd.db", fakes=fakes))
+        path.write_text(config_toml(port, f"sqlite:///{Path(tmp) / 'alertd.db'}", fakes))
         cfg = config.load(str(path))
         logs.configure(cfg.log.level, cfg.log.format)
         runner = web.AppRunner(app_mod.build(cfg), access_log=None)

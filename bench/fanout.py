@@ -30,39 +30,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alertd import auth, model, store as store_mod  # noqa: E402
+from alertd import auth, demo, model, store as store_mod  # noqa: E402
 from alertd.channels import fcm_push, twilio_sms  # noqa: E402
-from alertd.demo import fake_providers, free_port, wait_ready  # noqa: E402
 
 SMS_CONCURRENCY, PUSH_CONCURRENCY = 100, 100
 ZONE_SMALL, ZONE_BIG, ZONE_SIRENS = "75056", "69123", "13055"
-
-CONFIG = """
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-[store]
-url = "sqlite:///{db}"
-[log]
-level = "warning"
-[channels.sms]
-plugin = "twilio"
-account_sid = "ACbench0000000000000000000000000"
-auth_token = "bench-auth-token"
-from = "+33700000000"
-base_url = "{fakes}"
-status_callback = false
-max_concurrency = {sms}
-[channels.push]
-plugin = "fcm"
-project_id = "alertd-bench"
-base_url = "{fakes}"
-max_concurrency = {push}
-[channels.siren]
-plugin = "siren-http"
-base_url = "{fakes}/siren"
-token = "bench-gateway"
-"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -149,7 +121,7 @@ class Bench:
 
 async def bare_twilio(fakes: str, n: int, sample: dict) -> float:
     http = twilio_sms.HttpClient(fakes, 10.0, SMS_CONCURRENCY)
-    client = twilio_sms.rest.Client("ACbench0000000000000000000000000", "bench-auth-token", http_client=http)
+    client = twilio_sms.rest.Client(demo.ACCOUNT_SID, demo.AUTH_TOKEN, http_client=http)
     queue = iter(range(n))
 
     async def worker():
@@ -167,9 +139,9 @@ async def bare_fcm(fakes: str, n: int, sample: dict) -> float:
     import firebase_admin
     from firebase_admin import messaging
 
-    app = firebase_admin.initialize_app(fcm_push.AnonymousCredential(), {"projectId": "alertd-bench"}, name="bare")
+    app = firebase_admin.initialize_app(fcm_push.AnonymousCredential(), {"projectId": demo.PROJECT_ID}, name="bare")
     service = messaging._get_messaging_service(app)
-    service._fcm_url = f"{fakes}/v1/projects/alertd-bench/messages:send"
+    service._fcm_url = f"{fakes}/v1/projects/{demo.PROJECT_ID}/messages:send"
     # One call of PUSH_CONCURRENCY messages at a time: the same number in flight as the daemon's.
     note = messaging.Notification(sample["title"], sample["body"])
     batches = [[messaging.Message(fid=f"bare-{i:07d}", notification=note, data=sample.get("data") or None)
@@ -190,12 +162,15 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def main(args) -> None:
-    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, fake_providers() as (fakes, proc):
-        await wait_ready(fakes, proc)
-        port = free_port()
+    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, demo.fake_providers() as (fakes, proc):
+        await demo.wait_ready(fakes, proc)
+        port = demo.free_port()
         path = Path(tmp) / "alertd.toml"
-        path.write_text(CONFIG.format(port=port, db=Path(tmp) / "a.db", fakes=fakes, sms=SMS_CONCURRENCY,
-                                      push=PUSH_CONCURRENCY))
+        path.write_text(demo.config_toml(
+            port, f"sqlite:///{Path(tmp) / 'a.db'}", fakes,
+            sms=f"status_callback = false\nmax_concurrency = {SMS_CONCURRENCY}",
+            push=f"max_concurrency = {PUSH_CONCURRENCY}",
+        ))
         t = time.perf_counter()
         token = await seed(f"sqlite:///{Path(tmp) / 'a.db'}", args.n, args.big)
         print(f"seeded {args.n + args.big} subscribers in {time.perf_counter() - t:.1f}s")

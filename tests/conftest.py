@@ -2,55 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-import urllib.request
 
 import pytest
 from aiohttp import test_utils
 
-from alertd import app as app_mod, model
+from alertd import app as app_mod, demo, model
 from tests import helpers
 
 PG_URL = os.environ.get("ALERTD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # waiting for a child process to listen, not for work
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
 @pytest.fixture(scope="session")
 def fakes_url():
     """The fake Twilio, FCM and siren servers, in a separate process (the FCM token refresh is
     synchronous in firebase-admin, so a fake served by the test's own loop would deadlock)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "alertd.fakes", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/_fake/health", proc)
+    with demo.fake_providers() as (url, proc):
+        asyncio.run(demo.wait_ready(url, proc))
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +55,7 @@ async def pg_schema_url(pg_url):
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def daemon(request, tmp_path, fakes_url, pg_schema_url):
     """The daemon on each store, with the fakes, a manual clock and no background work."""
-    port = free_port()
+    port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else None
     cfg = helpers.load_config(tmp_path, fakes_url, port, store=store)
     clock = helpers.ManualClock()

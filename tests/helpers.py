@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from alertd import auth, config, model, testing, web as web_mod
+from alertd import auth, config, demo, model, testing, web as web_mod
 
 START = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -28,37 +28,6 @@ class ManualClock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-CONFIG = """
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[store]
-url = "{store}"
-
-[dispatcher]
-{dispatcher}
-
-[channels.sms]
-plugin = "twilio"
-account_sid = "ACtest0000000000000000000000000000"
-auth_token = "test-auth-token"
-from = "+33700000000"
-base_url = "{fakes}"
-{sms}
-
-[channels.push]
-plugin = "fcm"
-project_id = "alertd-test"
-base_url = "{fakes}"
-
-[channels.siren]
-plugin = "siren-http"
-base_url = "{fakes}/siren"
-token = "gateway-token"
-"""
-
-
 def write_config(
     tmp: Path, fakes: str, port: int, store: str | None = None,
     dispatcher: str = "batch_size = 100", sms: str = "",
@@ -66,7 +35,7 @@ def write_config(
     """A configuration on the fakes; `dispatcher` and `sms` are extra TOML lines for those sections."""
     path = tmp / "alertd.toml"
     store = store or f"sqlite:///{tmp / 'alertd.db'}"
-    path.write_text(CONFIG.format(port=port, fakes=fakes, store=store, dispatcher=dispatcher, sms=sms))
+    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms))
     return path
 
 

@@ -13,8 +13,8 @@ import time
 
 import aiohttp
 
-from alertd import app as app_mod, model, planner, store as store_mod, testing, web as web_mod
-from tests import conftest, helpers
+from alertd import app as app_mod, demo, model, planner, store as store_mod, testing, web as web_mod
+from tests import helpers
 
 N = 600
 PHONES = [f"+3361000{i:04d}" for i in range(N)]
@@ -50,7 +50,7 @@ async def wait_until(predicate, timeout: float, what: str):
 
 
 async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_url):
-    port = conftest.free_port()
+    port = demo.free_port()
     path = helpers.write_config(
         tmp_path, fakes_url, port, dispatcher="lease_seconds = 2",
         sms=f"max_concurrency = {CONCURRENCY}",
@@ -111,7 +111,7 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
 
 
 async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fakes_url):
-    cfg = helpers.load_config(tmp_path, fakes_url, conftest.free_port())
+    cfg = helpers.load_config(tmp_path, fakes_url, demo.free_port())
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     db = app[web_mod.STORE]
