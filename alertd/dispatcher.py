@@ -157,15 +157,23 @@ class Dispatcher:
         and the retries given up, fail the delivery. Returns the state it moved to, if it moved."""
         delivery = await self.store.delivery_by_provider(provider_id)
         now = self.clock()
-        if delivery is not None and delivery.state is model.State.SENT and isinstance(error, errors.Transient):
-            alert = await self._alert(delivery.alert_id)
-            decision = retry.decide(self.policy, delivery, error, now, alert.expires, self.rng.random())
-            if isinstance(decision, retry.RetryAt):
-                if await self.store.requeue(delivery.id, provider_id, decision.at, decision.reason, now):
-                    self.wake(delivery.channel)
-                    return model.State.PENDING
-        reason = retry.describe(error)
-        return model.State.FAILED if await self.store.apply_receipt(provider_id, model.State.FAILED, reason, now) else None
+        retryable = delivery is not None and delivery.state is model.State.SENT and isinstance(error, errors.Transient)
+        if retryable and await self._requeue(delivery, provider_id, error, now):
+            return model.State.PENDING
+        failed = await self.store.apply_receipt(provider_id, model.State.FAILED, retry.describe(error), now)
+        return model.State.FAILED if failed else None
+
+    async def _requeue(
+        self, delivery: model.Delivery, provider_id: str, error: errors.DeliveryError, now: dt.datetime
+    ) -> bool:
+        alert = await self._alert(delivery.alert_id)
+        decision = retry.decide(self.policy, delivery, error, now, alert.expires, self.rng.random())
+        if not isinstance(decision, retry.RetryAt):
+            return False
+        if not await self.store.requeue(delivery.id, provider_id, decision.at, decision.reason, now):
+            return False
+        self.wake(delivery.channel)
+        return True
 
     async def _forget(self, address: str) -> None:
         """FCM said UNREGISTERED: the token is dead for every later alert too."""

@@ -16,8 +16,8 @@ routes = web.RouteTableDef()
 MAX_PAGE = 1000
 
 
-async def _order(request: web.Request, token: model.Token) -> model.Alert:
-    """Parse, authorise and check an order; nothing is stored yet."""
+async def _order(request: web.Request, token: model.Token) -> tuple[model.Alert, list[render.Rendered]]:
+    """Parse, authorise and check an order, rendering every message it needs; nothing is stored."""
     now = web_mod.now(request)
     order = orders.parse(await request.read(), now)
     alert = orders.to_alert(
@@ -25,8 +25,7 @@ async def _order(request: web.Request, token: model.Token) -> model.Alert:
     )
     auth.check_jurisdiction(token, list(alert.area.zones))
     planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
-    render.check_order(request.app[web_mod.RENDERER], alert)
-    return alert
+    return alert, render.check_order(request.app[web_mod.RENDERER], alert)
 
 
 def _summary(request: web.Request, alert: model.Alert) -> dict:
@@ -42,7 +41,7 @@ def _summary(request: web.Request, alert: model.Alert) -> dict:
 async def create(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    alert = await _order(request, token)
+    alert, _ = await _order(request, token)
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
     key = request.headers.get("Idempotency-Key") or alert.identifier
@@ -133,8 +132,7 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.post("/v1/preview")
 async def preview(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
-    alert = await _order(request, token)
-    rendered = render.check_order(request.app[web_mod.RENDERER], alert)
+    _, rendered = await _order(request, token)
     return web.json_response({"messages": [_rendered(r) for r in rendered]})
 
 
