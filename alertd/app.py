@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd import channels, config as config_mod, dispatcher, model, render, retry, store, systemd, web as web_mod
+from alertd import channels, config as config_mod, dispatcher, model, progress, render, retry, store, systemd, web as web_mod
 
 log = structlog.get_logger("alertd.app")
 
@@ -43,7 +43,7 @@ def build_dispatcher(
         retry.Policy(d.max_attempts, d.backoff_base, d.backoff_max),
         dispatcher.Settings(
             batch_size=d.batch_size, lease=dt.timedelta(seconds=d.lease_seconds),
-            plan_chunk=d.plan_chunk,
+            plan_chunk=d.plan_chunk, test_recipients=cfg.alerts.test_recipients,
         ),
         clock=clock,
     )
@@ -68,6 +68,8 @@ def build(
     app[web_mod.DISPATCHER] = disp
     app[web_mod.RENDERER] = disp.renderer
     app[web_mod.CLOCK] = clock
+    app[web_mod.RECORDER] = progress.Recorder(db, clock)
+    app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(cfg.server.public_url, twilio_tokens(cfg))
     app.add_routes(web_mod.routes())
     app.cleanup_ctx.append(_store_ctx)
@@ -83,11 +85,16 @@ async def _store_ctx(app: web.Application):
     await app[web_mod.STORE].close()
 
 
+async def _end_streams(app: web.Application) -> None:
+    app[web_mod.RECORDER].end_streams()
+
+
 async def _channels_ctx(app: web.Application):
     disp = app[web_mod.DISPATCHER]
     for channel in disp.channels.values():
         await channel.start()
     yield
+    await disp.interrupt()
     for channel in disp.channels.values():
         await channel.close()
 
@@ -96,6 +103,7 @@ async def _dispatcher_ctx(app: web.Application):
     disp = app[web_mod.DISPATCHER]
     await disp.store.listen(disp.notice)  # other instances' plans and cancels (PostgreSQL)
     await disp.start()
+    await app[web_mod.RECORDER].start()
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
         disp.housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping",
@@ -104,6 +112,7 @@ async def _dispatcher_ctx(app: web.Application):
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
+    await app[web_mod.RECORDER].stop()
     await disp.stop()
 
 

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cell", required=True, help="the crisis cell, e.g. 'Préfecture de police'")
     c.add_argument("--role", required=True, choices=[r.value for r in model.Role])
     c.add_argument("--zones", required=True, help="INSEE commune or département codes, comma-separated, or '*'")
+    c.add_argument("--boundary", metavar="FILE.geojson",
+                   help="the jurisdiction's outline (GeoJSON Polygon or MultiPolygon): lets the cell draw areas")
 
     for noun, reader in (("subscribers", importing.read_subscribers), ("sirens", importing.read_sirens)):
         group = sub.add_parser(noun, help=f"Manage {noun}.").add_subparsers(metavar="ACTION")
@@ -162,7 +164,11 @@ async def _with_store(cfg: config.Config, work):
 def token_create(args) -> int:
     cfg = _load(args)
     zones = [z.strip() for z in args.zones.split(",") if z.strip()]
-    plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow())
+    boundary = ()
+    if args.boundary:
+        with open(args.boundary, encoding="utf-8") as f:
+            boundary = auth.boundary_from_geojson(json.load(f))
+    plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow(), boundary)
     asyncio.run(_with_store(cfg, lambda db: db.add_token(token)))
     print(plaintext)
     print(f"token {token.id} for {token.cell} ({token.role.value}, zones {','.join(token.zones)}); "
@@ -203,7 +209,8 @@ def send(args) -> int:
     base, headers = _target(args)
     with open(args.file, "rb") as f:
         body = f.read()
-    headers["Content-Type"] = "application/json"
+    # A CAP 1.2 document is XML: its first non-blank byte is `<` (a JSON order's is `{`).
+    headers["Content-Type"] = "application/cap+xml" if body.lstrip().startswith(b"<") else "application/json"
     code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if code < 300 else 1

@@ -40,7 +40,8 @@ REQUIRED = {
     "siren-http": (("base_url",), ("token",)),
 }
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+Names = tuple[str, ...]  # a TOML list of strings, or a comma-separated ALERTD_* value
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", Names: "a list of strings"}
 
 
 def default_templates() -> str:
@@ -93,6 +94,12 @@ class Dispatcher:
 
 
 @dataclasses.dataclass(frozen=True)
+class Alerts:
+    # CAP status `test` and `system` go to these subscribers (and sirens, by id) only.
+    test_recipients: Names = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Log:
     level: str = "info"
     format: str = "auto"
@@ -113,7 +120,7 @@ class ChannelConfig:
 
 
 SECTIONS: dict[str, type] = {
-    "server": Server, "store": Store, "render": Render, "dispatcher": Dispatcher, "log": Log,
+    "server": Server, "store": Store, "render": Render, "dispatcher": Dispatcher, "alerts": Alerts, "log": Log,
     "systemd": Systemd,
 }
 
@@ -124,6 +131,7 @@ class Config:
     store: Store = dataclasses.field(default_factory=Store)
     render: Render = dataclasses.field(default_factory=Render)
     dispatcher: Dispatcher = dataclasses.field(default_factory=Dispatcher)
+    alerts: Alerts = dataclasses.field(default_factory=Alerts)
     channels: Mapping[str, ChannelConfig] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -240,7 +248,13 @@ def _section(name: str, cls: type, table: Any, env: Mapping[str, str], problems:
     return cls(**values)
 
 
-def _typed(expected: type, value: Any) -> Any:
+def _typed(expected: Any, value: Any) -> Any:
+    if expected == Names:
+        if isinstance(value, _FromEnv):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected {_TYPE_NAMES[Names]}, got {value!r}")
+        return tuple(value)
     if isinstance(value, _FromEnv) and expected is not str:
         return _coerce(expected, value)
     accepted = (int, float) if expected is float else expected

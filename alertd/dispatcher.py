@@ -27,14 +27,6 @@ from alertd import channels as channels_mod, errors, model, planner, render, ret
 
 log = structlog.get_logger("alertd.dispatcher")
 
-# Siren commands by alert status: a test or an exercise must never sound the alert signal.
-SIREN_COMMAND = {
-    model.Status.ACTUAL: "activate",
-    model.Status.SYSTEM: "test",
-    model.Status.TEST: "test",
-    model.Status.EXERCISE: "silent_test",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -43,6 +35,7 @@ class Settings:
     lease: dt.timedelta = dt.timedelta(seconds=60)
     plan_chunk: int = 1000  # rows per planning transaction: short, so other writers wait little
     idle_poll: float = 1.0  # seconds; a safety net, the lanes are woken on new work
+    test_recipients: tuple[str, ...] = ()  # who gets CAP `test` and `system` alerts
 
 
 class Dispatcher:
@@ -91,7 +84,7 @@ class Dispatcher:
             route = planner.routes(alert, self.kinds())
             await planner.plan(
                 self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
-                on_chunk=self.wake,
+                tests=self.settings.test_recipients, on_chunk=self.wake,
             )
             self._failed_plans.pop(alert.id, None)
         except Exception:
@@ -186,7 +179,7 @@ class Dispatcher:
         """Why this delivery must not start, if it must not."""
         if delivery.command == "cancel":
             return None
-        if alert.id in self.cancelled or alert.state is model.AlertState.CANCELLED:
+        if alert.id in self.cancelled or alert.state in model.FINAL:
             return model.State.CANCELLED
         if alert.is_expired(now):
             return model.State.EXPIRED
@@ -196,7 +189,7 @@ class Dispatcher:
         rendered = self.renderer.render(alert, delivery.kind, delivery.locale or None)
         command = delivery.command
         if delivery.kind is model.Kind.SIREN and command == "activate":
-            command = SIREN_COMMAND.get(alert.status, "test")
+            command = planner.SIREN_COMMAND.get(alert.status, "test")  # the planner decided; this is a gate
         return model.Message(
             delivery_id=delivery.id,
             alert_id=alert.id,
@@ -247,13 +240,17 @@ class Dispatcher:
         self.wake()
         if self._workers:
             await asyncio.wait(self._workers, timeout=self.settings.grace + 1)
-        tasks = [*self._workers, *self._planning.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.interrupt([*self._workers, *self._planning.values()])
         self._workers.clear()
         for channel in self.channels.values():
             await channel.close()
+
+    async def interrupt(self, tasks: list[asyncio.Task] | None = None) -> None:
+        """Cancel `tasks` (by default the plannings under way: they resume from their cursor)."""
+        tasks = list(self._planning.values()) if tasks is None else tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def idle_wait(self, name: str) -> float:
         """How long a lane with nothing to do may sleep before looking again."""

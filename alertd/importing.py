@@ -1,10 +1,11 @@
 """CSV imports of the audience: subscribers and sirens.
 
-Subscribers: ``id,phone,push_token,locale,zones`` (``id`` and ``zones`` columns required; zones
-separated by ``;``, ``,`` or spaces; locale ``fr`` when empty; a phone or a push token or both).
+Subscribers: ``id,phone,push_token,locale,zones,lat,lon,exercise`` (``id`` and ``zones`` columns
+required; zones separated by ``;``, ``,`` or spaces; locale ``fr`` when empty; a phone or a push
+token or both; ``lat``/``lon`` in decimal degrees, both or neither; ``exercise`` yes/no, 1/0, true/false).
 Rows are validated by the same rules as ``POST /v1/subscribers`` (`orders.parse_subscribers`):
 phone numbers are normalised to E.164 (French notation by default).
-Sirens: ``id,zone,label`` (``lat,lon`` accepted and ignored for now).
+Sirens: ``id,zone,label,lat,lon`` (``lat``/``lon`` optional, both or neither).
 
 A file is read once, as a stream, in UTF-8 (a byte-order mark is fine), with ``,`` or ``;`` as the
 delimiter (whichever the header uses). Blank lines are skipped. Every bad row is reported with its
@@ -50,7 +51,8 @@ class Columns:
     optional: tuple[str, ...]
 
 
-SUBSCRIBERS = Columns(required=("id", "zones"), optional=("phone", "push_token", "locale"))
+SUBSCRIBERS = Columns(required=("id", "zones"), optional=("phone", "push_token", "locale", "lat", "lon", "exercise"))
+_YES, _NO = ("1", "yes", "y", "true", "oui", "x"), ("", "0", "no", "n", "false", "non")
 SIRENS = Columns(required=("id", "zone"), optional=("label", "lat", "lon"))
 
 
@@ -91,8 +93,27 @@ def _subscriber(row: Mapping[str, str]) -> model.Recipient:
         data["locale"] = _locale(row["locale"])
     if "zones" in row:
         data["zones"] = _split_zones(row["zones"])
+    for key in ("lat", "lon"):
+        if row.get(key, "").strip():
+            data[key] = _number(row[key], key)
+    if "exercise" in row:
+        data["exercise"] = _flag(row["exercise"])
     (recipient,) = orders.parse_subscribers(json.dumps(data).encode())
     return recipient
+
+
+def _number(raw: str, field: str) -> float:
+    try:
+        return float(raw.strip().replace(",", "."))  # a French spreadsheet writes 48,85
+    except ValueError:
+        raise errors.Invalid(f"not a number: {raw!r}", field=field) from None
+
+
+def _flag(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in _YES + _NO:
+        raise errors.Invalid(f"not yes or no: {raw!r}", field="exercise")
+    return text in _YES
 
 
 def _siren(row: Mapping[str, str]) -> model.Siren:
@@ -102,9 +123,27 @@ def _siren(row: Mapping[str, str]) -> model.Siren:
     zone = row.get("zone", "").upper()
     if not re.fullmatch(model.LOCAL_ZONE_PATTERN, zone):
         problems.append({"field": "zone", "message": f"not an INSEE commune or département code: {zone!r}"})
+    lat, lon = (_siren_coordinate(row, key, limit, problems) for key, limit in (("lat", 90), ("lon", 180)))
+    given = [key for key in ("lat", "lon") if row.get(key, "").strip()]
+    if len(given) == 1:
+        problems.append({"field": "lon" if given == ["lat"] else "lat", "message": "give both lat and lon, or neither"})
     if problems:
         raise errors.Invalid(problems[0]["message"], field=problems[0]["field"], errors=problems)
-    return model.Siren(id=row["id"], zone=zone, label=row.get("label", ""))
+    return model.Siren(id=row["id"], zone=zone, label=row.get("label", ""), lat=lat, lon=lon)
+
+
+def _siren_coordinate(row: Mapping[str, str], key: str, limit: float, problems: list[dict]) -> float | None:
+    if not row.get(key, "").strip():
+        return None
+    try:
+        value = _number(row[key], key)
+    except errors.Invalid as exc:
+        problems.append({"field": key, "message": exc.message})
+        return None
+    if not -limit <= value <= limit:
+        problems.append({"field": key, "message": f"must be between -{limit} and {limit}"})
+        return None
+    return value
 
 
 def _split_zones(raw: str) -> list[str]:

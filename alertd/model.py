@@ -10,6 +10,8 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,8 +55,22 @@ class AlertState(enum.StrEnum):
     PLANNING = "planning"  # committed; deliveries still being written
     ACTIVE = "active"  # every delivery planned; fan-out under way
     COMPLETED = "completed"  # every delivery settled
-    CANCELLED = "cancelled"
-    DRAFT = "draft"
+    CANCELLED = "cancelled"  # by the API or by a CAP Cancel
+    UPDATED = "updated"  # a later alert (CAP Update) replaced it
+    EXPIRED = "expired"  # its `expires` passed before it was cancelled or updated
+    DRAFT = "draft"  # stored and rendered on demand, never sent
+
+
+# An alert in one of these states sends nothing more (except siren cancels).
+FINAL = frozenset({AlertState.CANCELLED, AlertState.UPDATED, AlertState.EXPIRED})
+
+
+class MsgType(enum.StrEnum):
+    """CAP msgType, as far as alertd acts on it."""
+
+    ALERT = "alert"
+    UPDATE = "update"  # replaces the referenced alerts
+    CANCEL = "cancel"  # stops the referenced alerts and tells those already reached
 
 
 class State(enum.StrEnum):
@@ -90,23 +106,71 @@ class Role(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Text:
-    """The free text of an alert in one locale."""
+    """The free text of an alert in one locale (CAP info headline, description, instruction)."""
 
     headline: str = ""
     instruction: str = ""
+    description: str = ""
+
+
+Point = tuple[float, float]  # (lat, lon), CAP order
+Ring = tuple[Point, ...]  # closed: first == last
+Circle = tuple[float, float, float]  # (lat, lon, radius in km)
 
 
 @dataclasses.dataclass(frozen=True)
 class Area:
-    zones: tuple[str, ...]
+    """Where an alert applies: the union of its zone codes' members and its shapes' insides."""
+
+    zones: tuple[str, ...] = ()
     description: str = ""
+    polygons: tuple[Ring, ...] = ()
+    circles: tuple[Circle, ...] = ()
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.polygons or self.circles)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "zones": list(self.zones),
+            "description": self.description,
+            "polygons": [[list(p) for p in ring] for ring in self.polygons],
+            "circles": [{"lat": c[0], "lon": c[1], "radius_km": c[2]} for c in self.circles],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Area:
+        return cls(
+            zones=tuple(data.get("zones") or ()),
+            description=data.get("description", ""),
+            polygons=tuple(tuple((float(lat), float(lon)) for lat, lon in ring) for ring in data.get("polygons") or ()),
+            circles=tuple((float(c["lat"]), float(c["lon"]), float(c["radius_km"])) for c in data.get("circles") or ()),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """An earlier alert named by a CAP `references` triplet; `alert_id` once the store resolved it."""
+
+    sender: str
+    identifier: str
+    sent: dt.datetime
+    alert_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sender": self.sender, "identifier": self.identifier, "sent": self.sent.isoformat(), "id": self.alert_id}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reference:
+        return cls(data["sender"], data["identifier"], dt.datetime.fromisoformat(data["sent"]), data.get("id"))
 
 
 @dataclasses.dataclass(frozen=True)
 class Alert:
     id: str
     identifier: str
-    sender: str  # the crisis cell that issued it
+    sender: str  # CAP sender: no spaces, commas, < or & (`cap_sender` of the cell for JSON orders)
     sent: dt.datetime
     status: Status
     event: str
@@ -116,7 +180,8 @@ class Alert:
     area: Area
     channels: tuple[Kind, ...]
     expires: dt.datetime | None = None
-    msg_type: str = "alert"
+    msg_type: MsgType = MsgType.ALERT
+    references: tuple[Reference, ...] = ()
     template: str | None = None
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     texts: Mapping[str, Text] = dataclasses.field(default_factory=dict)
@@ -125,6 +190,7 @@ class Alert:
     state: AlertState = AlertState.PLANNING
     token_id: str | None = None
     cancelled_at: dt.datetime | None = None
+    cell: str = ""  # the crisis cell whose token issued it, as people call it
 
     def to_json(self) -> dict[str, Any]:
         """The alert as the API shows it (and as the store keeps it)."""
@@ -132,15 +198,17 @@ class Alert:
             "id": self.id,
             "identifier": self.identifier,
             "sender": self.sender,
+            "cell": self.cell,
             "sent": self.sent.isoformat(),
             "status": self.status.value,
-            "msg_type": self.msg_type,
+            "msg_type": self.msg_type.value,
             "event": self.event,
             "urgency": self.urgency,
             "severity": self.severity,
             "certainty": self.certainty,
             "expires": self.expires.isoformat() if self.expires else None,
-            "area": {"zones": list(self.area.zones), "description": self.area.description},
+            "area": self.area.to_json(),
+            "references": [r.to_json() for r in self.references],
             "channels": [c.value for c in self.channels],
             "template": self.template,
             "params": dict(self.params),
@@ -158,15 +226,17 @@ class Alert:
             id=values["id"],
             identifier=values["identifier"],
             sender=values["sender"],
+            cell=values.get("cell", ""),
             sent=to_utc(values["sent"]),
             status=Status(values["status"]),
-            msg_type=values.get("msg_type", "alert"),
+            msg_type=MsgType(values.get("msg_type", "alert")),
+            references=tuple(Reference.from_json(r) for r in values.get("references") or ()),
             event=values["event"],
             urgency=values["urgency"],
             severity=values["severity"],
             certainty=values["certainty"],
             expires=to_utc(values.get("expires")),
-            area=Area(tuple(values["area"]["zones"]), values["area"].get("description", "")),
+            area=Area.from_json(values["area"]),
             channels=tuple(Kind(c) for c in values["channels"]),
             template=values.get("template"),
             params=dict(values.get("params") or {}),
@@ -192,6 +262,9 @@ class Recipient:
     phone: str | None = None  # E.164
     push_token: str | None = None
     push_token_dead: bool = False
+    lat: float | None = None  # where the citizen asked to be warned for, if anywhere
+    lon: float | None = None
+    exercise: bool = False  # takes part in exercises: the only recipients of an exercise alert
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Recipient:
@@ -202,6 +275,9 @@ class Recipient:
             phone=row["phone"],
             push_token=row["push_token"],
             push_token_dead=bool(row["push_token_dead"]),
+            lat=row["lat"],
+            lon=row["lon"],
+            exercise=bool(row["exercise"]),
         )
 
 
@@ -210,10 +286,15 @@ class Siren:
     id: str
     zone: str
     label: str = ""
+    lat: float | None = None
+    lon: float | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Siren:
-        return cls(id=row["id"], zone=row["zone"], label=row["label"] or "")
+        return cls(id=row["id"], zone=row["zone"], label=row["label"] or "", lat=row["lat"], lon=row["lon"])
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +308,7 @@ class Token:
     secret_hash: str
     created_at: dt.datetime
     revoked: bool = False
+    boundary: tuple[Ring, ...] = ()  # the jurisdiction's outline, for areas drawn as shapes
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Token:
@@ -238,6 +320,7 @@ class Token:
             secret_hash=row["secret_hash"],
             created_at=to_utc(row["created_at"]),
             revoked=bool(row["revoked"]),
+            boundary=tuple(tuple(tuple(p) for p in ring) for ring in json.loads(row["boundary"] or "[]")),
         )
 
 
@@ -300,6 +383,17 @@ class Delivery:
 
 
 @dataclasses.dataclass(frozen=True)
+class Audience:
+    """Whom a planning walks, in recipient id order: everyone, the members of `zones`, the alert's
+    own targets (written before planning: shapes, updates, tests), or nobody (sirens and copies only).
+    `exercise_only` keeps every recipient who does not take part in exercises out."""
+
+    walk: str  # "everyone" | "zones" | "targets" | "nobody"
+    zones: tuple[str, ...] = ()
+    exercise_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class NewDelivery:
     """A delivery to be planned: the store gives it an id and state `pending`."""
 
@@ -344,6 +438,12 @@ class Outcome:
     next_at: dt.datetime | None = None
     last_error: str | None = None
     provider_id: str | None = None
+
+
+def cap_sender(cell: str) -> str:
+    """A CAP-valid sender for a cell's JSON orders: its name without accents, spaces, commas, < or &."""
+    plain = unicodedata.normalize("NFKD", cell).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9@._-]+", "-", plain).strip("-").lower() or "alertd"
 
 
 def mask(address: str | None) -> str | None:

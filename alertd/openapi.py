@@ -11,6 +11,7 @@ from typing import Any
 from alertd import model, orders
 
 _REF = "#/components/schemas/{model}"
+CAP = "application/cap+xml"
 PROBLEM = "application/problem+json"
 
 
@@ -58,7 +59,10 @@ def _schemas() -> dict[str, Any]:
             status_url=_str("Where to follow the alert.", format="uri"),
         ),
         "Alert": _ALERT,
-        "AlertStatus": {"allOf": [_ref("Alert"), _object(counts=_COUNTS, totals=_TOTALS)]},
+        "AlertStatus": {"allOf": [_ref("Alert"), _object(
+            counts=_COUNTS, totals=_TOTALS,
+            referenced_by={"type": "array", "items": {"type": "string"}, "description": "Later alerts naming this one."},
+        )]},
         "AlertList": _object(items={"type": "array", "items": _ref("Alert")}, next=_nullable_str("Cursor")),
         "Delivery": _DELIVERY,
         "DeliveryPage": _object(
@@ -120,10 +124,14 @@ _PROBLEM_SCHEMA = {
 _ALERT = _object(
     id=_str(),
     identifier=_str(),
-    sender=_str("The crisis cell that issued it."),
+    sender=_str("CAP sender: the issuing cell's name made CAP-safe, or the CAP document's own."),
+    cell=_str("The crisis cell whose token issued it."),
     sent=_str(format="date-time"),
     status=_enum(model.Status),
-    msg_type=_str(),
+    msg_type=_enum(model.MsgType),
+    references={"type": "array", "items": _object(
+        sender=_str(), identifier=_str(), sent=_str(format="date-time"), id=_nullable_str("The alert in this store."),
+    ), "description": "The earlier alerts this one updates or cancels."},
     event=_str(),
     urgency=_str(),
     severity=_str(),
@@ -210,6 +218,19 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts": {"post": _post_alert(), "get": _list_alerts()},
         "/v1/alerts/{id}": {"parameters": one, "get": _get_alert()},
         "/v1/alerts/{id}/deliveries": {"parameters": one, "get": _deliveries()},
+        "/v1/alerts/{id}/messages": {"parameters": one, "get": _op(
+            "The alert's text in each locale over each of its channels, rendered now (drafts too).",
+            {200: _json("One message per locale and channel.", _object(messages={"type": "array", "items": _ref("Preview")}))},
+            404, 422,
+        )},
+        "/v1/alerts/{id}.xml": {"parameters": one, "get": _op(
+            "The alert as CAP 1.2, as it was sent (never re-dated). Public actual alerts need no token.",
+            {200: {"description": "A CAP 1.2 alert.", "content": {CAP: {"schema": {"type": "string"}}}}}, 404,
+        )},
+        "/v1/feed.atom": {"get": _public(
+            "Public, actual, unexpired alerts as an Atom feed, each entry linking its CAP document.",
+            {200: {"description": "Atom 1.0.", "content": {"application/atom+xml": {"schema": {"type": "string"}}}}},
+        )},
         "/v1/alerts/{id}/cancel": {"parameters": one, "post": _cancel()},
         "/v1/preview": {"post": _preview()},
         "/v1/subscribers": {"post": _subscribers()},
@@ -272,7 +293,10 @@ def _post_alert() -> dict[str, Any]:
         {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
         400, 403, 404, 422,
         parameters=[key],
-        requestBody=_body(_ref("Order")),
+        requestBody={"required": True, "content": {
+            "application/json": {"schema": _ref("Order")},
+            CAP: {"schema": {"type": "string", "description": "A CAP 1.2 <alert> (Public; Alert, Update or Cancel)."}},
+        }},
     )
 
 

@@ -13,7 +13,7 @@ import phonenumbers
 import pydantic
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
-from alertd import errors, model
+from alertd import errors, geo, model
 
 MAX_SUBSCRIBERS = 10_000
 LOCALE_PATTERN = r"^[a-z]{2,3}(?:-[A-Z]{2})?$"
@@ -59,21 +59,66 @@ class Text(pydantic.BaseModel):
     instruction: str = Field(
         "", max_length=1000, examples=["Montez dans les étages. N'allez pas chercher vos enfants à l'école."]
     )
+    description: str = Field(
+        "", max_length=1000, description="What is happening (CAP description).",
+        examples=["La Seine déborde entre Austerlitz et Javel."],
+    )
+
+
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+class Circle(pydantic.BaseModel):
+    """A disc on the ground (CAP circle)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat: Lat
+    lon: Lon
+    radius_km: float = Field(gt=0, le=geo.MAX_RADIUS_KM, allow_inf_nan=False, examples=[2.5])
 
 
 class Area(pydantic.BaseModel):
-    """Where the alert applies, as French administrative codes."""
+    """Where the alert applies: French administrative codes, shapes drawn on the map, or both.
+
+    Recipients and sirens in any zone or inside any shape are targeted, each once."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     zones: list[Zone] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=500,
         description='INSEE commune codes ("75056", "2A004", "97105"), département codes '
         '("75", "2A", "971") or "*" for the whole country (national tokens only).',
         examples=[["75056"], ["13", "84007"]],
     )
+    polygons: list[list[tuple[Lat, Lon]]] = Field(
+        default_factory=list,
+        description="Closed rings of [lat, lon] pairs (WGS 84, CAP order: latitude first), at least four "
+        f"pairs, first equal to last, not self-intersecting; at most {geo.MAX_POLYGONS} polygons and "
+        f"{geo.MAX_VERTICES} pairs in all.",
+        examples=[[[[48.85, 2.29], [48.87, 2.35], [48.84, 2.39], [48.85, 2.29]]]],
+    )
+    circles: list[Circle] = Field(default_factory=list, max_length=geo.MAX_CIRCLES)
     description: str = Field("", max_length=1000, description="The area in words (CAP areaDesc).")
+
+    @pydantic.model_validator(mode="after")
+    def _somewhere(self) -> Area:
+        if not (self.zones or self.polygons or self.circles):
+            raise ValueError("give zones, polygons or circles")
+        geo.check(self.polygons, [(c.lat, c.lon, c.radius_km) for c in self.circles])
+        return self
+
+
+class Reference(pydantic.BaseModel):
+    """An earlier alert, as CAP names it: its sender, identifier and sent time."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    sender: str = Field(min_length=1, max_length=200, pattern=IDENTIFIER_PATTERN)
+    identifier: str = Field(min_length=1, max_length=200, pattern=IDENTIFIER_PATTERN)
+    sent: AwareDatetime
 
 
 class Order(pydantic.BaseModel):
@@ -110,12 +155,25 @@ class Order(pydantic.BaseModel):
     status: Literal["actual", "exercise", "system", "test", "draft"] = Field(
         description="CAP status: who the alert is for.", examples=["actual"]
     )
-    msg_type: Literal["alert"] = Field("alert", description="CAP msgType; only new alerts for now.")
-    event: str = Field(min_length=1, max_length=200, description="What happens.", examples=["Inondation"])
-    urgency: Literal["Immediate", "Expected", "Future", "Past", "Unknown"] = Field(description="CAP urgency.")
-    severity: Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"] = Field(description="CAP severity.")
-    certainty: Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"] = Field(
-        description="CAP certainty."
+    msg_type: Literal["alert", "update", "cancel"] = Field(
+        "alert",
+        description="CAP msgType. `update` replaces the referenced alerts: its text reaches everyone they "
+        "reached or were reaching, and anyone in its own area. `cancel` stops them and tells those already "
+        "reached (template `all_clear` unless the order gives its own); it may leave out `event`, `urgency`, "
+        "`severity`, `certainty`, `area` and `channels`, which then come from the first referenced alert.",
+    )
+    references: list[Reference] = Field(
+        default_factory=list, max_length=20, description="The alerts an update or a cancel replaces or stops."
+    )
+    event: str | None = Field(None, min_length=1, max_length=200, description="What happens.", examples=["Inondation"])
+    urgency: Literal["Immediate", "Expected", "Future", "Past", "Unknown"] | None = Field(
+        None, description="CAP urgency."
+    )
+    severity: Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"] | None = Field(
+        None, description="CAP severity."
+    )
+    certainty: Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"] | None = Field(
+        None, description="CAP certainty."
     )
     expires: AwareDatetime | None = Field(
         None,
@@ -123,8 +181,9 @@ class Order(pydantic.BaseModel):
         "An ISO 8601 time with its offset, in the future.",
         examples=["2030-01-01T18:00:00+01:00"],
     )
-    area: Area
-    channels: list[Literal["sms", "push", "siren"]] = Field(
+    area: Area | None = None
+    channels: list[Literal["sms", "push", "siren"]] | None = Field(
+        None,
         min_length=1,
         max_length=3,
         json_schema_extra={"uniqueItems": True},
@@ -162,8 +221,8 @@ class Order(pydantic.BaseModel):
 
     @pydantic.field_validator("channels")
     @classmethod
-    def _unique(cls, channels: list[str]) -> list[str]:
-        if len(set(channels)) != len(channels):
+    def _unique(cls, channels: list[str] | None) -> list[str] | None:
+        if channels is not None and len(set(channels)) != len(channels):
             raise ValueError("each channel at most once")
         return channels
 
@@ -180,9 +239,31 @@ class Order(pydantic.BaseModel):
     def _template_or_texts(cls, texts: dict | None, info: pydantic.ValidationInfo) -> dict | None:
         if "template" not in info.data:  # the template itself was invalid: already reported
             return texts
-        if (texts is None) == (info.data["template"] is None):
+        if texts is not None and info.data["template"] is not None:
+            raise ValueError("give exactly one of template and texts")
+        if texts is None and info.data["template"] is None and info.data.get("msg_type") != "cancel":
             raise ValueError("give exactly one of template and texts")
         return texts
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self) -> Order:
+        """Only a cancel may leave out what it can take from the alert it stops."""
+        if self.msg_type != "alert" and not self.references:
+            raise _ValueAt("references", f"a {self.msg_type} names the alerts it replaces or stops")
+        if self.msg_type == "cancel":
+            return self
+        for name in ("event", "urgency", "severity", "certainty", "area", "channels"):
+            if getattr(self, name) is None:
+                raise _ValueAt(name, "Field required")
+        return self
+
+
+class _ValueAt(ValueError):
+    """A whole-order check's failure, located at `field` (pydantic locates it at the order)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Subscriber(pydantic.BaseModel):
@@ -201,6 +282,15 @@ class Subscriber(pydantic.BaseModel):
     )
     locale: Locale = Field("fr", examples=["fr", "en", "ar"])
     zones: list[LocalZone] = Field(min_length=1, max_length=500, examples=[["75056"]])
+    lat: Lat | None = Field(None, description="Where to be warned for (with `lon`): shapes target it.")
+    lon: Lon | None = None
+    exercise: bool = Field(False, description="Takes part in exercises (the only recipients of one).")
+
+    @pydantic.model_validator(mode="after")
+    def _located(self) -> Subscriber:
+        if (self.lat is None) != (self.lon is None):
+            raise _ValueAt("lat" if self.lat is None else "lon", "give both lat and lon, or neither")
+        return self
 
     @pydantic.field_validator("phone")
     @classmethod
@@ -269,7 +359,11 @@ def _validate(validate: Any, data: Any, **kwargs: Any) -> Any:
 
 def _problem(error: Any) -> dict[str, Any]:
     # A dict key's own error is located at "<key>.[key]": the key names the field well enough.
-    field = ".".join(str(part) for part in error["loc"] if part != "[key]") or None
+    loc = [str(part) for part in error["loc"] if part != "[key]"]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _ValueAt):
+        loc.append(cause.field)
+    field = ".".join(loc) or None
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif error["type"] == "string_pattern_mismatch":
@@ -322,28 +416,41 @@ def _e164(raw: str, region: str) -> str:
 # -- to the model ------------------------------------------------------------------------------
 
 
-def to_alert(order: Order, *, alert_id: str, sender: str, token_id: str, now: dt.datetime) -> model.Alert:
-    """The frozen alert an accepted order becomes."""
+def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.datetime) -> model.Alert:
+    """The frozen alert an accepted order becomes; its CAP sender is made from the cell's name."""
     return model.Alert(
         id=alert_id,
         identifier=order.identifier or alert_id,
-        sender=sender,
+        sender=model.cap_sender(cell),
+        cell=cell,
         sent=model.to_utc(now),
         status=model.Status(order.status),
-        msg_type=order.msg_type,
+        msg_type=model.MsgType(order.msg_type),
+        references=tuple(model.Reference(r.sender, r.identifier, r.sent) for r in order.references),
         event=order.event,
         urgency=order.urgency,
         severity=order.severity,
         certainty=order.certainty,
         expires=model.to_utc(order.expires),
-        area=model.Area(tuple(dict.fromkeys(order.area.zones)), order.area.description),
-        channels=tuple(model.Kind(c) for c in order.channels),
+        area=_area(order.area),
+        channels=tuple(model.Kind(c) for c in order.channels or ()),
         template=order.template,
         params=dict(order.params),
-        texts={locale: model.Text(t.headline, t.instruction) for locale, t in (order.texts or {}).items()},
+        texts={locale: model.Text(t.headline, t.instruction, t.description) for locale, t in (order.texts or {}).items()},
         locale=order.locale,
         topics=order.topics,
         token_id=token_id,
+    )
+
+
+def _area(area: Area | None) -> model.Area:
+    if area is None:  # a cancel that takes the area of the alert it stops
+        return model.Area()
+    return model.Area(
+        zones=tuple(dict.fromkeys(area.zones)),
+        description=area.description,
+        polygons=tuple(tuple(ring) for ring in area.polygons),
+        circles=tuple((c.lat, c.lon, c.radius_km) for c in area.circles),
     )
 
 
@@ -354,6 +461,9 @@ def _recipient(subscriber: Subscriber) -> model.Recipient:
         zones=tuple(dict.fromkeys(subscriber.zones)),
         phone=subscriber.phone,
         push_token=subscriber.push_token,
+        lat=subscriber.lat,
+        lon=subscriber.lon,
+        exercise=subscriber.exercise,
     )
 
 

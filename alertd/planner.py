@@ -8,11 +8,12 @@ and the store's uniqueness on (alert, channel, target, command) makes a replayed
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy
 import structlog
 
-from alertd import errors, model, store as store_mod
+from alertd import errors, geo, model, store as store_mod
 
 log = structlog.get_logger("alertd.planner")
 
@@ -33,6 +34,98 @@ def routes(alert: model.Alert, kinds: Mapping[str, model.Kind]) -> dict[model.Ki
     return {k: chosen[k] for k in alert.channels}
 
 
+def audience(alert: model.Alert, tests: Sequence[str]) -> model.Audience:
+    """Whom the alert's planning walks. Anything but a plain list of zones is written as the
+    alert's own targets first (`targets`); an exercise is narrowed to participants in every case."""
+    exercise = alert.status is model.Status.EXERCISE
+    if alert.msg_type is model.MsgType.CANCEL:
+        return model.Audience("nobody")  # it goes to whom the cancelled alerts reached: `plan_reached`
+    if alert.status in TO_TESTERS:
+        return model.Audience("targets" if tests else "nobody")
+    if model.NATIONAL in alert.area.zones:
+        return model.Audience("everyone", exercise_only=exercise)
+    if alert.area.shaped or alert.msg_type is model.MsgType.UPDATE:
+        return model.Audience("targets", exercise_only=exercise)
+    return model.Audience("zones", alert.area.zones, exercise_only=exercise)
+
+
+# CAP `test` and `system` messages are not for the public: only the configured test recipients.
+TO_TESTERS = frozenset({model.Status.TEST, model.Status.SYSTEM})
+
+
+# Siren commands by alert status: a test or an exercise must never sound the alert signal.
+SIREN_COMMAND = {
+    model.Status.ACTUAL: "activate",
+    model.Status.SYSTEM: "test",
+    model.Status.TEST: "test",
+    model.Status.EXERCISE: "silent_test",
+}
+
+
+def siren_command(alert: model.Alert) -> str | None:
+    """What the alert's sirens are told, or None when they are not to hear of it."""
+    if alert.msg_type is model.MsgType.CANCEL:
+        return None  # the stopped alerts' sirens get their `cancel`
+    return SIREN_COMMAND.get(alert.status, "test")
+
+
+def fixed(
+    alert: model.Alert, routes: Mapping[model.Kind, str], sirens: Iterable[model.Siren], tests: Sequence[str]
+) -> list[model.NewDelivery]:
+    """What an alert sends once, whoever subscribed: its sirens' command and its zone topics."""
+    planned = []
+    command = siren_command(alert)
+    if model.Kind.SIREN in routes and command:
+        chosen = _test_sirens(sirens, tests) if alert.status in TO_TESTERS else _sirens_in(alert.area, sirens)
+        planned += [
+            model.NewDelivery(alert.id, routes[model.Kind.SIREN], model.Kind.SIREN, s.id, s.id, "", command)
+            for s in chosen
+        ]
+    # A topic reaches every app subscribed to it: never for an exercise, a test or a cancel.
+    if alert.topics and model.Kind.PUSH in routes and alert.status is model.Status.ACTUAL:
+        planned += [
+            model.NewDelivery(
+                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z),
+                alert.locale or "", "topic",
+            )
+            for z in alert.area.zones
+        ]
+    return planned
+
+
+def _test_sirens(sirens: Iterable[model.Siren], tests: Sequence[str]) -> list[model.Siren]:
+    return [s for s in sirens if s.id in set(tests)]
+
+
+def _sirens_in(area: model.Area, sirens: Iterable[model.Siren]) -> list[model.Siren]:
+    shapes = geo.Shapes.of(area.polygons, area.circles) if area.shaped else None
+    return [
+        s for s in sirens
+        if any(model.zone_within(s.zone, zone) for zone in area.zones)
+        or (shapes is not None and s.lat is not None and shapes.contains_point(s.lat, s.lon))
+    ]
+
+
+async def target(store: store_mod.Store, alert: model.Alert, tests: Sequence[str]) -> None:
+    """Write the alert's own targets (for a `targets` audience): idempotent, so a planning that
+    resumes before its first chunk simply writes them again."""
+    if alert.status in TO_TESTERS:
+        await store.add_targets(alert.id, ids=tests)
+        return
+    inside: list[str] = []
+    if alert.area.shaped:
+        shapes = geo.Shapes.of(alert.area.polygons, alert.area.circles)
+        rows = await store.located(shapes.bounds())
+        if rows:
+            mask = shapes.contains(
+                numpy.fromiter((r["lat"] for r in rows), float, len(rows)),
+                numpy.fromiter((r["lon"] for r in rows), float, len(rows)),
+            )
+            inside = [r["id"] for r, hit in zip(rows, mask) if hit]
+    earlier = [r.alert_id for r in alert.references if r.alert_id] if alert.msg_type is model.MsgType.UPDATE else []
+    await store.add_targets(alert.id, ids=inside, zones=alert.area.zones, reached_by=earlier)
+
+
 async def plan(
     store: store_mod.Store,
     alert: model.Alert,
@@ -40,6 +133,7 @@ async def plan(
     *,
     chunk: int,
     clock: Callable[[], dt.datetime],
+    tests: Sequence[str] = (),
     on_chunk: Callable[[], None] = lambda: None,
 ) -> None:
     """Write every delivery of `alert`, resuming where an interrupted planning stopped, then mark
@@ -47,11 +141,35 @@ async def plan(
     after = await store.plan_cursor(alert.id)
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
+    earlier = [r.alert_id for r in alert.references if r.alert_id]
+    if after is None:
+        await _first(store, alert, route, earlier, tests, clock())
+    who = audience(alert, tests)
+    fixed_ = fixed(alert, route, await store.list_sirens(), tests) if after is None else ()
     while True:
-        after = await store.plan_chunk(alert, route, after, chunk, clock())
+        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), fixed_)
         on_chunk()
         if after is None:
             break
     # Only from `planning`: a cancel that landed meanwhile must stay a cancel.
     if await store.set_alert_state(alert.id, model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING):
         log.info("planned", alert_id=alert.id)
+
+
+async def _first(
+    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], earlier: Sequence[str],
+    tests: Sequence[str], now: dt.datetime,
+) -> None:
+    """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
+    and the alert's own targets. Each step is idempotent: a resumed planning does it again."""
+    if alert.msg_type is model.MsgType.UPDATE and earlier:
+        replaced = await store.replace(earlier, alert.id, now)
+        log.info("earlier alerts replaced", alert_id=alert.id, earlier=earlier, deliveries=replaced)
+    if alert.msg_type is model.MsgType.CANCEL and earlier:
+        for earlier_id in earlier:
+            await store.cancel_alert(earlier_id, now)
+            await store.plan_siren_cancel(earlier_id, now)
+        told = await store.plan_reached(alert.id, earlier, list(route), now)
+        log.info("earlier alerts cancelled", alert_id=alert.id, earlier=earlier, told=told)
+    if audience(alert, tests).walk == "targets":
+        await target(store, alert, tests)

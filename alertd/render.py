@@ -50,6 +50,11 @@ EXPIRES = {
 }
 EXPIRES_FALLBACK = "en"
 
+# Each locale's word for an exercise. Templates print it themselves (`lib.prefix`); the renderer
+# adds it to any exercise message that lacks it, so no template can let an exercise pass as real.
+EXERCISE = {"fr": "EXERCICE", "en": "EXERCISE", "es": "SIMULACRO", "ar": "تمرين"}
+EXERCISE_FALLBACK = "en"
+
 
 @dataclasses.dataclass(frozen=True)
 class Rendered:
@@ -236,7 +241,7 @@ class Renderer:
                                          template=alert.template)
         loc = self.resolve_locale(locale, alert.locale, name=alert.template, kind=kind)
         out = self._run(f"{loc}/{alert.template}.{kind}.j2", self._context(alert, loc))
-        return self._finish(out, loc, kind, field="params" if alert.params else "template")
+        return self._finish(_marked(alert, out, loc), loc, kind, field="params" if alert.params else "template")
 
     def _render_generic(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
         texts: dict[str, tuple[str, model.Text]] = {}
@@ -250,7 +255,8 @@ class Renderer:
         loc = laid_out[0] if laid_out else self.resolve_locale(locale, alert.locale, name=GENERIC, kind=kind)
         key, text = texts[laid_out[0] if laid_out else order[0]]
         context = self._context(alert, loc) | {"text": _text_vars(text)}
-        return self._finish(self._run(f"{loc}/{GENERIC}.{kind}.j2", context), loc, kind, f"texts.{key}")
+        out = self._run(f"{loc}/{GENERIC}.{kind}.j2", context)
+        return self._finish(_marked(alert, out, loc), loc, kind, f"texts.{key}")
 
     def _candidates(self, *wanted: str | None) -> list[str]:
         found: list[str] = []
@@ -269,7 +275,7 @@ class Renderer:
                 "certainty": alert.certainty,
                 "expires": format_expires(alert.expires, alert.sent, locale, self.tz),
                 "area": alert.area.description,
-                "sender": alert.sender,
+                "sender": alert.cell or alert.sender,
                 "status": alert.status.value,
                 "msg_type": alert.msg_type,
                 "identifier": alert.identifier,
@@ -346,4 +352,13 @@ def _tag(locale: str) -> str:
 
 def _text_vars(text: model.Text) -> dict[str, str]:
     instruction = "\n".join(" ".join(line.split()) for line in text.instruction.splitlines())
-    return {"headline": _one_line(text.headline), "instruction": instruction}
+    return {"headline": _one_line(text.headline), "instruction": instruction, "description": _one_line(text.description)}
+
+
+def _marked(alert: model.Alert, out: str, locale: str) -> str:
+    """An exercise's text with the locale's word for exercise first (its first line: the push title)."""
+    if alert.status is not model.Status.EXERCISE:
+        return out
+    word = EXERCISE.get(_tag(locale).split("-")[0], EXERCISE[EXERCISE_FALLBACK])
+    text = out.lstrip()
+    return text if text.startswith(word) else f"{word} - {text}"

@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from alertd import errors, model
+from alertd import errors, model, planner
 
 S = model.State
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -36,6 +36,12 @@ def make_alert(alert_id: str = "A1", zones=("75056",), **fields) -> model.Alert:
     return model.Alert(**(values | fields))
 
 
+async def chunk(store, alert, routes, after, limit, now):
+    """One planning chunk with what the planner decides around it: the audience, sirens, topics."""
+    fixed = planner.fixed(alert, routes, await store.list_sirens(), ()) if after is None else ()
+    return await store.plan_chunk(alert, routes, planner.audience(alert, ()), after, limit, now, fixed)
+
+
 def summary(deliveries) -> set[tuple]:
     return {(d.channel, d.target, d.address, d.locale, d.command) for d in deliveries}
 
@@ -55,9 +61,9 @@ class StoreContract:
 
     async def plan(self, store, alert, routes=ROUTES, limit=1000):
         await store.create_alert(alert, f"key-{alert.id}")
-        after = await store.plan_chunk(alert, routes, None, limit, NOW)
+        after = await chunk(store, alert, routes, None, limit, NOW)
         while after is not None:
-            after = await store.plan_chunk(alert, routes, after, limit, NOW)
+            after = await chunk(store, alert, routes, after, limit, NOW)
         return await store.deliveries(alert.id, limit=1000)
 
     async def planned(self, store, zones, routes=ROUTES, **fields):
@@ -142,7 +148,7 @@ class StoreContract:
     async def test_plan_twice_writes_nothing_new(self, store):
         alert = make_alert(zones=("75056", "69123"), topics=True)
         first = await self.seed(store, alert)
-        assert await store.plan_chunk(alert, ROUTES, None, 1000, LATER) == "b1"
+        assert await chunk(store, alert, ROUTES, None, 1000, LATER) == "b1"
         assert await store.deliveries(alert.id, limit=1000) == first
 
     async def test_plan_in_chunks_resumes_from_cursor(self, store):
@@ -150,10 +156,10 @@ class StoreContract:
         await self.seed(store)
         await store.create_alert(alert, "k")
         assert await store.plan_cursor(alert.id) is None
-        assert await store.plan_chunk(alert, ROUTES, None, 2, NOW) == "a2"
+        assert await chunk(store, alert, ROUTES, None, 2, NOW) == "a2"
         assert await store.plan_cursor(alert.id) == "a2"
-        assert await store.plan_chunk(alert, ROUTES, "a2", 2, NOW) == "c1"
-        assert await store.plan_chunk(alert, ROUTES, "c1", 2, NOW) is None
+        assert await chunk(store, alert, ROUTES, "a2", 2, NOW) == "c1"
+        assert await chunk(store, alert, ROUTES, "c1", 2, NOW) is None
         assert await store.plan_cursor(alert.id) == "c1"
         assert summary(await store.deliveries(alert.id, limit=1000)) == {
             ("sms", "a1", "+33600000001", "fr", "send"),
@@ -165,7 +171,7 @@ class StoreContract:
         }
         other = make_alert("A2", zones=("75056", "92"))
         await store.create_alert(other, "k2")
-        assert await store.plan_chunk(other, ROUTES, None, 3, NOW) == "c1"  # a1, a2, c1: a2 counted once
+        assert await chunk(store, other, ROUTES, None, 3, NOW) == "c1"  # a1, a2, c1: a2 counted once
 
     async def test_plan_first_chunk_adds_sirens_and_topics(self, store):
         assert await self.planned(store, ("75",), topics=True, locale="fr") == {
@@ -185,7 +191,7 @@ class StoreContract:
         alert = make_alert(zones=("*",), topics=True)
         await self.seed(store)
         await store.create_alert(alert, "k")
-        await store.plan_chunk(alert, ROUTES, "a0", 100, NOW)
+        await chunk(store, alert, ROUTES, "a0", 100, NOW)
         kinds = {d.kind for d in await store.deliveries(alert.id)}
         assert kinds == {model.Kind.SMS, model.Kind.PUSH}
 
@@ -198,9 +204,9 @@ class StoreContract:
         await self.seed(store)
         await store.create_alert(alert, "k")
         sms = {model.Kind.SMS: "sms"}
-        assert await store.plan_chunk(alert, sms, None, 2, NOW) == "a2"
+        assert await chunk(store, alert, sms, None, 2, NOW) == "a2"
         await store.cancel_alert(alert.id, NOW)
-        assert await store.plan_chunk(alert, sms, "a2", 2, NOW) is None
+        assert await chunk(store, alert, sms, "a2", 2, NOW) is None
         assert await store.unsettled() == 0  # nothing written after the cancel
         assert {d.target for d in await store.deliveries(alert.id)} == {"a1", "a2"}
         assert not await store.set_alert_state(alert.id, model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING)
@@ -441,3 +447,86 @@ class StoreContract:
         await self.claim_sent(store, "push")
         assert await store.deliveries("A1", channel="push", state=S.PENDING) == []
         assert len(await store.deliveries("A1", state=S.PENDING)) == 4
+
+    # -- shapes, exercises and the chain of alerts -----------------------------------------------
+    LOCATED = (
+        model.Recipient("g1", "fr", ("75056",), phone="+33600000011", lat=48.85, lon=2.35, exercise=True),
+        model.Recipient("g2", "fr", ("69123",), phone="+33600000012", lat=45.76, lon=4.83),
+        model.Recipient("g3", "en", ("75056",), phone="+33600000013", lat=48.86, lon=2.30),
+    )
+
+    async def test_located_recipients_roundtrip_and_box(self, store):
+        await store.upsert_recipients(self.LOCATED)
+        assert await store.get_recipient("g1") == self.LOCATED[0]
+        rows = await store.located((48.0, 2.0, 49.0, 3.0))
+        assert sorted((r["id"], r["lat"], r["lon"]) for r in rows) == [("g1", 48.85, 2.35), ("g3", 48.86, 2.30)]
+        assert await store.located((0.0, 0.0, 1.0, 1.0)) == []
+
+    async def test_sirens_keep_their_location(self, store):
+        await store.upsert_sirens([model.Siren("s-geo", "75056", "Tour", 48.85, 2.35)])
+        assert await store.list_sirens() == [model.Siren("s-geo", "75056", "Tour", 48.85, 2.35)]
+
+    async def test_targets_plan_each_recipient_once(self, store):
+        await self.seed(store)
+        await store.upsert_recipients(self.LOCATED)
+        alert = make_alert("T1", zones=("92012",), channels=(model.Kind.SMS,))
+        await store.create_alert(alert, "t1")
+        await store.add_targets("T1", ids=["g1", "g3", "c1"], zones=["92012"])
+        await store.add_targets("T1", ids=["g1"])  # again: nothing new
+        targets = model.Audience("targets")
+        assert await store.plan_chunk(alert, {model.Kind.SMS: "sms"}, targets, None, 2, NOW) == "c1"
+        assert await store.plan_chunk(alert, {model.Kind.SMS: "sms"}, targets, "c1", 2, NOW) == "g3"
+        assert await store.plan_chunk(alert, {model.Kind.SMS: "sms"}, targets, "g3", 2, NOW) is None
+        assert {d.target for d in await store.deliveries("T1")} == {"a2", "c1", "g1", "g3"}
+
+    async def test_an_exercise_reaches_participants_only_whatever_the_walk(self, store):
+        await self.seed(store)
+        await store.upsert_recipients(self.LOCATED)
+        for n, audience in enumerate([
+            model.Audience("everyone", exercise_only=True),
+            model.Audience("zones", ("75056",), exercise_only=True),
+            model.Audience("targets", exercise_only=True),
+        ]):
+            alert = make_alert(f"X{n}", status=model.Status.EXERCISE)
+            await store.create_alert(alert, f"x{n}")
+            await store.add_targets(alert.id, ids=["g1", "g2", "g3", "a1"])
+            await store.plan_chunk(alert, ROUTES, audience, None, 100, NOW)
+            assert {d.target for d in await store.deliveries(alert.id)} == {"g1"}, audience
+
+    async def test_plan_reached_copies_what_reached_someone(self, store):
+        await self.seed(store, make_alert(zones=("75056", "92012")))
+        sent = await self.claim_sent(store, "sms")  # a1, a2, c1 sent by SMS; push still pending
+        await store.create_alert(make_alert("C1", msg_type=model.MsgType.CANCEL), "c1")
+        assert await store.plan_reached("C1", ["A1"], [model.Kind.SMS, model.Kind.PUSH], LATER) == len(sent)
+        assert summary(await store.deliveries("C1")) == {
+            ("sms", d.target, d.address, d.locale, "send") for d in sent
+        }
+        assert await store.plan_reached("C1", ["A1"], [model.Kind.SMS], LATER) == 0  # once
+
+    async def test_replace_cancels_what_has_not_started(self, store):
+        await self.seed(store, make_alert(zones=("75056",)))
+        await self.claim_sent(store, "sms")
+        await store.create_alert(make_alert("U1", msg_type=model.MsgType.UPDATE), "u1")
+        assert await store.replace(["A1"], "U1", LATER) == 2  # a1's push and the siren activation
+        assert (await store.get_alert("A1")).state is model.AlertState.UPDATED
+        assert await store.claim("push", "i1", LATER, 10, LEASE) == []
+        await store.add_targets("U1", reached_by=["A1"])
+        await store.plan_chunk(make_alert("U1"), ROUTES, model.Audience("targets"), None, 100, LATER)
+        assert {d.target for d in await store.deliveries("U1")} == {"a1", "a2"}  # reached or was reaching
+
+    async def test_references_followed_both_ways(self, store):
+        first = make_alert("R1")
+        await store.create_alert(first, "r1", cap='{"identifier": "id-R1"}')
+        ref = model.Reference("cell-75", "id-R1", NOW, "R1")
+        await store.create_alert(make_alert("R2", msg_type=model.MsgType.UPDATE, references=(ref,)), "r2")
+        assert (await store.find_alert("cell-75", "id-R1")).id == "R1"
+        assert await store.find_alert("cell-69", "id-R1") is None
+        assert await store.referenced_by("R1") == ["R2"]
+        assert (await store.get_alert("R2")).references == (ref,)
+        assert await store.alert_cap("R1") == '{"identifier": "id-R1"}'
+        assert await store.alert_cap("R2") is None
+
+    async def test_expiry_marks_the_alert(self, store):
+        await self.seed(store, make_alert(expires=LATER))
+        assert await store.expire_due(LATER) == 4  # sms a1 a2, push a1, siren s-paris
+        assert (await store.get_alert("A1")).state is model.AlertState.EXPIRED

@@ -86,3 +86,26 @@ def test_the_demo_runs_the_whole_path_once():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "settled in" in out.stdout and "'sent'" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_token_create_with_a_drawn_boundary(tmp_path, capsys):
+    geojson = tmp_path / "paris.geojson"  # GeoJSON: longitude first
+    geojson.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+                       '[[[2.22, 48.80], [2.47, 48.80], [2.47, 48.92], [2.22, 48.92], [2.22, 48.80]]]}}')
+    assert cli.main(["token", "create", "--config", config_file(tmp_path), "--cell", "Préfecture de police",
+                     "--role", "issuer", "--zones", "75", "--boundary", str(geojson)]) == 0
+    _, secret_hash = auth.parse_bearer(f"Bearer {capsys.readouterr().out.strip()}")
+    token = with_store(tmp_path, lambda db: db.token_by_hash(secret_hash))
+    assert token.boundary == (((48.80, 2.22), (48.80, 2.47), (48.92, 2.47), (48.92, 2.22), (48.80, 2.22)),)
+
+
+async def test_send_takes_a_cap_document(daemon, tmp_path, capsys):
+    from tests import test_cap_api
+
+    path = tmp_path / "alert.xml"
+    path.write_bytes(test_cap_api.document())
+    token = daemon.headers["issuer"]["Authorization"].split()[1]
+    url = f"http://127.0.0.1:{daemon.client.port}"
+    assert await asyncio.to_thread(cli.main, ["send", "--url", url, "--token", token, str(path)]) == 0
+    answer = capsys.readouterr().out
+    assert '"identifier": "FR-75-0001"' in answer

@@ -81,11 +81,25 @@ def test_a_row_with_too_many_fields_is_refused():
     assert result.items == () and problems(result) == [(2, "row")]
 
 
-def test_sirens_with_ignored_coordinates():
-    data = "id,zone,label,lat,lon\ns1,75056,Hôtel de ville,48.85,2.35\ns2,2a004,,,\ns3,20,Corse?,,\n,75,,,\n"
+def test_sirens_with_coordinates():
+    data = ("id,zone,label,lat,lon\ns1,75056,Hôtel de ville,48.85,2.35\ns2,2a004,,,\ns3,20,Corse?,,\n,75,,,\n"
+            "s4,75056,,48.85,\ns5,75056,,\"48,86\",\"2,36\"\ns6,75056,,95,2\n")
     result = importing.read_sirens(io.StringIO(data))
-    assert result.items == (model.Siren("s1", "75056", "Hôtel de ville"), model.Siren("s2", "2A004", ""))
-    assert problems(result) == [(4, "zone"), (5, "id")]
+    assert result.items == (
+        model.Siren("s1", "75056", "Hôtel de ville", 48.85, 2.35), model.Siren("s2", "2A004", ""),
+        model.Siren("s5", "75056", "", 48.86, 2.36),
+    )
+    assert problems(result) == [(4, "zone"), (5, "id"), (6, "lon"), (8, "lat")]
+
+
+def test_subscribers_with_location_and_exercise_flag():
+    data = ("id,phone,zones,lat,lon,exercise\nc1,0612345678,75056,48.85,2.35,oui\nc2,0612345679,75056,,,\n"
+            "c3,0612345670,75056,48.85,,no\nc4,0612345671,75056,,,maybe\n")
+    result = importing.read_subscribers(io.StringIO(data))
+    assert [(r.id, r.lat, r.lon, r.exercise) for r in result.items] == [
+        ("c1", 48.85, 2.35, True), ("c2", None, None, False),
+    ]
+    assert problems(result) == [(4, "lon"), (5, "exercise")]
 
 
 def test_iterating_streams_rows_in_file_order():

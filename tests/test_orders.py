@@ -86,7 +86,10 @@ def test_schema_example_is_a_valid_order():
         ({"channels": []}, "channels"),
         ({"expires": "2030-06-01T11:59:00Z"}, "expires"),
         ({"expires": "2030-06-01T20:00:00"}, "expires"),
-        ({"area": {"zones": []}}, "area.zones"),
+        ({"area": {"zones": []}}, "area"),
+        ({"area": {"polygons": [[[48.85, 2.33], [48.86, 2.34], [48.85, 2.33]]]}}, "area.polygons.0"),
+        ({"area": {"polygons": [[[48.85, 200], [48.86, 2.34], [48.86, 2.33], [48.85, 200]]]}}, "area.polygons.0.0.1"),
+        ({"area": {"circles": [{"lat": 48.85, "lon": 2.35, "radius_km": -1}]}}, "area.circles.0.radius_km"),
         ({"area": {"zones": ["75056", "20"]}}, "area.zones.1"),
         ({"area": {"zones": ["7505"]}}, "area.zones.0"),
         ({"area": {"zones": ["97705"]}}, "area.zones.0"),
@@ -101,7 +104,10 @@ def test_schema_example_is_a_valid_order():
         ({"params": {"{{ evil }}": 1}}, "params.{{ evil }}"),
         ({"template": ..., "texts": {"french": {"headline": "x"}}}, "texts.french"),
         ({"template": ..., "texts": {"fr": {"headline": "x" * 201}}}, "texts.fr.headline"),
-        ({"msg_type": "cancel"}, "msg_type"),
+        ({"msg_type": "cancel"}, "references"),
+        ({"msg_type": "replace"}, "msg_type"),
+        ({"event": None}, "event"),
+        ({"references": [{"sender": "a b", "identifier": "x", "sent": "2030-01-01T00:00:00+01:00"}]}, "references.0.sender"),
     ],
 )
 def test_bad_order_names_the_field(changes, field):
@@ -137,12 +143,13 @@ def test_malformed_or_non_object_body_is_a_bad_request(body):
 def test_to_alert_builds_the_frozen_alert():
     alert = orders.to_alert(
         parse(order(area={"zones": ["75056", "75056", "2A004"]}, topics=True)),
-        alert_id="a1", sender="prefecture-75", token_id="t1", now=NOW,
+        alert_id="a1", cell="Préfecture de Paris", token_id="t1", now=NOW,
     )
     assert alert == model.Alert(
         id="a1",
         identifier="a1",
-        sender="prefecture-75",
+        sender="prefecture-de-paris",
+        cell="Préfecture de Paris",
         sent=NOW,
         status=model.Status.ACTUAL,
         event="Inondation",
@@ -165,7 +172,7 @@ def test_to_alert_keeps_identifier_and_texts():
     parsed = parse(
         order(identifier="FR-75-0001", template=..., params=..., texts={"en": {"headline": "Flood"}}, locale="en")
     )
-    alert = orders.to_alert(parsed, alert_id="a2", sender="c", token_id="t", now=NOW)
+    alert = orders.to_alert(parsed, alert_id="a2", cell="c", token_id="t", now=NOW)
     assert alert.identifier == "FR-75-0001"
     assert alert.texts == {"en": model.Text("Flood", "")}
     assert alert.template is None and alert.locale == "en"
@@ -260,7 +267,7 @@ def test_openapi_document_is_valid_and_built_from_the_order_schema():
     order_schema = orders.schema("#/components/schemas/{model}")
     del order_schema["$defs"]
     assert schemas["Order"] == order_schema
-    assert schemas["Area"]["properties"]["zones"]["minItems"] == 1
+    assert {"zones", "polygons", "circles"} <= set(schemas["Area"]["properties"])
     body = doc["paths"]["/v1/alerts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/Order"}
     assert "Subscriber" in schemas
@@ -272,6 +279,7 @@ def test_openapi_lists_every_route_with_problem_details():
     assert set(doc["paths"]) == {
         "/v1/alerts", "/v1/alerts/{id}", "/v1/alerts/{id}/deliveries", "/v1/alerts/{id}/cancel",
         "/v1/preview", "/v1/subscribers", "/v1/receipts/twilio", "/v1/openapi.json", "/healthz", "/readyz",
+        "/v1/alerts/{id}/messages", "/v1/alerts/{id}.xml", "/v1/feed.atom",
     }
     post = doc["paths"]["/v1/alerts"]["post"]
     assert set(post["responses"]) == {"202", "400", "401", "403", "404", "422"}

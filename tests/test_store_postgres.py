@@ -37,7 +37,7 @@ async def test_planning_and_cancel_wake_listeners(pg_schema_url):
     await other.listen(heard.put_nowait)
     alert = store_contract.make_alert()
     await db.create_alert(alert, "k")
-    await db.plan_chunk(alert, {model.Kind.SMS: "sms"}, None, 10, store_contract.NOW)
+    await store_contract.chunk(db, alert, {model.Kind.SMS: "sms"}, None, 10, store_contract.NOW)
     assert await asyncio.wait_for(heard.get(), 5) == "sms"
     await db.cancel_alert(alert.id, store_contract.NOW)
     assert await asyncio.wait_for(heard.get(), 5) == alert.id

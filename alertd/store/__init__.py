@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from alertd import errors, model
+from alertd.store import progress
 
 
 class Store(Protocol):
@@ -61,9 +62,22 @@ class Store(Protocol):
     async def list_sirens(self) -> list[model.Siren]: ...
 
     # -- alerts ----------------------------------------------------------------------------------
-    async def create_alert(self, alert: model.Alert, idempotency_key: str) -> tuple[model.Alert, bool]:
+    async def create_alert(
+        self, alert: model.Alert, idempotency_key: str, cap: str | None = None
+    ) -> tuple[model.Alert, bool]:
         """Commit a new alert (state `planning`), or return the alert already stored under
-        (alert.sender, idempotency_key). The bool is True when this call created it."""
+        (alert.sender, idempotency_key). The bool is True when this call created it. Its resolved
+        references (`alert_id` set) become links `referenced_by` follows back; `cap` is the CAP
+        document (JSON) it came as, if any."""
+
+    async def find_alert(self, sender: str, identifier: str) -> model.Alert | None:
+        """The latest alert of `sender` with that CAP identifier."""
+
+    async def referenced_by(self, alert_id: str) -> list[str]:
+        """The ids of the later alerts that reference this one, oldest first."""
+
+    async def alert_cap(self, alert_id: str) -> str | None:
+        """The CAP document an alert came as (None for a JSON order)."""
 
     async def get_alert(self, alert_id: str) -> model.Alert:
         """Raise `errors.NotFound` when absent."""
@@ -81,26 +95,44 @@ class Store(Protocol):
         `errors.NotFound` when the alert does not exist."""
 
     # -- planning --------------------------------------------------------------------------------
+    async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
+        """`id`, `lat`, `lon` of the located recipients in the box (min_lat, min_lon, max_lat, max_lon)."""
+
+    async def add_targets(
+        self, alert_id: str, ids: Sequence[str] = (), zones: Sequence[str] = (), reached_by: Sequence[str] = ()
+    ) -> None:
+        """Add to the alert's own targets, each once: recipients by id, the members of zones, and the
+        recipients that the alerts `reached_by` reached or were reaching (not failed)."""
+
     async def plan_chunk(
         self,
         alert: model.Alert,
         routes: Mapping[model.Kind, str],
+        audience: model.Audience,
         after: str | None,
         limit: int,
         now: dt.datetime,
+        fixed: Sequence[model.NewDelivery] = (),
     ) -> str | None:
-        """Write the deliveries for up to `limit` recipients with id > `after` (all when `after` is
-        None: also the sirens' `activate` and, when `alert.topics`, the `zone-<code>` topics), in one
-        transaction with the alert's planning cursor. Returns the last recipient id written, or None
-        when no recipient is left. When the alert is no longer `planning` (it was cancelled), writes
-        nothing and returns None: the alert's state is read (and locked) in the same transaction, so
-        a cancel either waits for the chunk and cancels it, or stops it. `routes` maps each kind the
-        alert asks for to the configured channel name. A recipient is targeted when one of its zones
-        equals an alert zone or lies in it (`model.zone_within`). SMS needs a phone; push a live
-        token. Zone topic deliveries have command `topic` (address and target `model.topic(zone)`),
-        so the push channel tells a topic from a token by the command; the others `send` or
-        `activate`.
+        """Write the deliveries for up to `limit` recipients of `audience` with id > `after` (and,
+        when `after` is None, the `fixed` deliveries: sirens, topics), in one transaction with the
+        alert's planning cursor. Returns the last recipient id written, or None when no recipient is
+        left. When the alert is no longer `planning` (it was cancelled), writes nothing and returns
+        None: the alert's state is read (and locked) in the same transaction, so a cancel either
+        waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
+        to the configured channel name. A recipient is in zone audience when one of its zones equals
+        an audience zone or lies in it (`model.zone_within`). SMS needs a phone; push a live token.
         Deliveries start `pending` with `next_at = now`."""
+
+    async def plan_reached(
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime
+    ) -> int:
+        """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
+        (not sirens) that is sending, sent or delivered: same channel, address and command."""
+
+    async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
+        """Mark the `earlier` alerts `updated` (unless cancelled or drafts) and cancel their pending
+        deliveries (siren cancels excepted). Returns how many deliveries were replaced."""
 
     async def plan_cursor(self, alert_id: str) -> str | None:
         """Where an interrupted planning resumes (the last recipient id planned)."""
@@ -164,6 +196,18 @@ class Store(Protocol):
     # -- reading ---------------------------------------------------------------------------------
     async def counts(self, alert_id: str) -> dict[str, dict[str, int]]:
         """{channel: {state: n}} for the alert, every `model.State` present (zero when none)."""
+
+    # -- progress (alertd.store.progress) --------------------------------------------------------
+    async def record_progress(self, alert_id: str, state: str, counts: progress.Counts, at: dt.datetime) -> int:
+        """Append a progress row for the alert; its `seq` (increasing across alerts and instances)."""
+
+    async def progress(self, alert_id: str, after_seq: int = 0, limit: int = 1000) -> list[progress.Progress]:
+        """The alert's rows with seq > `after_seq`, in seq order."""
+
+    async def last_progress(self, alert_id: str) -> progress.Progress | None: ...
+
+    async def last_siren_deliveries(self) -> dict[str, model.Delivery]:
+        """Each siren's latest delivery (any alert, any command), by siren id."""
 
     async def deliveries(
         self,

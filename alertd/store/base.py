@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import errors, model
-from alertd.store import sql
+from alertd.store import progress, sql
 
 
 def no_alert(alert_id: str) -> errors.NotFound:
     return errors.NotFound(f"no alert {alert_id!r}", resource="alert", id=alert_id)
 
 
-class SQLStore:
+class SQLStore(progress.ProgressStore):
     """Every `Store` method, over `sql.Conn`s from the driver subclass (`_tx`, `_conn`)."""
 
     dialect: sql.Dialect
@@ -64,10 +64,11 @@ class SQLStore:
     # -- tokens ------------------------------------------------------------------------------------
     async def add_token(self, token: model.Token) -> None:
         await self._execute(
-            "INSERT INTO tokens (id, cell, role, zones, secret_hash, created_at, revoked)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tokens (id, cell, role, zones, secret_hash, created_at, revoked, boundary)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             token.id, token.cell, token.role.value, json.dumps(list(token.zones)), token.secret_hash,
             self._t(token.created_at), token.revoked,
+            json.dumps([[list(p) for p in ring] for ring in token.boundary]) if token.boundary else None,
         )
 
     async def token_by_hash(self, secret_hash: str) -> model.Token | None:
@@ -81,7 +82,8 @@ class SQLStore:
             return 0
         async with self._tx() as conn:
             await conn.executemany(sql.UPSERT_RECIPIENT, [
-                (r.id, r.phone, r.push_token, r.locale, json.dumps(list(r.zones))) for r in latest.values()
+                (r.id, r.phone, r.push_token, r.locale, json.dumps(list(r.zones)), r.lat, r.lon, r.exercise)
+                for r in latest.values()
             ])
             await conn.execute(
                 "DELETE FROM recipient_zones WHERE recipient_id IN (SELECT value FROM {each}($1))",
@@ -119,9 +121,9 @@ class SQLStore:
     async def upsert_sirens(self, sirens: Sequence[model.Siren]) -> int:
         async with self._tx() as conn:
             await conn.executemany(
-                "INSERT INTO sirens (id, zone, label) VALUES ($1, $2, $3) ON CONFLICT (id)"
-                " DO UPDATE SET zone = excluded.zone, label = excluded.label",
-                [(s.id, s.zone, s.label) for s in sirens],
+                "INSERT INTO sirens (id, zone, label, lat, lon) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id)"
+                " DO UPDATE SET zone = excluded.zone, label = excluded.label, lat = excluded.lat, lon = excluded.lon",
+                [(s.id, s.zone, s.label, s.lat, s.lon) for s in sirens],
             )
         return len(sirens)
 
@@ -134,14 +136,20 @@ class SQLStore:
         return [model.Siren.from_row(r) for r in await conn.fetch("SELECT * FROM sirens ORDER BY id")]
 
     # -- alerts ------------------------------------------------------------------------------------
-    async def create_alert(self, alert: model.Alert, idempotency_key: str) -> tuple[model.Alert, bool]:
+    async def create_alert(
+        self, alert: model.Alert, idempotency_key: str, cap: str | None = None
+    ) -> tuple[model.Alert, bool]:
         async with self._tx() as conn:
             created = await conn.execute(
                 sql.INSERT_ALERT, alert.id, alert.sender, alert.identifier, idempotency_key, alert.state.value,
                 alert.token_id, json.dumps(alert.to_json()), self._t(model.utcnow()),
-                self._t(alert.expires), self._t(alert.cancelled_at),
+                self._t(alert.expires), self._t(alert.cancelled_at), cap,
             )
             if created:
+                await conn.executemany(
+                    "INSERT INTO alert_refs (alert_id, ref_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    [(alert.id, r.alert_id) for r in alert.references if r.alert_id],
+                )
                 return alert, True
             rows = await conn.fetch(
                 "SELECT * FROM alerts WHERE sender = $1 AND idempotency_key = $2", alert.sender, idempotency_key
@@ -153,6 +161,25 @@ class SQLStore:
         if not rows:
             raise no_alert(alert_id)
         return sql.alert_from_row(rows[0])
+
+    async def find_alert(self, sender: str, identifier: str) -> model.Alert | None:
+        rows = await self._fetch(
+            "SELECT * FROM alerts WHERE sender = $1 AND identifier = $2 ORDER BY seq DESC LIMIT 1", sender, identifier
+        )
+        return sql.alert_from_row(rows[0]) if rows else None
+
+    async def referenced_by(self, alert_id: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT r.alert_id FROM alert_refs r JOIN alerts a ON a.id = r.alert_id WHERE r.ref_id = $1"
+            " ORDER BY a.seq", alert_id,
+        )
+        return [r["alert_id"] for r in rows]
+
+    async def alert_cap(self, alert_id: str) -> str | None:
+        rows = await self._fetch("SELECT cap FROM alerts WHERE id = $1", alert_id)
+        if not rows:
+            raise no_alert(alert_id)
+        return rows[0]["cap"]
 
     async def list_alerts(self, limit: int = 50, before: str | None = None) -> list[model.Alert]:
         if before is None:
@@ -184,13 +211,32 @@ class SQLStore:
         return changed > 0
 
     # -- planning ----------------------------------------------------------------------------------
+    async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
+        min_lat, min_lon, max_lat, max_lon = box
+        return await self._fetch(
+            "SELECT id, lat, lon FROM recipients WHERE lat IS NOT NULL AND lat BETWEEN $1 AND $3"
+            " AND lon BETWEEN $2 AND $4", min_lat, min_lon, max_lat, max_lon,
+        )
+
+    async def add_targets(
+        self, alert_id: str, ids: Sequence[str] = (), zones: Sequence[str] = (), reached_by: Sequence[str] = ()
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.executemany(sql.TARGET_IDS, [(alert_id, i) for i in ids])
+            if zones:
+                await conn.execute(sql.TARGET_ZONES, alert_id, json.dumps(list(zones)))
+            if reached_by:
+                await conn.execute(sql.TARGET_REACHED, alert_id, json.dumps(list(reached_by)))
+
     async def plan_chunk(
         self,
         alert: model.Alert,
         routes: Mapping[model.Kind, str],
+        audience: model.Audience,
         after: str | None,
         limit: int,
         now: dt.datetime,
+        fixed: Sequence[model.NewDelivery] = (),
     ) -> str | None:
         async with self._tx() as conn:
             # Locked until commit: a cancel waits for this chunk, then cancels what it wrote.
@@ -200,41 +246,77 @@ class SQLStore:
             if rows[0]["state"] != model.AlertState.PLANNING:
                 return None  # cancelled meanwhile: planning more would undo the cancel
             if after is None:
-                fixed = sql.fixed_deliveries(alert, routes, await self._sirens(conn))
                 await conn.executemany(sql.INSERT_DELIVERY, [
                     (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now))
                     for d in fixed
                 ])
-            last = await self._plan_recipients(conn, alert, routes, after or "", limit, now)
+            last = await self._plan_recipients(conn, alert.id, routes, audience, after or "", limit, now)
             for channel in sorted(set(routes.values())):
                 await self._notify(conn, channel)
         return last
 
     async def _plan_recipients(
-        self, conn: sql.Conn, alert: model.Alert, routes: Mapping[model.Kind, str], after: str, limit: int,
-        now: dt.datetime,
+        self, conn: sql.Conn, alert_id: str, routes: Mapping[model.Kind, str], audience: model.Audience,
+        after: str, limit: int, now: dt.datetime,
     ) -> str | None:
-        everyone = model.NATIONAL in alert.area.zones
-        last = await self._chunk_end(conn, alert.area.zones, everyone, after, limit)
+        last = await self._chunk_end(conn, alert_id, audience, after, limit)
         if last is None:
             return None
-        audience = sql.EVERYONE if everyone else sql.IN_ZONES
-        zones = () if everyone else (json.dumps(list(alert.area.zones)),)
+        source, extra = {
+            "everyone": (sql.EVERYONE, ()),
+            "zones": (sql.IN_ZONES, (json.dumps(list(audience.zones)),)),
+            "targets": (sql.IN_TARGETS, ()),
+        }[audience.walk]
+        if audience.exercise_only:
+            source += sql.EXERCISE_ONLY
         for kind in (k for k in sql.PLAN if k in routes):
-            select = sql.PLAN[kind].replace("{audience}", audience)
+            select = sql.PLAN[kind].replace("{audience}", source)
             await conn.execute(
-                sql.INSERT_PLANNED.replace("{select}", select),
-                alert.id, routes[kind], self._t(now), after, last, *zones,
+                sql.INSERT_PLANNED.replace("{select}", select), alert_id, routes[kind], self._t(now), after, last, *extra,
             )
-        await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert.id, last)
+        await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert_id, last)
         return last
 
     @staticmethod
-    async def _chunk_end(conn: sql.Conn, zones: Sequence[str], everyone: bool, after: str, limit: int) -> str | None:
-        if everyone:
+    async def _chunk_end(
+        conn: sql.Conn, alert_id: str, audience: model.Audience, after: str, limit: int
+    ) -> str | None:
+        if audience.walk == "nobody":
+            return None
+        if audience.walk == "everyone":
             return (await conn.fetch(sql.CHUNK_END_EVERYONE, after, limit))[0]["last"]
-        codes = sorted(set(zones))
+        if audience.walk == "targets":
+            return (await conn.fetch(sql.CHUNK_END_TARGETS, alert_id, after, limit))[0]["last"]
+        codes = sorted(set(audience.zones))
         return sql.chunk_end([[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes], limit)
+
+    async def plan_reached(
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime
+    ) -> int:
+        async with self._tx() as conn:
+            added = await conn.execute(
+                sql.PLAN_REACHED, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
+            )
+            for channel in await conn.fetch("SELECT DISTINCT channel FROM deliveries WHERE alert_id = $1", alert_id):
+                await self._notify(conn, channel["channel"])
+        return added
+
+    async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
+        """Mark the alerts an update replaces, and cancel their deliveries that have not started."""
+        ids = json.dumps(list(earlier))
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE alerts SET state = 'updated' WHERE id IN (SELECT value FROM {each}($1))"
+                " AND state NOT IN ('cancelled', 'draft')", ids,
+            )
+            replaced = await conn.execute(
+                "UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $3"
+                " WHERE alert_id IN (SELECT value FROM {each}($1)) AND state = 'pending' AND command <> 'cancel'",
+                ids, f"replaced by {by}", self._t(now),
+            )
+            for alert_id in earlier:
+                await self._notify(conn, alert_id)
+        return replaced
 
     async def plan_cursor(self, alert_id: str) -> str | None:
         rows = await self._fetch("SELECT plan_cursor FROM alerts WHERE id = $1", alert_id)
@@ -331,12 +413,18 @@ class SQLStore:
         return cancelled
 
     async def expire_due(self, now: dt.datetime) -> int:
-        # A siren's `cancel` outlives its alert: a siren must never be left sounding.
-        return await self._execute(
-            "UPDATE deliveries SET state = 'expired', updated_at = $1 WHERE state = 'pending'"
-            " AND command <> 'cancel' AND alert_id IN (SELECT id FROM alerts WHERE expires <= $1)",
-            self._t(now),
-        )
+        async with self._tx() as conn:
+            # A siren's `cancel` outlives its alert: a siren must never be left sounding.
+            expired = await conn.execute(
+                "UPDATE deliveries SET state = 'expired', updated_at = $1 WHERE state = 'pending'"
+                " AND command <> 'cancel' AND alert_id IN (SELECT id FROM alerts WHERE expires <= $1)",
+                self._t(now),
+            )
+            await conn.execute(
+                "UPDATE alerts SET state = 'expired' WHERE expires <= $1"
+                " AND state IN ('planning', 'active', 'completed')", self._t(now),
+            )
+        return expired
 
     async def complete_settled(self) -> list[str]:
         rows = await self._fetch(

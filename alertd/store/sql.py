@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from alertd import model
+from alertd.store import progress
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
+STOPPED = "('cancelled', 'updated', 'expired')"  # alerts whose pending deliveries never go
 
 SCHEMA_VERSION = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY, applied_at {time} NOT NULL)"""
@@ -55,6 +57,26 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         """CREATE TABLE early_receipts (provider_id TEXT PRIMARY KEY, state TEXT NOT NULL, error TEXT,
             at {time} NOT NULL)""",
     )),
+    progress.MIGRATION,
+    (4, (
+        "ALTER TABLE recipients ADD COLUMN lat DOUBLE PRECISION",
+        "ALTER TABLE recipients ADD COLUMN lon DOUBLE PRECISION",
+        "ALTER TABLE recipients ADD COLUMN exercise BOOLEAN NOT NULL DEFAULT FALSE",
+        "CREATE INDEX recipients_location ON recipients (lat, lon) WHERE lat IS NOT NULL",
+        "ALTER TABLE sirens ADD COLUMN lat DOUBLE PRECISION",
+        "ALTER TABLE sirens ADD COLUMN lon DOUBLE PRECISION",
+        "ALTER TABLE tokens ADD COLUMN boundary TEXT",
+        "ALTER TABLE alerts ADD COLUMN cap TEXT",  # the CAP document it came as, kept to give it back
+        "CREATE INDEX alerts_identifier ON alerts (sender, identifier)",
+        # The chain of CAP references, readable both ways.
+        """CREATE TABLE alert_refs (alert_id TEXT NOT NULL REFERENCES alerts (id),
+            ref_id TEXT NOT NULL REFERENCES alerts (id), PRIMARY KEY (alert_id, ref_id))""",
+        "CREATE INDEX alert_refs_ref ON alert_refs (ref_id)",
+        # The recipients of an alert whose audience is not a plain list of zones (shapes, updates,
+        # tests), written once before its planning, which walks them in id order like zone members.
+        """CREATE TABLE alert_targets (alert_id TEXT NOT NULL, recipient_id {key} NOT NULL,
+            PRIMARY KEY (alert_id, recipient_id))""",
+    )),
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
@@ -63,12 +85,30 @@ DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, s
 EVERYONE = "FROM recipients r WHERE r.id > $4 AND r.id <= $5"
 IN_ZONES = """FROM recipient_zones rz JOIN recipients r ON r.id = rz.recipient_id
     WHERE rz.zone IN (SELECT value FROM {each}($6)) AND rz.recipient_id > $4 AND rz.recipient_id <= $5"""
+IN_TARGETS = """FROM alert_targets t JOIN recipients r ON r.id = t.recipient_id
+    WHERE t.alert_id = $1 AND t.recipient_id > $4 AND t.recipient_id <= $5"""
+EXERCISE_ONLY = " AND r.exercise"  # the one gate between an exercise and the public: every plan passes it
 PLAN = {
     model.Kind.SMS: "SELECT $1, $2, 'sms', r.id, r.phone, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.phone IS NOT NULL",
     model.Kind.PUSH: "SELECT $1, $2, 'push', r.id, r.push_token, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
 }
+CHUNK_END_TARGETS = """SELECT max(recipient_id) AS last FROM (SELECT recipient_id FROM alert_targets
+    WHERE alert_id = $1 AND recipient_id > $2 ORDER BY recipient_id LIMIT $3) c"""
+TARGET_IDS = "INSERT INTO alert_targets (alert_id, recipient_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+TARGET_ZONES = """INSERT INTO alert_targets (alert_id, recipient_id) SELECT DISTINCT $1, recipient_id
+    FROM recipient_zones WHERE zone IN (SELECT value FROM {each}($2)) ON CONFLICT DO NOTHING"""
+# Everyone an earlier alert reached or was reaching: an update's text goes to them too.
+TARGET_REACHED = """INSERT INTO alert_targets (alert_id, recipient_id) SELECT DISTINCT $1, target
+    FROM deliveries WHERE alert_id IN (SELECT value FROM {each}($2)) AND kind <> 'siren' AND command = 'send'
+    AND state <> 'failed' AND target IN (SELECT id FROM recipients) ON CONFLICT DO NOTHING"""
+# A cancel's own message goes over the very channel and address that reached each recipient.
+PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
+    SELECT $1, channel, kind, target, address, locale, command, 'pending', 0, CAST($3 AS {{time}}),
+    CAST($3 AS {{time}}) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
+    AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
+    AND state IN ('sending', 'sent', 'delivered') ON CONFLICT DO NOTHING"""
 INSERT_PLANNED = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) {{select}} ON CONFLICT DO NOTHING"
 INSERT_DELIVERY = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) ON CONFLICT DO NOTHING"""
@@ -76,16 +116,17 @@ CHUNK_END_EVERYONE = "SELECT max(id) AS last FROM (SELECT id FROM recipients WHE
 # One zone at a time, so each read walks the (zone, recipient_id) index in order and stops at $3.
 CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $1 AND recipient_id > $2
     ORDER BY recipient_id LIMIT $3"""
+# A siren whose activation never started (cancelled, expired) has nothing to stop.
 SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
     CAST($2 AS {{time}}) FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
-    ON CONFLICT DO NOTHING"""
+    AND state NOT IN ('cancelled', 'expired') ON CONFLICT DO NOTHING"""
 # A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
     AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""
 # A pending delivery that may go once due. Not for a cancelled alert, unless it stops a siren.
 CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND (d.command = 'cancel'
-    OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state = 'cancelled'))"""
+    OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
 LAPSED = "d.state = 'sending' AND d.lease_until <= $2"
@@ -100,9 +141,9 @@ CLAIM = f"""WITH picked AS (
 UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2
 WHERE id IN (SELECT id FROM picked) RETURNING *"""
 # A retry of a delivery whose alert was cancelled meanwhile is cancelled instead: nothing would claim it.
-RECORD = """UPDATE deliveries SET
+RECORD = f"""UPDATE deliveries SET
     state = CASE WHEN $2 = 'pending' AND command <> 'cancel' AND EXISTS (SELECT 1 FROM alerts a
-        WHERE a.id = deliveries.alert_id AND a.state = 'cancelled') THEN 'cancelled' ELSE $2 END,
+        WHERE a.id = deliveries.alert_id AND a.state IN {STOPPED}) THEN 'cancelled' ELSE $2 END,
     next_at = COALESCE($3, next_at), last_error = COALESCE($4, last_error),
     provider_id = COALESCE($5, provider_id), lease_until = NULL, owner = NULL, updated_at = $6
 WHERE id = $1 AND state = 'sending'"""
@@ -114,9 +155,9 @@ RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_er
 # The one backward move: the provider accepted the message, then could not deliver it for a reason
 # that may pass (handset switched off). The provider id goes: a late copy of that receipt must not
 # fail the retry.
-REQUEUE = """UPDATE deliveries SET state = 'pending', next_at = $3, provider_id = NULL, last_error = $4,
+REQUEUE = f"""UPDATE deliveries SET state = 'pending', next_at = $3, provider_id = NULL, last_error = $4,
     updated_at = $5 WHERE id = $1 AND provider_id = $2 AND state = 'sent'
-    AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = deliveries.alert_id AND a.state = 'cancelled')"""
+    AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = deliveries.alert_id AND a.state IN {STOPPED})"""
 # Keep the receipt of higher rank when one is already waiting for that provider id.
 EARLY_RECEIPT = """INSERT INTO early_receipts (provider_id, state, error, at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (provider_id) DO UPDATE SET state = excluded.state, error = excluded.error, at = excluded.at
@@ -125,11 +166,12 @@ EARLY_FOR = "SELECT * FROM early_receipts WHERE provider_id IN (SELECT value FRO
 # Only the receipts whose delivery now carries their provider id are done with.
 EARLY_DONE = """DELETE FROM early_receipts WHERE provider_id IN (SELECT value FROM {each}($1))
     AND EXISTS (SELECT 1 FROM deliveries d WHERE d.provider_id = early_receipts.provider_id)"""
-UPSERT_RECIPIENT = """INSERT INTO recipients (id, phone, push_token, push_token_dead, locale, zones)
-    VALUES ($1, $2, $3, FALSE, $4, $5) ON CONFLICT (id) DO UPDATE SET phone = excluded.phone,
-    push_token = excluded.push_token, push_token_dead = FALSE, locale = excluded.locale, zones = excluded.zones"""
+UPSERT_RECIPIENT = """INSERT INTO recipients (id, phone, push_token, push_token_dead, locale, zones, lat, lon,
+    exercise) VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET phone = excluded.phone,
+    push_token = excluded.push_token, push_token_dead = FALSE, locale = excluded.locale, zones = excluded.zones,
+    lat = excluded.lat, lon = excluded.lon, exercise = excluded.exercise"""
 INSERT_ALERT = """INSERT INTO alerts (id, sender, identifier, idempotency_key, state, token_id, data,
-    created_at, expires, cancelled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    created_at, expires, cancelled_at, cap) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
     ON CONFLICT (sender, idempotency_key) DO NOTHING"""
 
 
@@ -183,28 +225,6 @@ def receipt_sources(state: model.State) -> list[str]:
 def zone_rows(owner_id: str, zones: Iterable[str]) -> set[tuple[str, str]]:
     """(code, owner) for every code covering one of the zones."""
     return {(code, owner_id) for zone in zones for code in model.covering(zone)}
-
-
-def fixed_deliveries(
-    alert: model.Alert, routes: Mapping[model.Kind, str], sirens: Iterable[model.Siren]
-) -> list[model.NewDelivery]:
-    """What an alert sends once, whoever subscribed: its sirens' activation and its zone topics."""
-    planned = []
-    if model.Kind.SIREN in routes:
-        planned += [
-            model.NewDelivery(alert.id, routes[model.Kind.SIREN], model.Kind.SIREN, s.id, s.id, "", "activate")
-            for s in sirens
-            if any(model.zone_within(s.zone, zone) for zone in alert.area.zones)
-        ]
-    if alert.topics and model.Kind.PUSH in routes:
-        planned += [
-            model.NewDelivery(
-                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z),
-                alert.locale or "", "topic",
-            )
-            for z in alert.area.zones
-        ]
-    return planned
 
 
 def chunk_end(id_lists: Iterable[Sequence[str]], limit: int) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from alertd import auth, dispatcher as dispatcher_mod, errors, model, render, store as store_mod
+from alertd import auth, dispatcher as dispatcher_mod, errors, model, progress, render, store as store_mod
 
 log = structlog.get_logger("alertd.web")
 
@@ -31,6 +31,7 @@ DISPATCHER: web.AppKey[dispatcher_mod.Dispatcher] = web.AppKey("dispatcher")
 RENDERER: web.AppKey[render.Renderer] = web.AppKey("renderer")
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
+RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -52,7 +53,7 @@ async def problems(request: web.Request, handler):
         return problem(
             exc.status, exc.type, title, exc.message if exc.message != title else None,
             field=getattr(exc, "field", None), errors=getattr(exc, "errors", None),
-            outside=getattr(exc, "outside", None),
+            outside=getattr(exc, "outside", None), outside_area=getattr(exc, "outside_area", None),
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -75,6 +76,10 @@ def now(request: web.Request) -> dt.datetime:
 
 
 def routes() -> list[web.AbstractRouteDef]:
-    from alertd.web import alerts, meta, receipts, subscribers
+    from alertd.web import alerts, cap, console, events, meta, receipts, sirens, subscribers
 
-    return [*alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes]
+    return [
+        *cap.routes,  # before alerts: `/v1/alerts/{id}.xml` would match `/v1/alerts/{id}`
+        *alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
+        *console.routes,
+    ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 
 import structlog
 from aiohttp import web
 
-from alertd import auth, errors, model, orders, planner, render, web as web_mod
+from alertd import auth, cap, cap_alert, errors, lifecycle, model, orders, planner, render, web as web_mod
 
 log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
@@ -16,16 +17,62 @@ routes = web.RouteTableDef()
 MAX_PAGE = 1000
 
 
-async def _order(request: web.Request, token: model.Token) -> tuple[model.Alert, list[render.Rendered]]:
-    """Parse, authorise and check an order, rendering every message it needs; nothing is stored."""
+CAP_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """An order that passed every check, with every message it needs rendered; nothing stored yet."""
+
+    alert: model.Alert
+    rendered: list[render.Rendered]
+    cap: str | None = None  # the CAP document it came as (JSON), kept to give it back as sent
+
+
+async def _order(request: web.Request, token: model.Token) -> Checked:
+    """Parse (JSON or CAP 1.2), authorise and check an order, rendering every message it needs."""
     now = web_mod.now(request)
-    order = orders.parse(await request.read(), now)
-    alert = orders.to_alert(
-        order, alert_id=uuid.uuid4().hex, sender=token.cell, token_id=token.id, now=now
-    )
-    auth.check_jurisdiction(token, list(alert.area.zones))
+    body = await request.read()
+    new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=now)
+    kept = None
+    if request.content_type in CAP_TYPES:
+        doc = cap.parse(body)
+        configured = set(request.app[web_mod.DISPATCHER].kinds().values())
+        kinds = [k for k in model.Kind if k in configured]
+        alert = cap_alert.to_alert(doc, kinds=kinds, **new)
+        kept = json.dumps(doc.to_json())
+    else:
+        alert = orders.to_alert(orders.parse(body, now), **new)
+    alert = await _chain(request, token, alert)
+    auth.check_area(token, alert.area)
     planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
-    return alert, render.check_order(request.app[web_mod.RENDERER], alert)
+    return Checked(alert, render.check_order(request.app[web_mod.RENDERER], alert), kept)
+
+
+async def _chain(request: web.Request, token: model.Token, alert: model.Alert) -> model.Alert:
+    """Bind the alert's references to the stored alerts (only those the caller may see)."""
+    if not alert.references:
+        return alert
+    store = request.app[web_mod.STORE]
+    found = [await store.find_alert(r.sender, r.identifier) for r in alert.references]
+    found = [a if a is not None and _visible(token, a) else None for a in found]
+    alert = lifecycle.resolve(alert, found)
+    return lifecycle.complete(alert, [a for a in found if a is not None])
+
+
+async def _stop_earlier(request: web.Request, alert: model.Alert) -> None:
+    """No delivery of the alerts an update replaces or a cancel stops starts after the answer; a
+    cancel also stops them in the store and silences their sirens at once (its planning does it
+    again, idempotently, should this process die first)."""
+    dispatcher = request.app[web_mod.DISPATCHER]
+    store = request.app[web_mod.STORE]
+    now = web_mod.now(request)
+    for ref in alert.references:
+        dispatcher.cancel(ref.alert_id)
+        if alert.msg_type is model.MsgType.CANCEL:
+            await store.cancel_alert(ref.alert_id, now)
+            await store.plan_siren_cancel(ref.alert_id, now)
+    dispatcher.wake()
 
 
 def _summary(request: web.Request, alert: model.Alert) -> dict:
@@ -41,15 +88,18 @@ def _summary(request: web.Request, alert: model.Alert) -> dict:
 async def create(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    alert, _ = await _order(request, token)
+    checked = await _order(request, token)
+    alert = checked.alert
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
     key = request.headers.get("Idempotency-Key") or alert.identifier
-    stored, created = await request.app[web_mod.STORE].create_alert(alert, key)
+    stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap)
     if not created and _order_of(stored) != _order_of(alert):
         # Replaying the first alert for a different order would silently drop the second one.
         raise errors.IdempotencyKeyReused(field="Idempotency-Key", alert_id=stored.id)
     if created and stored.state is model.AlertState.PLANNING:
+        if stored.msg_type is not model.MsgType.ALERT:
+            await _stop_earlier(request, stored)
         request.app[web_mod.DISPATCHER].submit(stored)
     log.info("alert accepted" if created else "alert replayed", alert_id=stored.id, cell=token.cell)
     headers = {"Location": f"/v1/alerts/{stored.id}"}
@@ -65,8 +115,8 @@ def _order_of(alert: model.Alert) -> dict:
 
 
 def _visible(token: model.Token, alert: model.Alert) -> bool:
-    """A cell sees the alerts of its jurisdiction (their recipients are its citizens), no others."""
-    return not auth.outside(token, alert.area.zones)
+    """A cell sees its own alerts and those of its jurisdiction (their recipients are its citizens)."""
+    return alert.cell == token.cell or auth.covers(token, alert.area)
 
 
 async def _readable(request: web.Request) -> tuple[model.Token, model.Alert]:
@@ -94,7 +144,16 @@ async def show(request: web.Request) -> web.Response:
     for states in counts.values():
         for state, n in states.items():
             totals[state] = totals.get(state, 0) + n
-    return web.json_response(alert.to_json() | {"counts": counts, "totals": totals})
+    return web.json_response(
+        alert.to_json() | {"counts": counts, "totals": totals, "referenced_by": await store.referenced_by(alert.id)}
+    )
+
+
+@routes.get("/v1/alerts/{id}/messages")
+async def messages(request: web.Request) -> web.Response:
+    """The alert's text in each locale over each of its channels, rendered now (drafts too)."""
+    _, alert = await _readable(request)
+    return web.json_response({"messages": [_rendered(r) for r in render.check_order(request.app[web_mod.RENDERER], alert)]})
 
 
 @routes.get("/v1/alerts/{id}/deliveries")
@@ -132,8 +191,8 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.post("/v1/preview")
 async def preview(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
-    _, rendered = await _order(request, token)
-    return web.json_response({"messages": [_rendered(r) for r in rendered]})
+    checked = await _order(request, token)
+    return web.json_response({"messages": [_rendered(r) for r in checked.rendered]})
 
 
 def _rendered(r: render.Rendered) -> dict:

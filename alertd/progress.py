@@ -1,0 +1,108 @@
+"""The progress recorder: turns the changing counts of live alerts into progress rows.
+
+Every `interval` it looks at the alerts it follows (those touched, and every alert planning or
+active, so it needs no hook in the hot path), and writes a row for each whose state or counts
+changed since its last row: a few rows per second per alert under load, however many deliveries
+move meanwhile. An alert in a final state whose deliveries have all settled (`Progress.final`) gets
+its final row and is forgotten. The store's last row
+is the reference, not memory, so a restarted instance, or a second one on PostgreSQL, writes no
+duplicate of it.
+
+Streams (`web.events`) wait on `wait()`: woken at once by a row written here, and every `timeout`
+anyway to see other instances' rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+
+from alertd import errors, model, store as store_mod
+from alertd.store import progress as progress_store
+
+log = structlog.get_logger("alertd.progress")
+
+INTERVAL = 0.5  # seconds between passes: what coalesces a fan-out's changes into a few rows a second
+FOLLOWED = (model.AlertState.PLANNING, model.AlertState.ACTIVE)  # what each pass picks up by itself
+
+
+class Recorder:
+    def __init__(
+        self, store: store_mod.Store, clock: Callable[[], dt.datetime] = model.utcnow, interval: float = INTERVAL
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.interval = interval
+        self.closing = False  # the app is shutting down: streams end
+        self._followed: set[str] = set()
+        self._written = asyncio.Event()  # replaced after each wake-up: every waiter of the moment wakes
+        self._pass = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    def touch(self, alert_id: str) -> None:
+        """The alert's progress may have changed: look at it in the next pass."""
+        self._followed.add(alert_id)
+
+    async def flush(self) -> int:
+        """One pass now; the rows written."""
+        async with self._pass:
+            for state in FOLLOWED:
+                self._followed.update(a.id for a in await self.store.alerts_in_state(state))
+            written = 0
+            for alert_id in sorted(self._followed):
+                written += await self._record(alert_id)
+        if written:
+            self._wake()
+        return written
+
+    async def _record(self, alert_id: str) -> bool:
+        try:
+            alert = await self.store.get_alert(alert_id)
+        except errors.NotFound:
+            self._followed.discard(alert_id)
+            return False
+        counts = await self.store.counts(alert_id)
+        if alert.state is model.AlertState.DRAFT or progress_store.settled(alert.state, counts):
+            self._followed.discard(alert_id)  # nothing moves any more (a draft: until it is sent)
+        last = await self.store.last_progress(alert_id)
+        if last is not None and (last.state, last.counts) == (alert.state.value, counts):
+            return False
+        await self.store.record_progress(alert_id, alert.state.value, counts, self.clock())
+        return True
+
+    async def wait(self, timeout: float) -> None:
+        """Until a row is written here, the app shuts down, or `timeout` seconds pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._written.wait(), timeout)
+
+    def _wake(self) -> None:
+        self._written.set()
+        self._written = asyncio.Event()
+
+    def end_streams(self) -> None:
+        """The app is shutting down: every stream ends now rather than hold the shutdown up."""
+        self.closing = True
+        self._wake()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="progress-recorder")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.flush()
+            except Exception:  # the store is down: the next pass tries again
+                log.exception("progress pass failed")
+            await asyncio.sleep(self.interval)

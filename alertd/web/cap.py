@@ -1,0 +1,79 @@
+"""Alerts out as CAP 1.2, and the Atom feed that aggregators (and other alertd instances) follow.
+
+Public actual alerts are public information: the feed and their CAP documents need no token, as
+a public-warning feed must be readable by anyone who relays it. Everything else (exercises, tests,
+drafts) needs a token that may read the alert.
+"""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree as ET
+
+from aiohttp import web
+
+from alertd import cap, cap_alert, model, web as web_mod
+from alertd.web import alerts
+
+routes = web.RouteTableDef()
+
+ATOM = "http://www.w3.org/2005/Atom"
+CAP_TYPE = "application/cap+xml"
+FEED_SIZE = 200
+
+
+def _public(alert: model.Alert, now) -> bool:
+    return (
+        alert.status is model.Status.ACTUAL and alert.state is not model.AlertState.DRAFT
+        and not alert.is_expired(now) and alert.state is not model.AlertState.EXPIRED
+    )
+
+
+async def document(store, alert: model.Alert) -> cap.Document:
+    """The alert as CAP: the document it came as, or one made from its JSON order."""
+    kept = await store.alert_cap(alert.id)
+    return cap.Document.from_json(json.loads(kept)) if kept else cap_alert.to_document(alert)
+
+
+@routes.get(r"/v1/alerts/{id:[^/{}]+}.xml")
+async def show(request: web.Request) -> web.Response:
+    store = request.app[web_mod.STORE]
+    alert = await store.get_alert(request.match_info["id"])
+    if not _public(alert, web_mod.now(request)):
+        _, alert = await alerts._readable(request)
+    body = cap.dumps(await document(store, alert))
+    return web.Response(body=body, content_type=CAP_TYPE, charset="utf-8")
+
+
+@routes.get("/v1/feed.atom")
+async def feed(request: web.Request) -> web.Response:
+    """Public, actual, unexpired alerts, newest first, each linking its CAP document."""
+    now = web_mod.now(request)
+    store = request.app[web_mod.STORE]
+    base = request.app[web_mod.SETTINGS].public_url.rstrip("/")
+    shown = [a for a in await store.list_alerts(FEED_SIZE) if _public(a, now)]
+    root = ET.Element("feed", xmlns=ATOM)  # unqualified names under a default namespace attribute
+    _text(root, "id", f"{base}/v1/feed.atom")
+    _text(root, "title", "alertd: alerts in force")
+    _text(root, "updated", max((a.sent for a in shown), default=now).isoformat())
+    ET.SubElement(root, "link", rel="self", href=f"{base}/v1/feed.atom")
+    for alert in shown:
+        _entry(root, alert, base)
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
+
+
+def _entry(root: ET.Element, alert: model.Alert, base: str) -> None:
+    entry = ET.SubElement(root, "entry")
+    _text(entry, "id", f"urn:cap:{alert.sender}:{alert.identifier}")
+    headline = next((t.headline for t in alert.texts.values() if t.headline), None)
+    _text(entry, "title", f"{alert.event}: {headline}" if headline else f"{alert.event} ({alert.msg_type.value})")
+    _text(entry, "updated", alert.sent.isoformat())
+    _text(entry, "summary", alert.area.description or ", ".join(alert.area.zones))
+    author = ET.SubElement(entry, "author")
+    _text(author, "name", alert.cell or alert.sender)
+    ET.SubElement(entry, "link", rel="alternate", type=CAP_TYPE, href=f"{base}/v1/alerts/{alert.id}.xml")
+
+
+def _text(parent: ET.Element, name: str, text: str) -> None:
+    ET.SubElement(parent, name).text = text

@@ -1,0 +1,51 @@
+"""The operators' console: a static single page under `/console`, and the reads it needs besides
+the alerts API (who the caller is, an alert's messages as sent).
+
+Every asset is served from here: the crisis cell's network may be cut off from the internet. The
+page's Content-Security-Policy allows nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from aiohttp import web
+
+from alertd import render, web as web_mod
+from alertd.web import alerts
+
+routes = web.RouteTableDef()
+
+STATIC = pathlib.Path(__file__).parent / "static" / "console"
+# The page is hash-routed, so every view is /console itself; assets live beside it.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@routes.get("/console")
+@routes.get("/console/")
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers=HEADERS)
+
+
+routes.static("/console", STATIC)
+
+
+@routes.get("/v1/me")
+async def me(request: web.Request) -> web.Response:
+    """The caller's token as the console shows it (role decides which buttons it offers)."""
+    token = await web_mod.caller(request)
+    return web.json_response({"token_id": token.id, "cell": token.cell, "role": token.role.value, "zones": list(token.zones)})
+
+
+@routes.get("/v1/alerts/{id}/messages")
+async def messages(request: web.Request) -> web.Response:
+    """The alert's text per locale and channel, rendered from the stored alert as the dispatcher does."""
+    _, alert = await alerts._readable(request)
+    rendered = render.check_order(request.app[web_mod.RENDERER], alert)
+    return web.json_response({"messages": [alerts._rendered(r) for r in rendered]})

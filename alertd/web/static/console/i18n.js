@@ -1,0 +1,120 @@
+// French and English: the browser's language first, then the operator's choice (kept locally).
+
+const TEXT = {
+  fr: {
+    'nav.alerts': 'Alertes', 'nav.sirens': 'Sirènes', 'signout': 'Se déconnecter', 'close': 'Fermer',
+    'role.issuer': 'émetteur', 'role.operator': 'opérateur', 'role.admin': 'administrateur',
+    'signin.title': 'Console alertd', 'signin.token': 'Jeton d’accès',
+    'signin.hint': 'Jeton d’opérateur ou d’émetteur. Il n’est gardé que le temps de cet onglet.',
+    'signin.submit': 'Se connecter', 'signin.refused': 'Ce jeton n’est pas reconnu.',
+    'alerts.title': 'Alertes', 'alerts.none': 'Aucune alerte pour l’instant.', 'alerts.sent': 'Ordre',
+    'alerts.event': 'Événement', 'alerts.state': 'État', 'alerts.area': 'Zone', 'alerts.progress': 'Diffusion',
+    'alert.planning': 'en préparation', 'alert.active': 'en diffusion', 'alert.completed': 'terminée',
+    'alert.cancelled': 'annulée', 'alert.updated': 'remplacée', 'alert.expired': 'expirée',
+    'alert.draft': 'brouillon', 'alert.sent': 'Ordre du', 'alert.expires': 'expire le',
+    'status.actual': 'réelle', 'status.exercise': 'exercice', 'status.system': 'système', 'status.test': 'test',
+    'status.draft': 'brouillon',
+    'state.pending': 'en attente', 'state.sending': 'en cours', 'state.sent': 'envoyés',
+    'state.delivered': 'remis', 'state.failed': 'échecs', 'state.expired': 'expirés', 'state.cancelled': 'annulés',
+    'counts.title': 'Messages par canal', 'counts.channel': 'Canal', 'counts.total': 'Total',
+    'counts.none': 'Aucun message planifié pour l’instant.',
+    'reach.title': 'Courbe de diffusion', 'reach.sent': 'envoyés', 'reach.delivered': 'remis',
+    'reach.empty': 'Pas encore de mesure.',
+    'area.title': 'Zone et sirènes', 'area.zones': 'Zones :', 'area.shapes': 'zone dessinée',
+    'texts.title': 'Messages envoyés', 'texts.sms': '{segments} SMS, {encoding}', 'texts.size': '{size} octets',
+    'kind.sms': 'SMS', 'kind.push': 'Notification', 'kind.siren': 'Sirène',
+    'failed.title': 'Échecs de remise', 'failed.channel': 'Canal', 'failed.target': 'Destinataire',
+    'failed.address': 'Adresse', 'failed.attempts': 'Essais', 'failed.reason': 'Raison', 'failed.at': 'Quand',
+    'failed.none': 'Aucun échec.', 'failed.more': 'et {n} autres.',
+    'cancel.button': 'Annuler l’alerte', 'cancel.title': 'Annuler l’alerte',
+    'cancel.confirm': 'Annuler « {event} » ({area}) ? Les messages pas encore partis ne le seront pas, et les sirènes reçoivent l’ordre d’arrêt.',
+    'cancel.keep': 'Ne pas annuler', 'cancel.do': 'Oui, annuler', 'cancel.done': 'Annulée le {at} par {who}.',
+    'cancel.stopped': '{n} messages retenus, {sirens} sirènes arrêtées.', 'cancel.someone': 'un autre opérateur',
+    'siren.unknown': 'jamais commandée', 'siren.commanded': 'commande en cours', 'siren.activated': 'déclenchée',
+    'siren.ready': 'prête', 'siren.fault': 'en défaut',
+    'command.activate': 'déclenchement', 'command.cancel': 'arrêt', 'command.test': 'essai',
+    'command.silent_test': 'essai silencieux',
+    'sirens.title': 'Sirènes', 'sirens.hint': 'État d’après la dernière commande reçue par chaque sirène.',
+    'sirens.status': 'État', 'sirens.label': 'Nom', 'sirens.id': 'Identifiant', 'sirens.zone': 'Zone',
+    'sirens.last': 'Dernière commande', 'sirens.error': 'Erreur', 'sirens.none': 'Aucune sirène.',
+    'sirens.forbidden': 'Votre rôle ne permet pas de voir les sirènes.',
+  },
+  en: {
+    'nav.alerts': 'Alerts', 'nav.sirens': 'Sirens', 'signout': 'Sign out', 'close': 'Close',
+    'role.issuer': 'issuer', 'role.operator': 'operator', 'role.admin': 'admin',
+    'signin.title': 'alertd console', 'signin.token': 'Access token',
+    'signin.hint': 'An operator or issuer token. It is kept for this tab only.',
+    'signin.submit': 'Sign in', 'signin.refused': 'This token is not recognised.',
+    'alerts.title': 'Alerts', 'alerts.none': 'No alert yet.', 'alerts.sent': 'Ordered',
+    'alerts.event': 'Event', 'alerts.state': 'State', 'alerts.area': 'Area', 'alerts.progress': 'Fan-out',
+    'alert.planning': 'planning', 'alert.active': 'sending', 'alert.completed': 'completed',
+    'alert.cancelled': 'cancelled', 'alert.updated': 'replaced', 'alert.expired': 'expired',
+    'alert.draft': 'draft', 'alert.sent': 'Ordered', 'alert.expires': 'expires',
+    'status.actual': 'actual', 'status.exercise': 'exercise', 'status.system': 'system', 'status.test': 'test',
+    'status.draft': 'draft',
+    'state.pending': 'pending', 'state.sending': 'sending', 'state.sent': 'sent', 'state.delivered': 'delivered',
+    'state.failed': 'failed', 'state.expired': 'expired', 'state.cancelled': 'cancelled',
+    'counts.title': 'Messages per channel', 'counts.channel': 'Channel', 'counts.total': 'Total',
+    'counts.none': 'No message planned yet.',
+    'reach.title': 'Reach', 'reach.sent': 'sent', 'reach.delivered': 'delivered', 'reach.empty': 'No measure yet.',
+    'area.title': 'Area and sirens', 'area.zones': 'Zones:', 'area.shapes': 'drawn area',
+    'texts.title': 'Messages as sent', 'texts.sms': '{segments} SMS, {encoding}', 'texts.size': '{size} bytes',
+    'kind.sms': 'SMS', 'kind.push': 'Push', 'kind.siren': 'Siren',
+    'failed.title': 'Failed deliveries', 'failed.channel': 'Channel', 'failed.target': 'Recipient',
+    'failed.address': 'Address', 'failed.attempts': 'Attempts', 'failed.reason': 'Reason', 'failed.at': 'When',
+    'failed.none': 'No failure.', 'failed.more': 'and {n} more.',
+    'cancel.button': 'Cancel alert', 'cancel.title': 'Cancel the alert',
+    'cancel.confirm': 'Cancel “{event}” ({area})? Messages not yet sent will not be, and the sirens are told to stop.',
+    'cancel.keep': 'Keep it', 'cancel.do': 'Yes, cancel', 'cancel.done': 'Cancelled at {at} by {who}.',
+    'cancel.stopped': '{n} messages held back, {sirens} sirens stopped.', 'cancel.someone': 'another operator',
+    'siren.unknown': 'never commanded', 'siren.commanded': 'command on its way', 'siren.activated': 'activated',
+    'siren.ready': 'ready', 'siren.fault': 'fault',
+    'command.activate': 'activation', 'command.cancel': 'stop', 'command.test': 'test',
+    'command.silent_test': 'silent test',
+    'sirens.title': 'Sirens', 'sirens.hint': 'State as told by the last command each siren got.',
+    'sirens.status': 'State', 'sirens.label': 'Name', 'sirens.id': 'Id', 'sirens.zone': 'Zone',
+    'sirens.last': 'Last command', 'sirens.error': 'Error', 'sirens.none': 'No siren.',
+    'sirens.forbidden': 'Your role may not see the sirens.',
+  },
+};
+const KEY = 'alertd.lang';
+
+let current = localStorage.getItem(KEY) || ((navigator.language || 'fr').toLowerCase().startsWith('fr') ? 'fr' : 'en');
+
+export function lang() {
+  return current;
+}
+
+export function setLang(value) {
+  current = value;
+  localStorage.setItem(KEY, value);
+}
+
+// An unknown key shows its last part: a state added to the API later still reads.
+export function t(key, vars = {}) {
+  const text = TEXT[current][key] ?? key.split('.').pop();
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
+}
+
+export function translatePage() {
+  document.documentElement.lang = current;
+  for (const el of document.querySelectorAll('[data-t]')) el.textContent = t(el.dataset.t);
+}
+
+export function number(n) {
+  return new Intl.NumberFormat(current).format(n);
+}
+
+export function percent(share) {
+  return new Intl.NumberFormat(current, {style: 'percent'}).format(share);
+}
+
+export function duration(seconds) {
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min${seconds % 60 ? ` ${Math.round(seconds % 60)}` : ''}`;
+  return `${Math.floor(seconds / 3600)} h ${String(Math.round((seconds % 3600) / 60)).padStart(2, '0')}`;
+}
+
+export function dateTime(iso) {
+  return new Date(iso).toLocaleString(current, {dateStyle: 'short', timeStyle: 'medium'});
+}
