@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd import channels, config as config_mod, dispatcher, model, progress, render, retry, store, systemd, web as web_mod
+from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, render, retry, store, systemd, web as web_mod
 
 log = structlog.get_logger("alertd.app")
 
@@ -69,6 +69,7 @@ def build(
     app[web_mod.RENDERER] = disp.renderer
     app[web_mod.CLOCK] = clock
     app[web_mod.RECORDER] = progress.Recorder(db, clock)
+    app[web_mod.METRICS] = disp.metrics = metrics.Metrics(disp.channels)
     app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(cfg.server.public_url, twilio_tokens(cfg))
     app.add_routes(web_mod.routes())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import getpass
 import signal
 import json
 import os
@@ -15,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from alertd import app as app_mod, auth, config, errors, importing, logs, model, store as store_mod, systemd
+from alertd.store import audit
 
 EXIT_USAGE = 2
 
@@ -76,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--zones", required=True, help="INSEE commune or département codes, comma-separated, or '*'")
     c.add_argument("--boundary", metavar="FILE.geojson",
                    help="the jurisdiction's outline (GeoJSON Polygon or MultiPolygon): lets the cell draw areas")
+
+    c = cmd("audit", audit_log, "Show the audit log (newest first), or check that its chain holds.", False)
+    c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"))
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--cell")
+    c.add_argument("--action")
+    c.add_argument("--subject", help="an alert or token id")
+    c.add_argument("--verify", action="store_true", help="check every entry's hash chain instead")
 
     for noun, reader in (("subscribers", importing.read_subscribers), ("sirens", importing.read_sirens)):
         group = sub.add_parser(noun, help=f"Manage {noun}.").add_subparsers(metavar="ACTION")
@@ -169,7 +179,13 @@ def token_create(args) -> int:
         with open(args.boundary, encoding="utf-8") as f:
             boundary = auth.boundary_from_geojson(json.load(f))
     plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow(), boundary)
-    asyncio.run(_with_store(cfg, lambda db: db.add_token(token)))
+    entry = _local_entry("token_created", token.id, cell=token.cell, role=token.role.value, zones=list(token.zones))
+
+    async def store(db) -> None:
+        await db.add_token(token)
+        await db.add_audit(entry)
+
+    asyncio.run(_with_store(cfg, store))
     print(plaintext)
     print(f"token {token.id} for {token.cell} ({token.role.value}, zones {','.join(token.zones)}); "
           "shown once, only its hash is stored", file=sys.stderr)
@@ -182,9 +198,41 @@ def import_csv(args, noun: str, reader) -> int:
     for problem in result.problems:
         print(f"{args.file}:{problem.line}: {problem.field}: {problem.reason}", file=sys.stderr)
     upsert = "upsert_recipients" if noun == "subscribers" else "upsert_sirens"
-    count = asyncio.run(_with_store(cfg, lambda db: getattr(db, upsert)(list(result.items))))
+
+    async def store(db) -> int:
+        count = await getattr(db, upsert)(list(result.items))
+        await db.add_audit(_local_entry(f"{noun}_imported", None, count=count, file=os.path.basename(args.file)))
+        return count
+
+    count = asyncio.run(_with_store(cfg, store))
     print(f"imported {count} {noun}; {len(result.problems)} problems reported")
     return 1 if result.problems else 0
+
+
+def _local_entry(action: str, subject: str | None, **detail) -> audit.Entry:
+    """An audit entry for what someone did on this machine's command line (no token: the OS user)."""
+    return audit.Entry(cell=f"local:{getpass.getuser()}", action=action, at=model.utcnow(), subject=subject,
+                       detail=detail, address="local")
+
+
+def audit_log(args) -> int:
+    cfg = _load(args)
+    if args.verify:
+        broken = asyncio.run(_with_store(cfg, lambda db: db.verify_audit()))
+        if broken is not None:
+            print(f"the audit chain breaks at entry {broken}: it was changed or an entry before it removed",
+                  file=sys.stderr)
+            return 1
+        print("the audit chain holds")
+        return 0
+    entries = asyncio.run(_with_store(
+        cfg, lambda db: db.audit(args.limit, None, args.cell, args.action, args.subject)
+    ))
+    for e in entries:
+        detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in e.detail.items())
+        print(f"{e.id:>6}  {e.at:%Y-%m-%d %H:%M:%S}Z  {e.cell:<24} {e.action:<20} {e.subject or '-':<32} "
+              f"{e.address or '-':<15} {detail}")
+    return 0
 
 
 # -- API client ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from alertd import channels as channels_mod, errors, model, planner, render, retry, store as store_mod
+from alertd import channels as channels_mod, errors, metrics as metrics_mod, model, planner, render, retry, store as store_mod
 
 log = structlog.get_logger("alertd.dispatcher")
 
@@ -64,6 +64,7 @@ class Dispatcher:
         self._failed_plans: dict[str, tuple[int, float]] = {}  # alert id: (failures, next try)
         self._workers: list[asyncio.Task] = []
         self._stopping = False
+        self.metrics = metrics_mod.Observer()  # records nothing; the app plugs in `metrics.Metrics`
 
     # -- planning --------------------------------------------------------------------------------
 
@@ -136,10 +137,12 @@ class Dispatcher:
             message = self._message(alert, delivery)
         except errors.AlertdError as exc:  # a template that cannot render will never render
             return model.Outcome(delivery.id, model.State.FAILED, last_error=exc.message)
+        started = time.monotonic()
         try:
             result = await channel.send(message)
         except Exception as exc:  # classified by the channel, or unexpected: see `as_result`
             result = channels_mod.as_result(exc)
+        self.metrics.sent(delivery.channel, alert, time.monotonic() - started, result, self.clock())
         if getattr(result, "dead_address", False):
             await self._forget(delivery.address)
         return self._outcome(delivery, result, alert, self.clock())
@@ -260,13 +263,22 @@ class Dispatcher:
         return min(self.settings.idle_poll, max(0.0, (due - self.clock()).total_seconds()))
 
     async def housekeeping(self) -> None:
-        """Expire what outlived its alert, mark finished alerts completed, resume failed plannings.
-        Run periodically."""
+        """Expire what outlived its alert, fail the siren activations never acknowledged, report the
+        sirens gone silent, mark finished alerts completed, resume failed plannings. Run periodically."""
         await self.resume()
-        await self.store.expire_due(self.clock())
+        now = self.clock()
+        await self.store.expire_due(now)
+        for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
+            if ack_timeout := getattr(channel, "ack_timeout", None):
+                for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):
+                    log.warning("siren failed to sound", alert_id=d.alert_id, siren_id=d.target, error=d.last_error)
+            if silence := getattr(channel, "heartbeat_timeout", None):
+                for siren_id in await self.store.newly_silent(now - dt.timedelta(seconds=silence)):
+                    log.warning("siren silent", siren_id=siren_id, seconds=silence)
         for alert_id in await self.store.complete_settled():
             self._alerts.pop(alert_id, None)
             log.info("alert completed", alert_id=alert_id)
+            self.metrics.completed(alert_id)
 
     async def planned(self) -> None:
         """Wait until every planning under way has finished."""

@@ -227,6 +227,45 @@ def _paths() -> dict[str, Any]:
             "The alert as CAP 1.2, as it was sent (never re-dated). Public actual alerts need no token.",
             {200: {"description": "A CAP 1.2 alert.", "content": {CAP: {"schema": {"type": "string"}}}}}, 404,
         )},
+        "/v1/alerts/{id}/events": {"parameters": one, "get": _op(
+            "Live progress as Server-Sent Events: a `snapshot` (alert and counts), then one `progress` event per "
+            "change of state or counts (coalesced to a few per second), ending with the final state. Resume with "
+            "`Last-Event-ID` (or `?after=<seq>`; `after=0` replays the whole history): nothing is missed or repeated.",
+            {200: {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+            400, 404,
+        )},
+        "/v1/alerts/{id}/sirens": {"parameters": one, "get": _op(
+            "The alert's sirens with their last command's status.",
+            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 404,
+        )},
+        "/v1/sirens": {"get": _op(
+            "Every siren of the caller's jurisdiction with its last known status (operator, admin).",
+            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 403,
+        )},
+        "/v1/me": {"get": _op(
+            "The caller's token: cell, role, zones.",
+            {200: _json("The token.", _object(token_id=_str(), cell=_str(), role=_enum(model.Role),
+                                              zones={"type": "array", "items": {"type": "string"}}))},
+        )},
+        "/v1/audit": {"get": _op(
+            "The audit log, newest first (admin): who did what, when, from which address. Read only.",
+            {200: _json("A page of entries.", _object(entries={"type": "array", "items": _object(
+                id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
+                action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
+            )}, next={"type": ["integer", "null"]}))},
+            403,
+            parameters=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+                _query("before", {"type": "integer"}, "Cursor from the previous page's `next`."),
+                _query("cell", {"type": "string"}, "Only this cell's entries."),
+                _query("action", {"type": "string"}, "Only this action (created, cancelled, updated…)."),
+                _query("subject", {"type": "string"}, "Only entries about this alert or token."),
+            ],
+        )},
+        "/metrics": {"get": _public(
+            "Prometheus metrics (text format): no personal data; keep it behind your firewall or proxy.",
+            {200: {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )},
         "/v1/feed.atom": {"get": _public(
             "Public, actual, unexpired alerts as an Atom feed, each entry linking its CAP document.",
             {200: {"description": "Atom 1.0.", "content": {"application/atom+xml": {"schema": {"type": "string"}}}}},

@@ -530,3 +530,29 @@ class StoreContract:
         await self.seed(store, make_alert(expires=LATER))
         assert await store.expire_due(LATER) == 4  # sms a1 a2, push a1, siren s-paris
         assert (await store.get_alert("A1")).state is model.AlertState.EXPIRED
+
+    # -- audit --------------------------------------------------------------------------------------
+    async def test_audit_appends_filters_and_chains(self, store):
+        from alertd.store import audit
+
+        for n, action in enumerate(["created", "cancelled", "token_created"]):
+            await store.add_audit(audit.Entry("cell-75", action, NOW + dt.timedelta(seconds=n), "t1", f"A{n}",
+                                              {"n": n}, "10.0.0.1"))
+        entries = await store.audit()
+        assert [e.action for e in entries] == ["token_created", "cancelled", "created"]  # newest first
+        assert entries[-1].detail == {"n": 0} and entries[-1].address == "10.0.0.1"
+        assert [e.subject for e in await store.audit(action="cancelled")] == ["A1"]
+        assert [e.subject for e in await store.audit(subject="A2")] == ["A2"]
+        assert [e.subject for e in await store.audit(limit=1, before=entries[0].id)] == ["A1"]
+        assert await store.verify_audit() is None
+        await store._execute("UPDATE audit SET cell = 'someone else' WHERE subject = 'A1'")  # behind alertd's back
+        assert await store.verify_audit() == entries[1].id
+
+    async def test_an_alert_and_its_audit_entry_commit_together(self, store):
+        from alertd.store import audit
+
+        entry = audit.Entry("cell-75", "created", NOW, subject="A1")
+        await store.create_alert(make_alert(), "k", audit_entry=entry)
+        await store.create_alert(make_alert("A9"), "k", audit_entry=entry)  # a replay: no second entry
+        await store.cancel_alert("A1", LATER, audit.Entry("cell-75", "cancelled", LATER, subject="A1"))
+        assert [(e.action, e.subject) for e in await store.audit()] == [("cancelled", "A1"), ("created", "A1")]

@@ -5,7 +5,17 @@ that tests and demos use. One delivery is one command to one siren: ``message.to
 ``message.command`` the verb (activate, cancel, test, silent_test), ``message.body`` the
 optional voice text. The delivery id travels as the gateway's idempotency key (``request_id``), so
 a delivery sent twice (at-least-once dispatch) does not sound a siren twice. The gateway's
-``command_id`` is the receipt.
+``command_id`` is the delivery's provider id.
+
+The gateway reports back to ``POST /v1/receipts/siren`` (`alertd.web.receipts`): acknowledgements
+of commands and heartbeats, authenticated by this channel's ``receipt_token``. Both are opt-in,
+since a gateway that sends neither must not see every siren fail or fall silent:
+
+- ``acks = true``: the gateway acknowledges each command. An ``activate`` accepted by the gateway
+  (delivery ``sent``) and not acknowledged ``activated`` within ``ack_timeout`` seconds failed to
+  sound: the delivery becomes ``failed`` ("no acknowledgement within 60 s"), by housekeeping.
+- ``heartbeats = true``: the gateway reports each siren's health regularly. A siren not heard from
+  for ``heartbeat_timeout`` seconds (or never) is ``no_heartbeat`` and is logged once as a warning.
 
 Configuration::
 
@@ -18,10 +28,16 @@ Configuration::
     pattern_activate = "saip_alert"
     pattern_cancel = "saip_end"
     pattern_test = "saip_test"   # also used for silent tests
+    receipt_token = "…"          # what the gateway presents on receipts (or receipt_token_file)
+    acks = false                 # the gateway acknowledges commands
+    ack_timeout = 60             # seconds; only with acks = true
+    heartbeats = false           # the gateway sends heartbeats
+    heartbeat_timeout = 300      # seconds; only with heartbeats = true
 """
 
 from __future__ import annotations
 
+import hmac
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +79,51 @@ def patterns(config: Mapping[str, Any]) -> dict[str, str]:
     return {cmd: str(config.get(key, default)) for cmd, (key, default) in PATTERN_SETTING.items()}
 
 
+def receipt_token(config: Mapping[str, Any], name: str) -> str | None:
+    """The token the gateway presents on receipts: ``receipt_token``, or the content of
+    ``receipt_token_file`` when the configuration left that file for the channel to read."""
+    token, path = config.get("receipt_token"), config.get("receipt_token_file")
+    where = f"channel {name!r}"
+    if token and path:
+        raise errors.ConfigError(f"{where}: give receipt_token or receipt_token_file, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise errors.ConfigError(f"{where}: cannot read receipt_token_file {path!r}: {exc.strerror}") from None
+    return str(token) if token else None
+
+
+def receipt_settings(config: Mapping[str, Any], name: str, has_token: bool) -> dict[str, float | None]:
+    """``ack_timeout`` and ``heartbeat_timeout`` in seconds, each None unless its ``acks`` or
+    ``heartbeats`` switch is on. A switch on needs a receipt token: nothing could arrive without it."""
+    settings, problems = {}, []
+    for switch, key, default in (("acks", "ack_timeout", 60.0), ("heartbeats", "heartbeat_timeout", 300.0)):
+        on, seconds = config.get(switch, False), _seconds(config.get(key, default))
+        if not isinstance(on, bool):
+            problems.append(f"channel {name!r}: {switch} must be true or false, got {on!r}")
+        elif on and not has_token:
+            problems.append(f"channel {name!r}: {switch} = true needs receipt_token (or receipt_token_file)")
+        if seconds is None:
+            problems.append(f"channel {name!r}: {key} must be a positive number of seconds, got {config[key]!r}")
+        settings[key] = seconds if on is True else None
+    if problems:
+        raise errors.ConfigError(problems=problems)
+    return settings
+
+
+def _seconds(value: Any) -> float | None:
+    """A positive number of seconds (an environment override arrives as text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
 def command_body(message: model.Message, pattern: str) -> dict[str, Any]:
     body = {
         "command": message.command,
@@ -89,10 +150,19 @@ class SirenHTTP(channels.Base):
         self.timeout = float(config.get("timeout", 5))
         self.patterns = patterns(config)
         self._token = str(config["token"])
+        self._receipt_token = receipt_token(config, context.name)
+        receipts = receipt_settings(config, context.name, self._receipt_token is not None)
+        self.ack_timeout: float | None = receipts["ack_timeout"]  # None: the gateway sends no acks
+        self.heartbeat_timeout: float | None = receipts["heartbeat_timeout"]  # None: no heartbeats
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks
         return f"SirenHTTP(name={self.context.name!r}, base_url={self.base_url!r})"
+
+    def accepts_receipt(self, token: str) -> bool:
+        """Whether `token` is this gateway's receipt token (compared in constant time)."""
+        expected = self._receipt_token
+        return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from alertd import errors, model
-from alertd.store import progress
+from alertd.store import audit, progress, sirens
 
 
 class Store(Protocol):
@@ -63,12 +63,12 @@ class Store(Protocol):
 
     # -- alerts ----------------------------------------------------------------------------------
     async def create_alert(
-        self, alert: model.Alert, idempotency_key: str, cap: str | None = None
+        self, alert: model.Alert, idempotency_key: str, cap: str | None = None, audit_entry: audit.Entry | None = None
     ) -> tuple[model.Alert, bool]:
         """Commit a new alert (state `planning`), or return the alert already stored under
         (alert.sender, idempotency_key). The bool is True when this call created it. Its resolved
         references (`alert_id` set) become links `referenced_by` follows back; `cap` is the CAP
-        document (JSON) it came as, if any."""
+        document (JSON) it came as, if any; `audit_entry` is appended in the same transaction."""
 
     async def find_alert(self, sender: str, identifier: str) -> model.Alert | None:
         """The latest alert of `sender` with that CAP identifier."""
@@ -176,7 +176,9 @@ class Store(Protocol):
         `next_at` (its provider id cleared), because the provider reported a failure that may pass.
         Not for a cancelled alert. Returns whether it moved."""
 
-    async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
+    async def cancel_alert(
+        self, alert_id: str, now: dt.datetime, audit_entry: audit.Entry | None = None
+    ) -> int:
         """Mark the alert cancelled and every `pending` delivery of it (except siren `cancel`
         commands) cancelled. Returns the deliveries cancelled."""
 
@@ -218,6 +220,42 @@ class Store(Protocol):
         limit: int = 100,
     ) -> list[model.Delivery]:
         """Keyset-paginated by id."""
+
+
+    # -- sirens (alertd.store.sirens) ---------------------------------------------------------------
+    async def record_heartbeats(self, beats: Sequence[sirens.Heartbeat], now: dt.datetime) -> None:
+        """Keep each siren's latest heartbeat (by the gateway's time; an older one changes nothing),
+        received at `now`; a heartbeat ends the siren's reported silence."""
+
+    async def record_siren_ack(self, siren_id: str, result: str, at: dt.datetime) -> None:
+        """The siren's latest acknowledgement (activated, failed, busy), if later than the one kept."""
+
+    async def get_delivery(self, delivery_id: int) -> model.Delivery | None: ...
+
+    async def fail_unacknowledged(self, channel: str, before: dt.datetime, now: dt.datetime) -> list[model.Delivery]:
+        """Siren `activate` deliveries of `channel` sent at or before `before` and still only `sent`
+        (no acknowledgement) become `failed`: "no acknowledgement within N s". Returns them."""
+
+    async def newly_silent(self, before: dt.datetime) -> list[str]:
+        """The sirens not heard from since `before` (or never) whose silence was not yet reported;
+        each is returned once until its next heartbeat."""
+
+    async def siren_states(self, now: dt.datetime, stale_after: dt.timedelta | None) -> list[sirens.SirenState]:
+        """Every siren with its state and last reported health, by id. With `stale_after`, a siren not
+        heard from for that long (or never) is `no_heartbeat`."""
+
+    # -- audit -----------------------------------------------------------------------------------
+    async def add_audit(self, entry: audit.Entry) -> None:
+        """Append to the audit log (entries are never changed nor removed)."""
+
+    async def audit(
+        self, limit: int = 100, before: int | None = None, cell: str | None = None, action: str | None = None,
+        subject: str | None = None,
+    ) -> list[audit.Entry]:
+        """Newest first; only entries with id < `before`, and the given cell, action and subject."""
+
+    async def verify_audit(self) -> int | None:
+        """The id of the first entry where the hash chain breaks, or None when it holds throughout."""
 
 
 def open_store(url: str) -> Store:

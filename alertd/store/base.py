@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import errors, model
-from alertd.store import progress, sql
+from alertd.store import audit, progress, sirens, sql
 
 
 def no_alert(alert_id: str) -> errors.NotFound:
     return errors.NotFound(f"no alert {alert_id!r}", resource="alert", id=alert_id)
 
 
-class SQLStore(progress.ProgressStore):
+class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
     """Every `Store` method, over `sql.Conn`s from the driver subclass (`_tx`, `_conn`)."""
 
     dialect: sql.Dialect
@@ -52,7 +52,7 @@ class SQLStore(progress.ProgressStore):
                 await conn.execute(self.dialect.migration_lock)
             await conn.execute(sql.SCHEMA_VERSION)
             current = (await conn.fetch("SELECT max(version) AS v FROM schema_version"))[0]["v"] or 0
-            for version, statements in sql.MIGRATIONS:
+            for version, statements in sorted(sql.MIGRATIONS):
                 if version > current:
                     for statement in statements:
                         await conn.execute(statement)
@@ -137,7 +137,7 @@ class SQLStore(progress.ProgressStore):
 
     # -- alerts ------------------------------------------------------------------------------------
     async def create_alert(
-        self, alert: model.Alert, idempotency_key: str, cap: str | None = None
+        self, alert: model.Alert, idempotency_key: str, cap: str | None = None, audit_entry: audit.Entry | None = None
     ) -> tuple[model.Alert, bool]:
         async with self._tx() as conn:
             created = await conn.execute(
@@ -150,6 +150,8 @@ class SQLStore(progress.ProgressStore):
                     "INSERT INTO alert_refs (alert_id, ref_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     [(alert.id, r.alert_id) for r in alert.references if r.alert_id],
                 )
+                if audit_entry is not None:
+                    await self._audit(conn, audit_entry)
                 return alert, True
             rows = await conn.fetch(
                 "SELECT * FROM alerts WHERE sender = $1 AND idempotency_key = $2", alert.sender, idempotency_key
@@ -396,7 +398,7 @@ class SQLStore(progress.ProgressStore):
     ) -> bool:
         return bool(await self._execute(sql.REQUEUE, delivery_id, provider_id, self._t(next_at), error, self._t(now)))
 
-    async def cancel_alert(self, alert_id: str, now: dt.datetime) -> int:
+    async def cancel_alert(self, alert_id: str, now: dt.datetime, audit_entry: audit.Entry | None = None) -> int:
         async with self._tx() as conn:
             found = await conn.execute(
                 "UPDATE alerts SET state = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
@@ -409,6 +411,8 @@ class SQLStore(progress.ProgressStore):
                 " WHERE alert_id = $1 AND state = 'pending' AND command <> 'cancel'",
                 alert_id, self._t(now),
             )
+            if audit_entry is not None:
+                await self._audit(conn, audit_entry)
             await self._notify(conn, alert_id)
         return cancelled
 

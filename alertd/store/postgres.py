@@ -29,6 +29,7 @@ DIALECT = sql.Dialect(
     receipts_lock="SELECT pg_advisory_xact_lock(7424212)",
     receipts_shared="SELECT pg_advisory_xact_lock_shared(7424212)",
     migration_lock="SELECT pg_advisory_xact_lock(7424211)",  # any constant shared by all instances
+    audit_lock="SELECT pg_advisory_xact_lock(7424213)",
     instant=lambda value: value,
     placeholders=lambda text: text,
 )

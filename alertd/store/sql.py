@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from alertd import model
-from alertd.store import progress
+from alertd.store import audit, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
 STOPPED = "('cancelled', 'updated', 'expired')"  # alerts whose pending deliveries never go
@@ -77,6 +77,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         """CREATE TABLE alert_targets (alert_id TEXT NOT NULL, recipient_id {key} NOT NULL,
             PRIMARY KEY (alert_id, recipient_id))""",
     )),
+    sirens.MIGRATION,
+    audit.MIGRATION,
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
@@ -186,6 +188,7 @@ class Dialect:
     receipts_lock: str | None  # taken by a receipt that finds no delivery (excludes `receipts_shared`)
     receipts_shared: str | None  # taken by a record before it looks for early receipts
     migration_lock: str | None  # serialises instances migrating at once
+    audit_lock: str | None  # serialises instances appending to the audit chain
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
 

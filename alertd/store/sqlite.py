@@ -31,6 +31,7 @@ DIALECT = sql.Dialect(
     receipts_lock=None,
     receipts_shared=None,
     migration_lock=None,
+    audit_lock=None,  # BEGIN IMMEDIATE already serialises writers
     instant=lambda value: value.timestamp(),
     placeholders=lambda text: re.sub(r"\$(\d+)", r"?\1", text),
 )

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from alertd import auth, dispatcher as dispatcher_mod, errors, model, progress, render, store as store_mod
+from alertd import auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, model, progress, render, store as store_mod
 
 log = structlog.get_logger("alertd.web")
 
@@ -32,6 +32,7 @@ RENDERER: web.AppKey[render.Renderer] = web.AppKey("renderer")
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
 RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
+METRICS: web.AppKey[metrics_mod.Metrics] = web.AppKey("metrics")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -71,15 +72,23 @@ async def caller(request: web.Request) -> model.Token:
     return auth.check(token, secret_hash, token_id)
 
 
+def audit_entry(request: web.Request, token: model.Token, action: str, subject: str | None = None,
+                **detail: Any) -> store_mod.audit.Entry:
+    """An audit entry for what `token`'s holder did through this request."""
+    return store_mod.audit.Entry(cell=token.cell, token_id=token.id, action=action, at=now(request), subject=subject,
+                       detail=detail, address=request.remote)
+
+
 def now(request: web.Request) -> dt.datetime:
     return request.app[CLOCK]()
 
 
 def routes() -> list[web.AbstractRouteDef]:
-    from alertd.web import alerts, cap, console, events, meta, receipts, sirens, subscribers
+    from alertd.web import alerts, audit, cap, console, events, meta, metrics, receipts, sirens, subscribers
 
     return [
+        *audit.routes,
         *cap.routes,  # before alerts: `/v1/alerts/{id}.xml` would match `/v1/alerts/{id}`
         *alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
-        *console.routes,
+        *console.routes, *metrics.routes,
     ]

@@ -60,7 +60,7 @@ async def _chain(request: web.Request, token: model.Token, alert: model.Alert) -
     return lifecycle.complete(alert, [a for a in found if a is not None])
 
 
-async def _stop_earlier(request: web.Request, alert: model.Alert) -> None:
+async def _stop_earlier(request: web.Request, token: model.Token, alert: model.Alert) -> None:
     """No delivery of the alerts an update replaces or a cancel stops starts after the answer; a
     cancel also stops them in the store and silences their sirens at once (its planning does it
     again, idempotently, should this process die first)."""
@@ -70,8 +70,11 @@ async def _stop_earlier(request: web.Request, alert: model.Alert) -> None:
     for ref in alert.references:
         dispatcher.cancel(ref.alert_id)
         if alert.msg_type is model.MsgType.CANCEL:
-            await store.cancel_alert(ref.alert_id, now)
+            entry = web_mod.audit_entry(request, token, "cancelled", ref.alert_id, by=alert.id)
+            await store.cancel_alert(ref.alert_id, now, entry)
             await store.plan_siren_cancel(ref.alert_id, now)
+        else:
+            await store.add_audit(web_mod.audit_entry(request, token, "updated", ref.alert_id, by=alert.id))
     dispatcher.wake()
 
 
@@ -93,13 +96,16 @@ async def create(request: web.Request) -> web.Response:
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
     key = request.headers.get("Idempotency-Key") or alert.identifier
-    stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap)
+    entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
+                                msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references])
+    stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
+    request.app[web_mod.METRICS].accepted(stored, created)
     if not created and _order_of(stored) != _order_of(alert):
         # Replaying the first alert for a different order would silently drop the second one.
         raise errors.IdempotencyKeyReused(field="Idempotency-Key", alert_id=stored.id)
     if created and stored.state is model.AlertState.PLANNING:
         if stored.msg_type is not model.MsgType.ALERT:
-            await _stop_earlier(request, stored)
+            await _stop_earlier(request, token, stored)
         request.app[web_mod.DISPATCHER].submit(stored)
     log.info("alert accepted" if created else "alert replayed", alert_id=stored.id, cell=token.cell)
     headers = {"Location": f"/v1/alerts/{stored.id}"}
@@ -144,9 +150,18 @@ async def show(request: web.Request) -> web.Response:
     for states in counts.values():
         for state, n in states.items():
             totals[state] = totals.get(state, 0) + n
-    return web.json_response(
-        alert.to_json() | {"counts": counts, "totals": totals, "referenced_by": await store.referenced_by(alert.id)}
-    )
+    return web.json_response(alert.to_json() | {
+        "counts": counts, "totals": totals, "referenced_by": await store.referenced_by(alert.id),
+        "cancelled_by": await _cancelled_by(store, alert),
+    })
+
+
+async def _cancelled_by(store, alert: model.Alert) -> dict | None:
+    """Who cancelled the alert (from the audit log), for the operators who see it cancelled."""
+    if alert.state is not model.AlertState.CANCELLED:
+        return None
+    entries = await store.audit(limit=1, subject=alert.id, action="cancelled")
+    return {"cell": entries[0].cell, "at": entries[0].at.isoformat()} if entries else None
 
 
 @routes.get("/v1/alerts/{id}/messages")
@@ -180,12 +195,15 @@ async def cancel(request: web.Request) -> web.Response:
     dispatcher = request.app[web_mod.DISPATCHER]
     dispatcher.cancel(alert.id)  # before the store: no worker of ours starts one after this line
     now = web_mod.now(request)
-    stopped = await store.cancel_alert(alert.id, now)
+    stopped = await store.cancel_alert(alert.id, now, web_mod.audit_entry(request, token, "cancelled", alert.id))
+    request.app[web_mod.RECORDER].touch(alert.id)  # a completed alert cancelled later: its streams hear of it
     sirens = await store.plan_siren_cancel(alert.id, now)
     dispatcher.wake()
     log.info("alert cancelled", alert_id=alert.id, cell=token.cell, stopped=stopped, sirens=sirens)
     alert = await store.get_alert(alert.id)
-    return web.json_response(alert.to_json() | {"stopped": stopped, "siren_cancels": sirens})
+    return web.json_response(alert.to_json() | {
+        "stopped": stopped, "siren_cancels": sirens, "cancelled_by": await _cancelled_by(store, alert),
+    })
 
 
 @routes.post("/v1/preview")

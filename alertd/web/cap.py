@@ -35,7 +35,7 @@ async def document(store, alert: model.Alert) -> cap.Document:
     return cap.Document.from_json(json.loads(kept)) if kept else cap_alert.to_document(alert)
 
 
-@routes.get(r"/v1/alerts/{id:[^/{}]+}.xml")
+@routes.get("/v1/alerts/{id}.xml")
 async def show(request: web.Request) -> web.Response:
     store = request.app[web_mod.STORE]
     alert = await store.get_alert(request.match_info["id"])

@@ -1,5 +1,5 @@
-"""The operators' console: a static single page under `/console`, and the reads it needs besides
-the alerts API (who the caller is, an alert's messages as sent).
+"""The operators' console: a static single page under `/console`, and the one read it needs besides
+the alerts API (who the caller is).
 
 Every asset is served from here: the crisis cell's network may be cut off from the internet. The
 page's Content-Security-Policy allows nothing from elsewhere.
@@ -11,8 +11,7 @@ import pathlib
 
 from aiohttp import web
 
-from alertd import render, web as web_mod
-from alertd.web import alerts
+from alertd import web as web_mod
 
 routes = web.RouteTableDef()
 
@@ -41,11 +40,3 @@ async def me(request: web.Request) -> web.Response:
     """The caller's token as the console shows it (role decides which buttons it offers)."""
     token = await web_mod.caller(request)
     return web.json_response({"token_id": token.id, "cell": token.cell, "role": token.role.value, "zones": list(token.zones)})
-
-
-@routes.get("/v1/alerts/{id}/messages")
-async def messages(request: web.Request) -> web.Response:
-    """The alert's text per locale and channel, rendered from the stored alert as the dispatcher does."""
-    _, alert = await alerts._readable(request)
-    rendered = render.check_order(request.app[web_mod.RENDERER], alert)
-    return web.json_response({"messages": [alerts._rendered(r) for r in rendered]})

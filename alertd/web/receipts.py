@@ -1,21 +1,32 @@
-"""Delivery receipts from providers: Twilio status callbacks.
+"""Delivery receipts from providers: Twilio status callbacks, siren gateways' acks and heartbeats.
 
 Twilio signs each callback with the account's auth token over the public URL it called; a forged or
-unsigned callback gets 403 and changes nothing. Callbacks repeat and arrive out of order: the store
-only ever moves a delivery forward.
+unsigned callback gets 403 and changes nothing. A siren gateway presents its channel's
+``receipt_token`` (the protocol is in `alertd.fakes.siren`): none gets 401, another 403, and nothing
+changes. Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
+from typing import Annotated, Any, Literal
+
+import pydantic
 import structlog
 from aiohttp import web
 from twilio import request_validator
 
-from alertd import errors, model, web as web_mod
+from alertd import errors, model, store as store_mod, web as web_mod
 from alertd.channels import twilio_sms
+from alertd.store import sirens
 
 log = structlog.get_logger("alertd.web.receipts")
 routes = web.RouteTableDef()
+
+MAX_RECEIPTS = 10_000  # per POST: a gateway's heartbeats for all its sirens fit
+RETRY_EARLY = 1  # seconds a gateway waits before posting again an ack that came too early
 
 
 def _signed(settings: web_mod.Settings, request: web.Request, form: dict[str, str]) -> bool:
@@ -53,3 +64,175 @@ def _error(form: dict[str, str], status: str) -> errors.DeliveryError:
     if not code.isdigit():
         return errors.Permanent(f"Twilio reported the message {status}", code=status)
     return twilio_sms.classify(400, int(code), None)
+
+
+# -- siren gateways ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """A gateway's acknowledgement of one command (`request_id` is the delivery id alertd sent)."""
+
+    command_id: str
+    siren_id: str
+    request_id: str
+    result: str  # activated | failed | busy
+    at: dt.datetime
+    reason: str = ""
+
+
+Text = Annotated[pydantic.StrictStr, pydantic.Field(min_length=1, max_length=200)]
+Fraction = Annotated[float, pydantic.Field(strict=True, ge=0, le=1)]
+
+
+class _AckIn(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True)  # fields a gateway adds are ignored
+
+    type: Literal["ack"]
+    command_id: Text
+    siren_id: Text
+    request_id: Text
+    result: Literal["activated", "failed", "busy"]
+    reason: Annotated[pydantic.StrictStr, pydantic.Field(max_length=500)] = ""
+    at: pydantic.AwareDatetime
+
+
+class _HeartbeatIn(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    type: Literal["heartbeat"]
+    siren_id: Text
+    at: pydantic.AwareDatetime
+    mains: pydantic.StrictBool | None = None
+    battery: Fraction | None = None
+    fault: pydantic.StrictBool = False
+    sabotage: pydantic.StrictBool = False
+
+
+_RECEIPT = pydantic.TypeAdapter(Annotated[_AckIn | _HeartbeatIn, pydantic.Field(discriminator="type")])
+Receipt = Ack | sirens.Heartbeat
+
+
+def parse_siren(body: bytes) -> list[tuple[str, Receipt]]:
+    """A gateway's POST: one receipt or a list of them, each with the prefix of its fields in
+    problems ("" for one object, "3." for the fourth of a list). `errors.BadRequest` when it is no
+    JSON, `errors.Invalid` naming every field at fault."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise errors.BadRequest("The body is not valid JSON.", field=None) from None
+    if isinstance(data, dict):
+        items = [("", data)]
+    else:
+        items = [(f"{i}.", d) for i, d in enumerate(data)] if isinstance(data, list) else []
+    if not items or len(items) > MAX_RECEIPTS:
+        raise errors.BadRequest(f"The body must be a receipt object or a list of 1 to {MAX_RECEIPTS}.", field=None)
+    parsed, problems = [], []
+    for prefix, item in items:
+        try:
+            parsed.append((prefix, _receipt(_RECEIPT.validate_python(item))))
+        except pydantic.ValidationError as exc:
+            problems += [_problem(prefix, e) for e in exc.errors()]
+    if problems:
+        raise invalid(problems)
+    return parsed
+
+
+def _receipt(item: _AckIn | _HeartbeatIn) -> Receipt:
+    fields = item.model_dump(exclude={"type"})
+    return Ack(**fields) if isinstance(item, _AckIn) else sirens.Heartbeat(**fields)
+
+
+def _problem(prefix: str, error: Any) -> dict[str, str]:
+    loc = [str(part) for part in error["loc"][1:]]  # the first part is the receipt's type
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = ["type"]
+    field = (prefix + ".".join(loc)).rstrip(".") or "body"
+    return {"field": field, "message": error["msg"]}
+
+
+def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
+    first = problems[0]
+    return errors.Invalid(f"{first['field']}: {first['message']}", field=first["field"], errors=problems)
+
+
+def gateway(request: web.Request) -> str:
+    """The siren channel whose receipt token the request presents: 401 without one, 403 for another."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise errors.Unauthenticated("A siren gateway's receipt token is required.", field="Authorization")
+    for name, channel in request.app[web_mod.DISPATCHER].channels.items():
+        accepts = getattr(channel, "accepts_receipt", None)
+        if accepts is not None and accepts(token):
+            return name
+    log.warning("siren receipt refused: unknown token", remote=request.remote)
+    raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
+
+
+async def commands(store: store_mod.Store, channel: str, receipts: list[tuple[str, Receipt]]) -> dict[str, model.Delivery]:
+    """The deliveries the acks are about, by request id; `errors.Invalid` when a siren is unknown or
+    an ack names no command of this gateway to that siren."""
+    known = {s.id for s in await store.list_sirens()}
+    found, problems = {}, []
+    for prefix, receipt in receipts:
+        if receipt.siren_id not in known:
+            problems.append({"field": prefix + "siren_id", "message": f"unknown siren {receipt.siren_id!r}"})
+        elif isinstance(receipt, Ack):
+            delivery = await _command(store, receipt.request_id)
+            if delivery is None or (delivery.channel, delivery.target) != (channel, receipt.siren_id):
+                message = f"no command {receipt.request_id!r} of this gateway to siren {receipt.siren_id!r}"
+                problems.append({"field": prefix + "request_id", "message": message})
+            else:
+                found[receipt.request_id] = delivery
+    if problems:
+        raise invalid(problems)
+    return found
+
+
+async def _command(store: store_mod.Store, request_id: str) -> model.Delivery | None:
+    return await store.get_delivery(int(request_id)) if request_id.isdigit() and len(request_id) < 19 else None
+
+
+@routes.post("/v1/receipts/siren")
+async def siren(request: web.Request) -> web.Response:
+    channel = gateway(request)
+    receipts = parse_siren(await request.read())
+    store = request.app[web_mod.STORE]
+    deliveries = await commands(store, channel, receipts)
+    beats = [r for _, r in receipts if isinstance(r, sirens.Heartbeat)]
+    if beats:
+        await store.record_heartbeats(beats, web_mod.now(request))
+    early = [
+        ack for _, ack in receipts
+        if isinstance(ack, Ack) and not await _apply(request, ack, deliveries[ack.request_id])
+    ]
+    if early:
+        detail = f"command {early[0].command_id!r} is not recorded yet: post its acknowledgement again"
+        title = (errors.Conflict.__doc__ or "").strip()
+        resp = web_mod.problem(409, errors.Conflict.type, title, detail, field="command_id")
+        resp.headers["Retry-After"] = str(RETRY_EARLY)
+        return resp
+    return web.Response(status=204)
+
+
+async def _apply(request: web.Request, ack: Ack, delivery: model.Delivery) -> bool:
+    """Apply one ack to its delivery; False when a `busy` came before its command was recorded."""
+    store, now = request.app[web_mod.STORE], web_mod.now(request)
+    await store.record_siren_ack(ack.siren_id, ack.result, ack.at)
+    recorded = delivery.provider_id == ack.command_id
+    sending = delivery.state is model.State.SENDING
+    if ack.result == "busy":
+        if recorded:  # the siren did not sound: retried under the retry policy, like a failed send
+            busy = errors.Transient(f"siren {ack.siren_id} busy: {ack.reason or 'no reason given'}", code="busy")
+            moved = await request.app[web_mod.DISPATCHER].undelivered(ack.command_id, busy)
+            log.info("siren busy", alert_id=delivery.alert_id, siren_id=ack.siren_id, moved_to=moved)
+        return recorded or not sending
+    if not (recorded or sending):  # a copy of an ack for an earlier attempt
+        return True
+    state = model.State.DELIVERED if ack.result == "activated" else model.State.FAILED
+    error = None if ack.result == "activated" else f"siren {ack.siren_id} failed: {ack.reason or 'no reason given'}"
+    changed = await store.apply_receipt(ack.command_id, state, error, now)
+    level = log.warning if state is model.State.FAILED else log.info
+    level("siren ack", alert_id=delivery.alert_id, siren_id=ack.siren_id, result=ack.result, changed=changed)
+    return True

@@ -23,5 +23,6 @@ async def upsert(request: web.Request) -> web.Response:
     zones = {z for r in [*recipients, *existing] for z in r.zones}
     auth.check_jurisdiction(token, sorted(zones), field="zones")
     count = await store.upsert_recipients(recipients)
+    await store.add_audit(web_mod.audit_entry(request, token, "subscribers_imported", count=count))
     log.info("subscribers imported", count=count, cell=token.cell)
     return web.json_response({"imported": count})

@@ -1,0 +1,122 @@
+"""The audit log: who did what, when, from where. Append-only, and chained so that an edit shows.
+
+No API edits or deletes an entry; the store has no method that could. Each entry also carries the
+SHA-256 of its content and of the previous entry's hash, so an entry changed or removed behind
+alertd's back (in the database itself) breaks the chain, and `alertd audit --verify` says where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from alertd import model
+
+MIGRATION = (6, (
+    """CREATE TABLE audit (id {serial}, at {time} NOT NULL, cell TEXT NOT NULL, token_id TEXT,
+        action TEXT NOT NULL, subject TEXT, detail TEXT NOT NULL, address TEXT, prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)""",
+    "CREATE INDEX audit_subject ON audit (subject, id)",
+))
+GENESIS = "0" * 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One thing someone did. `subject` is what it was done to (an alert id, a token id…)."""
+
+    cell: str
+    # created (an order: alert, update or cancel), updated and cancelled (the alert replaced or
+    # stopped), token_created, subscribers_imported, sirens_imported
+    action: str
+    at: dt.datetime
+    token_id: str | None = None
+    subject: str | None = None
+    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    address: str | None = None  # the client's IP address, or "local" for the command line
+    id: int | None = None
+    hash: str | None = None
+
+    def content(self) -> str:
+        """What the hash covers: every fact of the entry, in a fixed form."""
+        facts = [self.at.isoformat(), self.cell, self.token_id, self.action, self.subject, dict(self.detail),
+                 self.address]
+        return json.dumps(facts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "at": self.at.isoformat(), "cell": self.cell, "token_id": self.token_id,
+            "action": self.action, "subject": self.subject, "detail": dict(self.detail), "address": self.address,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Entry:
+        return cls(
+            id=row["id"], at=model.to_utc(row["at"]), cell=row["cell"], token_id=row["token_id"],
+            action=row["action"], subject=row["subject"], detail=json.loads(row["detail"]),
+            address=row["address"], hash=row["hash"],
+        )
+
+
+def chained(prev_hash: str, entry: Entry) -> str:
+    return hashlib.sha256((prev_hash + entry.content()).encode()).hexdigest()
+
+
+def broken(rows: Sequence[Mapping[str, Any]], prev_hash: str = GENESIS) -> int | None:
+    """The id of the first entry whose chain does not hold, in rows taken in id order from the first."""
+    for row in rows:
+        entry = Entry.from_row(row)
+        if row["prev_hash"] != prev_hash or chained(prev_hash, entry) != row["hash"]:
+            return entry.id
+        prev_hash = row["hash"]
+    return None
+
+
+class AuditStore:
+    """The audit methods of `base.SQLStore` (mixed in), over its `_tx` and `_fetch`."""
+
+    async def _audit(self, conn: Any, entry: Entry) -> None:
+        """Append `entry` inside the caller's transaction: the entry and what it records commit together."""
+        if self.dialect.audit_lock:  # one chain: appenders on other instances wait their turn
+            await conn.execute(self.dialect.audit_lock)
+        last = await conn.fetch("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
+        prev = last[0]["hash"] if last else GENESIS
+        await conn.execute(
+            "INSERT INTO audit (at, cell, token_id, action, subject, detail, address, prev_hash, hash)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            self._t(entry.at), entry.cell, entry.token_id, entry.action, entry.subject,
+            json.dumps(dict(entry.detail), ensure_ascii=False), entry.address, prev, chained(prev, entry),
+        )
+
+    async def add_audit(self, entry: Entry) -> None:
+        async with self._tx() as conn:
+            await self._audit(conn, entry)
+
+    async def audit(
+        self, limit: int = 100, before: int | None = None, cell: str | None = None, action: str | None = None,
+        subject: str | None = None,
+    ) -> list[Entry]:
+        """Newest first; only entries with id < `before`, and the given cell, action and subject."""
+        where, args = ["id < $1"], [before if before is not None else 2**62]
+        for column, value in (("cell", cell), ("action", action), ("subject", subject)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        rows = await self._fetch(
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args
+        )
+        return [Entry.from_row(r) for r in rows]
+
+    async def verify_audit(self) -> int | None:
+        """The id of the first entry where the chain breaks, or None when it holds throughout."""
+        prev, after = GENESIS, 0
+        while rows := await self._fetch("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT 10000", after):
+            if (bad := broken(rows, prev)) is not None:
+                return bad
+            prev, after = rows[-1]["hash"], rows[-1]["id"]
+        return None

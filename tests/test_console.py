@@ -1,0 +1,197 @@
+"""The operators' console: the reads it needs (on both stores), then the page itself in headless
+Chromium against a daemon serving on a real port with its workers running on the fakes: sign in,
+watch an alert progress to completion, cancel another one. Screenshots go to tests/artifacts/.
+
+Needs Debian's chromium (`apt-get install -y --no-install-recommends chromium`) and playwright.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import async_playwright, expect
+
+from alertd import app as app_mod, demo, model, testing, web as web_mod
+from alertd.web import console
+from tests import helpers
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = pathlib.Path(__file__).parent / "artifacts"
+LAPTOP, TABLET = {"width": 1366, "height": 768}, {"width": 768, "height": 1024}
+PEOPLE = 200
+WAIT = 20_000  # ms: the bound on any wait for the page
+SEINE = [[48.85, 2.29], [48.87, 2.35], [48.84, 2.39], [48.85, 2.29]]
+ISLAND = {"lat": 48.853, "lon": 2.349, "radius_km": 0.8}
+
+
+async def test_the_page_and_every_asset_it_loads_are_served_from_alertd_alone(daemon):
+    page = await daemon.client.get("/console")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    files = {p.name: p.read_text() for p in console.STATIC.iterdir()}
+    wanted = set(re.findall(r'(?:href|src)="/console/([^"]+)"', files["index.html"]))
+    wanted |= {name for text in files.values() for name in re.findall(r"from '\./([\w.]+)'", text)}
+    assert wanted == set(files) - {"index.html"}  # every file is used, every import exists
+    for name in wanted:
+        asset = await daemon.client.get(f"/console/{name}")
+        assert asset.status == 200, name
+        assert asset.content_type in ("text/javascript", "application/javascript", "text/css"), name
+    assert not [name for name, text in files.items() if re.search(r"(?:src|href)=\"https?:|url\(|@import|//cdn", text)]
+
+
+async def test_me_tells_the_console_who_signed_in(daemon):
+    me = await (await daemon.get("/v1/me", who="issuer")).json()
+    assert me["role"] == "issuer" and me["cell"] == "Préfecture test" and me["zones"] == ["75"]
+    assert (await daemon.client.get("/v1/me")).status == 401
+
+
+async def test_messages_are_the_texts_the_alert_sent(daemon):
+    alert_id = (await daemon.send(channels=["sms"]))["id"]
+    await daemon.drain()
+    messages = (await (await daemon.get(f"/v1/alerts/{alert_id}/messages")).json())["messages"]
+    by_locale = {m["locale"]: m["body"] for m in messages if m["channel"] == "sms"}
+    sent = {r["to"]: r["body"] for r in await daemon.sms.received()}
+    assert sent["+33622334455"] == by_locale["en"] and sent["+33612345678"] == by_locale["fr"]
+
+
+async def test_sirens_show_their_last_command_to_operators_of_their_jurisdiction(daemon):
+    alert_id = (await daemon.send(channels=["siren"]))["id"]
+    await daemon.drain()
+    of_alert = (await (await daemon.get(f"/v1/alerts/{alert_id}/sirens")).json())["sirens"]
+    assert [(s["id"], s["status"]) for s in of_alert] == [("siren-paris-1", "activated")]
+    await daemon.post(f"/v1/alerts/{alert_id}/cancel")
+    await daemon.drain()
+    sirens = (await (await daemon.get("/v1/sirens")).json())["sirens"]
+    assert {s["id"]: s["status"] for s in sirens} == {"siren-lyon-1": "unknown", "siren-paris-1": "ready"}
+    paris = next(s for s in sirens if s["id"] == "siren-paris-1")
+    assert paris["last"]["alert_id"] == alert_id and paris["last"]["command"] == "cancel"
+
+    lyon = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.OPERATOR, ["69"], cell="Lyon"))
+    seen = (await (await daemon.client.get("/v1/sirens", headers=lyon)).json())["sirens"]
+    assert [s["id"] for s in seen] == ["siren-lyon-1"]
+    assert (await daemon.get("/v1/sirens", who="issuer")).status == 403
+
+
+@pytest.fixture
+async def served(tmp_path, fakes_url):
+    """alertd on a real port, workers running, SMS slowed down so that the fan-out takes seconds."""
+    port = demo.free_port()
+    cfg = helpers.load_config(tmp_path, fakes_url, port, sms="max_concurrency = 4")
+    app = app_mod.build(cfg)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    db = app[web_mod.STORE]
+    await db.upsert_recipients([
+        model.Recipient(f"r{i:04d}", "fr" if i % 3 else "en", (helpers.PARIS,), phone=f"+3361000{i:04d}",
+                        push_token=f"tok-{i:06d}")
+        for i in range(PEOPLE)
+    ])
+    await db.upsert_sirens([
+        model.Siren("siren-paris-1", helpers.PARIS, "Hôtel de Ville", lat=48.8566, lon=2.3522),
+        model.Siren("siren-lyon-1", helpers.LYON, "Bellecour", lat=45.7578, lon=4.8320),
+    ])
+    tokens = {role: await helpers.add_token(db, role, zones) for role, zones in (
+        (model.Role.ISSUER, ["*"]), (model.Role.OPERATOR, ["*"]))}
+    sms = testing.FakeControl(fakes_url, "twilio")
+    await sms.reset()
+    await sms.fail(delay=0.05, times=None)  # no status: each SMS succeeds, 50 ms later
+    try:
+        yield f"http://127.0.0.1:{port}", tokens, sms
+    finally:
+        await sms.reset()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def browser():
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM)
+        yield chromium
+        await chromium.close()
+
+
+async def send(base: str, token: str, **order) -> str:
+    async with aiohttp.ClientSession(headers=helpers.auth_header(token)) as http:
+        async with http.post(base + "/v1/alerts", json=helpers.order(**order) | {"expires": None}) as resp:
+            assert resp.status == 202, await resp.text()
+            return (await resp.json())["id"]
+
+
+async def sign_in(page, base: str, token: str) -> None:
+    await page.goto(base + "/console")
+    await page.fill("#token", token)
+    await page.click("button[type=submit]")
+    await expect(page.locator("table.alerts")).to_be_visible(timeout=WAIT)
+
+
+async def test_sign_in_watch_an_alert_complete_and_cancel_another(served, browser):
+    base, tokens, sms = served
+    started = time.monotonic()
+    page = await browser.new_page(viewport=LAPTOP, locale="fr-FR")
+    elsewhere, problems = [], []
+    page.on("request", lambda r: r.url.startswith((base, "data:")) or elsewhere.append(r.url))
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+
+    await sign_in(page, base, tokens[model.Role.ISSUER])
+    watched = await send(base, tokens[model.Role.ISSUER], area={"zones": [helpers.PARIS], "description": "Paris",
+                                                                 "polygons": [SEINE], "circles": [ISLAND]})
+    row = page.locator(f"tr[data-alert='{watched}']")
+    await expect(row).to_be_visible(timeout=WAIT)  # the list refreshes by itself
+    await page.screenshot(path=ARTIFACTS / "console-alerts.png")
+
+    await row.locator("a.event").click()
+    counts = page.locator("table.counts")
+    await expect(counts).to_have_attribute("data-total", str(2 * PEOPLE + 1), timeout=WAIT)
+    await expect(page.locator(".head [data-state=completed]")).to_be_visible(timeout=WAIT)
+    await expect(counts).to_have_attribute("data-done", str(2 * PEOPLE + 1))
+    assert await page.locator("tr[data-channel=sms] td[data-state=delivered]").inner_text() == str(PEOPLE)
+    sent_line = page.locator("polyline.reach.sent[data-channel=sms]")
+    assert int(await sent_line.get_attribute("data-points")) >= 3  # the start, and rows along the way
+    await expect(page.locator("article.message[data-channel=sms]")).to_contain_text("crue de la Seine")
+    await expect(page.locator("li[data-siren=siren-paris-1]")).to_have_attribute("data-status", "activated")
+    outline = page.locator("svg.outline")  # the area drawn: its polygon, its circle, its siren
+    assert await outline.locator(".shape").count() == 2
+    await expect(outline.locator("circle.siren.ss-activated[data-siren=siren-paris-1]")).to_have_count(1)
+    await page.screenshot(path=ARTIFACTS / "console-alert-laptop.png", full_page=True)
+    await page.set_viewport_size(TABLET)
+    await page.screenshot(path=ARTIFACTS / "console-alert-tablet.png", full_page=True)
+    await page.set_viewport_size(LAPTOP)
+
+    await sms.reset()
+    await sms.fail(status=429, code=20429, retry_after=60, times=None)  # the SMS wait: the alert stays live
+    stopped = await send(base, tokens[model.Role.ISSUER], identifier="second-alert")
+    await page.goto(f"{base}/console#/alerts/{stopped}")
+    await expect(page.locator(".head [data-state=active]")).to_be_visible(timeout=WAIT)
+    await page.click("#cancel")
+    await expect(page.locator("#dialog")).to_contain_text("Annuler")
+    await page.screenshot(path=ARTIFACTS / "console-cancel-dialog.png")
+    await page.click("#confirm-cancel")
+    await expect(page.locator("#cancel-result")).to_contain_text("Préfecture test", timeout=WAIT)
+    await page.screenshot(path=ARTIFACTS / "console-cancelled.png")
+    await page.click("#cancel-result button")
+    await expect(page.locator(".head [data-state=cancelled]")).to_be_visible(timeout=WAIT)
+    await expect(page.locator("#cancelled")).to_contain_text("Préfecture test")
+    await expect(page.locator("tr[data-channel=sms] td[data-state=cancelled]")).to_have_text(str(PEOPLE), timeout=WAIT)
+
+    # An operator reads but may not cancel, and sees the sirens; in English when asked.
+    await page.click("#signout")
+    await sign_in(page, base, tokens[model.Role.OPERATOR])
+    await page.click("#lang")
+    await page.goto(f"{base}/console#/alerts/{stopped}")
+    await expect(page.locator(".head [data-state=cancelled]")).to_have_text("cancelled", timeout=WAIT)
+    assert await page.locator("#cancel").count() == 0
+    await page.goto(f"{base}/console#/sirens")
+    await expect(page.locator("tr[data-siren=siren-paris-1]")).to_have_attribute("data-status", "ready", timeout=WAIT)
+    await expect(page.locator("tr[data-siren=siren-lyon-1]")).to_have_attribute("data-status", "unknown")
+    await page.screenshot(path=ARTIFACTS / "console-sirens.png")
+
+    assert elsewhere == [] and problems == []
+    helpers.REPORT.append(f"console: browser test {time.monotonic() - started:.1f}s, screenshots in {ARTIFACTS}")
