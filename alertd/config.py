@@ -32,7 +32,7 @@ CREDENTIAL_PREFIX = "credential:"
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
-SECRET_KEYS = frozenset({"auth_token", "token", "password", "api_key", "authorization"})
+SECRET_KEYS = frozenset({"auth_token", "token", "receipt_token", "password", "api_key", "authorization"})
 # What each built-in plugin cannot work without; several names mean "one of these".
 REQUIRED = {
     "twilio": (("account_sid",), ("auth_token",), ("from", "messaging_service_sid")),

@@ -32,6 +32,7 @@ SETTLED = [s.value for s in model.SETTLED]
 ACCOUNT_SID = "ACdemo00000000000000000000000000"
 AUTH_TOKEN = "demo-auth-token"
 PROJECT_ID = "alertd-demo"
+RECEIPT_TOKEN = "demo-receipt-token"  # what the fake siren gateway presents with its acks and heartbeats
 
 CONFIG = """
 [server]
@@ -65,15 +66,19 @@ base_url = "{fakes}"
 plugin = "siren-http"
 base_url = "{fakes}/siren"
 token = "demo-gateway-token"
+receipt_token = "{receipt_token}"
+{siren}
 """
 
 
-def config_toml(port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "") -> str:
+def config_toml(
+    port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "", siren: str = ""
+) -> str:
     """A configuration of the daemon on the fake providers, for the demo, the tests and the benchmark;
-    `dispatcher`, `sms` and `push` are extra TOML lines for those sections."""
+    `dispatcher`, `sms`, `push` and `siren` are extra TOML lines for those sections."""
     return CONFIG.format(
-        port=port, store=store, fakes=fakes, dispatcher=dispatcher, sms=sms, push=push,
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, project_id=PROJECT_ID,
+        port=port, store=store, fakes=fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren,
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, project_id=PROJECT_ID, receipt_token=RECEIPT_TOKEN,
     )
 
 
@@ -154,17 +159,30 @@ def progress(alert: dict) -> tuple[str, bool]:
     return "\n".join(lines), finished
 
 
+DEMO_SIREN = "acks = true\nheartbeats = true"
+
+
+async def _gateway_receipts(fakes: str, public_url: str) -> None:
+    """Tell the fake siren gateway where to post its acknowledgements."""
+    body = {"url": public_url.rstrip("/") + "/v1/receipts/siren", "token": RECEIPT_TOKEN, "enabled": True}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(fakes + "/_fake/siren/receipts", json=body) as resp:
+            resp.raise_for_status()
+
+
 async def run(once: bool, count: int = 2000, port: int = 0) -> int:
     with tempfile.TemporaryDirectory(prefix="alertd-demo-") as tmp, fake_providers() as (fakes, proc):
         await wait_ready(fakes, proc)
         port = port or free_port()
         path = Path(tmp) / "alertd.toml"
-        path.write_text(config_toml(port, f"sqlite:///{Path(tmp) / 'alertd.db'}", fakes))
+        # The fake gateway acknowledges each siren command and sends heartbeats, as a real one would.
+        path.write_text(config_toml(port, f"sqlite:///{Path(tmp) / 'alertd.db'}", fakes, siren=DEMO_SIREN))
         cfg = config.load(str(path))
         logs.configure(cfg.log.level, cfg.log.format)
         runner = web.AppRunner(app_mod.build(cfg), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        await _gateway_receipts(fakes, cfg.server.public_url)
         try:
             return await _drive(runner.app, cfg.server.public_url, count, once)
         finally:

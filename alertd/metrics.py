@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily
 
 from alertd import errors, model
+from alertd.store import sirens
 
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ORDER_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -30,8 +31,7 @@ CODES = 100  # distinct error codes per channel before the rest count as "other"
 # One pass over the (channel, state, next_at) index, whatever the number of alerts.
 DELIVERY_COUNTS = "SELECT channel, state, count(*) AS n FROM deliveries GROUP BY channel, state"
 OPEN = frozenset({model.State.PENDING, model.State.SENDING})
-DONE = frozenset({model.State.SENT, model.State.DELIVERED})
-SIREN_STATES = ("ready", "activated", "fault", "commanded", "unknown")
+SIREN_STATES = sirens.STATES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,33 +44,18 @@ class Figures:
     up: bool = True
 
 
-def siren_state(delivery: model.Delivery | None) -> str:
-    """A siren's health as its last command tells it, until the gateways' heartbeats say more."""
-    if delivery is None:
-        return "unknown"
-    if delivery.state in OPEN:
-        return "commanded"
-    if delivery.state is model.State.FAILED:
-        return "fault"
-    if delivery.state in DONE and delivery.command == "activate":
-        return "activated"
-    return "ready"  # stopped, tested, or its command never went (cancelled, expired)
-
-
-async def read(store) -> Figures:
+async def read(store, now: dt.datetime, stale_after: dt.timedelta | None) -> Figures:
     """The store's figures for one scrape. `_fetch` is the SQL stores' internal reader: one
     GROUP BY here spares the `Store` protocol a method that only monitoring needs."""
     started = time.monotonic()
     try:
         rows = await store._fetch(DELIVERY_COUNTS)
-        last = await store.last_siren_deliveries()
-        sirens = await store.list_sirens()
+        sirens = await store.siren_states(now, stale_after)
     except errors.StoreError:
         return Figures({}, {}, time.monotonic() - started, up=False)
     states: dict[str, int] = {}
     for siren in sirens:
-        state = siren_state(last.get(siren.id))
-        states[state] = states.get(state, 0) + 1
+        states[siren.state] = states.get(siren.state, 0) + 1
     deliveries = {(r["channel"], r["state"]): int(r["n"]) for r in rows}
     return Figures(deliveries, states, time.monotonic() - started)
 
@@ -201,7 +186,7 @@ class StoreCollector:
                               labels=["channel", "state"]),
             GaugeMetricFamily("alertd_queue_depth", "Deliveries pending or on the wire, by channel.",
                               labels=["channel"]),
-            GaugeMetricFamily("alertd_sirens", "Sirens by last known state (from their last command).",
+            GaugeMetricFamily("alertd_sirens", "Sirens by last known state (heartbeats and last command).",
                               labels=["state"]),
             GaugeMetricFamily("alertd_store_up", "Whether this scrape could read the store."),
             GaugeMetricFamily("alertd_store_read_seconds", "How long this scrape took to read the store."),

@@ -207,6 +207,15 @@ def _body(schema: dict[str, Any], media: str = "application/json") -> dict[str, 
     return {"required": True, "content": {media: {"schema": schema}}}
 
 
+_SIREN_RECEIPT = {"oneOf": [
+    _object(type={"const": "ack"}, command_id=_str(), siren_id=_str(), request_id=_str(),
+            result={"enum": ["activated", "failed", "busy"]}, reason=_str(), at=_str(format="date-time"))
+    | {"required": ["type", "command_id", "siren_id", "request_id", "result", "at"]},
+    _object(type={"const": "heartbeat"}, siren_id=_str(), at=_str(format="date-time"), mains={"type": "boolean"},
+            battery={"type": "number", "minimum": 0, "maximum": 1}, fault={"type": "boolean"},
+            sabotage={"type": "boolean"})
+    | {"required": ["type", "siren_id", "at"]},
+]}
 _ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PUBLIC = {"security": []}
 _SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": orders.MAX_SUBSCRIBERS}
@@ -274,6 +283,20 @@ def _paths() -> dict[str, Any]:
         "/v1/preview": {"post": _preview()},
         "/v1/subscribers": {"post": _subscribers()},
         "/v1/receipts/twilio": {"post": _twilio_receipts()},
+        "/v1/receipts/siren": {"post": {
+            "summary": "Siren gateway acknowledgements (activated, failed, busy) and heartbeats (mains, battery, "
+            "fault, sabotage); one object or a list. Authenticated by the gateway's own receipt token.",
+            "security": [{"bearer": []}],
+            "requestBody": _body({"oneOf": [_SIREN_RECEIPT, {"type": "array", "items": _SIREN_RECEIPT,
+                                                              "minItems": 1, "maxItems": 10000}]}),
+            "responses": {
+                "204": {"description": "Recorded."}, "400": _problem_response("Malformed."),
+                "401": _problem_response("No gateway token."), "403": _problem_response("Not a gateway's token."),
+                "409": _problem_response("A `busy` ack for a command not yet recorded as sent: post it again "
+                                         "after `Retry-After` seconds."),
+                "422": _problem_response("A field is not valid, or the siren is unknown; `errors` says which."),
+            },
+        }},
         "/v1/openapi.json": {"get": _public("This document.", {200: _json("OpenAPI 3.1.", {"type": "object"})})},
         "/healthz": {"get": _public("The process is alive.", {200: {"description": "Alive."}})},
         "/readyz": {

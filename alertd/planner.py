@@ -141,13 +141,12 @@ async def plan(
     after = await store.plan_cursor(alert.id)
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
-    earlier = [r.alert_id for r in alert.references if r.alert_id]
+    once = fixed(alert, route, await store.list_sirens(), tests) if after is None else []
     if after is None:
-        await _first(store, alert, route, earlier, tests, clock())
+        await _first(store, alert, once, tests, clock())
     who = audience(alert, tests)
-    fixed_ = fixed(alert, route, await store.list_sirens(), tests) if after is None else ()
     while True:
-        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), fixed_)
+        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once)
         on_chunk()
         if after is None:
             break
@@ -157,19 +156,24 @@ async def plan(
 
 
 async def _first(
-    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], earlier: Sequence[str],
-    tests: Sequence[str], now: dt.datetime,
+    store: store_mod.Store, alert: model.Alert, once: Sequence[model.NewDelivery], tests: Sequence[str],
+    now: dt.datetime,
 ) -> None:
     """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
     and the alert's own targets. Each step is idempotent: a resumed planning does it again."""
+    earlier = [r.alert_id for r in alert.references if r.alert_id]
     if alert.msg_type is model.MsgType.UPDATE and earlier:
         replaced = await store.replace(earlier, alert.id, now)
+        # Sirens the new area leaves out are silenced; those it keeps hear its own activation.
+        kept = [d.target for d in once if d.kind is model.Kind.SIREN]
+        for earlier_id in earlier:
+            await store.plan_siren_cancel(earlier_id, now, keep=kept)
         log.info("earlier alerts replaced", alert_id=alert.id, earlier=earlier, deliveries=replaced)
     if alert.msg_type is model.MsgType.CANCEL and earlier:
         for earlier_id in earlier:
             await store.cancel_alert(earlier_id, now)
             await store.plan_siren_cancel(earlier_id, now)
-        told = await store.plan_reached(alert.id, earlier, list(route), now)
+        told = await store.plan_reached(alert.id, earlier, alert.channels, now)
         log.info("earlier alerts cancelled", alert_id=alert.id, earlier=earlier, told=told)
     if audience(alert, tests).walk == "targets":
         await target(store, alert, tests)

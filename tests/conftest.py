@@ -52,12 +52,18 @@ async def pg_schema_url(pg_url):
         await admin.close()
 
 
+@pytest.fixture
+def siren_settings() -> str:
+    """Extra TOML lines for the daemon's siren channel; a test module overrides it."""
+    return ""
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def daemon(request, tmp_path, fakes_url, pg_schema_url):
+async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings):
     """The daemon on each store, with the fakes, a manual clock and no background work."""
     port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else None
-    cfg = helpers.load_config(tmp_path, fakes_url, port, store=store)
+    cfg = helpers.load_config(tmp_path, fakes_url, port, store=store, siren=siren_settings)
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

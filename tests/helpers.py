@@ -30,12 +30,12 @@ class ManualClock:
 
 def write_config(
     tmp: Path, fakes: str, port: int, store: str | None = None,
-    dispatcher: str = "batch_size = 100", sms: str = "",
+    dispatcher: str = "batch_size = 100", sms: str = "", siren: str = "",
 ) -> Path:
-    """A configuration on the fakes; `dispatcher` and `sms` are extra TOML lines for those sections."""
+    """A configuration on the fakes; `dispatcher`, `sms` and `siren` are extra TOML lines for those sections."""
     path = tmp / "alertd.toml"
     store = store or f"sqlite:///{tmp / 'alertd.db'}"
-    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms))
+    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, siren=siren))
     return path
 
 

@@ -197,3 +197,16 @@ async def test_a_non_public_cap_document_needs_a_token(daemon):
     assert (await daemon.client.get(f"/v1/alerts/{exercise['id']}.xml")).status == 401
     resp = await daemon.client.get(f"/v1/alerts/{exercise['id']}.xml", headers=daemon.headers["operator"])
     assert resp.status == 200 and cap.parse(await resp.read()).status == "Exercise"
+
+
+async def test_the_feed_leaves_out_what_an_update_replaced(daemon):
+    first = await daemon.status((await daemon.send(identifier="FIRST"))["id"])
+    ref = {"sender": first["sender"], "identifier": first["identifier"], "sent": first["sent"]}
+    update = await daemon.send(msg_type="update", references=[ref], identifier="SECOND")
+    await daemon.drain()
+    feed = ET.fromstring(await (await daemon.client.get("/v1/feed.atom")).read())
+    atom = "{http://www.w3.org/2005/Atom}"
+    assert [e.find(f"{atom}link").get("href").rsplit("/", 1)[1] for e in feed.iter(f"{atom}entry")] == [
+        f"{update['id']}.xml"
+    ]
+    assert (await daemon.client.get(f"/v1/alerts/{first['id']}.xml")).status == 200  # still public, not in force

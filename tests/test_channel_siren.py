@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from alertd import channels, errors, model, testing
 from alertd.channels import siren_http
@@ -201,3 +203,147 @@ def test_retry_after_as_seconds_or_http_date():
     assert channels.retry_after("Wed, 05 Mar 2025 12:01:00 GMT", now) == 60.0
     assert channels.retry_after("soon", now) is None
     assert channels.retry_after(None, now) is None
+
+
+# -- receipts: the channel's settings ------------------------------------------------------------
+
+
+def test_acks_and_heartbeats_are_off_unless_asked_for(fakes_url):
+    chan = make_channel(fakes_url, receipt_token="rt")
+    assert (chan.ack_timeout, chan.heartbeat_timeout) == (None, None)
+    chan = make_channel(fakes_url, receipt_token="rt", acks=True, heartbeats=True)
+    assert (chan.ack_timeout, chan.heartbeat_timeout) == (60.0, 300.0)
+    chan = make_channel(fakes_url, receipt_token="rt", acks=True, ack_timeout="90")  # from $ALERTD_…
+    assert chan.ack_timeout == 90.0
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"acks": True}, "acks = true needs receipt_token"),
+        ({"heartbeats": True}, "heartbeats = true needs receipt_token"),
+        ({"receipt_token": "rt", "acks": "yes"}, "acks must be true or false"),
+        ({"receipt_token": "rt", "acks": True, "ack_timeout": 0}, "ack_timeout must be a positive number"),
+        ({"receipt_token": "rt", "receipt_token_file": "/x"}, "not both"),
+        ({"receipt_token_file": "/nonexistent/token"}, "cannot read receipt_token_file"),
+    ],
+)
+def test_receipt_settings_that_cannot_work_are_refused(fakes_url, config, problem):
+    with pytest.raises(errors.ConfigError) as caught:
+        make_channel(fakes_url, **config)
+    assert problem in caught.value.message
+
+
+def test_the_receipt_token_is_checked_and_never_shown(fakes_url, tmp_path):
+    (tmp_path / "receipt-token").write_text("gateway-receipt-secret\n")
+    chan = make_channel(fakes_url, receipt_token_file=str(tmp_path / "receipt-token"))
+    assert chan.accepts_receipt("gateway-receipt-secret")
+    assert not chan.accepts_receipt("gateway-receipt-secreT") and not chan.accepts_receipt("")
+    assert not chan.accepts_receipt(TOKEN)  # the token alertd presents is not the gateway's
+    assert "gateway-receipt-secret" not in repr(chan)
+    assert not make_channel(fakes_url).accepts_receipt("anything")  # no receipt token: nothing is
+
+
+# -- receipts: the fake gateway posts them -------------------------------------------------------
+
+
+@pytest.fixture
+async def receiver():
+    """A receipts endpoint on 127.0.0.1: records each POST (auth header, body) and answers the
+    statuses queued in `answers` (204 once they run out)."""
+    posts: asyncio.Queue = asyncio.Queue()
+    answers: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await posts.put((request.headers.get("Authorization"), await request.json()))
+        return web.Response(status=answers.pop(0) if answers else 204, headers={"Retry-After": "0"})
+
+    app = web.Application()
+    app.router.add_post("/v1/receipts/siren", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}/v1/receipts/siren", posts, answers
+    await runner.cleanup()
+
+
+async def receipts_on(fake, url: str) -> None:
+    await fake._call("POST", "/_fake/siren/receipts", {"url": url, "token": "rt", "enabled": True, "retry_delay": 0.01})
+
+
+async def posted(fake, posts: asyncio.Queue) -> list:
+    """Every receipt posted once the fake has sent all the acks it owes."""
+    await fake._call("POST", "/_fake/siren/receipts/flush")
+    return [posts.get_nowait() for _ in range(posts.qsize())]
+
+
+class TestSirenReceipts:
+    @pytest.fixture(autouse=True)
+    async def _reset(self, fake):
+        await fake.reset()
+
+    async def test_each_new_command_is_acknowledged_at_the_receipts_url(self, channel, fake, receiver):
+        url, posts, _ = receiver
+        await receipts_on(fake, url)
+        receipt = await channel.send(command(7, "s-1", "activate"))
+        await channel.send(command(7, "s-1", "activate"))  # a duplicate runs nothing: no second ack
+        [(auth, ack)] = await posted(fake, posts)
+        assert auth == "Bearer rt"
+        assert ack["type"] == "ack" and ack["result"] == "activated"
+        assert (ack["command_id"], ack["request_id"], ack["siren_id"]) == (receipt.provider_id, "7", "s-1")
+        assert dt.datetime.fromisoformat(ack["at"]).utcoffset() is not None
+
+    async def test_no_ack_until_receipts_are_configured(self, channel, fake, receiver):
+        _, posts, _ = receiver
+        await channel.send(command(1, "s-1", "activate"))
+        assert await posted(fake, posts) == []
+
+    async def test_a_faulty_siren_is_accepted_and_acknowledged_failed(self, channel, fake, receiver):
+        url, posts, _ = receiver
+        await receipts_on(fake, url)
+        await channel.send(command(1, "fault-3", "activate"))  # accepted: no Permanent raised
+        [(_, ack)] = await posted(fake, posts)
+        assert (ack["result"], ack["reason"]) == ("failed", "fault")
+
+    async def test_a_busy_siren_forgets_the_command_so_it_can_come_again(self, channel, fake, receiver):
+        url, posts, _ = receiver
+        await receipts_on(fake, url)
+        await fake.fail(status=202, code="busy", to="s-1")
+        first = await channel.send(command(1, "s-1", "activate"))
+        again = await channel.send(command(1, "s-1", "activate"))
+        assert first.provider_id != again.provider_id  # a new command, not a duplicate
+        acks = [body for _, body in await posted(fake, posts)]
+        assert [(a["command_id"], a["result"]) for a in acks] == [
+            (first.provider_id, "busy"), (again.provider_id, "activated"),
+        ]
+
+    async def test_a_rule_can_drop_the_ack(self, channel, fake, receiver):
+        url, posts, _ = receiver
+        await receipts_on(fake, url)
+        await fake.fail(status=202, code="none", to="s-1")
+        await channel.send(command(1, "s-1", "activate"))
+        assert await posted(fake, posts) == []
+
+    async def test_a_receipt_alertd_asks_for_again_is_posted_again(self, channel, fake, receiver):
+        url, posts, answers = receiver
+        answers += [409, 503]
+        await receipts_on(fake, url)
+        await channel.send(command(1, "s-1", "activate"))
+        copies = await posted(fake, posts)
+        assert len(copies) == 3 and copies[0] == copies[1] == copies[2]
+        shown = await fake._call("GET", "/_fake/siren/receipts")
+        assert [p["status"] for p in shown["posted"]] == [204] and shown["token"] == "***"
+
+    async def test_heartbeats_for_the_sirens_it_knows_now(self, channel, fake, receiver):
+        url, posts, _ = receiver
+        await receipts_on(fake, url)
+        await channel.send(command(1, "s-1", "activate"))
+        named = await fake._call("POST", "/_fake/siren/heartbeats", {"sirens": ["s-2"], "battery": 0.4, "mains": False})
+        every = await fake._call("POST", "/_fake/siren/heartbeats", {"sabotage": True})
+        assert (named, every) == ({"posted": 1, "status": 204}, {"posted": 2, "status": 204})
+        _, (_, one), (_, both) = await posted(fake, posts)
+        assert [(b["siren_id"], b["battery"], b["mains"]) for b in one] == [("s-2", 0.4, False)]
+        assert [(b["type"], b["siren_id"], b["sabotage"]) for b in both] == [
+            ("heartbeat", "s-1", True), ("heartbeat", "s-2", True),
+        ]

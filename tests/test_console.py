@@ -67,7 +67,7 @@ async def test_sirens_show_their_last_command_to_operators_of_their_jurisdiction
     await daemon.post(f"/v1/alerts/{alert_id}/cancel")
     await daemon.drain()
     sirens = (await (await daemon.get("/v1/sirens")).json())["sirens"]
-    assert {s["id"]: s["status"] for s in sirens} == {"siren-lyon-1": "unknown", "siren-paris-1": "ready"}
+    assert {s["id"]: s["status"] for s in sirens} == {"siren-lyon-1": "ready", "siren-paris-1": "ready"}
     paris = next(s for s in sirens if s["id"] == "siren-paris-1")
     assert paris["last"]["alert_id"] == alert_id and paris["last"]["command"] == "cancel"
 
@@ -190,7 +190,7 @@ async def test_sign_in_watch_an_alert_complete_and_cancel_another(served, browse
     assert await page.locator("#cancel").count() == 0
     await page.goto(f"{base}/console#/sirens")
     await expect(page.locator("tr[data-siren=siren-paris-1]")).to_have_attribute("data-status", "ready", timeout=WAIT)
-    await expect(page.locator("tr[data-siren=siren-lyon-1]")).to_have_attribute("data-status", "unknown")
+    await expect(page.locator("tr[data-siren=siren-lyon-1]")).to_have_attribute("data-status", "ready")
     await page.screenshot(path=ARTIFACTS / "console-sirens.png")
 
     assert elsewhere == [] and problems == []

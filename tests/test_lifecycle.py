@@ -221,3 +221,23 @@ async def test_at_expiry_nothing_not_started_is_sent(daemon):
     status = await daemon.status(sent["id"])
     assert status["state"] == "expired"
     assert status["totals"]["expired"] == sum(status["totals"].values()) > 0
+
+
+async def test_an_update_silences_the_sirens_its_area_leaves_out(daemon):
+    daemon.headers["issuer"] = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "69"]))
+    first = await daemon.status((await daemon.send(channels=["siren"], area={"zones": ["75056", LYON]}))["id"])
+    await daemon.drain()
+    await daemon.siren.reset()
+    await daemon.send(msg_type="update", references=[ref(first)], channels=["siren"], area={"zones": [LYON]})
+    await daemon.drain()
+    assert sorted((s["to"], s["command"]) for s in await daemon.siren.received()) == [
+        ("siren-lyon-1", "activate"), ("siren-paris-1", "cancel"),
+    ]
+
+
+async def test_a_completed_alert_stays_completed_when_it_expires(daemon):
+    sent = await daemon.send(expires=(helpers.START + dt.timedelta(minutes=10)).isoformat())
+    await daemon.drain()
+    daemon.clock.advance(601)
+    await daemon.dispatcher.housekeeping()
+    assert (await daemon.status(sent["id"]))["state"] == "completed"

@@ -43,7 +43,9 @@ async def test_before_any_alert_the_delivery_figures_are_zero(daemon):
         for state in model.State:
             assert series(figures, "alertd_deliveries", channel=channel, state=state.value) == 0
     assert series(figures, "alertd_orders_total", status="actual", msg_type="alert") == 0
-    assert by(figures, "alertd_sirens", "state") == {"ready": 0, "activated": 0, "fault": 0, "commanded": 0, "unknown": 2}
+    assert by(figures, "alertd_sirens", "state") == {
+        "ready": 2, "activated": 0, "fault": 0, "sabotage": 0, "no_heartbeat": 0,
+    }
     assert series(figures, "alertd_store_up") == 1
 
 
@@ -74,7 +76,9 @@ async def test_the_figures_follow_an_alert_to_its_end(daemon):
     assert by(figures, "alertd_provider_errors_total", "code") == {"503": 1, "21211": 1, "UNREGISTERED": 1}
     assert series(figures, "alertd_provider_errors_total", channel="sms", code="21211") == 1
     assert series(figures, "alertd_provider_errors_total", channel="push", code="UNREGISTERED") == 1
-    assert by(figures, "alertd_sirens", "state") == {"ready": 0, "activated": 1, "fault": 0, "commanded": 0, "unknown": 1}
+    assert by(figures, "alertd_sirens", "state") == {
+        "ready": 1, "activated": 1, "fault": 0, "sabotage": 0, "no_heartbeat": 0,
+    }
 
 
 async def test_a_cancel_is_counted_by_its_message_type_and_stops_the_siren(daemon):
@@ -85,7 +89,8 @@ async def test_a_cancel_is_counted_by_its_message_type_and_stops_the_siren(daemo
     await daemon.drain()
     figures = await scrape(daemon)
     assert series(figures, "alertd_orders_total", status="actual", msg_type="alert") == 1
-    assert by(figures, "alertd_sirens", "state")["ready"] == 1  # its `cancel` went through
+    sirens = by(figures, "alertd_sirens", "state")
+    assert (sirens["activated"], sirens["ready"]) == (0, 2)  # its `cancel` went through; Lyon was never told
     assert series(figures, "alertd_deliveries", channel="siren", state="sent") == 2
 
 

@@ -1,8 +1,12 @@
 """A fake siren gateway, speaking alertd's siren-gateway protocol (v1).
 
 The protocol is small on purpose: the verbs of real siren control systems (activate a signal
-pattern, cancel, full test, silent test, status), JSON over HTTP, a bearer token. A real gateway
-that speaks it can be driven by the `siren-http` channel as is.
+pattern, cancel, full test, silent test, status), JSON over HTTP, a bearer token; and, back from the
+gateway, acknowledgements of commands and heartbeats. A real gateway that speaks it can be driven by
+the `siren-http` channel as is. This docstring is the protocol's reference.
+
+Commands (alertd → gateway)
+---------------------------
 
 ``POST {base}/v1/sirens/{siren_id}/commands`` with ``Authorization: Bearer <token>`` and::
 
@@ -11,8 +15,10 @@ that speaks it can be driven by the `siren-http` channel as is.
      "alert_id": "...", "text": "voice text (optional)", "request_id": "<idempotency key>"}
 
 answers ``202 {"command_id": "...", "siren_id": "...", "state": "accepted"}``. ``request_id`` is
-the idempotency key: the same ``request_id`` for the same siren answers the same ``command_id``
-(with ``"duplicate": true``) and does not sound the siren again, since delivery is at least once.
+the idempotency key (alertd sends the delivery id): the same ``request_id`` for the same siren
+answers the same ``command_id`` (with ``"duplicate": true``) and does not sound the siren again,
+since delivery is at least once. A command acknowledged ``busy`` never ran: the gateway forgets it,
+and the same ``request_id`` sent again is a new command.
 
 ``GET {base}/v1/sirens/{siren_id}`` answers ``200 {"siren_id", "state", "last_command"}``, where
 ``state`` is ``ready`` (never commanded, or cancelled), ``activated``, ``testing`` or ``fault``.
@@ -23,25 +29,81 @@ Errors are ``{"error": code}`` with the HTTP status saying who should act:
 - ``401 unauthorized`` missing or rejected token (this fake rejects only the token ``bad``);
 - ``404 unknown_siren`` the gateway has no such siren (here: ids starting with ``unknown-``);
 - ``409 busy`` the siren is executing another command, try again (ids starting with ``busy-``);
-- ``422 fault`` the siren reports a fault and cannot sound (ids starting with ``fault-``);
+- ``422 fault`` the siren reports a fault and cannot sound (ids starting with ``fault-``; a gateway
+  that acknowledges commands accepts them instead, and acknowledges ``failed``);
 - ``422 request_id_reused`` the same ``request_id`` came with another command or pattern;
 - ``429`` / ``5xx`` overload or outage, with ``Retry-After`` (seconds) when known.
 
-The fake also obeys the failure rules of `alertd.fakes.common` (keyed by siren id) and records
-every accepted command for ``GET /_fake/siren/received``.
+Receipts (gateway → alertd)
+---------------------------
+
+``POST {alertd}/v1/receipts/siren`` with ``Authorization: Bearer <receipt token>`` (the
+``receipt_token`` of alertd's `siren-http` channel for this gateway) and JSON: one receipt object,
+or a list of them (heartbeats for many sirens, acks, or both). An acknowledgement of a command::
+
+    {"type": "ack", "command_id": "<the gateway's command_id>", "siren_id": "...",
+     "request_id": "<the request_id alertd sent>", "result": "activated" | "failed" | "busy",
+     "reason": "why (optional)", "at": "2026-11-26T10:00:03+01:00"}
+
+``activated``: the siren carried the command out (sounded its pattern; for ``cancel``, fell
+silent); ``failed``: it could not (``reason`` says why); ``busy``: it was executing another command
+and did not run this one, so alertd sends it again later under its retry policy. A heartbeat::
+
+    {"type": "heartbeat", "siren_id": "...", "at": "2026-11-26T10:00:00Z", "mains": true,
+     "battery": 0.93, "fault": false, "sabotage": false}
+
+``mains``: on mains power; ``battery``: charge from 0.0 to 1.0; ``mains`` and ``battery`` may be
+left out when unknown. ``at`` is the gateway's time, with its UTC offset. alertd answers:
+
+- ``204`` taken;
+- ``400`` the body is no JSON, or not an object or a list of them;
+- ``401`` no bearer token; ``403`` not this gateway's receipt token (nothing is changed);
+- ``422`` problem details naming each field at fault (``3.siren_id``: an unknown siren;
+  ``request_id``: no command of this gateway to that siren; a value of the wrong type);
+- ``409`` with ``Retry-After``: a ``busy`` ack for a command alertd has not recorded yet (it came
+  back faster than alertd's own bookkeeping): post it again. The rest of the body was taken.
+
+A gateway posts a receipt again after a 409, 429, 5xx or network error. Receipts may repeat and
+arrive out of order: alertd never moves a delivery backwards, and keeps a siren's latest heartbeat
+by ``at``. Acks and heartbeats are opt-in on alertd's side (``acks = true``, ``heartbeats = true``
+on the channel): only then does a missing ack fail an activation, a missing heartbeat flag a siren.
+
+The fake
+--------
+
+It obeys the failure rules of `alertd.fakes.common` (keyed by siren id) and records every accepted
+command for ``GET /_fake/siren/received``. A rule with ``status`` 202 accepts the command and sets
+its ack: ``code`` ``busy``, ``failed``, or ``none`` (no ack at all). Receipts, off until configured:
+
+- ``POST /_fake/siren/receipts`` ``{"url": ..., "token": ..., "enabled": true, "retry_delay": 1.0,
+  "attempts": 5}``: post an ack after each new accepted command (``activated``; ``fault-`` sirens
+  ``failed``), in the background, retrying as a gateway does (waiting at most ``retry_delay`` s);
+- ``GET /_fake/siren/receipts``: those settings and every receipt posted, with alertd's answer;
+- ``POST /_fake/siren/receipts/flush``: answers once every ack queued so far has been posted;
+- ``POST /_fake/siren/heartbeats`` ``{"sirens": [...], "mains": true, "battery": 1.0, "fault":
+  false, "sabotage": false, "at": "..."}`` (all optional): post one heartbeat for each of ``sirens``
+  (default: every siren the gateway knows: commanded or named before) now, as one list, and answer
+  ``{"posted": n, "status": alertd's status}``, so tests drive time without sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import datetime as dt
+import logging
 import math
 import time
 import uuid
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from alertd.fakes import common
+
+log = logging.getLogger("alertd.fakes.siren")
 
 # The commands a siren knows, and the state each one leaves it in.
 STATE_AFTER = {
@@ -53,19 +115,50 @@ STATE_AFTER = {
 REJECTED_TOKEN = "bad"
 # Siren-id prefixes that make the fake answer like a gateway with a troubled siren.
 MAGIC = {"unknown-": (404, "unknown_siren"), "busy-": (409, "busy"), "fault-": (422, "fault")}
+# What a rule with status 202 makes the ack say: (result, reason), or no ack.
+ACK_RULES = {"busy": ("busy", "executing another command"), "failed": ("failed", "did not sound"), "none": None}
+RETRY_STATUSES = frozenset({409, 429})  # and 5xx: alertd asks for the receipt again
+ACK_WORKERS = 4
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("siren_receipts_session")
+
+
+@dataclasses.dataclass
+class Receipts:
+    """Where and how the gateway posts its receipts."""
+
+    url: str | None = None
+    token: str | None = None
+    enabled: bool = False
+    retry_delay: float = 1.0  # at most this long between two tries of one receipt
+    attempts: int = 5
+
+    @property
+    def on(self) -> bool:
+        return self.enabled and bool(self.url) and bool(self.token)
 
 
 @dataclasses.dataclass
 class Gateway(common.Provider):
-    """The siren provider's record, plus what a gateway remembers: commands and siren states."""
+    """The siren provider's record, plus what a gateway remembers: commands, siren states, the
+    sirens it knows, and the receipts it owes and posted."""
 
     commands: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     last: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    known: dict[str, None] = dataclasses.field(default_factory=dict)  # an ordered set
+    receipts: Receipts = dataclasses.field(default_factory=Receipts)
+    acks: asyncio.Queue[tuple[Receipts, dict[str, Any]]] = dataclasses.field(default_factory=asyncio.Queue)
+    posted: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def reset(self) -> None:
         super().reset()
         self.commands.clear()
         self.last.clear()
+        self.known.clear()
+        self.receipts = Receipts()
+        self.posted.clear()
+        while not self.acks.empty():  # the acks owed belong to what was forgotten
+            self.acks.get_nowait()
+            self.acks.task_done()
 
 
 def setup(app: web.Application) -> None:
@@ -73,6 +166,11 @@ def setup(app: web.Application) -> None:
     app[common.PROVIDERS]["siren"] = Gateway("siren")
     app.router.add_post("/siren/v1/sirens/{siren_id}/commands", _command)
     app.router.add_get("/siren/v1/sirens/{siren_id}", _state)
+    app.router.add_post("/_fake/siren/receipts", _set_receipts)
+    app.router.add_get("/_fake/siren/receipts", _show_receipts)
+    app.router.add_post("/_fake/siren/receipts/flush", _flush)
+    app.router.add_post("/_fake/siren/heartbeats", _heartbeats)
+    app.cleanup_ctx.append(_ack_workers)
 
 
 def _error(status: int, code: Any, retry_after: float | None = None) -> web.Response:
@@ -98,9 +196,24 @@ def invalid(body: Any) -> str | None:
     return None
 
 
-def refusal(siren_id: str) -> tuple[int, str] | None:
-    """What the gateway says about a siren it cannot command, by the fake's naming convention."""
-    return next((answer for prefix, answer in MAGIC.items() if siren_id.startswith(prefix)), None)
+def refusal(siren_id: str, acking: bool = False) -> tuple[int, str] | None:
+    """What the gateway says about a siren it cannot command, by the fake's naming convention. A
+    gateway that acknowledges takes a faulty siren's command and acknowledges it failed."""
+    answer = next((answer for prefix, answer in MAGIC.items() if siren_id.startswith(prefix)), None)
+    return None if acking and answer == MAGIC["fault-"] else answer
+
+
+def ack_result(siren_id: str, rule: common.Rule | None) -> tuple[str, str] | None:
+    """What the ack of a new command says (result, reason), or None for no ack."""
+    if rule is not None:
+        return ACK_RULES.get(str(rule.code), ("activated", ""))
+    if siren_id.startswith("fault-"):
+        return ("failed", "fault")
+    return ("activated", "")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 async def _json(request: web.Request) -> Any:
@@ -118,14 +231,15 @@ async def _command(request: web.Request) -> web.Response:
     if code := invalid(body):
         return _error(400, code)
     gateway: Gateway = common.provider(request.app, "siren")
-    if rule := await gateway.rule_for(siren_id):
+    rule = await gateway.rule_for(siren_id)
+    if rule is not None and rule.status != 202:
         return _error(rule.status, rule.code or "unavailable", rule.retry_after)
-    if refused := refusal(siren_id):
+    if refused := refusal(siren_id, gateway.receipts.on):
         return _error(*refused)
-    return _accept(gateway, siren_id, body)
+    return _accept(gateway, siren_id, body, ack_result(siren_id, rule))
 
 
-def _accept(gateway: Gateway, siren_id: str, body: dict[str, Any]) -> web.Response:
+def _accept(gateway: Gateway, siren_id: str, body: dict[str, Any], ack: tuple[str, str] | None) -> web.Response:
     key = (siren_id, body["request_id"])
     if previous := gateway.commands.get(key):
         if (previous["command"], previous["pattern"]) != (body["command"], body["pattern"]):
@@ -138,9 +252,16 @@ def _accept(gateway: Gateway, siren_id: str, body: dict[str, Any]) -> web.Respon
         "alert_id": body.get("alert_id"),
         "request_id": body["request_id"],
     }
-    gateway.commands[key] = gateway.last[siren_id] = command
+    gateway.known[siren_id] = None
+    if ack is None or ack[0] != "busy":  # a busy siren never ran it: the same request_id is new again
+        gateway.commands[key] = gateway.last[siren_id] = command
     text = body.get("text") or ""
     gateway.record(to=siren_id, body=text or body["pattern"], text=text, at=time.time(), **command)
+    if gateway.receipts.on and ack is not None:
+        result, reason = ack
+        receipt = {"type": "ack", "command_id": command["command_id"], "siren_id": siren_id,
+                   "request_id": body["request_id"], "result": result, "reason": reason, "at": now_iso()}
+        gateway.acks.put_nowait((dataclasses.replace(gateway.receipts), receipt))
     return _accepted(siren_id, command["command_id"])
 
 
@@ -160,3 +281,90 @@ async def _state(request: web.Request) -> web.Response:
     if siren_id.startswith("fault-"):
         state = "fault"
     return web.json_response({"siren_id": siren_id, "state": state, "last_command": last})
+
+
+# -- receipts ------------------------------------------------------------------------------------
+
+
+async def post_receipt(session: aiohttp.ClientSession, receipts: Receipts, body: Any) -> int | None:
+    """Post one receipt body as a gateway does, again after 409, 429, 5xx or a network error:
+    alertd's last answer (None when it never answered)."""
+    status = None
+    for attempt in range(receipts.attempts):
+        wait = receipts.retry_delay
+        try:
+            headers = {"Authorization": f"Bearer {receipts.token}"}
+            async with session.post(receipts.url, json=body, headers=headers) as resp:
+                await resp.read()
+                status = resp.status
+                if status not in RETRY_STATUSES and status < 500:
+                    return status
+                with contextlib.suppress(ValueError):
+                    wait = min(wait, float(resp.headers.get("Retry-After", wait)))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad URL
+            log.warning("siren receipt to %s failed: %r", receipts.url, exc)
+        if attempt + 1 < receipts.attempts:
+            await asyncio.sleep(wait)  # a gateway's own backoff, not a test waiting
+    return status
+
+
+async def _ack_worker(session: aiohttp.ClientSession, gateway: Gateway) -> None:
+    while True:
+        receipts, body = await gateway.acks.get()
+        try:
+            gateway.posted.append({"body": body, "status": await post_receipt(session, receipts, body)})
+        except Exception:  # nothing a receiver does may kill the worker
+            log.exception("siren ack %s failed", body["command_id"])
+        finally:
+            gateway.acks.task_done()
+
+
+async def _ack_workers(app: web.Application):
+    gateway = common.provider(app, "siren")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        app[SESSION] = session
+        tasks = [asyncio.create_task(_ack_worker(session, gateway)) for _ in range(ACK_WORKERS)]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _receipts_json(gateway: Gateway) -> dict[str, Any]:
+    shown = dataclasses.asdict(gateway.receipts) | {"token": "***" if gateway.receipts.token else None}
+    return shown | {"posted": gateway.posted}
+
+
+async def _set_receipts(request: web.Request) -> web.Response:
+    gateway: Gateway = common.provider(request.app, "siren")
+    try:
+        gateway.receipts = dataclasses.replace(gateway.receipts, **await request.json())
+    except TypeError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return web.json_response(_receipts_json(gateway))
+
+
+async def _show_receipts(request: web.Request) -> web.Response:
+    return web.json_response(_receipts_json(common.provider(request.app, "siren")))
+
+
+async def _flush(request: web.Request) -> web.Response:
+    gateway: Gateway = common.provider(request.app, "siren")
+    await gateway.acks.join()
+    return web.json_response(_receipts_json(gateway))
+
+
+async def _heartbeats(request: web.Request) -> web.Response:
+    gateway: Gateway = common.provider(request.app, "siren")
+    if not gateway.receipts.on:
+        raise web.HTTPConflict(text="receipts are off: POST /_fake/siren/receipts first")
+    health = {"mains": True, "battery": 1.0, "fault": False, "sabotage": False, "at": None} | (await _json(request) or {})
+    sirens = health.pop("sirens", None) or list(gateway.known)
+    gateway.known.update(dict.fromkeys(sirens))
+    at = health.pop("at") or now_iso()
+    body = [{"type": "heartbeat", "siren_id": s, "at": at} | health for s in sirens]
+    if not body:
+        return web.json_response({"posted": 0, "status": None})
+    status = await post_receipt(request.app[SESSION], gateway.receipts, body)
+    gateway.posted.append({"body": body, "status": status})
+    return web.json_response({"posted": len(body), "status": status})

@@ -137,8 +137,9 @@ class Store(Protocol):
     async def plan_cursor(self, alert_id: str) -> str | None:
         """Where an interrupted planning resumes (the last recipient id planned)."""
 
-    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime) -> int:
-        """Add a `cancel` delivery for every siren that has an `activate` delivery in the alert."""
+    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime, keep: Sequence[str] = ()) -> int:
+        """Add a `cancel` delivery for every siren that has an `activate` delivery in the alert that
+        started (not cancelled or expired), except the sirens in `keep`."""
 
     # -- fan-out ---------------------------------------------------------------------------------
     async def claim(

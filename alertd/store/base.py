@@ -326,9 +326,9 @@ class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
             raise no_alert(alert_id)
         return rows[0]["plan_cursor"]
 
-    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime) -> int:
+    async def plan_siren_cancel(self, alert_id: str, now: dt.datetime, keep: Sequence[str] = ()) -> int:
         async with self._tx() as conn:
-            added = await conn.execute(sql.SIREN_CANCEL, alert_id, self._t(now))
+            added = await conn.execute(sql.SIREN_CANCEL, alert_id, self._t(now), json.dumps(list(keep)))
             await self._notify(conn, alert_id)
         return added
 
@@ -424,9 +424,10 @@ class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
                 " AND command <> 'cancel' AND alert_id IN (SELECT id FROM alerts WHERE expires <= $1)",
                 self._t(now),
             )
+            # A completed alert stays completed: expired says its fan-out was cut short.
             await conn.execute(
-                "UPDATE alerts SET state = 'expired' WHERE expires <= $1"
-                " AND state IN ('planning', 'active', 'completed')", self._t(now),
+                "UPDATE alerts SET state = 'expired' WHERE expires <= $1 AND state IN ('planning', 'active')",
+                self._t(now),
             )
         return expired
 

@@ -18,7 +18,7 @@ from alertd import model
 
 MIGRATION = (5, (
     # `silent`: the siren's silence was reported (logged) once; its next heartbeat clears it.
-    """CREATE TABLE siren_status (siren_id TEXT PRIMARY KEY REFERENCES sirens (id), at {time},
+    """CREATE TABLE siren_status (siren_id TEXT PRIMARY KEY, at {time},
         reported_at {time}, mains BOOLEAN, battery DOUBLE PRECISION, fault BOOLEAN NOT NULL DEFAULT FALSE,
         sabotage BOOLEAN NOT NULL DEFAULT FALSE, last_ack TEXT, last_ack_at {time},
         silent BOOLEAN NOT NULL DEFAULT FALSE)""",

@@ -122,7 +122,8 @@ CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $
 SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
     CAST($2 AS {{time}}) FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
-    AND state NOT IN ('cancelled', 'expired') ON CONFLICT DO NOTHING"""
+    AND state NOT IN ('cancelled', 'expired') AND target NOT IN (SELECT value FROM {{each}}($3))
+    ON CONFLICT DO NOTHING"""
 # A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
     AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""

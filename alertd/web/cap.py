@@ -22,11 +22,20 @@ CAP_TYPE = "application/cap+xml"
 FEED_SIZE = 200
 
 
-def _public(alert: model.Alert, now) -> bool:
-    return (
-        alert.status is model.Status.ACTUAL and alert.state is not model.AlertState.DRAFT
-        and not alert.is_expired(now) and alert.state is not model.AlertState.EXPIRED
-    )
+# Alerts no longer in force: replaced by an update, stopped by a cancel (the Update and Cancel
+# messages themselves are in the feed), ran out, or never issued.
+NOT_IN_FORCE = frozenset({
+    model.AlertState.DRAFT, model.AlertState.UPDATED, model.AlertState.CANCELLED, model.AlertState.EXPIRED,
+})
+
+
+def _public(alert: model.Alert) -> bool:
+    """Anyone may read it: an actual alert (not an exercise, a test or a draft)."""
+    return alert.status is model.Status.ACTUAL and alert.state is not model.AlertState.DRAFT
+
+
+def _in_force(alert: model.Alert, now) -> bool:
+    return _public(alert) and alert.state not in NOT_IN_FORCE and not alert.is_expired(now)
 
 
 async def document(store, alert: model.Alert) -> cap.Document:
@@ -39,7 +48,7 @@ async def document(store, alert: model.Alert) -> cap.Document:
 async def show(request: web.Request) -> web.Response:
     store = request.app[web_mod.STORE]
     alert = await store.get_alert(request.match_info["id"])
-    if not _public(alert, web_mod.now(request)):
+    if not _public(alert):
         _, alert = await alerts._readable(request)
     body = cap.dumps(await document(store, alert))
     return web.Response(body=body, content_type=CAP_TYPE, charset="utf-8")
@@ -47,11 +56,11 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.get("/v1/feed.atom")
 async def feed(request: web.Request) -> web.Response:
-    """Public, actual, unexpired alerts, newest first, each linking its CAP document."""
+    """Public, actual alerts in force, newest first, each linking its CAP document."""
     now = web_mod.now(request)
     store = request.app[web_mod.STORE]
     base = request.app[web_mod.SETTINGS].public_url.rstrip("/")
-    shown = [a for a in await store.list_alerts(FEED_SIZE) if _public(a, now)]
+    shown = [a for a in await store.list_alerts(FEED_SIZE) if _in_force(a, now)]
     root = ET.Element("feed", xmlns=ATOM)  # unqualified names under a default namespace attribute
     _text(root, "id", f"{base}/v1/feed.atom")
     _text(root, "title", "alertd: alerts in force")

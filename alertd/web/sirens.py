@@ -1,10 +1,13 @@
 """Sirens as operators see them: each one's last known state, overall or in one alert.
 
-For now a siren's state is what its last command's delivery says; the gateway's heartbeats will
-say more (mains, battery, sabotage, silence).
+Overall, a siren's state is `store.siren_states`: its gateway's heartbeats (mains, battery, fault,
+sabotage, silence) and its last command. In one alert, it is what that alert's last command to it
+became.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from aiohttp import web
 
@@ -31,14 +34,24 @@ def status(delivery: model.Delivery | None) -> str:
     return "ready"  # stopped, or its command was never sent (cancelled, expired)
 
 
+def _last(delivery: model.Delivery | None) -> dict | None:
+    if delivery is None:
+        return None
+    return {
+        "alert_id": delivery.alert_id, "command": delivery.command, "state": delivery.state.value,
+        "error": delivery.last_error, "at": delivery.updated_at.isoformat() if delivery.updated_at else None,
+    }
+
+
 def siren_json(siren: model.Siren, delivery: model.Delivery | None) -> dict:
-    last = None
-    if delivery is not None:
-        last = {
-            "alert_id": delivery.alert_id, "command": delivery.command, "state": delivery.state.value,
-            "error": delivery.last_error, "at": delivery.updated_at.isoformat() if delivery.updated_at else None,
-        }
-    return siren.to_json() | {"status": status(delivery), "last": last}
+    return siren.to_json() | {"status": status(delivery), "last": _last(delivery)}
+
+
+def stale_after(app: web.Application) -> dt.timedelta | None:
+    """How long a siren may stay silent: the siren channels' heartbeat timeout (None: no heartbeats)."""
+    timeouts = [getattr(ch, "heartbeat_timeout", None) for ch in app[web_mod.DISPATCHER].channels.values()]
+    known = [t for t in timeouts if t]
+    return dt.timedelta(seconds=min(known)) if known else None
 
 
 @routes.get("/v1/sirens")
@@ -47,8 +60,13 @@ async def index(request: web.Request) -> web.Response:
     auth.require_role(token, model.Role.OPERATOR, model.Role.ADMIN)
     store = request.app[web_mod.STORE]
     last = await store.last_siren_deliveries()
-    mine = [s for s in await store.list_sirens() if not auth.outside(token, [s.zone])]
-    return web.json_response({"sirens": [siren_json(s, last.get(s.id)) for s in mine]})
+    states = await store.siren_states(web_mod.now(request), stale_after(request.app))
+    mine = [s for s in states if not auth.outside(token, [s.zone])]
+    return web.json_response({"sirens": [
+        {"id": s.siren_id, "zone": s.zone, "label": s.label, "lat": s.lat, "lon": s.lon, "status": s.state,
+         "last": _last(last.get(s.siren_id)), "health": s.to_json()}
+        for s in mine
+    ]})
 
 
 @routes.get("/v1/alerts/{id}/sirens")

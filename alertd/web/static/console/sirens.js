@@ -13,9 +13,21 @@ function last(siren) {
     h('a', {href: `#/alerts/${encodeURIComponent(d.alert_id)}`}, d.at ? dateTime(d.at) : d.alert_id));
 }
 
+// What the gateway last said of the siren: silence, or its mains and battery.
+function health(siren) {
+  const hb = siren.health || {};
+  if (siren.status === 'no_heartbeat') {
+    return hb.last_heartbeat ? t('siren.silent_since', {at: dateTime(hb.last_heartbeat)}) : t('siren.never_heard');
+  }
+  if (hb.mains === null || hb.mains === undefined) return '';
+  const battery = hb.battery === null ? '—' : `${Math.round(hb.battery * 100)} %`;
+  return t('siren.health', {mains: t(hb.mains ? 'yes' : 'no'), battery});
+}
+
 function row(siren) {
   return h('tr', {'data-siren': siren.id, 'data-status': siren.status},
-    h('td', {}, h('i', {class: `dot ss-${siren.status}`}), t('siren.' + siren.status)),
+    h('td', {}, h('i', {class: `dot ss-${siren.status}`}), t('siren.' + siren.status),
+      h('div', {class: 'hint'}, health(siren))),
     h('td', {}, siren.label || '—'), h('td', {}, siren.id), h('td', {}, siren.zone),
     h('td', {}, last(siren)), h('td', {class: 'reason'}, (siren.last && siren.last.error) || ''));
 }
