@@ -280,6 +280,14 @@ def _paths() -> dict[str, Any]:
             {200: {"description": "Atom 1.0.", "content": {"application/atom+xml": {"schema": {"type": "string"}}}}},
         )},
         "/v1/alerts/{id}/cancel": {"parameters": one, "post": _cancel()},
+        "/v1/alerts/{id}/approve": {"parameters": one, "post": _op(
+            "Issue a draft as of now (issuer or admin whose jurisdiction covers it); audited as `approved`.",
+            {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
+            403, 404, 409, 422,
+            requestBody={"required": False, "content": {"application/json": {"schema": _object(
+                status={"enum": ["actual", "exercise", "test", "system"], "default": "actual"},
+            ) | {"required": []}}}},
+        )},
         "/v1/preview": {"post": _preview()},
         "/v1/subscribers": {"post": _subscribers()},
         "/v1/receipts/twilio": {"post": _twilio_receipts()},

@@ -312,10 +312,15 @@ class Subscriber(pydantic.BaseModel):
 
 def parse(body: bytes, now: dt.datetime) -> Order:
     """Validate an order's JSON body; `now` decides whether `expires` is in the future."""
+    return _validate(Order.model_validate, parse_object(body), context={"now": now})
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body, or BadRequest."""
     data = _json(body)
     if not isinstance(data, dict):
         raise errors.BadRequest("The body must be a JSON object.", field=None)
-    return _validate(Order.model_validate, data, context={"now": now})
+    return data
 
 
 def parse_subscribers(body: bytes) -> list[model.Recipient]:

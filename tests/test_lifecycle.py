@@ -241,3 +241,35 @@ async def test_a_completed_alert_stays_completed_when_it_expires(daemon):
     daemon.clock.advance(601)
     await daemon.dispatcher.housekeeping()
     assert (await daemon.status(sent["id"]))["state"] == "completed"
+
+
+async def test_a_draft_approved_is_sent_as_of_the_approval(daemon):
+    draft = await daemon.send(status="draft")
+    daemon.clock.advance(60)
+    approver = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, ["75056"], cell="Mairie"))
+    resp = await daemon.client.post(f"/v1/alerts/{draft['id']}/approve", headers=approver)
+    assert resp.status == 202, await resp.text()
+    await daemon.drain()
+    assert len(await daemon.sms.received()) == 3
+    alert = await daemon.status(draft["id"])
+    assert alert["status"] == "actual" and alert["state"] == "completed"
+    assert alert["sent"] == (helpers.START + dt.timedelta(seconds=60)).isoformat()
+    entries = (await (await daemon.get(f"/v1/audit?subject={draft['id']}", who="admin")).json())["entries"]
+    assert [(e["action"], e["cell"]) for e in entries] == [("approved", "Mairie"), ("created", "Préfecture test")]
+    again = await daemon.client.post(f"/v1/alerts/{draft['id']}/approve", headers=approver)
+    assert again.status == 409  # issued once
+
+
+async def test_a_draft_may_be_approved_as_an_exercise_only_by_a_cell_covering_it(daemon):
+    draft = await daemon.send(status="draft")
+    lyon = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, ["69"], cell="Lyon"))
+    assert (await daemon.client.post(f"/v1/alerts/{draft['id']}/approve", headers=lyon)).status == 404
+    operator = await daemon.post(f"/v1/alerts/{draft['id']}/approve", who="operator")
+    assert operator.status == 403
+    bad = await daemon.post(f"/v1/alerts/{draft['id']}/approve", json={"status": "draft"})
+    assert bad.status == 422 and (await bad.json())["field"] == "status"
+    resp = await daemon.post(f"/v1/alerts/{draft['id']}/approve", json={"status": "exercise"})
+    assert resp.status == 202
+    await daemon.drain()
+    assert await daemon.sms.received() == []  # nobody takes part in exercises here
+    assert (await daemon.status(draft["id"]))["status"] == "exercise"

@@ -94,6 +94,11 @@ class Store(Protocol):
         planner finishing never undoes a cancel). Returns whether it changed a row; raises
         `errors.NotFound` when the alert does not exist."""
 
+    async def issue_draft(self, alert: model.Alert, audit_entry: audit.Entry) -> bool:
+        """Turn a stored draft into `alert` (same id, state `planning`; the CAP document it came
+        as is dropped: it said Draft) and append `audit_entry`, in one transaction. False when
+        the alert is no longer a draft."""
+
     # -- planning --------------------------------------------------------------------------------
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         """`id`, `lat`, `lon` of the located recipients in the box (min_lat, min_lon, max_lat, max_lon)."""

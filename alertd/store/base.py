@@ -212,6 +212,19 @@ class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
                 raise no_alert(alert_id)
         return changed > 0
 
+    async def issue_draft(self, alert: model.Alert, audit_entry: audit.Entry) -> bool:
+        """Turn a stored draft into `alert` (same id, state `planning`), with its audit entry; False
+        when it is no longer a draft (approved or discarded meanwhile)."""
+        async with self._tx() as conn:
+            changed = await conn.execute(
+                "UPDATE alerts SET state = 'planning', data = $2, expires = $3, cap = NULL"
+                " WHERE id = $1 AND state = 'draft'",
+                alert.id, json.dumps(alert.to_json()), self._t(alert.expires),
+            )
+            if changed:
+                await self._audit(conn, audit_entry)
+        return changed > 0
+
     # -- planning ----------------------------------------------------------------------------------
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         min_lat, min_lon, max_lat, max_lon = box

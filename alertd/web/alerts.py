@@ -187,6 +187,45 @@ async def deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": [d.to_json() for d in page], "next": nxt})
 
 
+@routes.post("/v1/alerts/{id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    """Issue a draft: an issuer or admin whose jurisdiction covers it approves it, as `actual` unless
+    the body says `{"status": "exercise"}` (or test, system). It is sent as of now."""
+    token, draft = await _readable(request)
+    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    if draft.state is not model.AlertState.DRAFT:
+        raise errors.Conflict(f"alert {draft.id!r} is {draft.state.value}, not a draft", field="state")
+    now = web_mod.now(request)
+    alert = dataclasses.replace(
+        draft, status=await _issued_status(request), sent=now, state=model.AlertState.PLANNING
+    )
+    if alert.is_expired(now):
+        raise errors.Conflict("the draft expired before it was approved", field="expires")
+    auth.check_area(token, alert.area)
+    planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
+    render.check_order(request.app[web_mod.RENDERER], alert)
+    entry = web_mod.audit_entry(request, token, "approved", alert.id, status=alert.status.value, drafted_by=draft.cell)
+    if not await request.app[web_mod.STORE].issue_draft(alert, entry):
+        raise errors.Conflict(f"alert {draft.id!r} is no longer a draft", field="state")
+    if alert.msg_type is not model.MsgType.ALERT:
+        await _stop_earlier(request, token, alert)
+    request.app[web_mod.DISPATCHER].submit(alert)
+    log.info("draft approved", alert_id=alert.id, cell=token.cell, status=alert.status.value)
+    return web.json_response(_summary(request, alert), status=202)
+
+
+async def _issued_status(request: web.Request) -> model.Status:
+    body = await request.read()
+    data = orders.parse_object(body) if body.strip() else {}
+    status = data.get("status", "actual")
+    if set(data) - {"status"} or status not in ISSUABLE:
+        raise errors.Invalid(f"status must be one of {', '.join(ISSUABLE)}", field="status")
+    return model.Status(status)
+
+
+ISSUABLE = ("actual", "exercise", "test", "system")
+
+
 @routes.post("/v1/alerts/{id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     token, alert = await _readable(request)

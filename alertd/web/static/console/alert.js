@@ -31,8 +31,10 @@ export function show(root, id, me) {
       ? h('button', {id: 'cancel', type: 'button', class: 'danger', onclick: confirmCancel}, t('cancel.button')) : null;
     const meta = [`${t('alert.sent')} ${dateTime(a.sent)}`, a.cell || a.sender, t('status.' + a.status),
       `${a.severity} / ${a.urgency} / ${a.certainty}`, a.expires && `${t('alert.expires')} ${dateTime(a.expires)}`];
+    const approve = CAN_CANCEL.includes(me.role) && a.state === 'draft'
+      ? h('button', {id: 'approve', type: 'button', class: 'primary', onclick: approveDraft}, t('approve.button')) : null;
     fill(part.head,
-      h('div', {class: 'title'}, h('h1', {}, a.event), badge(a.state), cancel),
+      h('div', {class: 'title'}, h('h1', {}, a.event), badge(a.state), approve, cancel),
       h('p', {class: 'meta'}, meta.filter(Boolean).join(' · ')),
       a.cancelled_at ? h('p', {class: 'cancelled', id: 'cancelled'},
         t('cancel.done', {at: dateTime(a.cancelled_at), who: who || t('cancel.someone')})) : null);
@@ -141,6 +143,16 @@ export function show(root, id, me) {
     dialog.returnValue = '';
     dialog.onclose = () => { if (dialog.returnValue === 'cancel') cancel(); };
     dialog.showModal();
+  }
+
+  async function approveDraft() { // a draft goes out as an actual alert, as of now
+    if (!window.confirm(t('approve.confirm', {event: st.alert.event, area: areaText(st.alert)}))) return;
+    try {
+      await api(`${path}/approve`, {method: 'POST', signal});
+      window.location.reload();
+    } catch (err) {
+      window.alert(err.message);
+    }
   }
 
   async function cancel() {
