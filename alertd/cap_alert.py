@@ -48,7 +48,9 @@ def to_alert(
         event=first.event if first else None, urgency=first.urgency if first else None,
         severity=first.severity if first else None, certainty=first.certainty if first else None,
         expires=_expires(doc.infos), area=area, channels=channels, template=template, params=params,
-        texts={} if template else {_locale(i.language): _text(i) for i in doc.infos if i.headline or i.instruction},
+        texts={} if template else {
+            _locale(i.language): _text(i) for i in doc.infos if i.headline or i.instruction or i.description
+        },
         locale=_locale(first.language) if first else None, topics=named.get("topics", "").lower() == "true",
         token_id=token_id,
     )
@@ -65,11 +67,24 @@ def _problems(doc: cap.Document, now: dt.datetime) -> Iterator[dict[str, str]]:
         yield _problem("/alert/scope", "alertd broadcasts to the public: only Public messages are accepted")
     if not doc.infos and doc.msg_type != "Cancel":
         yield _problem("/alert/info", "an alert to broadcast needs an info block")
+    yield from _one_text_per_language(doc.infos)
     for n, info in enumerate(doc.infos, 1):
         if info.expires is not None and info.expires <= now:
             yield _problem(f"/alert/info[{n}]/expires", "must be in the future")
         if not re.fullmatch(orders.LOCALE_PATTERN, _locale(info.language)):
             yield _problem(f"/alert/info[{n}]/language", f"not a language alertd can address: {info.language!r}")
+
+
+def _one_text_per_language(infos: Sequence[cap.Info]) -> Iterator[dict[str, str]]:
+    """alertd sends each recipient the one text of their language over the union of the infos'
+    areas: two infos in one language (an area split between two instructions, say) would send
+    someone the other's instruction."""
+    seen: set[str] = set()
+    for n, info in enumerate(infos, 1):
+        if _locale(info.language) in seen:
+            yield _problem(f"/alert/info[{n}]/language", "another info has this language: alertd sends one "
+                           "text per language over the whole area; merge them, or send one alert per area")
+        seen.add(_locale(info.language))
 
 
 def _locale(language: str) -> str:
@@ -150,6 +165,12 @@ def _zones(area: cap.Area, path: str, problems: list[dict[str, str]]) -> Iterato
                 yield value.upper()
             else:
                 problems.append(_problem(f"{path}/geocode[{k}]/value", f"not an INSEE commune or département code: {value!r}"))
+
+
+def located(exc: errors.Invalid) -> errors.Invalid:
+    """A problem with a CAP document's references (found by `lifecycle`), located by XPath."""
+    problems = [{"field": "/alert/references", "message": f"{e['field']}: {e['message']}"} for e in exc.errors or ()]
+    return errors.Invalid(exc.message, field="/alert/references", errors=problems)
 
 
 # -- out ---------------------------------------------------------------------------------------------

@@ -97,18 +97,24 @@ class Outside:
 
     polygons: tuple[Ring, ...]
     area_km2: float
+    points: tuple[Point, ...] = ()  # circles of radius 0 (or less than a metre) outside
 
     def to_json(self) -> dict:
-        return {"polygons": [[list(p) for p in ring] for ring in self.polygons], "area_km2": round(self.area_km2, 3)}
+        return {
+            "polygons": [[list(p) for p in ring] for ring in self.polygons], "area_km2": round(self.area_km2, 3),
+            "points": [list(p) for p in self.points],
+        }
 
 
 def outside(shapes: Shapes, boundary: Iterable[Sequence[Sequence[float]]]) -> Outside | None:
     """What of `shapes` lies beyond the union of the `boundary` rings (lat, lon); None if nothing does.
 
-    Circles count as their circumscribed polygons (`circle_ring`), so the answer errs on the side of
-    reporting; outside parts thinner than TOLERANCE_KM (slivers along shared edges) are not reported."""
+    Circles count as their circumscribed polygons (`circle_ring`) and their centres, so the answer
+    errs on the side of reporting, even for a circle of radius 0; the boundary is widened by
+    TOLERANCE_KM so that shared edges and rounding are not reported."""
     parts = [shapes._area] if shapes._area is not None else []
     parts += [_polygon(circle_ring(*circle)) for circle in shapes.circles]
+    parts += [shapely.Point(lon, lat) for lat, lon, _ in shapes.circles]
     if not parts:
         return None
     area = shapely.union_all(parts)
@@ -116,9 +122,8 @@ def outside(shapes: Shapes, boundary: Iterable[Sequence[Sequence[float]]]) -> Ou
     # Only the boundary near the area matters: a jurisdiction may be many detailed rings.
     near = shapely.STRtree(border).query(area) if border else []
     if len(near):
-        area = shapely.difference(area, _union([border[i] for i in near]))
-    radius = _tolerance_deg(shapes._box) / 2
-    area = shapely.buffer(shapely.buffer(area, -radius, join_style="mitre"), radius, join_style="mitre")
+        widened = shapely.buffer(_union([border[i] for i in near]), _tolerance_deg(shapes._box), join_style="mitre")
+        area = shapely.difference(area, widened)
     if area.is_empty:
         return None
     rings = tuple(
@@ -126,7 +131,8 @@ def outside(shapes: Shapes, boundary: Iterable[Sequence[Sequence[float]]]) -> Ou
         for polygon in shapely.get_parts(area)
         if isinstance(polygon, shapely.Polygon)
     )
-    return Outside(rings, _area_km2(area))
+    points = tuple((round(p.y, 7), round(p.x, 7)) for p in shapely.get_parts(area) if isinstance(p, shapely.Point))
+    return Outside(rings, _area_km2(area), points)
 
 
 def circle_ring(lat: float, lon: float, radius_km: float, sides: int = CIRCLE_SIDES) -> Ring:

@@ -2,8 +2,8 @@
 
 Plain decisions on values; the web layer looks the referenced alerts up in the store and hands
 them here. The rules are CAP 1.2's (references name earlier alerts, never the alert itself or a
-later one) plus alertd's own: an update keeps its alerts' status, so no update turns an exercise
-into an actual alert or the other way round.
+later one) plus alertd's own: an update or a cancel keeps its alerts' status, so no exercise
+replaces or stops an actual alert, nor the other way round; and drafts are not in force.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ def _problem(alert: model.Alert, ref: model.Reference, earlier: model.Alert | No
         return "references a later alert"
     if earlier is None or abs((earlier.sent - ref.sent).total_seconds()) >= 1:
         return f"no alert {ref.identifier!r} of {ref.sender!r} sent at {ref.sent.isoformat()}"
+    if alert.msg_type is model.MsgType.ALERT:
+        return None
+    if earlier.state is model.AlertState.DRAFT:
+        return "a draft is not in force: approve it, or leave it unapproved"
     if alert.msg_type is model.MsgType.UPDATE and earlier.state is model.AlertState.CANCELLED:
         return "a cancelled alert cannot be updated"
-    if alert.msg_type is not model.MsgType.ALERT and earlier.status is not alert.status:
+    # A draft update or cancel is checked again, with the status it is issued as, at its approval.
+    if alert.status is not model.Status.DRAFT and earlier.status is not alert.status:
         return f"the referenced alert's status is {earlier.status.value}, this one's {alert.status.value}"
     return None
 

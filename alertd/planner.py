@@ -161,7 +161,7 @@ async def _first(
 ) -> None:
     """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
     and the alert's own targets. Each step is idempotent: a resumed planning does it again."""
-    earlier = [r.alert_id for r in alert.references if r.alert_id]
+    earlier = await _same_status(store, alert)
     if alert.msg_type is model.MsgType.UPDATE and earlier:
         replaced = await store.replace(earlier, alert.id, now)
         # Sirens the new area leaves out are silenced; those it keeps hear its own activation.
@@ -170,10 +170,47 @@ async def _first(
             await store.plan_siren_cancel(earlier_id, now, keep=kept)
         log.info("earlier alerts replaced", alert_id=alert.id, earlier=earlier, deliveries=replaced)
     if alert.msg_type is model.MsgType.CANCEL and earlier:
-        for earlier_id in earlier:
+        stopped = await incident(store, earlier)
+        for earlier_id in stopped:
             await store.cancel_alert(earlier_id, now)
             await store.plan_siren_cancel(earlier_id, now)
-        told = await store.plan_reached(alert.id, earlier, alert.channels, now)
-        log.info("earlier alerts cancelled", alert_id=alert.id, earlier=earlier, told=told)
+        told = await store.plan_reached(
+            alert.id, stopped, alert.channels, now, exercise_only=alert.status is model.Status.EXERCISE
+        )
+        log.info("earlier alerts cancelled", alert_id=alert.id, earlier=stopped, told=told)
     if audience(alert, tests).walk == "targets":
         await target(store, alert, tests)
+
+
+async def _same_status(store: store_mod.Store, alert: model.Alert) -> list[str]:
+    """The alerts this one replaces or stops. The order's checks refuse any of another status (no
+    exercise stops an actual alert); this is the last gate should one slip through."""
+    found = []
+    for ref in alert.references:
+        if ref.alert_id is None:
+            continue
+        if (await store.get_alert(ref.alert_id)).status is alert.status:
+            found.append(ref.alert_id)
+        else:
+            log.error("reference of another status ignored", alert_id=alert.id, earlier=ref.alert_id)
+    return found
+
+
+async def incident(store: store_mod.Store, alert_ids: Sequence[str]) -> list[str]:
+    """These alerts and every alert linked to them by updates, both ways: a cancel of any alert of
+    an incident stops them all, and its all-clear reaches whoever any of them reached."""
+    found: list[str] = []
+    todo = list(alert_ids)
+    while todo:
+        alert_id = todo.pop()
+        if alert_id in found:
+            continue
+        found.append(alert_id)
+        alert = await store.get_alert(alert_id)
+        if alert.msg_type is model.MsgType.UPDATE:
+            todo += [r.alert_id for r in alert.references if r.alert_id]
+        for later_id in await store.referenced_by(alert_id):
+            later = await store.get_alert(later_id)
+            if later.msg_type is model.MsgType.UPDATE and later.state is not model.AlertState.DRAFT:
+                todo.append(later_id)
+    return found

@@ -249,14 +249,15 @@ class Renderer:
             texts.setdefault(_tag(key).split("-")[0], (key, text))
         if not texts:
             raise errors.Invalid("The order needs a template or texts.", field="texts")
-        order = [loc for loc in [*self._candidates(locale, alert.locale), *texts] if loc in texts]
-        laid_out = [loc for loc in order if (loc, GENERIC, kind) in self._files]
-        # A text is best laid out in its own language; else in the recipient's usual fallback.
-        loc = laid_out[0] if laid_out else self.resolve_locale(locale, alert.locale, name=GENERIC, kind=kind)
-        key, text = texts[laid_out[0] if laid_out else order[0]]
+        # The recipient's own language first, then the fallbacks; the text is laid out in its own
+        # language when there is a layout for it, else in the recipient's usual fallback.
+        wanted = [loc for loc in [*self._candidates(locale, alert.locale), *texts] if loc in texts][0]
+        key, text = texts[wanted]
+        has_layout = (wanted, GENERIC, kind) in self._files
+        loc = wanted if has_layout else self.resolve_locale(locale, alert.locale, name=GENERIC, kind=kind)
         context = self._context(alert, loc) | {"text": _text_vars(text)}
         out = self._run(f"{loc}/{GENERIC}.{kind}.j2", context)
-        return self._finish(_marked(alert, out, loc), loc, kind, f"texts.{key}")
+        return self._finish(_marked(alert, out, wanted), loc, kind, f"texts.{key}")
 
     def _candidates(self, *wanted: str | None) -> list[str]:
         found: list[str] = []

@@ -210,3 +210,34 @@ async def test_the_feed_leaves_out_what_an_update_replaced(daemon):
         f"{update['id']}.xml"
     ]
     assert (await daemon.client.get(f"/v1/alerts/{first['id']}.xml")).status == 200  # still public, not in force
+
+
+async def test_two_infos_in_one_language_are_refused(daemon):
+    lyon = "<geocode><valueName>INSEE</valueName><value>69123</value></geocode>"
+    resp = await post_cap(daemon, document(infos=info("fr", "Évacuez Paris", "Partez.") + info("fr", "Restez", "Restez.", area=lyon)))
+    assert resp.status == 422 and (await resp.json())["field"] == "/alert/info[2]/language"
+
+
+async def test_each_recipient_gets_the_text_of_their_own_language_first(daemon):
+    await daemon.post("/v1/subscribers", who="admin", json=[
+        {"id": "p-de", "phone": "+33655000009", "locale": "de", "zones": ["75056"]}
+    ])
+    await accepted(daemon, document(infos=info("fr", "Crue", "Montez.", parameters=CHANNELS)
+                                    + info("de", "Hochwasser", "Gehen Sie nach oben.", parameters=CHANNELS)))
+    await daemon.drain()
+    sms = {r["to"]: r["body"] for r in await daemon.sms.received()}
+    assert "Hochwasser" in sms["+33655000009"] and "Crue" in sms["+33612345678"]
+
+
+async def test_an_info_with_only_a_description_is_sent(daemon):
+    body = document(infos=info("fr", "x", "y", parameters=CHANNELS)).replace(b"<headline>x</headline>", b"").replace(
+        b"<instruction>y</instruction>", b"")
+    await accepted(daemon, body)
+    await daemon.drain()
+    assert all("La Seine déborde" in r["body"] or "Inondation" in r["body"] for r in await daemon.sms.received())
+
+
+async def test_a_reference_problem_is_located_by_xpath(daemon):
+    triplet = f"prefecture-75@interieur.gouv.fr,NOPE,{SENT}"
+    resp = await post_cap(daemon, document("FR-75-U", "Update", references=triplet))
+    assert resp.status == 422 and (await resp.json())["field"] == "/alert/references"

@@ -310,3 +310,11 @@ def test_a_circles_ring_covers_the_whole_circle_and_hugs_it(disk, seed):
     inside += [destination(lat, lon, b, radius) for b in np.linspace(0, 360, 720, endpoint=False)]
     assert shapely.intersects_xy(polygon, [x for _, x in inside], [y for y, _ in inside]).all()
     assert all(haversine_km(lat, lon, y, x) <= radius * 1.01 + 1e-4 for y, x in ring)
+
+
+def test_a_point_sized_circle_cannot_slip_out_of_the_jurisdiction():
+    boundary = (((48.80, 2.22), (48.80, 2.47), (48.92, 2.47), (48.92, 2.22), (48.80, 2.22)),)
+    lyon = geo.outside(geo.Shapes.of([], [(45.7578, 4.832, 0.0)]), boundary)
+    assert lyon is not None  # reported, as a speck of polygon or as a point
+    assert geo.outside(geo.Shapes.of([], [(45.7578, 4.832, 0.0004)]), boundary) is not None
+    assert geo.outside(geo.Shapes.of([], [(48.85, 2.35, 0.0)]), boundary) is None

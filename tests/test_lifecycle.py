@@ -273,3 +273,52 @@ async def test_a_draft_may_be_approved_as_an_exercise_only_by_a_cell_covering_it
     await daemon.drain()
     assert await daemon.sms.received() == []  # nobody takes part in exercises here
     assert (await daemon.status(draft["id"]))["status"] == "exercise"
+
+
+async def test_no_exercise_stops_an_actual_alert_even_through_a_draft(daemon):
+    first = await daemon.status((await daemon.send(channels=["sms"]))["id"])
+    await daemon.drain()
+    await daemon.sms.reset()
+    draft = await daemon.send(msg_type="cancel", status="draft", references=[ref(first)])
+    resp = await daemon.post(f"/v1/alerts/{draft['id']}/approve", json={"status": "exercise"})
+    assert resp.status == 422 and (await resp.json())["field"] == "references.0"
+    await daemon.drain()
+    assert await daemon.sms.received() == [] and (await daemon.status(first["id"]))["state"] == "completed"
+    assert (await daemon.post(f"/v1/alerts/{draft['id']}/approve")).status == 202  # as actual: it may
+    await daemon.drain()
+    assert len(await daemon.sms.received()) == 3
+
+
+async def test_nothing_references_a_draft(daemon):
+    draft = await daemon.status((await daemon.send(status="draft"))["id"])
+    resp = await daemon.post("/v1/alerts", json=helpers.order(msg_type="cancel", status="draft", references=[ref(draft)]))
+    assert resp.status == 422 and "draft" in (await resp.json())["detail"]
+
+
+async def test_a_cancel_after_an_update_stops_the_whole_incident(daemon):
+    first = await daemon.status((await daemon.send(channels=["sms", "siren"]))["id"])
+    await daemon.drain()
+    update = await daemon.status((await daemon.send(msg_type="update", references=[ref(first)],
+                                                   channels=["sms", "siren"], template="evacuate"))["id"])
+    await daemon.sms.reset()
+    await daemon.siren.reset()
+    await daemon.send(msg_type="cancel", references=[ref(update)])  # before the update went out
+    await daemon.drain()
+    assert len(await daemon.sms.received()) == 3  # the all-clear, to everyone the first alert reached
+    assert [(s["to"], s["command"]) for s in await daemon.siren.received()] == [("siren-paris-1", "cancel")]
+    assert (await daemon.status(update["id"]))["state"] == "cancelled"
+    assert (await daemon.status(first["id"]))["state"] == "updated"
+
+
+async def test_an_exercise_cancel_reaches_only_those_still_taking_part(daemon):
+    both = [p | {"exercise": True} for p in helpers.PEOPLE if p["id"] in ("p-fr", "p-en")]
+    assert (await daemon.post("/v1/subscribers", who="admin", json=both)).status == 200
+    first = await daemon.status((await daemon.send(status="exercise", channels=["sms"]))["id"])
+    await daemon.drain()
+    assert len(await daemon.sms.received()) == 2
+    await daemon.sms.reset()
+    left = [p for p in helpers.PEOPLE if p["id"] == "p-en"]  # no longer takes part
+    assert (await daemon.post("/v1/subscribers", who="admin", json=left)).status == 200
+    await daemon.send(status="exercise", msg_type="cancel", references=[ref(first)])
+    await daemon.drain()
+    assert await sms_to(daemon) == [phone("p-fr")]

@@ -130,10 +130,12 @@ class Store(Protocol):
         Deliveries start `pending` with `next_at = now`."""
 
     async def plan_reached(
-        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
+        exercise_only: bool = False,
     ) -> int:
         """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
-        (not sirens) that is sending, sent or delivered: same channel, address and command."""
+        (not sirens) that is sending, sent or delivered: same channel, address and command (each
+        recipient once per channel). `exercise_only`: only recipients who take part in exercises."""
 
     async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
         """Mark the `earlier` alerts `updated` (unless cancelled or drafts) and cancel their pending

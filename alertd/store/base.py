@@ -306,11 +306,13 @@ class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
         return sql.chunk_end([[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes], limit)
 
     async def plan_reached(
-        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
+        exercise_only: bool = False,
     ) -> int:
+        statement = sql.PLAN_REACHED.replace("{participants}", sql.PARTICIPANTS if exercise_only else "")
         async with self._tx() as conn:
             added = await conn.execute(
-                sql.PLAN_REACHED, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
+                statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
             )
             for channel in await conn.fetch("SELECT DISTINCT channel FROM deliveries WHERE alert_id = $1", alert_id):
                 await self._notify(conn, channel["channel"])
@@ -413,8 +415,10 @@ class SQLStore(progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
 
     async def cancel_alert(self, alert_id: str, now: dt.datetime, audit_entry: audit.Entry | None = None) -> int:
         async with self._tx() as conn:
+            # An alert an update replaced stays `updated`: its cancel is the update's.
             found = await conn.execute(
-                "UPDATE alerts SET state = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
+                "UPDATE alerts SET state = CASE WHEN state = 'updated' THEN state ELSE 'cancelled' END,"
+                " cancelled_at = COALESCE(cancelled_at, $2) WHERE id = $1",
                 alert_id, self._t(now),
             )
             if not found:

@@ -110,7 +110,9 @@ PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT $1, channel, kind, target, address, locale, command, 'pending', 0, CAST($3 AS {{time}}),
     CAST($3 AS {{time}}) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
     AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
-    AND state IN ('sending', 'sent', 'delivered') ON CONFLICT DO NOTHING"""
+    AND state IN ('sending', 'sent', 'delivered') {{participants}} ON CONFLICT DO NOTHING"""
+# An exercise's cancel goes to those reached who still take part in exercises, and to no one else.
+PARTICIPANTS = "AND target IN (SELECT id FROM recipients WHERE exercise)"
 INSERT_PLANNED = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) {{select}} ON CONFLICT DO NOTHING"
 INSERT_DELIVERY = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) ON CONFLICT DO NOTHING"""

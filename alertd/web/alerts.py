@@ -43,7 +43,10 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
         kept = json.dumps(doc.to_json())
     else:
         alert = orders.to_alert(orders.parse(body, now), **new)
-    alert = await _chain(request, token, alert)
+    try:
+        alert = await _chain(request, token, alert)
+    except errors.Invalid as exc:
+        raise cap_alert.located(exc) if kept else exc
     auth.check_area(token, alert.area)
     planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
     return Checked(alert, render.check_order(request.app[web_mod.RENDERER], alert), kept)
@@ -67,14 +70,17 @@ async def _stop_earlier(request: web.Request, token: model.Token, alert: model.A
     dispatcher = request.app[web_mod.DISPATCHER]
     store = request.app[web_mod.STORE]
     now = web_mod.now(request)
-    for ref in alert.references:
-        dispatcher.cancel(ref.alert_id)
+    earlier = [r.alert_id for r in alert.references]
+    if alert.msg_type is model.MsgType.CANCEL:
+        earlier = await planner.incident(store, earlier)  # the alerts its updates replaced, and theirs
+    for earlier_id in earlier:
+        dispatcher.cancel(earlier_id)
         if alert.msg_type is model.MsgType.CANCEL:
-            entry = web_mod.audit_entry(request, token, "cancelled", ref.alert_id, by=alert.id)
-            await store.cancel_alert(ref.alert_id, now, entry)
-            await store.plan_siren_cancel(ref.alert_id, now)
+            entry = web_mod.audit_entry(request, token, "cancelled", earlier_id, by=alert.id)
+            await store.cancel_alert(earlier_id, now, entry)
+            await store.plan_siren_cancel(earlier_id, now)
         else:
-            await store.add_audit(web_mod.audit_entry(request, token, "updated", ref.alert_id, by=alert.id))
+            await store.add_audit(web_mod.audit_entry(request, token, "updated", earlier_id, by=alert.id))
     dispatcher.wake()
 
 
@@ -201,6 +207,7 @@ async def approve(request: web.Request) -> web.Response:
     )
     if alert.is_expired(now):
         raise errors.Conflict("the draft expired before it was approved", field="expires")
+    alert = await _chain(request, token, alert)  # its references, checked again as issued
     auth.check_area(token, alert.area)
     planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
     render.check_order(request.app[web_mod.RENDERER], alert)
