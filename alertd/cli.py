@@ -230,8 +230,8 @@ def audit_log(args) -> int:
     ))
     for e in entries:
         detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in e.detail.items())
-        print(f"{e.id:>6}  {e.at:%Y-%m-%d %H:%M:%S}Z  {e.cell:<24} {e.action:<20} {e.subject or '-':<32} "
-              f"{e.address or '-':<15} {detail}")
+        print(f"{e.id:>6}  {e.at:%Y-%m-%d %H:%M:%S}Z  {e.cell:<24} {e.token_id or '-':<16} {e.action:<20} "
+              f"{e.subject or '-':<32} {e.address or '-':<15} {detail}")
     return 0
 
 

@@ -162,11 +162,19 @@ def progress(alert: dict) -> tuple[str, bool]:
 DEMO_SIREN = "acks = true\nheartbeats = true"
 
 
+HEALTHY = {"mains": True, "battery": 0.97}
+HEARTBEAT_EVERY = 60  # seconds between the fake sirens' heartbeats (alertd flags 300 s of silence)
+
+
 async def _gateway_receipts(fakes: str, public_url: str) -> None:
-    """Tell the fake siren gateway where to post its acknowledgements."""
+    """Tell the fake siren gateway where to post its acknowledgements and heartbeats."""
     body = {"url": public_url.rstrip("/") + "/v1/receipts/siren", "token": RECEIPT_TOKEN, "enabled": True}
+    await _fake_call(fakes, "/_fake/siren/receipts", body)
+
+
+async def _fake_call(fakes: str, path: str, body: dict) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.post(fakes + "/_fake/siren/receipts", json=body) as resp:
+        async with session.post(fakes + path, json=body) as resp:
             resp.raise_for_status()
 
 
@@ -184,12 +192,12 @@ async def run(once: bool, count: int = 2000, port: int = 0) -> int:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await _gateway_receipts(fakes, cfg.server.public_url)
         try:
-            return await _drive(runner.app, cfg.server.public_url, count, once)
+            return await _drive(runner.app, cfg.server.public_url, fakes, count, once)
         finally:
             await runner.cleanup()
 
 
-async def _drive(app: web.Application, url: str, count: int, once: bool) -> int:
+async def _drive(app: web.Application, url: str, fakes: str, count: int, once: bool) -> int:
     db = app[web_mod.STORE]
     now = model.utcnow()
     issuer, issuer_token = auth.new_token("Démo — cellule de crise", model.Role.ISSUER, list(COMMUNES), now)
@@ -197,6 +205,7 @@ async def _drive(app: web.Application, url: str, count: int, once: bool) -> int:
     await db.add_token(issuer_token)
     await db.add_token(operator_token)
     await db.upsert_sirens(sirens())
+    await _fake_call(fakes, "/_fake/siren/heartbeats", HEALTHY | {"sirens": [s.id for s in sirens()]})
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {issuer}"}) as http:
         async with http.post(url + "/v1/subscribers", json=subscribers(count)) as resp:
             answer = await resp.json()
@@ -215,10 +224,11 @@ async def _drive(app: web.Application, url: str, count: int, once: bool) -> int:
         print(f"settled in {time.monotonic() - started:.1f}s: {alert['totals']}")
     if once:
         return 0
-    print(f"\nalertd is running at {url}\n  issuer token:   {issuer}\n  operator token: {operator}\n"
-          "Ctrl-C to stop.")
-    await asyncio.Event().wait()
-    return 0
+    print(f"\nalertd is running at {url}\n  console:        {url}/console\n  issuer token:   {issuer}\n"
+          f"  operator token: {operator}\nCtrl-C to stop.")
+    while True:  # the fake gateway's sirens report their health, as real ones do
+        await _fake_call(fakes, "/_fake/siren/heartbeats", HEALTHY | {"sirens": [s.id for s in sirens()]})
+        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 async def _watch(http: aiohttp.ClientSession, status_url: str) -> dict:

@@ -153,6 +153,8 @@ class Dispatcher:
         and the retries given up, fail the delivery. Returns the state it moved to, if it moved."""
         delivery = await self.store.delivery_by_provider(provider_id)
         now = self.clock()
+        if delivery is not None:
+            self.metrics.failed_later(delivery.channel, error.code)
         retryable = delivery is not None and delivery.state is model.State.SENT and isinstance(error, errors.Transient)
         if retryable and await self._requeue(delivery, provider_id, error, now):
             return model.State.PENDING
@@ -272,6 +274,7 @@ class Dispatcher:
             if ack_timeout := getattr(channel, "ack_timeout", None):
                 for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):
                     log.warning("siren failed to sound", alert_id=d.alert_id, siren_id=d.target, error=d.last_error)
+                    self.metrics.failed_later(name, "no_ack")
             if silence := getattr(channel, "heartbeat_timeout", None):
                 for siren_id in await self.store.newly_silent(now - dt.timedelta(seconds=silence)):
                     log.warning("siren silent", siren_id=siren_id, seconds=silence)

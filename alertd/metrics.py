@@ -73,6 +73,9 @@ class Observer:
     def completed(self, alert_id: str) -> None:
         """Every delivery of the alert is settled."""
 
+    def failed_later(self, channel: str, code: str | None) -> None:
+        """The provider accepted a message, then reported it failed (a receipt, or no ack in time)."""
+
 
 class Metrics(Observer):
     """The app's registry and its metrics; `exposition` renders them for one scrape."""
@@ -91,7 +94,8 @@ class Metrics(Observer):
             buckets=SEND_BUCKETS, registry=self.registry,
         )
         self.errors = Counter(
-            "alertd_provider_errors", "Provider calls that failed, by the provider's error code.",
+            "alertd_provider_errors", "Provider failures by error code: refused calls, and failures the "
+            "provider reported later (undelivered receipts, siren failed or no ack in time).",
             ["channel", "code"], registry=self.registry,
         )
         self.first_send = self._order_histogram("first", "the first message of an alert went out")
@@ -141,6 +145,9 @@ class Metrics(Observer):
         ordered, last = self._sends.pop(alert_id, (None, {}))
         for channel, at in last.items():
             self.last_send.labels(channel).observe(_since(ordered, at))
+
+    def failed_later(self, channel: str, code: str | None) -> None:
+        self.errors.labels(channel, self._code(channel, code)).inc()
 
     def _code(self, channel: str, code: str | None) -> str:
         code = str(code or "none")

@@ -248,7 +248,7 @@ def _paths() -> dict[str, Any]:
             {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 404,
         )},
         "/v1/sirens": {"get": _op(
-            "Every siren of the caller's jurisdiction with its last known status (operator, admin).",
+            "Every siren of the caller's jurisdiction with its last known status and health.",
             {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 403,
         )},
         "/v1/me": {"get": _op(

@@ -4,7 +4,8 @@ Every `interval` it looks at the alerts it follows (those touched, and every ale
 active, so it needs no hook in the hot path), and writes a row for each whose state or counts
 changed since its last row: a few rows per second per alert under load, however many deliveries
 move meanwhile. An alert in a final state whose deliveries have all settled (`Progress.final`) gets
-its final row and is forgotten. The store's last row
+its final row, and is forgotten once no receipt can still change it (nothing `sent`, or nothing
+changed for RECEIPT_WINDOW). The store's last row
 is the reference, not memory, so a restarted instance, or a second one on PostgreSQL, writes no
 duplicate of it.
 
@@ -28,6 +29,7 @@ log = structlog.get_logger("alertd.progress")
 
 INTERVAL = 0.5  # seconds between passes: what coalesces a fan-out's changes into a few rows a second
 FOLLOWED = (model.AlertState.PLANNING, model.AlertState.ACTIVE)  # what each pass picks up by itself
+RECEIPT_WINDOW = dt.timedelta(minutes=10)  # how long after its last change a settled alert is followed
 
 
 class Recorder:
@@ -66,13 +68,21 @@ class Recorder:
             self._followed.discard(alert_id)
             return False
         counts = await self.store.counts(alert_id)
-        if alert.state is model.AlertState.DRAFT or progress_store.settled(alert.state, counts):
-            self._followed.discard(alert_id)  # nothing moves any more (a draft: until it is sent)
         last = await self.store.last_progress(alert_id)
+        if alert.state is model.AlertState.DRAFT or (
+            progress_store.settled(alert.state, counts) and not self._awaiting_receipts(counts, last)
+        ):
+            self._followed.discard(alert_id)  # nothing moves any more (a draft: until it is sent)
         if last is not None and (last.state, last.counts) == (alert.state.value, counts):
             return False
         await self.store.record_progress(alert_id, alert.state.value, counts, self.clock())
         return True
+
+    def _awaiting_receipts(self, counts: progress_store.Counts, last: progress_store.Progress | None) -> bool:
+        """Messages `sent` may still be confirmed delivered, or failed, by the provider's receipts:
+        followed a while after the fan-out, so that the rows (and the reach curve) show them."""
+        sent = any(per.get(model.State.SENT.value) for per in counts.values())
+        return sent and (last is None or self.clock() - last.at < RECEIPT_WINDOW)
 
     async def wait(self, timeout: float) -> None:
         """Until a row is written here, the app shuts down, or `timeout` seconds pass."""

@@ -186,3 +186,23 @@ async def test_a_completed_alert_cancelled_later_streams_until_its_sirens_are_st
     assert received[-1] == {"event": "end", "data": {"state": "cancelled"}}
     assert received[-2]["data"]["counts"]["siren"] == {**stopping["data"]["counts"]["siren"], "pending": 0, "sent": 2}
     assert [c["command"] for c in await daemon.siren.received()][-1] == "cancel"
+
+
+async def test_a_replay_goes_past_a_completed_row_to_the_cancel_that_followed(daemon):
+    recorder = daemon.app[web_mod.RECORDER]
+    alert_id = await fan_out(daemon, recorder, channels=["sms"])
+    assert (await daemon.post(f"/v1/alerts/{alert_id}/cancel")).status == 200
+    await recorder.flush()
+    received = await read_all(await stream(daemon, alert_id, query="?after=0"))
+    states = [state for _, state, _ in progress_of(received)]
+    assert states[-2:] == ["completed", "cancelled"] and received[-1]["data"] == {"state": "cancelled"}
+
+
+async def test_receipts_after_the_fan_out_are_still_recorded(daemon):
+    recorder = daemon.app[web_mod.RECORDER]
+    alert_id = await fan_out(daemon, recorder, channels=["sms"])
+    sid = (await (await daemon.get(f"/v1/alerts/{alert_id}/deliveries")).json())["deliveries"][0]["provider_id"]
+    await daemon.store.apply_receipt(sid, model.State.DELIVERED, None, daemon.clock())
+    assert await recorder.flush() == 1  # the alert is still followed: its receipts come after it completed
+    rows = await daemon.store.progress(alert_id, 0, 100)
+    assert rows[-1].counts["sms"]["delivered"] == 1

@@ -261,3 +261,19 @@ async def test_push_deliveries_keep_fcms_message_id_and_error_code(daemon):
     by_target = {d["target"]: d for d in page["deliveries"]}
     assert all(by_target[t]["provider_id"].startswith(f"projects/{demo.PROJECT_ID}/messages/") for t in ("p-fr", "p-es"))
     assert by_target["p-ar"]["state"] == "failed" and by_target["p-ar"]["last_error"].startswith("UNREGISTERED")
+
+
+async def test_a_heartbeat_from_the_future_does_not_freeze_a_sirens_health(daemon):
+    ahead = (daemon.clock() + dt.timedelta(days=30)).isoformat()
+    assert (await post_receipt(daemon, {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": ahead})).status == 204
+    daemon.clock.advance(400)  # past the gateway's allowed drift
+    now = daemon.clock().isoformat()
+    resp = await post_receipt(daemon, {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": now, "sabotage": True})
+    assert resp.status == 204
+    paris = (await states(daemon))[PARIS_SIREN]
+    assert paris.last_heartbeat == daemon.clock() and paris.sabotage
+    old = {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": "2020-01-01T00:00:00+00:00", "sabotage": False}
+    daemon.clock.advance(10)
+    assert (await post_receipt(daemon, old)).status == 204
+    paris = (await states(daemon))[PARIS_SIREN]
+    assert paris.last_heartbeat == daemon.clock() and paris.sabotage  # heard now; the old news ignored

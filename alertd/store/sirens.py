@@ -28,11 +28,18 @@ STATES = ("ready", "activated", "fault", "sabotage", "no_heartbeat")
 ACTIVE = frozenset({model.State.SENT, model.State.DELIVERED})
 
 # Only a later heartbeat (by the gateway's clock) replaces the one kept.
+# Hearing from a siren always counts (`at`, alertd's clock); its health is the latest report by
+# the gateway's clock (the later received of two at the same time), so a late copy of an old
+# heartbeat does not undo a newer one.
 HEARTBEAT = """INSERT INTO siren_status (siren_id, at, reported_at, mains, battery, fault, sabotage)
-    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (siren_id) DO UPDATE SET at = excluded.at,
-    reported_at = excluded.reported_at, mains = excluded.mains, battery = excluded.battery,
-    fault = excluded.fault, sabotage = excluded.sabotage, silent = FALSE
-    WHERE siren_status.reported_at IS NULL OR siren_status.reported_at < excluded.reported_at"""
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (siren_id) DO UPDATE SET at = excluded.at, silent = FALSE,
+    reported_at = CASE WHEN {newer} THEN excluded.reported_at ELSE siren_status.reported_at END,
+    mains = CASE WHEN {newer} THEN excluded.mains ELSE siren_status.mains END,
+    battery = CASE WHEN {newer} THEN excluded.battery ELSE siren_status.battery END,
+    fault = CASE WHEN {newer} THEN excluded.fault ELSE siren_status.fault END,
+    sabotage = CASE WHEN {newer} THEN excluded.sabotage ELSE siren_status.sabotage END""".replace(
+    "{newer}", "(siren_status.reported_at IS NULL OR siren_status.reported_at <= excluded.reported_at)"
+)
 ACK = """INSERT INTO siren_status (siren_id, last_ack, last_ack_at) VALUES ($1, $2, $3)
     ON CONFLICT (siren_id) DO UPDATE SET last_ack = excluded.last_ack, last_ack_at = excluded.last_ack_at
     WHERE siren_status.last_ack_at IS NULL OR siren_status.last_ack_at < excluded.last_ack_at"""

@@ -166,8 +166,9 @@ async def _cancelled_by(store, alert: model.Alert) -> dict | None:
     """Who cancelled the alert (from the audit log), for the operators who see it cancelled."""
     if alert.state is not model.AlertState.CANCELLED:
         return None
-    entries = await store.audit(limit=1, subject=alert.id, action="cancelled")
-    return {"cell": entries[0].cell, "at": entries[0].at.isoformat()} if entries else None
+    entries = await store.audit(limit=MAX_PAGE, subject=alert.id, action="cancelled")
+    first = entries[-1] if entries else None  # a cancel pressed again later does not take the credit
+    return {"cell": first.cell, "at": first.at.isoformat()} if first else None
 
 
 @routes.get("/v1/alerts/{id}/messages")

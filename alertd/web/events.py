@@ -88,15 +88,22 @@ async def _follow(
         for row in rows:
             await response.write(event("progress", row.to_json(), row.seq))
             after = row.seq
-            if row.final:
-                await response.write(event("end", {"state": row.state}))
-                return
+        if rows and rows[-1].final and await _over(store, alert_id, rows[-1]):
+            await response.write(event("end", {"state": rows[-1].state}))
+            return
         if len(rows) == PAGE:
             continue
         if loop.time() >= beat:
             await response.write(b": keep-alive\n\n")
             beat = loop.time() + HEARTBEAT
         await recorder.wait(min(POLL, max(0.0, beat - loop.time())))
+
+
+async def _over(store, alert_id: str, row) -> bool:
+    """Whether this final row is the alert's last word: its latest row, and its state still the
+    alert's (a replay goes past a `completed` row to the cancel that followed it)."""
+    latest = await store.last_progress(alert_id)
+    return latest is not None and latest.seq == row.seq and (await store.get_alert(alert_id)).state.value == row.state
 
 
 def _connected(request: web.Request) -> bool:

@@ -151,6 +151,16 @@ def _problem(prefix: str, error: Any) -> dict[str, str]:
     return {"field": field, "message": error["msg"]}
 
 
+def clamped(receipts: list[tuple[str, Receipt]], now: dt.datetime) -> list[tuple[str, Receipt]]:
+    """Receipts dated no later than alertd's clock allows for a gateway's drift: one dated far ahead
+    would otherwise outrank every true report after it."""
+    latest = now + CLOCK_DRIFT
+    return [(prefix, dataclasses.replace(r, at=min(r.at, latest))) for prefix, r in receipts]
+
+
+CLOCK_DRIFT = dt.timedelta(minutes=5)
+
+
 def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
     first = problems[0]
     return errors.Invalid(f"{first['field']}: {first['message']}", field=first["field"], errors=problems)
@@ -197,7 +207,7 @@ async def _command(store: store_mod.Store, request_id: str) -> model.Delivery | 
 @routes.post("/v1/receipts/siren")
 async def siren(request: web.Request) -> web.Response:
     channel = gateway(request)
-    receipts = parse_siren(await request.read())
+    receipts = clamped(parse_siren(await request.read()), web_mod.now(request))
     store = request.app[web_mod.STORE]
     deliveries = await commands(store, channel, receipts)
     beats = [r for _, r in receipts if isinstance(r, sirens.Heartbeat)]
@@ -233,6 +243,8 @@ async def _apply(request: web.Request, ack: Ack, delivery: model.Delivery) -> bo
     state = model.State.DELIVERED if ack.result == "activated" else model.State.FAILED
     error = None if ack.result == "activated" else f"siren {ack.siren_id} failed: {ack.reason or 'no reason given'}"
     changed = await store.apply_receipt(ack.command_id, state, error, now)
+    if changed and state is model.State.FAILED:
+        request.app[web_mod.METRICS].failed_later(delivery.channel, "failed")
     level = log.warning if state is model.State.FAILED else log.info
     level("siren ack", alert_id=delivery.alert_id, siren_id=ack.siren_id, result=ack.result, changed=changed)
     return True

@@ -30,7 +30,7 @@ export function show(root, id, me) {
     const cancel = CAN_CANCEL.includes(me.role) && CANCELLABLE.includes(a.state)
       ? h('button', {id: 'cancel', type: 'button', class: 'danger', onclick: confirmCancel}, t('cancel.button')) : null;
     const meta = [`${t('alert.sent')} ${dateTime(a.sent)}`, a.cell || a.sender, t('status.' + a.status),
-      `${a.severity} / ${a.urgency} / ${a.certainty}`, a.expires && `${t('alert.expires')} ${dateTime(a.expires)}`];
+      [a.severity, a.urgency, a.certainty].map((v) => t('cap.' + v)).join(' / '), a.expires && `${t('alert.expires')} ${dateTime(a.expires)}`];
     const approve = CAN_CANCEL.includes(me.role) && a.state === 'draft'
       ? h('button', {id: 'approve', type: 'button', class: 'primary', onclick: approveDraft}, t('approve.button')) : null;
     fill(part.head,
@@ -126,7 +126,8 @@ export function show(root, id, me) {
       schedule();
       reloadSoon();
     } else if (name === 'end') { // the final word: who cancelled, when, and the last failures
-      api(path, {signal}).then((alert) => { st.alert = {...alert, state: data.state}; schedule(); }).catch(() => {});
+      // The alert as it is now: receipts may have moved its counts since the last row.
+      api(path, {signal}).then((alert) => { st.alert = alert; st.counts = alert.counts; schedule(); }).catch(() => {});
       reloadAt = 0;
       reloadSoon();
     }
