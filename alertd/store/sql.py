@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import model
+from alertd import errors, model
 from alertd.store import audit, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
@@ -216,6 +216,10 @@ class Conn(Protocol):
 
 
 # -- decisions --------------------------------------------------------------------------------------
+
+
+def no_alert(alert_id: str) -> errors.NotFound:
+    return errors.NotFound(f"no alert {alert_id!r}", resource="alert", id=alert_id)
 
 
 def receipt_sources(state: model.State) -> list[str]:
