@@ -322,3 +322,20 @@ async def test_an_exercise_cancel_reaches_only_those_still_taking_part(daemon):
     await daemon.send(status="exercise", msg_type="cancel", references=[ref(first)])
     await daemon.drain()
     assert await sms_to(daemon) == [phone("p-fr")]
+
+
+async def test_an_exercise_update_reaches_participants_only(daemon):
+    participant = [p | {"exercise": True} for p in helpers.PEOPLE if p["id"] == "p-fr"]
+    assert (await daemon.post("/v1/subscribers", who="admin", json=participant)).status == 200
+    first = await daemon.status((await daemon.send(status="exercise", channels=["sms", "push"]))["id"])
+    await daemon.drain()
+    await daemon.sms.reset()
+    await daemon.push.reset()
+    resp = await daemon.post("/v1/alerts", who="admin", json=helpers.order(
+        status="exercise", msg_type="update", references=[ref(first)], channels=["sms", "push"],
+        area={"zones": ["*"]}, topics=True,
+    ))
+    assert resp.status == 202, await resp.text()
+    await daemon.drain()
+    assert await sms_to(daemon) == [phone("p-fr")]
+    assert [r["to"] for r in await daemon.push.received()] == ["tok-fr-000001"]  # and no topic
