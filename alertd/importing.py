@@ -3,7 +3,7 @@
 Subscribers: ``id,phone,push_token,locale,zones,lat,lon,exercise`` (``id`` and ``zones`` columns
 required; zones separated by ``;``, ``,`` or spaces; locale ``fr`` when empty; a phone or a push
 token or both; ``lat``/``lon`` in decimal degrees, both or neither; ``exercise`` yes/no, 1/0, true/false).
-Rows are validated by the same rules as ``POST /v1/subscribers`` (`orders.parse_subscribers`):
+Rows are validated by the same rules as ``POST /v1/subscribers`` (`audience.parse_subscribers`):
 phone numbers are normalised to E.164 (French notation by default).
 Sirens: ``id,zone,label,lat,lon`` (``lat``/``lon`` optional, both or neither).
 
@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from alertd import errors, model, orders
+from alertd import audience, errors, model
 
 Source = str | os.PathLike[str] | IO[str] | IO[bytes]
 ZONE_SEPARATORS = re.compile(r"[;,\s]+")
@@ -98,7 +98,7 @@ def _subscriber(row: Mapping[str, str]) -> model.Recipient:
             data[key] = _number(row[key], key)
     if "exercise" in row:
         data["exercise"] = _flag(row["exercise"])
-    (recipient,) = orders.parse_subscribers(json.dumps(data).encode())
+    (recipient,) = audience.parse_subscribers(json.dumps(data).encode())
     return recipient
 
 

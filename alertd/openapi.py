@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alertd import model, orders
+from alertd import audience, model, orders
 
 _REF = "#/components/schemas/{model}"
 CAP = "application/cap+xml"
@@ -47,7 +47,7 @@ def document(public_url: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for name, schema in (("Order", orders.schema(_REF)), ("Subscriber", orders.subscriber_schema(_REF))):
+    for name, schema in (("Order", orders.schema(_REF)), ("Subscriber", audience.subscriber_schema(_REF))):
         schemas |= schema.pop("$defs", {})
         schemas[name] = schema
     return schemas | {
@@ -218,7 +218,7 @@ _SIREN_RECEIPT = {"oneOf": [
 ]}
 _ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PUBLIC = {"security": []}
-_SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": orders.MAX_SUBSCRIBERS}
+_SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": audience.MAX_SUBSCRIBERS}
 
 
 def _paths() -> dict[str, Any]:

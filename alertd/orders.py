@@ -9,13 +9,11 @@ import datetime as dt
 import json
 from typing import Annotated, Any, Literal
 
-import phonenumbers
 import pydantic
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
 from alertd import errors, geo, model
 
-MAX_SUBSCRIBERS = 10_000
 LOCALE_PATTERN = r"^[a-z]{2,3}(?:-[A-Z]{2})?$"
 IDENTIFIER_PATTERN = r"^[^\s,<&]+$"  # CAP 1.2: no spaces, commas or restricted characters
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template variable
@@ -249,16 +247,16 @@ class Order(pydantic.BaseModel):
     def _complete(self) -> Order:
         """Only a cancel may leave out what it can take from the alert it stops."""
         if self.msg_type != "alert" and not self.references:
-            raise _ValueAt("references", f"a {self.msg_type} names the alerts it replaces or stops")
+            raise ValueAt("references", f"a {self.msg_type} names the alerts it replaces or stops")
         if self.msg_type == "cancel":
             return self
         for name in ("event", "urgency", "severity", "certainty", "area", "channels"):
             if getattr(self, name) is None:
-                raise _ValueAt(name, "Field required")
+                raise ValueAt(name, "Field required")
         return self
 
 
-class _ValueAt(ValueError):
+class ValueAt(ValueError):
     """A whole-order check's failure, located at `field` (pydantic locates it at the order)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -266,79 +264,23 @@ class _ValueAt(ValueError):
         self.field = field
 
 
-class Subscriber(pydantic.BaseModel):
-    """A citizen's phone and/or app install, as `POST /v1/subscribers` takes it."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["citizen-42"])
-    phone: str | None = Field(
-        None, max_length=40, description="Any French or international notation; stored in E.164.",
-        examples=["06 12 34 56 78", "+33612345678"],
-    )
-    push_token: str | None = Field(
-        None, min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_:.\-]+$",
-        validate_default=True, description="The app install's FCM registration token.",
-    )
-    locale: Locale = Field("fr", examples=["fr", "en", "ar"])
-    zones: list[LocalZone] = Field(min_length=1, max_length=500, examples=[["75056"]])
-    lat: Lat | None = Field(None, description="Where to be warned for (with `lon`): shapes target it.")
-    lon: Lon | None = None
-    exercise: bool = Field(False, description="Takes part in exercises (the only recipients of one).")
-
-    @pydantic.model_validator(mode="after")
-    def _located(self) -> Subscriber:
-        if (self.lat is None) != (self.lon is None):
-            raise _ValueAt("lat" if self.lat is None else "lon", "give both lat and lon, or neither")
-        return self
-
-    @pydantic.field_validator("phone")
-    @classmethod
-    def _normalise_phone(cls, phone: str | None) -> str | None:
-        return None if phone is None else _e164(phone, "FR")
-
-    @pydantic.field_validator("push_token")
-    @classmethod
-    def _reachable(cls, push_token: str | None, info: pydantic.ValidationInfo) -> str | None:
-        if "phone" in info.data and info.data["phone"] is None and push_token is None:
-            raise ValueError("give a phone number, a push token or both")
-        if push_token is not None and push_token.startswith("zone-"):  # a topic's name, not an app's
-            raise ValueError("a push token cannot start with 'zone-'")
-        return push_token
-
-
 # -- parsing -----------------------------------------------------------------------------------
 
 
 def parse(body: bytes, now: dt.datetime) -> Order:
     """Validate an order's JSON body; `now` decides whether `expires` is in the future."""
-    return _validate(Order.model_validate, parse_object(body), context={"now": now})
+    return validate(Order.model_validate, parse_object(body), context={"now": now})
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
     """A JSON object body, or BadRequest."""
-    data = _json(body)
+    data = load_json(body)
     if not isinstance(data, dict):
         raise errors.BadRequest("The body must be a JSON object.", field=None)
     return data
 
 
-def parse_subscribers(body: bytes) -> list[model.Recipient]:
-    """One subscriber object or a list of them; errors name the row, e.g. `3.phone`."""
-    data = _json(body)
-    if isinstance(data, dict):
-        return [_recipient(_validate(Subscriber.model_validate, data))]
-    if not isinstance(data, list):
-        raise errors.BadRequest("The body must be a JSON object or a list of objects.", field=None)
-    subscribers = _validate(_SUBSCRIBER_LIST.validate_python, data)
-    _refuse_duplicates(subscribers)
-    return [_recipient(s) for s in subscribers]
-
-
-_SUBSCRIBER_LIST = pydantic.TypeAdapter(Annotated[list[Subscriber], Field(max_length=MAX_SUBSCRIBERS)])
-
-
-def _json(body: bytes) -> Any:
+def load_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_refuse_constant)
     except ValueError as exc:
@@ -351,7 +293,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _validate(validate: Any, data: Any, **kwargs: Any) -> Any:
+def validate(validate: Any, data: Any, **kwargs: Any) -> Any:
     try:
         return validate(data, **kwargs)
     except pydantic.ValidationError as exc:
@@ -366,7 +308,7 @@ def _problem(error: Any) -> dict[str, Any]:
     # A dict key's own error is located at "<key>.[key]": the key names the field well enough.
     loc = [str(part) for part in error["loc"] if part != "[key]"]
     cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _ValueAt):
+    if isinstance(cause, ValueAt):
         loc.append(cause.field)
     field = ".".join(loc) or None
     if error["type"] == "extra_forbidden":
@@ -376,46 +318,6 @@ def _problem(error: Any) -> dict[str, Any]:
     else:
         message = error["msg"].removeprefix("Value error, ")
     return {"field": field, "message": message}
-
-
-def _refuse_duplicates(subscribers: list[Subscriber]) -> None:
-    # One body is stored in one statement, where a repeated id is ambiguous (and fails on PostgreSQL).
-    seen: set[str] = set()
-    for index, subscriber in enumerate(subscribers):
-        if subscriber.id in seen:
-            raise _invalid(f"{index}.id", f"duplicate id {subscriber.id!r}")
-        seen.add(subscriber.id)
-
-
-def _invalid(field: str, message: str) -> errors.Invalid:
-    return errors.Invalid(f"{field}: {message}", field=field, errors=[{"field": field, "message": message}])
-
-
-# -- phones ------------------------------------------------------------------------------------
-
-
-def normalise_phone(raw: str, region: str = "FR") -> str:
-    """A phone number in E.164, e.g. "06 12 34 56 78" → "+33612345678"."""
-    try:
-        return _e164(raw, region)
-    except ValueError as exc:
-        raise _invalid("phone", str(exc)) from None
-
-
-# Overseas départements write their numbers nationally too ("0690 …" in Guadeloupe): a French
-# number that is not a metropolitan one is tried there before it is refused.
-_OVERSEAS = {"FR": ("GP", "MQ", "GF", "RE", "YT")}
-
-
-def _e164(raw: str, region: str) -> str:
-    for candidate in (region, *_OVERSEAS.get(region, ())):
-        try:
-            number = phonenumbers.parse(raw, candidate)
-        except phonenumbers.NumberParseException:
-            raise ValueError("not a phone number") from None
-        if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    raise ValueError("not a valid phone number")
 
 
 # -- to the model ------------------------------------------------------------------------------
@@ -459,19 +361,6 @@ def _area(area: Area | None) -> model.Area:
     )
 
 
-def _recipient(subscriber: Subscriber) -> model.Recipient:
-    return model.Recipient(
-        id=subscriber.id,
-        locale=subscriber.locale,
-        zones=tuple(dict.fromkeys(subscriber.zones)),
-        phone=subscriber.phone,
-        push_token=subscriber.push_token,
-        lat=subscriber.lat,
-        lon=subscriber.lon,
-        exercise=subscriber.exercise,
-    )
-
-
 # -- schemas -----------------------------------------------------------------------------------
 
 
@@ -480,5 +369,3 @@ def schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
     return Order.model_json_schema(ref_template=ref_template)
 
 
-def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
-    return Subscriber.model_json_schema(ref_template=ref_template)

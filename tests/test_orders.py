@@ -10,7 +10,7 @@ import openapi_spec_validator
 import pytest
 from aiohttp import web as aiohttp_web
 
-from alertd import errors, model, openapi, orders, web as web_mod
+from alertd import audience, errors, model, openapi, orders, web as web_mod
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -183,7 +183,7 @@ def test_to_alert_keeps_identifier_and_texts():
 
 
 def subscribers(body: Any) -> list[model.Recipient]:
-    return orders.parse_subscribers(json.dumps(body).encode())
+    return audience.parse_subscribers(json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(
@@ -198,13 +198,13 @@ def subscribers(body: Any) -> list[model.Recipient]:
     ],
 )
 def test_phone_numbers_become_e164(raw, e164):
-    assert orders.normalise_phone(raw) == e164
+    assert audience.normalise_phone(raw) == e164
 
 
 @pytest.mark.parametrize("raw", ["12", "06 12 34", "call me", "+33 0 00 00 00 00", ""])
 def test_invalid_phone_numbers_are_refused(raw):
     with pytest.raises(errors.Invalid) as caught:
-        orders.normalise_phone(raw)
+        audience.normalise_phone(raw)
     assert caught.value.field == "phone"
     assert not raw or raw not in caught.value.message  # personal data stays out of problems and logs
 
@@ -245,17 +245,17 @@ def test_a_bad_row_is_reported_by_index(row, field):
 
 
 def test_too_many_subscribers_in_one_body():
-    rows = [{"id": f"c-{i}", "push_token": "t", "zones": ["75"]} for i in range(orders.MAX_SUBSCRIBERS + 1)]
+    rows = [{"id": f"c-{i}", "push_token": "t", "zones": ["75"]} for i in range(audience.MAX_SUBSCRIBERS + 1)]
     with pytest.raises(errors.Invalid) as caught:
         subscribers(rows)
     assert caught.value.field is None
     assert "10000" in caught.value.message
-    assert len(subscribers(rows[:-1])) == orders.MAX_SUBSCRIBERS
+    assert len(subscribers(rows[:-1])) == audience.MAX_SUBSCRIBERS
 
 
 def test_subscriber_body_must_be_an_object_or_list():
     with pytest.raises(errors.BadRequest):
-        orders.parse_subscribers(b"42")
+        audience.parse_subscribers(b"42")
 
 
 # -- OpenAPI -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from alertd import auth, model, orders, web as web_mod
+from alertd import audience, auth, model, web as web_mod
 
 log = structlog.get_logger("alertd.web.subscribers")
 routes = web.RouteTableDef()
@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 async def upsert(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    recipients = orders.parse_subscribers(await request.read())
+    recipients = audience.parse_subscribers(await request.read())
     store = request.app[web_mod.STORE]
     # The zones they move to, and the zones they are in now: an issuer may neither register people
     # outside its jurisdiction nor take over (re-route) a subscriber of another cell.
