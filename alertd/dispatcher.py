@@ -27,6 +27,10 @@ from alertd import channels as channels_mod, errors, metrics as metrics_mod, mod
 
 log = structlog.get_logger("alertd.dispatcher")
 
+# A receipt that arrived before its delivery was recorded waits this long for it: a delivery is
+# recorded within its lease (minutes), so one still missing after a day never will be.
+EARLY_RECEIPTS_KEPT = dt.timedelta(days=1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -270,6 +274,7 @@ class Dispatcher:
         await self.resume()
         now = self.clock()
         await self.store.expire_due(now)
+        await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
             if ack_timeout := getattr(channel, "ack_timeout", None):
                 for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):

@@ -344,6 +344,16 @@ class StoreContract:
         assert (stored.id, stored.state, stored.provider_id) == (claimed.id, S.DELIVERED, "P1")
         assert not await store.apply_receipt("P1", S.DELIVERED, None, LATER)  # applied once, not kept
 
+    async def test_early_receipts_waiting_for_nothing_are_purged(self, store):
+        await self.seed(store, make_alert())
+        [claimed] = await store.claim("sms", "i1", NOW, 1, LEASE)
+        assert not await store.apply_receipt("P-old", S.DELIVERED, None, NOW)
+        assert not await store.apply_receipt("P1", S.DELIVERED, None, LATER)
+        assert await store.purge_early_receipts(NOW + dt.timedelta(seconds=1)) == 1
+        await store.record([model.Outcome(claimed.id, S.SENT, provider_id="P1")], LATER)
+        [stored] = await store.deliveries("A1", channel="sms", limit=1)
+        assert stored.state is S.DELIVERED  # the recent one was kept and applied
+
     async def test_early_receipts_keep_the_higher_rank(self, store):
         await self.seed(store, make_alert())
         first, second = await store.claim("sms", "i1", NOW, 2, LEASE)

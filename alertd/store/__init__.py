@@ -175,6 +175,9 @@ class Store(Protocol):
         has that provider id yet (the callback beat the dispatcher's `record`), the receipt is kept
         (the higher ranked one, per provider id) for `record` to apply, and False is returned."""
 
+    async def purge_early_receipts(self, before: dt.datetime) -> int:
+        """Forget the receipts kept for a delivery that never came (received before `before`)."""
+
     async def delivery_by_provider(self, provider_id: str) -> model.Delivery | None: ...
 
     async def requeue(

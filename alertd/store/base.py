@@ -278,6 +278,9 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
                 await conn.execute(sql.EARLY_RECEIPT, *args)  # the record will apply it
         return False
 
+    async def purge_early_receipts(self, before: dt.datetime) -> int:
+        return await self._execute("DELETE FROM early_receipts WHERE at < $1", self._t(before))
+
     async def delivery_by_provider(self, provider_id: str) -> model.Delivery | None:
         rows = await self._fetch("SELECT * FROM deliveries WHERE provider_id = $1", provider_id)
         return model.Delivery.from_row(rows[0]) if rows else None
