@@ -105,14 +105,23 @@ async def _dispatcher_ctx(app: web.Application):
     await disp.store.listen(disp.notice)  # other instances' plans and cancels (PostgreSQL)
     await disp.start()
     await app[web_mod.RECORDER].start()
+    running: set[asyncio.Task] = set()
+
+    async def housekeeping() -> None:
+        running.add(task := asyncio.current_task())
+        try:
+            await disp.housekeeping()
+        finally:
+            running.discard(task)
+
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
-        disp.housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping",
-        max_instances=1, coalesce=True,
+        housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping", max_instances=1, coalesce=True,
     )
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
+    await asyncio.gather(*running, return_exceptions=True)  # a pass under way ends before the store closes
     await app[web_mod.RECORDER].stop()
     await disp.stop()
 
