@@ -101,14 +101,9 @@ class AuditStore:
         subject: str | None = None,
     ) -> list[Entry]:
         """Newest first; only entries with id < `before`, and the given cell, action and subject."""
-        where, args = ["id < $1"], [before if before is not None else 2**62]
-        for column, value in (("cell", cell), ("action", action), ("subject", subject)):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        args.append(limit)
-        rows = await self._fetch(
-            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args
+        rows = await self._page(
+            "audit", [("id < $1", before if before is not None else 2**62)],
+            [("cell", cell), ("action", action), ("subject", subject)], "id DESC", limit,
         )
         return [Entry.from_row(r) for r in rows]
 

@@ -42,6 +42,22 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
         async with self._conn() as conn:
             return await conn.execute(text, *args)
 
+    async def _page(
+        self, table: str, fixed: Sequence[tuple[str, Any]], optional: Sequence[tuple[str, Any]], order: str,
+        limit: int,
+    ) -> list[Mapping[str, Any]]:
+        """A paged read of `table`: the `fixed` conditions (text with `$n`, value), then
+        `column = value` for each optional filter given (not None), ordered by `order`."""
+        where, args = [cond for cond, _ in fixed], [value for _, value in fixed]
+        for column, value in optional:
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        return await self._fetch(
+            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ${len(args)}", *args
+        )
+
     async def migrate(self) -> None:
         async with self._tx() as conn:
             if self.dialect.migration_lock:
@@ -362,13 +378,8 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
         after_id: int = 0,
         limit: int = 100,
     ) -> list[model.Delivery]:
-        where, args = ["alert_id = $1", "id > $2"], [alert_id, after_id]
-        for column, value in (("channel", channel), ("state", state and state.value)):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        args.append(limit)
-        rows = await self._fetch(
-            f"SELECT * FROM deliveries WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}", *args
+        rows = await self._page(
+            "deliveries", [("alert_id = $1", alert_id), ("id > $2", after_id)],
+            [("channel", channel), ("state", state and state.value)], "id", limit,
         )
         return [model.Delivery.from_row(r) for r in rows]
