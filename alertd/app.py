@@ -15,6 +15,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, render, retry, store, systemd, web as web_mod
+from alertd.channels import remote
 
 log = structlog.get_logger("alertd.app")
 
@@ -24,8 +25,13 @@ HOUSEKEEPING_SECONDS = 1.0
 def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
     built = {}
     for name, section in cfg.channels.items():
-        cls = channels.load(section.plugin)
-        built[name] = cls(section.settings, channels.Context(public_url=cfg.server.public_url, name=name))
+        context = channels.Context(public_url=cfg.server.public_url, name=name)
+        if section.processes:  # the provider calls on other cores
+            built[name] = remote.Remote(
+                section.plugin, section.settings, context, section.processes, cfg.log.level, cfg.log.format
+            )
+        else:
+            built[name] = channels.load(section.plugin)(section.settings, context)
     return built
 
 

@@ -33,6 +33,7 @@ STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 SECRET_KEYS = frozenset({"auth_token", "token", "receipt_token", "password", "api_key", "authorization"})
+MAX_PROCESSES = 64  # sending processes per channel: more than the cores of any machine this runs on
 # What each built-in plugin cannot work without; several names mean "one of these".
 REQUIRED = {
     "twilio": (("account_sid",), ("auth_token",), ("from", "messaging_service_sid")),
@@ -114,6 +115,7 @@ class Systemd:
 class ChannelConfig:
     plugin: str
     settings: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    processes: int = 0  # sending processes of its own (channels.remote); 0: in the daemon's process
 
     def __repr__(self) -> str:
         return f"ChannelConfig(plugin={self.plugin!r}, settings={masked(self.settings)!r})"
@@ -349,10 +351,22 @@ def _channels(table: Any, env: Mapping[str, str], problems: list[str]) -> Mappin
             continue
         plugin = _plugin(where, section.get("plugin"), installed, problems)
         settings = _settings(where, section, env, problems)
+        processes = _processes(where, settings.pop("processes", 0), problems)
         if plugin:
             problems += _missing(where, plugin, section)
-            built[name] = ChannelConfig(plugin, types.MappingProxyType(settings))
+            built[name] = ChannelConfig(plugin, types.MappingProxyType(settings), processes)
     return types.MappingProxyType(built)
+
+
+def _processes(where: str, value: Any, problems: list[str]) -> int:
+    try:
+        count = int(value)
+        if isinstance(value, (bool, float)) or not 0 <= count <= MAX_PROCESSES:
+            raise ValueError
+    except ValueError:
+        problems.append(f"{where}.processes: expected a whole number from 0 to {MAX_PROCESSES}, not {value!r}")
+        return 0
+    return count
 
 
 def _plugin(where: str, plugin: Any, installed: Mapping[str, Any], problems: list[str]) -> str | None:

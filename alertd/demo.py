@@ -160,6 +160,8 @@ def progress(alert: dict) -> tuple[str, bool]:
 
 
 DEMO_SIREN = "acks = true\nheartbeats = true"
+# The demo runs as config/alertd.toml advises on 2 cores or more: SMS and push calls in processes of their own.
+SENDERS = "processes = 1"
 
 
 HEALTHY = {"mains": True, "battery": 0.97}
@@ -184,7 +186,9 @@ async def run(once: bool, count: int = 2000, port: int = 0) -> int:
         port = port or free_port()
         path = Path(tmp) / "alertd.toml"
         # The fake gateway acknowledges each siren command and sends heartbeats, as a real one would.
-        path.write_text(config_toml(port, f"sqlite:///{Path(tmp) / 'alertd.db'}", fakes, siren=DEMO_SIREN))
+        path.write_text(config_toml(
+            port, f"sqlite:///{Path(tmp) / 'alertd.db'}", fakes, siren=DEMO_SIREN, sms=SENDERS, push=SENDERS
+        ))
         cfg = config.load(str(path))
         logs.configure(cfg.log.level, cfg.log.format)
         runner = web.AppRunner(app_mod.build(cfg), access_log=None)

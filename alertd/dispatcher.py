@@ -7,7 +7,8 @@ flight, lets `retry.decide` judge each failure, and records the outcomes in batc
 beside it and wakes the lanes after every chunk.
 
 At-least-once: a delivery is recorded after its provider call, so a crash between the two sends it
-again after the lease; the duplicate window is what a lane holds, about three rounds of concurrency.
+again after the lease. The duplicate window is what a lane has sent and not recorded: the calls on
+the wire and those finished since its last claim, about two rounds of concurrency.
 """
 
 from __future__ import annotations
@@ -313,10 +314,11 @@ class Lane:
 
     `concurrency` long-lived senders take claimed deliveries from a local queue and make one
     provider call each; the feeder keeps the queue topped up by claiming batches, and records the
-    finished outcomes in the same transaction as its next claim. Nothing is created per message but
-    the message, and the provider always has up to `concurrency` calls in flight. What a crash can
-    send twice is bounded by what the lane holds and has not recorded: about three rounds of
-    `concurrency`.
+    finished outcomes in the same transaction as its next claim. It claims while a round of calls is
+    still queued behind those on the wire, so the senders never wait for the store. Nothing is created
+    per message but the message, and the provider always has up to `concurrency` calls in flight. What
+    a crash can send twice is what the lane has sent and not recorded: about two rounds of
+    `concurrency` (the queued deliveries were not sent).
     """
 
     def __init__(self, dispatcher: Dispatcher, name: str) -> None:
@@ -360,7 +362,7 @@ class Lane:
         for delivery in batch:
             self.queue.put_nowait(delivery)
         if batch:
-            await self._until_below(self.channel.concurrency)
+            await self._until_below(2 * self.channel.concurrency)
         elif self.held:
             await self._until_below(1)
         elif until_idle:
@@ -371,9 +373,9 @@ class Lane:
         return True
 
     async def _claim(self) -> list[model.Delivery]:
-        """Record what is done and claim enough to keep two rounds of calls in hand."""
+        """Record what is done and claim enough to keep three rounds of calls in hand."""
         done, self.done = self.done, []
-        want = min(self.d.settings.batch_size, 2 * self.channel.concurrency - self.held)
+        want = min(self.d.settings.batch_size, 3 * self.channel.concurrency - self.held)
         try:
             return await self.d.store.claim(
                 self.name, self.d.owner, self.d.clock(), want, self.d.settings.lease, done

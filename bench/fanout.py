@@ -154,6 +154,14 @@ async def bare_fcm(fakes: str, n: int, sample: dict) -> float:
     return n / elapsed
 
 
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU time so far of a process (all its threads) and of its running children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()
+                if children]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(map(cpu_seconds, children))
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -168,18 +176,18 @@ async def main(args) -> None:
         path = Path(tmp) / "alertd.toml"
         path.write_text(demo.config_toml(
             port, f"sqlite:///{Path(tmp) / 'a.db'}", fakes,
-            sms=f"status_callback = false\nmax_concurrency = {SMS_CONCURRENCY}",
+            sms=f"status_callback = false\nmax_concurrency = {SMS_CONCURRENCY}\nprocesses = {args.processes}",
             push=f"max_concurrency = {PUSH_CONCURRENCY}",
         ))
         t = time.perf_counter()
         token = await seed(f"sqlite:///{Path(tmp) / 'a.db'}", args.n, args.big)
         print(f"seeded {args.n + args.big} subscribers in {time.perf_counter() - t:.1f}s")
         daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
-                                  env=os.environ | {"ALERTD_LOG__LEVEL": "warning"})
+                                  env=os.environ | {"ALERTD_LOG__LEVEL": os.environ.get("BENCH_LOG", "warning")})
         try:
             await wait_ready_daemon(f"http://127.0.0.1:{port}")
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-                await run_phases(Bench(http, f"http://127.0.0.1:{port}", fakes), fakes, args, daemon.pid)
+                await run_phases(Bench(http, f"http://127.0.0.1:{port}", fakes), fakes, args, daemon.pid, proc.pid)
         finally:
             daemon.terminate()
             daemon.wait(10)
@@ -198,18 +206,25 @@ async def wait_ready_daemon(base: str) -> None:
     raise TimeoutError("the daemon did not start")
 
 
-async def run_phases(b: Bench, fakes: str, args, pid: int) -> None:
+async def run_phases(b: Bench, fakes: str, args, pid: int, fakes_pid: int) -> None:
     # The machine is noisy (two cores for three processes): alternate the daemon and the bare client
     # and report each round's ratio and their median.
     phases = (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm))
     for provider, channel, bare in [p for p in phases if p[1] in args.channels.split(",")]:
         ratios = []
         for _ in range(args.rounds):
+            cpu = cpu_seconds(pid), cpu_seconds(fakes_pid), cpu_seconds(pid, False)
             e2e, sample = await b.end_to_end(provider, channel, args.n)
+            daemon_cpu, fakes_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(fakes_pid) - cpu[1]
+            own_cpu = cpu_seconds(pid, False) - cpu[2]
             await b.reset()
+            cpu = time.process_time(), cpu_seconds(fakes_pid)
             base = await bare(fakes, args.n, sample)
+            bare_cpu, bare_fakes_cpu = time.process_time() - cpu[0], cpu_seconds(fakes_pid) - cpu[1]
             ratios.append(e2e / base)
-            print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}")
+            print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}"
+                  f"   CPU µs/message: daemon {daemon_cpu / args.n * 1e6:4.0f} (own {own_cpu / args.n * 1e6:4.0f}) bare {bare_cpu / args.n * 1e6:4.0f}"
+                  f" (fakes {fakes_cpu / args.n * 1e6:4.0f} / {bare_fakes_cpu / args.n * 1e6:4.0f})")
         print(f"{channel:5} median ratio {statistics.median(ratios):.2f} over {args.rounds} rounds   (target >= 0.80)")
     idle_posts, idle_firsts = await b.sirens(args.sirens)
     await b.reset()
@@ -237,4 +252,5 @@ if __name__ == "__main__":
     parser.add_argument("--sirens", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--channels", default="sms,push", help="which throughput phases to run")
+    parser.add_argument("--processes", type=int, default=1, help="sending processes per channel (0: in the daemon)")
     asyncio.run(main(parser.parse_args()))

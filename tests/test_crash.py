@@ -18,7 +18,7 @@ from tests import helpers
 
 N = 600
 PHONES = [f"+3361000{i:04d}" for i in range(N)]
-CONCURRENCY = 10  # a lane holds about three rounds of it: the most that can be sent twice
+CONCURRENCY = 10  # a lane has about two rounds of it sent and not recorded: the most sent twice
 
 
 async def seed(url: str) -> str:

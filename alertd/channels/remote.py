@@ -1,0 +1,297 @@
+"""A channel whose provider calls run in sending processes of its own, on other cores.
+
+The provider client libraries are heavy in Python (the twilio client spends some 300 µs of CPU per
+message, firebase-admin more): in the daemon's one process they, the dispatcher and the web API
+share one core. With ``processes = N`` in a channel's section, the daemon starts N children
+(``python -m alertd.channels.remote``) and hands them the rendered messages; each child builds the
+same plugin from the same settings, makes the provider call and answers the receipt or the
+classified error. Every decision stays in the daemon: what to claim, whether the alert was
+cancelled (checked before the hand-over, as before the call in-process), retries, records, metrics.
+
+The pipe protocol: frames of a 4-byte big-endian length and a `marshal`led document (both ends are
+the same interpreter). The daemon writes the
+channel's specification first (the settings travel here, never in argv or the environment), then
+lists of ``(seq, message)``; the child answers ``{"ready": True}`` once started, then lists of
+``(seq, result)``. Each side writes what a turn of its event loop produced as one frame.
+A child ignores SIGINT and SIGTERM: it stops when its stdin closes, after answering the calls on the
+wire, so the daemon's graceful stop still records them. A child that dies fails its calls on the
+wire as transient (the retry policy sends them again) and is started again for the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import marshal
+import os
+import signal
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from alertd import channels, errors, logs, model
+
+log = structlog.get_logger("alertd.channels.remote")
+
+FRAME = struct.Struct(">I")
+# In this order: a plugin's own subclass travels as the alertd class it derives from.
+ERRORS: dict[str, type[errors.DeliveryError]] = {
+    cls.__name__: cls for cls in (errors.Transient, errors.Permanent, errors.ChannelMisconfigured, errors.DeliveryError)
+}
+
+
+def frame(document: Any) -> bytes:
+    data = marshal.dumps(document)
+    return FRAME.pack(len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))
+    return marshal.loads(await reader.readexactly(size))
+
+
+def dump_message(m: model.Message) -> tuple:
+    return (m.delivery_id, m.alert_id, m.kind.value, m.to, m.body, m.title, m.locale, m.command, dict(m.data))
+
+
+def load_message(v: tuple) -> model.Message:
+    return model.Message(v[0], v[1], model.Kind(v[2]), *v[3:])
+
+
+def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
+    if isinstance(result, model.Receipt):
+        return ("Receipt", result.provider_id, result.status)
+    name = next(name for name, cls in ERRORS.items() if isinstance(result, cls))
+    return (name, result.message, result.code, getattr(result, "retry_after", None),
+            getattr(result, "dead_address", False))
+
+
+def load_result(v: tuple) -> model.Receipt | errors.DeliveryError:
+    if v[0] == "Receipt":
+        return model.Receipt(v[1], v[2])
+    name, message, code, retry_after, dead_address = v
+    if name == "Transient":
+        return errors.Transient(message, code=code, retry_after=retry_after)
+    if name == "Permanent":
+        return errors.Permanent(message, code=code, dead_address=dead_address)
+    return ERRORS[name](message, code=code)
+
+
+class Batched:
+    """Frames written in one system call per turn of the event loop, not one per message: under a
+    fan-out the two processes would otherwise spend their time waking each other up."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._items: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        if not self._items:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._items.append(item)
+
+    def flush(self) -> None:
+        if self._items:
+            items, self._items = self._items, []
+            self._write(frame(items))
+
+
+class Remote:
+    """The `channels.Channel` the dispatcher sees for a channel run in `processes` children.
+
+    It builds the plugin in the daemon too, never started: that checks the settings at startup and
+    answers what the daemon asks of the channel besides sending (`kind`, `concurrency`, a siren
+    gateway's `receipt_token` …)."""
+
+    def __init__(
+        self, plugin: str, settings: Mapping[str, Any], context: channels.Context, processes: int,
+        log_level: str = "info", log_format: str = "auto",
+    ) -> None:
+        self.inner = channels.load(plugin)(settings, context)
+        self.kind = self.inner.kind
+        self.concurrency = self.inner.concurrency
+        spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(context),
+                "log_level": log_level, "log_format": log_format}
+        self.children = [Child(spec, i) for i in range(processes)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(child.start() for child in self.children))
+
+    async def send(self, message: model.Message) -> model.Receipt:
+        child = min(self.children, key=lambda c: len(c.waiting))  # the least busy
+        result = await child.send(message)
+        if isinstance(result, errors.DeliveryError):
+            raise result
+        return result
+
+    async def close(self) -> None:
+        await asyncio.gather(*(child.close() for child in self.children))
+
+
+class Child:
+    """One sending process and the calls it has on the wire."""
+
+    def __init__(self, spec: Mapping[str, Any], index: int) -> None:
+        self.spec = spec
+        self.name = f"{spec['context']['name']}-{index}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.waiting: dict[int, asyncio.Future] = {}
+        self._seq = itertools.count()
+        self._reader: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
+        self.patience = 3 * float(spec["settings"].get("timeout", 10))
+        self.owed_since = 0.0
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self.proc is not None:
+                return
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "alertd.channels.remote",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )
+            proc.stdin.write(frame(self.spec))
+            try:
+                answer = await read_frame(proc.stdout)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                answer = {"error": "the sending process exited while starting (see its log lines)"}
+            if "error" in answer:
+                await _end(proc)
+                raise errors.ChannelMisconfigured(f"channel {self.name}: {answer['error']}")
+            self.proc, self.out = proc, Batched(proc.stdin.write)
+            self._reader = asyncio.create_task(self._read(proc), name=f"sender-{self.name}")
+            log.info("sending process started", channel=self.name, pid=proc.pid)
+
+    async def send(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
+        if self.proc is None:
+            try:
+                await self.start()
+            except errors.ChannelMisconfigured as exc:
+                return exc
+        loop = asyncio.get_running_loop()
+        if not self.waiting:
+            self.owed_since = loop.time()
+        seq = next(self._seq)
+        future = self.waiting[seq] = loop.create_future()
+        self.out.put([seq, dump_message(message)])
+        return await future
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            while True:
+                for seq, result in await self._answers(proc):
+                    future = self.waiting.pop(seq, None)
+                    if future is not None and not future.done():
+                        future.set_result(load_result(result))
+                self.owed_since = asyncio.get_running_loop().time()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        # The child is gone: what it had on the wire may or may not have been sent.
+        lost, self.waiting, self.proc = self.waiting, {}, None
+        for future in lost.values():
+            if not future.done():
+                future.set_result(errors.Transient("the sending process died", code="sender_died"))
+        code = await proc.wait()
+        if lost:
+            log.error("sending process died", channel=self.name, pid=proc.pid, returncode=code, calls=len(lost))
+
+    async def _answers(self, proc: asyncio.subprocess.Process) -> list:
+        """The next frame of answers. A child that owes answers and gives none for `patience`
+        seconds (three provider timeouts) is hung: it is killed, and the end of its pipe follows."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:  # only the length waits with a timeout: a frame is never read in part
+                head = await asyncio.wait_for(proc.stdout.readexactly(FRAME.size), self.patience)
+                break
+            except TimeoutError:
+                if self.waiting and loop.time() - self.owed_since >= self.patience:
+                    log.error("sending process hung: killed", channel=self.name, pid=proc.pid, calls=len(self.waiting))
+                    proc.kill()
+        (size,) = FRAME.unpack(head)
+        return marshal.loads(await proc.stdout.readexactly(size))
+
+    async def close(self) -> None:
+        """Close the child's stdin: it answers the calls on the wire, then exits."""
+        proc, reader = self.proc, self._reader
+        if proc is None or reader is None:
+            return
+        self.out.flush()
+        proc.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), 30)
+        await _end(proc)
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
+
+
+# -- the child --------------------------------------------------------------------------------------
+
+
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    spec = await read_frame(reader)
+    logs.configure(spec.get("log_level", "info"), spec.get("log_format", "auto"))
+    try:
+        cls = channels.load(spec["plugin"])
+        channel = cls(spec["settings"], channels.Context(**spec["context"]))
+        await channel.start()
+    except Exception as exc:  # reported to the daemon, which refuses to start
+        writer.write(frame({"error": f"{type(exc).__name__}: {exc}"}))
+        await writer.drain()
+        return
+    writer.write(frame({"ready": True}))
+    out = Batched(writer.write)
+    calls: set[asyncio.Task] = set()
+
+    async def call(seq: int, message: model.Message) -> None:
+        try:
+            result = await channel.send(message)
+        except Exception as exc:
+            result = channels.as_result(exc)
+        out.put([seq, dump_result(result)])
+
+    try:
+        while True:
+            try:
+                batch = await read_frame(reader)
+            except asyncio.IncompleteReadError:
+                break  # the daemon is stopping (or gone): finish the calls on the wire
+            for seq, message in batch:
+                task = asyncio.create_task(call(seq, load_message(message)))
+                calls.add(task)
+                task.add_done_callback(calls.discard)
+        await asyncio.gather(*calls, return_exceptions=True)
+        out.flush()
+        await writer.drain()
+    finally:
+        await channel.close()
+
+
+async def _child_main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb"))
+    # The protocol owns the original stdout; anything printed by accident goes to stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, out)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    await serve(reader, writer)
+
+
+if __name__ == "__main__":
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # the daemon stops us by closing stdin
+    asyncio.run(_child_main())

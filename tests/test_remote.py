@@ -1,0 +1,243 @@
+"""Channels run in sending processes of their own (`processes = N`): the real clients in children,
+against the fakes, and the daemon's whole path through them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from aiohttp import test_utils
+
+from alertd import app as app_mod, channels, config, demo, errors, model, testing
+from alertd.channels import remote
+from tests import helpers
+
+ACCOUNT_SID = "AC" + "0" * 32
+TOKEN = "remote-test-auth-token-7f3c"  # distinctive, so a leak into /proc is unmistakable
+SLOW, FAST = "+33612009999", "+33612000001"
+
+
+def twilio_settings(fakes_url: str) -> dict:
+    return {"account_sid": ACCOUNT_SID, "auth_token": TOKEN, "from": "+33700000000",
+            "base_url": fakes_url, "status_callback": False}
+
+
+def fcm_settings(fakes_url: str) -> dict:
+    return {"project_id": "alertd-test", "base_url": fakes_url, "timeout": 5}
+
+
+def context(name: str) -> channels.Context:
+    return channels.Context(public_url="http://127.0.0.1:9", name=name)
+
+
+@contextlib.asynccontextmanager
+async def running(plugin: str, settings: dict, name: str, processes: int = 1):
+    chan = remote.Remote(plugin, settings, context(name), processes)
+    await chan.start()
+    try:
+        yield chan
+    finally:
+        await chan.close()
+
+
+def sms(to: str, i: int = 1) -> model.Message:
+    return model.Message(delivery_id=i, alert_id="a-remote", kind=model.Kind.SMS, to=to, body="Mise à l'abri")
+
+
+def push(to: str) -> model.Message:
+    return model.Message(delivery_id=1, alert_id="a-remote", kind=model.Kind.PUSH, to=to, body="Abri", title="Alerte")
+
+
+@pytest.fixture
+async def twilio(fakes_url):
+    control = testing.FakeControl(fakes_url, "twilio")
+    await control.reset()
+    return control
+
+
+# -- the channel contract, through a child ---------------------------------------------------------
+
+
+class TestTwilioContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+            yield chan
+
+    @pytest.fixture
+    def fake(self, fakes_url):
+        return testing.FakeControl(fakes_url, "twilio")
+
+    @pytest.fixture
+    def permanent_failure(self):
+        return {"status": 400, "code": 21211}
+
+    def address(self, i: int) -> str:
+        return f"+3361200{i:04d}"
+
+
+class TestFCMContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        async with running("fcm", fcm_settings(fakes_url), "push") as chan:
+            yield chan
+
+    @pytest.fixture
+    def fake(self, fakes_url):
+        return testing.FakeControl(fakes_url, "fcm")
+
+    @pytest.fixture
+    def permanent_failure(self):
+        return {"code": "INVALID_ARGUMENT", "status": 400}
+
+    def address(self, i: int) -> str:
+        return f"fid-{i:04d}-cHVzaA"
+
+    async def test_unregistered_token_is_permanent_and_dead(self, channel, fake):
+        await fake.fail(status=404, code="UNREGISTERED", to="tok-gone", times=None)
+        for to in ("dead-abc123", "tok-gone"):
+            with pytest.raises(errors.Permanent) as caught:
+                await channel.send(push(to))
+            assert (caught.value.code, caught.value.dead_address) == ("UNREGISTERED", True)
+        assert await fake.received() == []
+
+
+# -- the children's lives --------------------------------------------------------------------------
+
+
+async def test_a_killed_child_fails_its_calls_as_transient_and_is_replaced(fakes_url, twilio):
+    await twilio.fail(status=503, delay=3, to=SLOW, times=None)  # answers long after the kill, and records nothing
+    async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        first = chan.children[0].proc.pid
+        slow = [asyncio.create_task(chan.send(sms(SLOW, i))) for i in range(3)]
+        await chan.send(sms(FAST))  # answered after the child took the slow calls: they are on the wire
+        os.kill(first, signal.SIGKILL)
+        results = await asyncio.wait_for(asyncio.gather(*slow, return_exceptions=True), 10)
+        assert all(isinstance(r, errors.Transient) and r.code == "sender_died" for r in results), results
+        assert isinstance(await chan.send(sms("+33612000002")), model.Receipt)
+        assert chan.children[0].proc.pid != first
+    assert [r["to"] for r in await twilio.received()] == [FAST, "+33612000002"]
+
+
+async def test_close_lets_the_calls_on_the_wire_finish_then_the_child_exits(fakes_url, twilio):
+    await twilio.fail(delay=0.5, to=SLOW, times=None)  # slow, then accepted
+    chan = remote.Remote("twilio", twilio_settings(fakes_url), context("sms"), 1)
+    await chan.start()
+    proc = chan.children[0].proc
+    slow = [asyncio.create_task(chan.send(sms(SLOW, i))) for i in range(4)]
+    await chan.send(sms(FAST))  # the slow calls are in the child now
+    *receipts, _ = await asyncio.wait_for(asyncio.gather(*slow, chan.close()), 10)
+    assert all(isinstance(r, model.Receipt) for r in receipts)
+    assert len({r.provider_id for r in receipts}) == 4
+    assert proc.returncode == 0
+    assert sorted(r["to"] for r in await twilio.received()) == [FAST] + [SLOW] * 4
+
+
+async def test_the_settings_travel_over_the_pipe_not_argv_nor_environment(fakes_url, twilio):
+    async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        pid = chan.children[0].proc.pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"alertd.channels.remote" in cmdline  # the child it claims to be
+        assert TOKEN.encode() not in cmdline and TOKEN.encode() not in environ
+        assert await chan.send(sms(FAST))  # and it got its token all the same
+
+
+async def test_a_child_that_cannot_start_its_channel_refuses_the_start(fakes_url, tmp_path):
+    # The plugin's constructor accepts it in the daemon; only the child's start() opens the file.
+    settings = fcm_settings(fakes_url) | {"service_account_file": str(tmp_path / "missing-sa.json")}
+    chan = remote.Remote("fcm", settings, context("push"), 1)
+    try:
+        with pytest.raises(errors.ChannelMisconfigured) as caught:
+            await chan.start()
+        assert "push" in str(caught.value) and "service_account_file" in str(caught.value)
+        assert chan.children[0].proc is None
+        with pytest.raises(errors.ChannelMisconfigured):  # and a send cannot bring it up either
+            await asyncio.wait_for(chan.send(push("fid-1")), 10)
+    finally:
+        await chan.close()
+
+
+# -- through the daemon ----------------------------------------------------------------------------
+
+
+def children(d: helpers.Daemon) -> list:
+    chans = [c for c in d.dispatcher.channels.values() if isinstance(c, remote.Remote)]
+    return [child.proc for c in chans for child in c.children if child.proc is not None]
+
+
+@pytest.fixture
+async def daemon(tmp_path, fakes_url):
+    """The daemon on SQLite with SMS and push in a sending process each, no background work."""
+    port = demo.free_port()
+    path = tmp_path / "alertd.toml"
+    path.write_text(demo.config_toml(
+        port, f"sqlite:///{tmp_path / 'alertd.db'}", fakes_url,
+        dispatcher="batch_size = 100", sms="processes = 1", push="processes = 1",
+    ))
+    cfg = config.load(str(path), env={})
+    clock = helpers.ManualClock()
+    server = test_utils.TestServer(app_mod.build(cfg, clock=clock, run_workers=False), host="127.0.0.1", port=port)
+    async with test_utils.TestClient(server) as client:
+        d = helpers.Daemon(client, clock, fakes_url)
+        started = children(d)
+        assert len(started) == 2
+        await d.sms.reset()
+        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})  # "sent" stays "sent"
+        d.headers["issuer"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
+        d.headers["operator"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
+        d.headers["admin"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
+        resp = await d.post("/v1/subscribers", who="admin", json=helpers.PEOPLE)
+        assert resp.status == 200, await resp.text()
+        await d.store.upsert_sirens(helpers.SIRENS)
+        yield d
+        started += children(d)  # restarted ones too
+    assert [p.returncode for p in started] == [0] * len(started)  # the app's close ended them all
+
+
+async def test_an_alert_reaches_everyone_once_through_the_sending_processes(daemon):
+    accepted = await daemon.send()
+    await daemon.drain()
+    sms_to = sorted(r["to"] for r in await daemon.sms.received())
+    assert sms_to == ["+33612345678", "+33622334455", "+33633445566"]  # each once; Lyon is outside
+    push_to = sorted(r["to"] for r in await daemon.push.received())
+    assert push_to == ["tok-es-000002", "tok-fr-000001"]  # the fake refuses dead-tok-ar: UNREGISTERED
+    status = await daemon.status(accepted["id"])
+    assert status["state"] == "completed"
+    assert status["counts"]["sms"]["sent"] == 3
+    assert status["counts"]["push"]["sent"] == 2 and status["counts"]["push"]["failed"] == 1
+    assert (await daemon.store.get_recipient("p-ar")).push_token_dead  # dead_address crossed the pipe
+
+
+async def test_a_cancelled_alert_sends_nothing_through_the_sending_processes(daemon):
+    alert = await daemon.send(channels=["sms", "push"])
+    await daemon.dispatcher.planned()
+    resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
+    assert resp.status == 200, await resp.text()
+    await daemon.drain()
+    status = await daemon.status(alert["id"])
+    assert status["state"] == "cancelled"
+    assert status["counts"]["sms"]["cancelled"] == 3 and status["counts"]["push"]["cancelled"] == 3
+    assert await daemon.sms.received() == [] and await daemon.push.received() == []
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-1", '"two"', "65"])
+def test_bad_process_counts_are_reported_with_their_field(tmp_path, value):
+    path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port(), sms=f"processes = {value}")
+    problems = config.check(str(path), env={})
+    assert [p for p in problems if p.startswith("channels.sms.processes")], problems
+
+
+def test_process_count_from_the_environment_is_not_a_plugin_setting(tmp_path):
+    path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port())
+    cfg = config.load(str(path), env={"ALERTD_CHANNELS__SMS__PROCESSES": "2"})
+    assert cfg.channels["sms"].processes == 2
+    assert "processes" not in cfg.channels["sms"].settings
+    assert cfg.channels["push"].processes == 0  # the others stay in the daemon's process
