@@ -15,6 +15,7 @@ or, inside a channel section, to the type of the value they replace (true/false 
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import os
 import pathlib
 import tomllib
@@ -352,6 +353,8 @@ def _channels(table: Any, env: Mapping[str, str], problems: list[str]) -> Mappin
         plugin = _plugin(where, section.get("plugin"), installed, problems)
         settings = _settings(where, section, env, problems)
         processes = _processes(where, settings.pop("processes", 0), problems)
+        if processes:
+            problems += _portable(where, settings)
         if plugin:
             problems += _missing(where, plugin, section)
             built[name] = ChannelConfig(plugin, types.MappingProxyType(settings), processes)
@@ -363,10 +366,21 @@ def _processes(where: str, value: Any, problems: list[str]) -> int:
         count = int(value)
         if isinstance(value, (bool, float)) or not 0 <= count <= MAX_PROCESSES:
             raise ValueError
-    except ValueError:
+    except (TypeError, ValueError):
         problems.append(f"{where}.processes: expected a whole number from 0 to {MAX_PROCESSES}, not {value!r}")
         return 0
     return count
+
+
+def _portable(where: str, settings: Mapping[str, Any]) -> list[str]:
+    """The settings a sending process receives travel through `marshal`: no TOML dates."""
+    problems = []
+    for key, value in settings.items():
+        try:
+            marshal.dumps(value)
+        except ValueError:
+            problems.append(f"{where}.{key}: with `processes`, write it as a string, a number, a boolean, a list or a table")
+    return problems
 
 
 def _plugin(where: str, plugin: Any, installed: Mapping[str, Any], problems: list[str]) -> str | None:

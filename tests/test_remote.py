@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
+import http
+import json
+import marshal
 import os
+import pathlib
 import signal
-from pathlib import Path
 
 import pytest
 from aiohttp import test_utils
 
 from alertd import app as app_mod, channels, config, demo, errors, model, testing
 from alertd.channels import remote
-from tests import helpers
+from tests import helpers, test_channel_fcm
 
 ACCOUNT_SID = "AC" + "0" * 32
 TOKEN = "remote-test-auth-token-7f3c"  # distinctive, so a leak into /proc is unmistakable
@@ -140,8 +144,8 @@ async def test_close_lets_the_calls_on_the_wire_finish_then_the_child_exits(fake
 async def test_the_settings_travel_over_the_pipe_not_argv_nor_environment(fakes_url, twilio):
     async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
         pid = chan.children[0].proc.pid
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
         assert b"alertd.channels.remote" in cmdline  # the child it claims to be
         assert TOKEN.encode() not in cmdline and TOKEN.encode() not in environ
         assert await chan.send(sms(FAST))  # and it got its token all the same
@@ -160,6 +164,107 @@ async def test_a_child_that_cannot_start_its_channel_refuses_the_start(fakes_url
             await asyncio.wait_for(chan.send(push("fid-1")), 10)
     finally:
         await chan.close()
+
+
+def senders() -> set[int]:
+    """The sending processes of this test process that are running, as /proc lists them."""
+    me, found = str(os.getpid()), set()
+    for proc in pathlib.Path("/proc").iterdir():
+        with contextlib.suppress(OSError):  # a process may end while we look
+            ppid = (proc / "stat").read_text().rpartition(")")[2].split()[1]
+            if ppid == me and b"alertd.channels.remote" in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def spawned(monkeypatch) -> list[str]:
+    """The names of the children each start of a sending process was for, failed or not."""
+    starts: list[str] = []
+    spawn = remote.Child._spawn
+
+    async def counted(child: remote.Child) -> None:
+        starts.append(child.name)
+        await spawn(child)
+
+    monkeypatch.setattr(remote.Child, "_spawn", counted)
+    return starts
+
+
+async def test_a_child_that_cannot_start_again_fails_the_sends_at_once(fakes_url, tmp_path, monkeypatch, spawned):
+    account = tmp_path / "sa.json"
+    account.write_text(json.dumps(test_channel_fcm.service_account(fakes_url + "/token")))
+    settings = fcm_settings(fakes_url) | {"service_account_file": str(account)}
+    async with running("fcm", settings, "push") as chan:
+        child = chan.children[0]
+        assert isinstance(await chan.send(push("fid-1")), model.Receipt)  # the key works at start
+        account.unlink()  # the operator moved it away: the next child cannot start
+        os.kill(child.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(child._reader, 10)  # the daemon has seen it die
+        with pytest.raises(errors.ChannelMisconfigured) as caught:
+            await asyncio.wait_for(chan.send(push("fid-2")), 10)
+        assert "push" in str(caught.value) and "service_account_file" in str(caught.value)
+        assert spawned == ["push-0", "push-0"]
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        results = await asyncio.gather(*(chan.send(push(f"fid-{i}")) for i in range(20)), return_exceptions=True)
+        assert loop.time() - began < 0.5  # not 20 starts in turn, each waiting for a child's answer
+        assert all(isinstance(r, errors.ChannelMisconfigured) and "push" in str(r) for r in results), results
+        assert len(spawned) == 2  # they all got the last failure: no child started during the pause
+        assert senders() == set()
+
+        monkeypatch.setattr(remote, "RESTART_PAUSE", 0.0)  # the pause is over: a start is tried again
+        with pytest.raises(errors.ChannelMisconfigured):
+            await asyncio.wait_for(chan.send(push("fid-3")), 10)
+        assert len(spawned) == 3
+        account.write_text(json.dumps(test_channel_fcm.service_account(fakes_url + "/token")))  # put back
+        assert isinstance(await asyncio.wait_for(chan.send(push("fid-4")), 10), model.Receipt)
+        assert len(spawned) == 4 and senders() == {chan.children[0].proc.pid}
+
+
+def test_a_remote_channel_lends_its_settings_not_its_methods(fakes_url):
+    chan = remote.Remote("fcm", fcm_settings(fakes_url) | {"max_concurrency": 7}, context("push"), 2)
+    with pytest.raises(AttributeError):  # it would run on a client the daemon never started
+        getattr(chan, "send_batch")
+    assert not hasattr(chan, "send_batch")
+    assert (chan.kind, chan.concurrency) == (model.Kind.PUSH, 7)
+    assert (chan.project_id, chan.timeout) == ("alertd-test", 5.0)  # FCMPush's, from the settings
+    assert [c.proc for c in chan.children] == [None, None]  # none of this started a process
+
+
+# -- results crossing the pipe ---------------------------------------------------------------------
+
+
+class PluginBusy(errors.Transient):
+    """A plugin's own kind of transient failure."""
+
+
+def across(result: model.Receipt | errors.DeliveryError) -> model.Receipt | errors.DeliveryError:
+    """The result as the daemon gets it from a child."""
+    return remote.load_result(marshal.loads(marshal.dumps(remote.dump_result(result))))
+
+
+def test_a_transient_failure_with_a_status_code_and_a_decimal_delay_crosses():
+    back = across(errors.Transient("x", code=http.HTTPStatus(503), retry_after=decimal.Decimal("2.5")))
+    assert type(back) is errors.Transient
+    assert (back.message, back.code, back.retry_after) == ("x", "503", 2.5)
+
+
+def test_a_permanent_failure_with_a_numeric_code_and_a_truthy_dead_address_crosses():
+    back = across(errors.Permanent("y", code=21211, dead_address=1))
+    assert type(back) is errors.Permanent
+    assert (back.message, back.code) == ("y", "21211")
+    assert back.dead_address is True
+
+
+def test_a_plugin_subclass_crosses_as_the_alertd_class_it_derives_from():
+    back = across(PluginBusy("z", code="busy", retry_after=3))
+    assert type(back) is errors.Transient
+    assert (back.message, back.code, back.retry_after) == ("z", "busy", 3.0)
+    misconfigured = across(errors.ChannelMisconfigured("key refused", code=http.HTTPStatus.UNAUTHORIZED))
+    assert (type(misconfigured), misconfigured.code) == (errors.ChannelMisconfigured, "401")
+    assert across(model.Receipt(provider_id=12345)) == model.Receipt("12345", "sent")
 
 
 # -- through the daemon ----------------------------------------------------------------------------
@@ -228,7 +333,7 @@ async def test_a_cancelled_alert_sends_nothing_through_the_sending_processes(dae
 # -- configuration ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["-1", '"two"', "65"])
+@pytest.mark.parametrize("value", ["-1", '"two"', "65", "[2]", "{a = 1}"])
 def test_bad_process_counts_are_reported_with_their_field(tmp_path, value):
     path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port(), sms=f"processes = {value}")
     problems = config.check(str(path), env={})
@@ -241,3 +346,15 @@ def test_process_count_from_the_environment_is_not_a_plugin_setting(tmp_path):
     assert cfg.channels["sms"].processes == 2
     assert "processes" not in cfg.channels["sms"].settings
     assert cfg.channels["push"].processes == 0  # the others stay in the daemon's process
+
+
+def test_a_setting_that_cannot_travel_to_a_child_is_reported_by_check_config(tmp_path, fakes_url):
+    path = helpers.write_config(tmp_path, fakes_url, demo.free_port(), sms="processes = 1\nsince = 2026-01-01")
+    problems = config.check(str(path), env={})
+    assert [p for p in problems if p.startswith("channels.sms.since:")], problems
+    assert all("processes" in p for p in problems if p.startswith("channels.sms.since:"))
+    # In the daemon's own process, a date is a fine setting for a channel.
+    in_process = helpers.write_config(tmp_path, fakes_url, demo.free_port(), sms="since = 2026-01-01")
+    assert config.check(str(in_process), env={}) == []
+
+

@@ -9,10 +9,10 @@ classified error. Every decision stays in the daemon: what to claim, whether the
 cancelled (checked before the hand-over, as before the call in-process), retries, records, metrics.
 
 The pipe protocol: frames of a 4-byte big-endian length and a `marshal`led document (both ends are
-the same interpreter). The daemon writes the
-channel's specification first (the settings travel here, never in argv or the environment), then
-lists of ``(seq, message)``; the child answers ``{"ready": True}`` once started, then lists of
-``(seq, result)``. Each side writes what a turn of its event loop produced as one frame.
+the same interpreter). The daemon writes the channel's specification first (the settings travel
+here, never in argv or the environment), then lists of ``(seq, message)``; the child answers
+``{"ready": True}`` once started, then lists of ``(seq, result)``. Each side gathers what it has to
+say for a millisecond into one frame.
 A child ignores SIGINT and SIGTERM: it stops when its stdin closes, after answering the calls on the
 wire, so the daemon's graceful stop still records them. A child that dies fails its calls on the
 wire as transient (the retry policy sends them again) and is started again for the next message.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import itertools
 import marshal
 import os
@@ -39,6 +40,9 @@ from alertd import channels, errors, logs, model
 log = structlog.get_logger("alertd.channels.remote")
 
 FRAME = struct.Struct(">I")
+# A millisecond is little beside a provider call (tens of ms) and gathers many answers in a frame.
+FLUSH_DELAY = 0.001
+RESTART_PAUSE = 5.0  # seconds between attempts to start again a child that cannot start
 # In this order: a plugin's own subclass travels as the alertd class it derives from.
 ERRORS: dict[str, type[errors.DeliveryError]] = {
     cls.__name__: cls for cls in (errors.Transient, errors.Permanent, errors.ChannelMisconfigured, errors.DeliveryError)
@@ -64,11 +68,13 @@ def load_message(v: tuple) -> model.Message:
 
 
 def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
+    """As plain values, whatever types a plugin used (an HTTPStatus code, a Decimal delay …)."""
     if isinstance(result, model.Receipt):
-        return ("Receipt", result.provider_id, result.status)
+        return ("Receipt", str(result.provider_id), str(result.status))
     name = next(name for name, cls in ERRORS.items() if isinstance(result, cls))
-    return (name, result.message, result.code, getattr(result, "retry_after", None),
-            getattr(result, "dead_address", False))
+    code, retry_after = result.code, getattr(result, "retry_after", None)
+    return (name, str(result.message), None if code is None else str(code),
+            None if retry_after is None else float(retry_after), bool(getattr(result, "dead_address", False)))
 
 
 def load_result(v: tuple) -> model.Receipt | errors.DeliveryError:
@@ -83,8 +89,8 @@ def load_result(v: tuple) -> model.Receipt | errors.DeliveryError:
 
 
 class Batched:
-    """Frames written in one system call per turn of the event loop, not one per message: under a
-    fan-out the two processes would otherwise spend their time waking each other up."""
+    """Items written as one frame at most every `FLUSH_DELAY`, not one system call per message:
+    under a fan-out the two processes would otherwise spend their time waking each other up."""
 
     def __init__(self, write: Callable[[bytes], object]) -> None:
         self._write = write
@@ -92,7 +98,7 @@ class Batched:
 
     def put(self, item: Any) -> None:
         if not self._items:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         self._items.append(item)
 
     def flush(self) -> None:
@@ -117,10 +123,18 @@ class Remote:
         self.concurrency = self.inner.concurrency
         spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(context),
                 "log_level": log_level, "log_format": log_format}
-        self.children = [Child(spec, i) for i in range(processes)]
+        patience = 3 * float(settings.get("timeout", 10))
+        self.children = [Child(f"{context.name}-{i}", frame(spec), patience) for i in range(processes)]
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        """The plugin's settings-derived attributes (a gateway's `receipt_token` …); not its
+        methods, which would run on a client never started in the daemon."""
+        if name == "inner":  # not built yet (a copy): no recursion
+            raise AttributeError(name)
+        value = getattr(self.inner, name)
+        if callable(value):
+            raise AttributeError(f"{name}: not available on a channel that sends from other processes")
+        return value
 
     async def start(self) -> None:
         await asyncio.gather(*(child.start() for child in self.children))
@@ -139,43 +153,60 @@ class Remote:
 class Child:
     """One sending process and the calls it has on the wire."""
 
-    def __init__(self, spec: Mapping[str, Any], index: int) -> None:
-        self.spec = spec
-        self.name = f"{spec['context']['name']}-{index}"
+    def __init__(self, name: str, setup: bytes, patience: float) -> None:
+        self.name = name
+        self.setup = setup  # the specification's frame
+        self.patience = patience  # seconds without an answer after which the child is hung
         self.proc: asyncio.subprocess.Process | None = None
         self.waiting: dict[int, asyncio.Future] = {}
+        self.owed_since = 0.0
         self._seq = itertools.count()
         self._reader: asyncio.Task | None = None
         self._starting = asyncio.Lock()
-        self.patience = 3 * float(spec["settings"].get("timeout", 10))
-        self.owed_since = 0.0
+        self._failed: tuple[float, str] | None = None  # (when, why) the last start failed
 
     async def start(self) -> None:
+        """Start the child; errors.ChannelMisconfigured if it cannot start its channel."""
+        async with self._starting:
+            if self.proc is None:
+                await self._spawn()
+
+    async def _restart(self) -> errors.DeliveryError | None:
+        """Start the child again after it died; the failure if it cannot, given at once to every
+        call for `RESTART_PAUSE` seconds instead of each trying (and waiting) in turn."""
+        loop = asyncio.get_running_loop()
         async with self._starting:
             if self.proc is not None:
-                return
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "alertd.channels.remote",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            )
-            proc.stdin.write(frame(self.spec))
+                return None
+            if self._failed and loop.time() - self._failed[0] < RESTART_PAUSE:
+                return errors.ChannelMisconfigured(self._failed[1])
             try:
-                answer = await read_frame(proc.stdout)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                answer = {"error": "the sending process exited while starting (see its log lines)"}
-            if "error" in answer:
-                await _end(proc)
-                raise errors.ChannelMisconfigured(f"channel {self.name}: {answer['error']}")
-            self.proc, self.out = proc, Batched(proc.stdin.write)
-            self._reader = asyncio.create_task(self._read(proc), name=f"sender-{self.name}")
-            log.info("sending process started", channel=self.name, pid=proc.pid)
+                await self._spawn()
+            except errors.ChannelMisconfigured as exc:
+                self._failed = (loop.time(), exc.message)
+                return exc
+            return None
+
+    async def _spawn(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "alertd.channels.remote",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        proc.stdin.write(self.setup)
+        try:
+            answer = await read_frame(proc.stdout)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            answer = {"error": "the sending process exited while starting (see its log lines)"}
+        if "error" in answer:
+            await _end(proc)
+            raise errors.ChannelMisconfigured(f"channel {self.name}: {answer['error']}")
+        self.proc, self.out = proc, Batched(proc.stdin.write)
+        self._reader = asyncio.create_task(self._read(proc), name=f"sender-{self.name}")
+        log.info("sending process started", channel=self.name, pid=proc.pid)
 
     async def send(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
-        if self.proc is None:
-            try:
-                await self.start()
-            except errors.ChannelMisconfigured as exc:
-                return exc
+        if self.proc is None and (failure := await self._restart()):
+            return failure
         loop = asyncio.get_running_loop()
         if not self.waiting:
             self.owed_since = loop.time()
@@ -241,7 +272,10 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    spec = await read_frame(reader)
+    try:
+        spec = await read_frame(reader)
+    except asyncio.IncompleteReadError:
+        return  # the daemon went before saying what to send
     logs.configure(spec.get("log_level", "info"), spec.get("log_format", "auto"))
     try:
         cls = channels.load(spec["plugin"])
@@ -252,6 +286,9 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
         return
     writer.write(frame({"ready": True}))
+    # As the daemon does (cli.serve): what is loaded now lives as long as the process.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     out = Batched(writer.write)
     calls: set[asyncio.Task] = set()
 
