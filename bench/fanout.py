@@ -177,7 +177,7 @@ async def main(args) -> None:
         path.write_text(demo.config_toml(
             port, f"sqlite:///{Path(tmp) / 'a.db'}", fakes,
             sms=f"status_callback = false\nmax_concurrency = {SMS_CONCURRENCY}\nprocesses = {args.processes}",
-            push=f"max_concurrency = {PUSH_CONCURRENCY}",
+            push=f"max_concurrency = {PUSH_CONCURRENCY}\nprocesses = {args.processes}",
         ))
         t = time.perf_counter()
         token = await seed(f"sqlite:///{Path(tmp) / 'a.db'}", args.n, args.big)
