@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiohttp import test_utils
 
-from alertd import app as app_mod, demo, model
+from alertd import app as app_mod, demo
 from tests import helpers
 
 PG_URL = os.environ.get("ALERTD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -69,12 +69,5 @@ async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings):
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)
     async with test_utils.TestClient(server) as client:
         d = helpers.Daemon(client, clock, fakes_url)
-        await d.sms.reset()
-        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
-        d.headers["issuer"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
-        d.headers["operator"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
-        d.headers["admin"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
-        resp = await d.post("/v1/subscribers", who="admin", json=helpers.PEOPLE)
-        assert resp.status == 200, await resp.text()
-        await d.store.upsert_sirens(helpers.SIRENS)
+        await d.populate()
         yield d

@@ -30,12 +30,13 @@ class ManualClock:
 
 def write_config(
     tmp: Path, fakes: str, port: int, store: str | None = None,
-    dispatcher: str = "batch_size = 100", sms: str = "", siren: str = "",
+    dispatcher: str = "batch_size = 100", sms: str = "", push: str = "", siren: str = "",
 ) -> Path:
-    """A configuration on the fakes; `dispatcher`, `sms` and `siren` are extra TOML lines for those sections."""
+    """A configuration on the fakes; `dispatcher`, `sms`, `push` and `siren` are extra TOML lines for
+    those sections."""
     path = tmp / "alertd.toml"
     store = store or f"sqlite:///{tmp / 'alertd.db'}"
-    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, siren=siren))
+    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren))
     return path
 
 
@@ -96,6 +97,17 @@ class Daemon:
         self.siren = testing.FakeControl(fakes_url, "siren")
         self.fakes_url = fakes_url
         self.headers: dict[str, dict[str, str]] = {}
+
+    async def populate(self) -> None:
+        """Fakes reset (no Twilio callbacks: "sent" stays "sent"), a token per role, PEOPLE and SIRENS."""
+        await self.sms.reset()
+        await self.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
+        self.headers["issuer"] = auth_header(await add_token(self.store, model.Role.ISSUER, ["75"]))
+        self.headers["operator"] = auth_header(await add_token(self.store, model.Role.OPERATOR, ["*"]))
+        self.headers["admin"] = auth_header(await add_token(self.store, model.Role.ADMIN, ["*"]))
+        resp = await self.post("/v1/subscribers", who="admin", json=PEOPLE)
+        assert resp.status == 200, await resp.text()
+        await self.store.upsert_sirens(SIRENS)
 
     async def drain(self) -> None:
         await self.dispatcher.run_until_idle(self.clock.advance_to)

@@ -279,26 +279,14 @@ def children(d: helpers.Daemon) -> list:
 async def daemon(tmp_path, fakes_url):
     """The daemon on SQLite with SMS and push in a sending process each, no background work."""
     port = demo.free_port()
-    path = tmp_path / "alertd.toml"
-    path.write_text(demo.config_toml(
-        port, f"sqlite:///{tmp_path / 'alertd.db'}", fakes_url,
-        dispatcher="batch_size = 100", sms="processes = 1", push="processes = 1",
-    ))
-    cfg = config.load(str(path), env={})
+    cfg = helpers.load_config(tmp_path, fakes_url, port, sms="processes = 1", push="processes = 1")
     clock = helpers.ManualClock()
     server = test_utils.TestServer(app_mod.build(cfg, clock=clock, run_workers=False), host="127.0.0.1", port=port)
     async with test_utils.TestClient(server) as client:
         d = helpers.Daemon(client, clock, fakes_url)
         started = children(d)
         assert len(started) == 2
-        await d.sms.reset()
-        await d.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})  # "sent" stays "sent"
-        d.headers["issuer"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ISSUER, ["75"]))
-        d.headers["operator"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.OPERATOR, ["*"]))
-        d.headers["admin"] = helpers.auth_header(await helpers.add_token(d.store, model.Role.ADMIN, ["*"]))
-        resp = await d.post("/v1/subscribers", who="admin", json=helpers.PEOPLE)
-        assert resp.status == 200, await resp.text()
-        await d.store.upsert_sirens(helpers.SIRENS)
+        await d.populate()
         yield d
         started += children(d)  # restarted ones too
     assert [p.returncode for p in started] == [0] * len(started)  # the app's close ended them all
