@@ -154,12 +154,16 @@ async def bare_fcm(fakes: str, n: int, sample: dict) -> float:
     return n / elapsed
 
 
+def children_of(pid: int) -> list[int]:
+    """The daemon's running sending processes."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
 def cpu_seconds(pid: int, children: bool = True) -> float:
     """User + system CPU time so far of a process (all its threads) and of its running children."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()
-                if children]
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(map(cpu_seconds, children))
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + (sum(map(cpu_seconds, children_of(pid))) if children else 0.0)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -240,7 +244,9 @@ async def run_phases(b: Bench, fakes: str, args, pid: int, fakes_pid: int) -> No
                           (f"during the {args.big}-recipient fan-out", load_firsts)):
         print(f"first siren cmd  p50 {pct(firsts, .5) * 1000:6.1f} ms  p99 {pct(firsts, .99) * 1000:6.1f} ms"
               f"   ({label}; target p99 <= 100)")
-    print(f"daemon peak RSS  {peak_rss_mb(pid):6.0f} MB   (after {args.big} + {2 * args.n} deliveries; target <= 250)")
+    own, senders = peak_rss_mb(pid), [peak_rss_mb(c) for c in children_of(pid)]
+    print(f"daemon peak RSS  {own + sum(senders):6.0f} MB   (after {args.big} + {2 * args.n} deliveries; target <= 250;"
+          f" the daemon {own:.0f} MB and {len(senders)} sending processes {sum(senders):.0f} MB)")
 
 
 if __name__ == "__main__":

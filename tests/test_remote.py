@@ -141,13 +141,16 @@ async def test_close_lets_the_calls_on_the_wire_finish_then_the_child_exits(fake
     assert sorted(r["to"] for r in await twilio.received()) == [FAST] + [SLOW] * 4
 
 
-async def test_the_settings_travel_over_the_pipe_not_argv_nor_environment(fakes_url, twilio):
+async def test_the_settings_travel_over_the_pipe_not_argv_nor_environment(fakes_url, twilio, monkeypatch):
+    # The daemon's own environment may hold the secret too (ALERTD_* overrides): not passed on.
+    monkeypatch.setenv("ALERTD_CHANNELS__SMS__AUTH_TOKEN", TOKEN)
     async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
         pid = chan.children[0].proc.pid
         cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
         assert b"alertd.channels.remote" in cmdline  # the child it claims to be
         assert TOKEN.encode() not in cmdline and TOKEN.encode() not in environ
+        assert b"ALERTD_" not in environ
         assert await chan.send(sms(FAST))  # and it got its token all the same
 
 

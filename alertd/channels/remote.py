@@ -191,6 +191,8 @@ class Child:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "alertd.channels.remote",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # Without the ALERTD_* overrides (config.ENV_PREFIX), secrets among them: the pipe brings the settings.
+            env={k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")},
         )
         proc.stdin.write(self.setup)
         try:
