@@ -119,7 +119,7 @@ class ChannelConfig:
     processes: int = 0  # sending processes of its own (channels.remote); 0: in the daemon's process
 
     def __repr__(self) -> str:
-        return f"ChannelConfig(plugin={self.plugin!r}, settings={masked(self.settings)!r})"
+        return f"ChannelConfig(plugin={self.plugin!r}, settings={masked(self.settings)!r}, processes={self.processes})"
 
 
 SECTIONS: dict[str, type] = {
@@ -146,7 +146,8 @@ class Config:
         shown: dict[str, Any] = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
         shown["store"]["url"] = hide_password(self.store.url)
         shown["channels"] = {
-            name: {"plugin": c.plugin, **masked(c.settings)} for name, c in self.channels.items()
+            name: {"plugin": c.plugin, "processes": c.processes, **masked(c.settings)}
+            for name, c in self.channels.items()
         }
         return shown
 
@@ -379,7 +380,7 @@ def _portable(where: str, settings: Mapping[str, Any]) -> list[str]:
         try:
             marshal.dumps(value)
         except ValueError:
-            problems.append(f"{where}.{key}: with `processes`, write it as a string, a number, a boolean, a list or a table")
+            problems.append(f"{where}.{key}: with `processes`, give a string, number, boolean, list or table")
     return problems
 
 

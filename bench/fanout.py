@@ -1,6 +1,7 @@
 """Fan-out benchmark: alertd end to end against the bare client libraries, in the same run.
 
-The fake providers run in their own process, the daemon (`alertd serve`, SQLite) in another; this
+The fake providers run in their own process, the daemon (`alertd serve`, SQLite; SMS and push from
+a sending process each, as config/alertd.toml advises, `--processes` to change) in others; this
 process seeds the store, posts alerts over HTTP and, for the baseline, drives the bare `twilio` async
 client and firebase-admin's `send_each_async` against the same fakes with the same concurrency.
 
@@ -9,7 +10,7 @@ provider call, the bare client's messages/s, and their ratio; the 202 latency (p
 from the 202 to the first siren command at the fake (p50, p99 over 20 alerts), idle and during a
 100,000-recipient fan-out; and the daemon's peak RSS.
 
-    python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20] [--rounds 3]
+    python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20] [--rounds 5] [--processes 1]
 """
 
 from __future__ import annotations
@@ -210,25 +211,31 @@ async def wait_ready_daemon(base: str) -> None:
     raise TimeoutError("the daemon did not start")
 
 
+async def one_round(b: Bench, fakes: str, provider: str, channel: str, bare, n: int, pid: int, fakes_pid: int) -> float:
+    """The daemon, then the bare client, each sending n messages; prints both with the CPU time per
+    message of each process (µs: the daemon with its sending processes, and on its own; the fakes
+    in each phase); returns the ratio of their rates."""
+    before = cpu_seconds(pid), cpu_seconds(pid, False), cpu_seconds(fakes_pid)
+    e2e, sample = await b.end_to_end(provider, channel, n)
+    daemon, own, fakes_e2e = (cpu_seconds(pid) - before[0], cpu_seconds(pid, False) - before[1],
+                              cpu_seconds(fakes_pid) - before[2])
+    await b.reset()
+    before = time.process_time(), cpu_seconds(fakes_pid)
+    base = await bare(fakes, n, sample)
+    client, fakes_bare = time.process_time() - before[0], cpu_seconds(fakes_pid) - before[1]
+    us = [round(t / n * 1e6) for t in (daemon, own, client, fakes_e2e, fakes_bare)]
+    print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}"
+          f"   CPU µs/message: daemon {us[0]} (own {us[1]}) bare {us[2]} (fakes {us[3]} / {us[4]})")
+    return e2e / base
+
+
 async def run_phases(b: Bench, fakes: str, args, pid: int, fakes_pid: int) -> None:
     # The machine is noisy (two cores for three processes): alternate the daemon and the bare client
     # and report each round's ratio and their median.
     phases = (("twilio", "sms", bare_twilio), ("fcm", "push", bare_fcm))
     for provider, channel, bare in [p for p in phases if p[1] in args.channels.split(",")]:
-        ratios = []
-        for _ in range(args.rounds):
-            cpu = cpu_seconds(pid), cpu_seconds(fakes_pid), cpu_seconds(pid, False)
-            e2e, sample = await b.end_to_end(provider, channel, args.n)
-            daemon_cpu, fakes_cpu = cpu_seconds(pid) - cpu[0], cpu_seconds(fakes_pid) - cpu[1]
-            own_cpu = cpu_seconds(pid, False) - cpu[2]
-            await b.reset()
-            cpu = time.process_time(), cpu_seconds(fakes_pid)
-            base = await bare(fakes, args.n, sample)
-            bare_cpu, bare_fakes_cpu = time.process_time() - cpu[0], cpu_seconds(fakes_pid) - cpu[1]
-            ratios.append(e2e / base)
-            print(f"{channel:5} end to end {e2e:8.0f}/s   bare client {base:8.0f}/s   ratio {e2e / base:.2f}"
-                  f"   CPU µs/message: daemon {daemon_cpu / args.n * 1e6:4.0f} (own {own_cpu / args.n * 1e6:4.0f}) bare {bare_cpu / args.n * 1e6:4.0f}"
-                  f" (fakes {fakes_cpu / args.n * 1e6:4.0f} / {bare_fakes_cpu / args.n * 1e6:4.0f})")
+        ratios = [await one_round(b, fakes, provider, channel, bare, args.n, pid, fakes_pid)
+                  for _ in range(args.rounds)]
         print(f"{channel:5} median ratio {statistics.median(ratios):.2f} over {args.rounds} rounds   (target >= 0.80)")
     idle_posts, idle_firsts = await b.sirens(args.sirens)
     await b.reset()
@@ -256,7 +263,7 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--sirens", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--channels", default="sms,push", help="which throughput phases to run")
     parser.add_argument("--processes", type=int, default=1, help="sending processes per channel (0: in the daemon)")
     asyncio.run(main(parser.parse_args()))
