@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import pathlib
 import signal
 import subprocess
 import sys
 import time
 
 import aiohttp
+import pytest
 
 from alertd import app as app_mod, demo, model, planner, store as store_mod, testing, web as web_mod
 from tests import helpers
@@ -49,11 +51,24 @@ async def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_url):
+def sending_processes(pid: int) -> list[int]:
+    return [int(c) for t in pathlib.Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Alive, and not merely a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["in the daemon", "from a sending process"])
+async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_url, processes):
     port = demo.free_port()
     path = helpers.write_config(
         tmp_path, fakes_url, port, dispatcher="lease_seconds = 2",
-        sms=f"max_concurrency = {CONCURRENCY}",
+        sms=f"max_concurrency = {CONCURRENCY}\nprocesses = {processes}",
     )
     token = await seed(f"sqlite:///{tmp_path / 'alertd.db'}")
     sms = testing.FakeControl(fakes_url, "twilio")
@@ -80,8 +95,15 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
             return len(await sms.received()) >= N // 4
 
         await wait_until(some_sent, 30, "a quarter of the fan-out")
+        senders = sending_processes(daemon.pid)
+        assert len(senders) == processes
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
+
+        async def orphans_gone():  # they answer the calls on the wire to no one, then exit
+            return not any(running(pid) for pid in senders)
+
+        await wait_until(orphans_gone, 10, "the sending processes of the killed daemon to exit")
         before = len(await sms.received())
         assert before < N, "the fan-out finished before the kill; slow the fake down"
 
@@ -103,8 +125,8 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
     assert set(sent) == set(PHONES)  # every targeted recipient, at least once
     twice = sum(n - 1 for n in sent.values())
     helpers.REPORT.append(
-        f"SIGKILL mid-fan-out: killed after {before}/{N} SMS; after the restart every recipient got it,"
-        f" {twice} of them twice"
+        f"SIGKILL mid-fan-out (SMS {'from a sending process' if processes else 'in the daemon'}): killed after"
+        f" {before}/{N} SMS; after the restart every recipient got it, {twice} of them twice"
     )
     assert twice <= 3 * CONCURRENCY  # the duplicate window is what the lane held
     assert status["counts"]["sms"]["sent"] + status["counts"]["sms"]["delivered"] == N
