@@ -68,6 +68,7 @@ class Dispatcher:
         self._planning: dict[str, asyncio.Task] = {}  # by alert id
         self._failed_plans: dict[str, tuple[int, float]] = {}  # alert id: (failures, next try)
         self._workers: list[asyncio.Task] = []
+        self._lanes: set[Lane] = set()
         self._stopping = False
         self.metrics = metrics_mod.Observer()  # records nothing; the app plugs in `metrics.Metrics`
 
@@ -112,9 +113,17 @@ class Dispatcher:
                 event.set()
 
     def cancel(self, alert_id: str) -> None:
-        """From now on this process starts no delivery of the alert except siren cancels."""
+        """From now on this process hands no delivery of the alert to a channel, except siren
+        cancels. See `halt` for the messages already handed over."""
         self.cancelled.add(alert_id)
         self._alerts.pop(alert_id, None)
+
+    async def halt(self, alert_id: str) -> None:
+        """`cancel`, and return once no channel can still begin a call of the alert: a channel that
+        sends from other processes (`channels.remote`) drops the messages it was handed and had not
+        begun. In-process channels have begun every call they were handed."""
+        self.cancel(alert_id)
+        await asyncio.gather(*(ch.halt(alert_id) for ch in self.channels.values() if hasattr(ch, "halt")))
 
     def notice(self, payload: str) -> None:
         """A notice from another instance sharing the store: a channel's name when it planned work
@@ -248,12 +257,13 @@ class Dispatcher:
         Planning is simply interrupted: it resumes from its cursor at the next start."""
         self._stopping = True
         self.wake()
+        for lane in self._lanes:
+            lane.below.set()  # a feeder waiting for room stops waiting
         if self._workers:
             await asyncio.wait(self._workers, timeout=self.settings.grace + 1)
         await self.interrupt([*self._workers, *self._planning.values()])
         self._workers.clear()
-        for channel in self.channels.values():
-            await channel.close()
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))
 
     async def interrupt(self, tasks: list[asyncio.Task] | None = None) -> None:
         """Cancel `tasks` (by default the plannings under way: they resume from their cursor)."""
@@ -337,10 +347,12 @@ class Lane:
 
     async def run(self, until_idle: bool = False) -> None:
         senders = [asyncio.create_task(self._sender()) for _ in range(self.channel.concurrency)]
+        self.d._lanes.add(self)
         try:
             await self._feed(until_idle)
             await self._settle()
         finally:
+            self.d._lanes.discard(self)
             for task in senders:
                 task.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
@@ -392,10 +404,15 @@ class Lane:
                 self.mark = mark
                 self.below.clear()
                 await self.below.wait()
+                if self.d._stopping and mark > 1:  # the feeder is to stop, not to make room
+                    return
 
     async def _sender(self) -> None:
         while True:
             delivery = await self.queue.get()
+            if self.d._stopping:  # not begun: given back, as `_settle` does
+                self.done.append(model.Outcome(delivery.id, model.State.PENDING, next_at=self.d.clock()))
+                continue
             self.busy += 1
             try:
                 # Not `self.done.append(await ...)`: that binds the list before the await, and the

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import structlog
 
 from alertd import dispatcher as dispatcher_mod, model
-from tests import helpers
+from tests import helpers, test_channel_twilio
 
 
 async def test_a_planning_that_keeps_failing_backs_off_instead_of_flooding_the_log(daemon):
@@ -32,3 +35,27 @@ async def test_a_delivery_whose_lease_ran_out_is_not_sent(daemon):
     assert await daemon.sms.received() == []  # another claimer owns it now: it sends it, once
     await daemon.drain()
     assert [r["to"] for r in await daemon.sms.received()].count(held.address) == 1
+
+
+async def test_a_graceful_stop_begins_nothing_more_and_records_every_call_on_the_wire(daemon):
+    # A slow provider and few calls in flight: most of the fan-out is still queued in the lane at the stop.
+    more = [{"id": f"p-more-{i}", "phone": f"+336990000{i:02d}", "locale": "fr", "zones": [helpers.PARIS]}
+            for i in range(30)]
+    assert (await daemon.post("/v1/subscribers", who="admin", json=more)).status == 200
+    await daemon.sms.fail(delay=0.3, times=None)
+    sms = test_channel_twilio.make_channel(daemon.fakes_url, max_concurrency=3)
+    stopping = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, clock=daemon.clock)
+    accepted = await daemon.send(channels=["sms"])
+    await daemon.dispatcher.planned()
+    await stopping.start()
+    while len(await daemon.sms.received()) < 3:  # the fake, another process: the first calls arrived
+        await asyncio.sleep(0.02)
+    at_stop, started = len(await daemon.sms.received()), time.monotonic()
+    await stopping.stop()
+    assert time.monotonic() - started < stopping.settings.grace  # the calls on the wire, not the queue
+    received = len(await daemon.sms.received())
+    assert received - at_stop <= 3  # those on the wire at the stop (the fake counts after its delay)
+    counts = (await daemon.status(accepted["id"]))["counts"]["sms"]
+    assert counts["sending"] == 0
+    assert counts["sent"] == received  # every call made is recorded: none will be made again
+    assert counts["pending"] == 3 + 30 - received > 0  # the rest waits for the next start, not lost

@@ -7,6 +7,8 @@ share one core. With ``processes = N`` in a channel's section, the daemon starts
 same plugin from the same settings, makes the provider call and answers the receipt or the
 classified error. Every decision stays in the daemon: what to claim, whether the alert was
 cancelled (checked before the hand-over, as before the call in-process), retries, records, metrics.
+A cancel also halts the alert in the children (`Remote.halt`): the messages handed over and not yet
+begun are dropped before the cancel is answered.
 
 The pipe protocol: frames of a 4-byte big-endian length and a `marshal`led document (both ends are
 the same interpreter). The daemon writes the channel's specification first (the settings travel
@@ -14,8 +16,10 @@ here, never in argv or the environment), then lists of ``(seq, message)``; the c
 ``{"ready": True}`` once started, then lists of ``(seq, result)``. Each side gathers what it has to
 say for a millisecond into one frame.
 A child ignores SIGINT and SIGTERM: it stops when its stdin closes, after answering the calls on the
-wire, so the daemon's graceful stop still records them. A child that dies fails its calls on the
-wire as transient (the retry policy sends them again) and is started again for the next message.
+wire. A child that dies, or owes an answer for longer than three provider timeouts (it is then
+killed), fails its calls on the wire as transient (the retry policy sends them again) and is started
+again for the next message; one that cannot start again fails the calls as transient at once for
+`RESTART_PAUSE` seconds.
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
             None if retry_after is None else float(retry_after), bool(getattr(result, "dead_address", False)))
 
 
-def load_result(v: tuple) -> model.Receipt | errors.DeliveryError:
+def load_result(v: tuple) -> model.Receipt | errors.DeliveryError | None:
+    if v[0] == "Halted":  # the answer to a halt
+        return None
     if v[0] == "Receipt":
         return model.Receipt(v[1], v[2])
     name, message, code, retry_after, dead_address = v
@@ -140,30 +146,36 @@ class Remote:
         await asyncio.gather(*(child.start() for child in self.children))
 
     async def send(self, message: model.Message) -> model.Receipt:
-        child = min(self.children, key=lambda c: len(c.waiting))  # the least busy
+        child = min(self.children, key=lambda c: (not c.alive, len(c.waiting)))  # the least busy live one
         result = await child.send(message)
         if isinstance(result, errors.DeliveryError):
             raise result
         return result
+
+    async def halt(self, alert_id: str) -> None:
+        """Returns once no child can still begin a call of the alert (`Dispatcher.halt`)."""
+        await asyncio.gather(*(child.halt(alert_id) for child in self.children))
 
     async def close(self) -> None:
         await asyncio.gather(*(child.close() for child in self.children))
 
 
 class Child:
-    """One sending process and the calls it has on the wire."""
+    """One sending process and the calls it owes answers for."""
 
     def __init__(self, name: str, setup: bytes, patience: float) -> None:
         self.name = name
         self.setup = setup  # the specification's frame
-        self.patience = patience  # seconds without an answer after which the child is hung
+        self.patience = patience  # seconds a call may wait for its answer before the child is hung
         self.proc: asyncio.subprocess.Process | None = None
-        self.waiting: dict[int, asyncio.Future] = {}
-        self.owed_since = 0.0
+        self.waiting: dict[int, tuple[asyncio.Future, float]] = {}  # seq: (answer, handed over at)
         self._seq = itertools.count()
-        self._reader: asyncio.Task | None = None
         self._starting = asyncio.Lock()
         self._failed: tuple[float, str] | None = None  # (when, why) the last start failed
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None
 
     async def start(self) -> None:
         """Start the child; errors.ChannelMisconfigured if it cannot start its channel."""
@@ -173,30 +185,33 @@ class Child:
 
     async def _restart(self) -> errors.DeliveryError | None:
         """Start the child again after it died; the failure if it cannot, given at once to every
-        call for `RESTART_PAUSE` seconds instead of each trying (and waiting) in turn."""
+        call for `RESTART_PAUSE` seconds instead of each trying (and waiting) in turn. Transient:
+        the messages wait a little and go, as for any provider hiccup."""
         loop = asyncio.get_running_loop()
         async with self._starting:
-            if self.proc is not None:
-                return None
-            if self._failed and loop.time() - self._failed[0] < RESTART_PAUSE:
-                return errors.ChannelMisconfigured(self._failed[1])
-            try:
-                await self._spawn()
-            except errors.ChannelMisconfigured as exc:
-                self._failed = (loop.time(), exc.message)
-                return exc
+            if self.proc is None and not (self._failed and loop.time() - self._failed[0] < RESTART_PAUSE):
+                try:
+                    await self._spawn()
+                except errors.ChannelMisconfigured as exc:
+                    self._failed = (loop.time(), exc.message)
+            if self.proc is None:
+                why = self._failed[1] if self._failed else "the sending process is not running"
+                return errors.Transient(why, code="sender_start", retry_after=RESTART_PAUSE)
             return None
 
     async def _spawn(self) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "alertd.channels.remote",
+            # -P: nothing importable from the working directory (the service's writable state).
+            sys.executable, "-P", "-m", "alertd.channels.remote",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             # Without the ALERTD_* overrides (config.ENV_PREFIX), secrets among them: the pipe brings the settings.
             env={k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")},
         )
         proc.stdin.write(self.setup)
         try:
-            answer = await read_frame(proc.stdout)
+            answer = await asyncio.wait_for(read_frame(proc.stdout), self.patience)
+        except TimeoutError:
+            answer = {"error": f"the sending process did not start within {self.patience:.0f} s"}
         except (asyncio.IncompleteReadError, ConnectionError):
             answer = {"error": "the sending process exited while starting (see its log lines)"}
         if "error" in answer:
@@ -209,27 +224,36 @@ class Child:
     async def send(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
         if self.proc is None and (failure := await self._restart()):
             return failure
+        return await self._ask(dump_message(message))
+
+    async def halt(self, alert_id: str) -> None:
+        """Returns once the child has dropped the alert's messages it had not begun to send."""
+        if self.proc is not None:
+            await self._ask(alert_id)
+
+    async def _ask(self, payload: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if not self.waiting:
-            self.owed_since = loop.time()
         seq = next(self._seq)
-        future = self.waiting[seq] = loop.create_future()
-        self.out.put([seq, dump_message(message)])
+        future = loop.create_future()
+        self.waiting[seq] = (future, loop.time())
+        self.out.put((seq, payload))
         return await future
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         try:
             while True:
                 for seq, result in await self._answers(proc):
-                    future = self.waiting.pop(seq, None)
+                    future, _ = self.waiting.pop(seq, (None, 0))
                     if future is not None and not future.done():
                         future.set_result(load_result(result))
-                self.owed_since = asyncio.get_running_loop().time()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception:  # a garbled frame: nothing it owes can be trusted to come
+            log.exception("sending process answered nonsense: killed", channel=self.name, pid=proc.pid)
+            _kill(proc)
         # The child is gone: what it had on the wire may or may not have been sent.
         lost, self.waiting, self.proc = self.waiting, {}, None
-        for future in lost.values():
+        for future, _ in lost.values():
             if not future.done():
                 future.set_result(errors.Transient("the sending process died", code="sender_died"))
         code = await proc.wait()
@@ -237,36 +261,44 @@ class Child:
             log.error("sending process died", channel=self.name, pid=proc.pid, returncode=code, calls=len(lost))
 
     async def _answers(self, proc: asyncio.subprocess.Process) -> list:
-        """The next frame of answers. A child that owes answers and gives none for `patience`
-        seconds (three provider timeouts) is hung: it is killed, and the end of its pipe follows."""
-        loop = asyncio.get_running_loop()
+        """The next frame of answers. A child that owes an answer for longer than `patience` (three
+        provider timeouts) is hung: it is killed, and the end of its pipe follows."""
         while True:
+            self._kill_if_hung(proc)
             try:  # only the length waits with a timeout: a frame is never read in part
-                head = await asyncio.wait_for(proc.stdout.readexactly(FRAME.size), self.patience)
+                head = await asyncio.wait_for(proc.stdout.readexactly(FRAME.size), self.patience / 4)
                 break
             except TimeoutError:
-                if self.waiting and loop.time() - self.owed_since >= self.patience:
-                    log.error("sending process hung: killed", channel=self.name, pid=proc.pid, calls=len(self.waiting))
-                    proc.kill()
+                continue
         (size,) = FRAME.unpack(head)
         return marshal.loads(await proc.stdout.readexactly(size))
 
+    def _kill_if_hung(self, proc: asyncio.subprocess.Process) -> None:
+        oldest = next(iter(self.waiting.values()), None)  # seqs grow: the first is the oldest
+        if oldest is not None and asyncio.get_running_loop().time() - oldest[1] > self.patience:
+            log.error("sending process hung: killed", channel=self.name, pid=proc.pid, calls=len(self.waiting))
+            _kill(proc)
+
     async def close(self) -> None:
         """Close the child's stdin: it answers the calls on the wire, then exits."""
-        proc, reader = self.proc, self._reader
-        if proc is None or reader is None:
+        proc = self.proc
+        if proc is None:
             return
         self.out.flush()
         proc.stdin.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), 30)
+            await asyncio.wait_for(asyncio.shield(self._reader), self.patience)
         await _end(proc)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _kill(proc)
     await proc.wait()
 
 
@@ -293,13 +325,14 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     gc.set_threshold(50_000, 20, 20)
     out = Batched(writer.write)
     calls: set[asyncio.Task] = set()
+    halted: set[str] = set()  # alerts cancelled: their messages not yet begun are dropped
 
     async def call(seq: int, message: model.Message) -> None:
-        try:
-            result = await channel.send(message)
-        except Exception as exc:
-            result = channels.as_result(exc)
-        out.put([seq, dump_result(result)])
+        if message.alert_id in halted:  # the daemon records it as the cancel says
+            result = errors.Transient("the alert was cancelled before the call", code="halted")
+        else:
+            result = await _outcome(channel, message)
+        out.put((seq, _plain(result)))
 
     try:
         while True:
@@ -307,8 +340,14 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 batch = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 break  # the daemon is stopping (or gone): finish the calls on the wire
-            for seq, message in batch:
-                task = asyncio.create_task(call(seq, load_message(message)))
+            # The calls begin at the next turn of the loop, after every halt of this frame (and of
+            # frames already in the pipe: reading them does not yield).
+            for seq, payload in batch:
+                if isinstance(payload, str):
+                    halted.add(payload)
+                    out.put((seq, ("Halted",)))
+                    continue
+                task = asyncio.create_task(call(seq, load_message(payload)))
                 calls.add(task)
                 task.add_done_callback(calls.discard)
         await asyncio.gather(*calls, return_exceptions=True)
@@ -316,6 +355,23 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
     finally:
         await channel.close()
+
+
+async def _outcome(channel: channels.Channel, message: model.Message) -> model.Receipt | errors.DeliveryError:
+    """Whatever the plugin does, an answer: an unanswered call would hold a sender of the daemon."""
+    try:
+        return channels.as_result(await channel.send(message))
+    except Exception as exc:
+        return channels.as_result(exc)
+    except BaseException as exc:  # a library's stray CancelledError: answered all the same
+        return errors.Transient(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
+
+
+def _plain(result: model.Receipt | errors.DeliveryError) -> tuple:
+    try:
+        return dump_result(result)
+    except (TypeError, ValueError) as exc:  # a fact of a type that cannot travel
+        return dump_result(errors.Transient(f"{result!r} cannot travel: {exc}", code="unanswerable"))
 
 
 async def _child_main() -> None:

@@ -74,7 +74,7 @@ async def _stop_earlier(request: web.Request, token: model.Token, alert: model.A
     if alert.msg_type is model.MsgType.CANCEL:
         earlier = await planner.incident(store, earlier)  # the alerts its updates replaced, and theirs
     for earlier_id in earlier:
-        dispatcher.cancel(earlier_id)
+        await dispatcher.halt(earlier_id)
         if alert.msg_type is model.MsgType.CANCEL:
             entry = web_mod.audit_entry(request, token, "cancelled", earlier_id, by=alert.id)
             await store.cancel_alert(earlier_id, now, entry)
@@ -240,7 +240,7 @@ async def cancel(request: web.Request) -> web.Response:
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     store = request.app[web_mod.STORE]
     dispatcher = request.app[web_mod.DISPATCHER]
-    dispatcher.cancel(alert.id)  # before the store: no worker of ours starts one after this line
+    await dispatcher.halt(alert.id)  # before the store: no call of ours begins after this line
     now = web_mod.now(request)
     stopped = await store.cancel_alert(alert.id, now, web_mod.audit_entry(request, token, "cancelled", alert.id))
     request.app[web_mod.RECORDER].touch(alert.id)  # a completed alert cancelled later: its streams hear of it
