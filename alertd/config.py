@@ -35,6 +35,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 SECRET_KEYS = frozenset({"auth_token", "token", "receipt_token", "password", "api_key", "authorization"})
 MAX_PROCESSES = 64  # sending processes per channel: more than the cores of any machine this runs on
+# Plugins that must send from the daemon's process, and why.
+IN_DAEMON = {"siren-http": "a gateway's acknowledgements and heartbeats are checked by the daemon's own client"}
 # What each built-in plugin cannot work without; several names mean "one of these".
 REQUIRED = {
     "twilio": (("account_sid",), ("auth_token",), ("from", "messaging_service_sid")),
@@ -354,7 +356,9 @@ def _channels(table: Any, env: Mapping[str, str], problems: list[str]) -> Mappin
         plugin = _plugin(where, section.get("plugin"), installed, problems)
         settings = _settings(where, section, env, problems)
         processes = _processes(where, settings.pop("processes", 0), problems)
-        if processes:
+        if processes and plugin in IN_DAEMON:
+            problems.append(f"{where}.processes: {plugin} sends from the daemon's process: {IN_DAEMON[plugin]}")
+        elif processes:
             problems += _portable(where, settings)
         if plugin:
             problems += _missing(where, plugin, section)

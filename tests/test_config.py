@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from alertd import config, errors
+from alertd import config, demo, errors
+from tests import helpers
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "config" / "alertd.toml"
 
@@ -212,3 +213,10 @@ def test_redacted_and_repr_hide_secrets(tmp_path):
     for text in (str(shown), repr(cfg)):
         assert "s3cr3t" not in text
     assert cfg.channels["sms"].settings["auth_token"] == "tw-s3cr3t"
+
+
+def test_a_siren_channel_may_not_send_from_other_processes(tmp_path):
+    # Its acknowledgements and heartbeats are checked against the daemon's own client.
+    path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port(), siren="processes = 1")
+    problems = config.check(str(path), env={})
+    assert [p for p in problems if p.startswith("channels.siren.processes: siren-http sends from the daemon")], problems
