@@ -64,7 +64,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 def dump_message(m: model.Message) -> tuple:
-    return (m.delivery_id, m.alert_id, m.kind.value, m.to, m.body, m.title, m.locale, m.command, dict(m.data))
+    # str(): plain strings whatever produced them (marshal refuses str subclasses such as Markup).
+    return (m.delivery_id, str(m.alert_id), m.kind.value, str(m.to), str(m.body), str(m.title), str(m.locale),
+            str(m.command), {str(k): str(v) for k, v in m.data.items()})
 
 
 def load_message(v: tuple) -> model.Message:
