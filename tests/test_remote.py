@@ -48,8 +48,8 @@ async def running(plugin: str, settings: dict, name: str, processes: int = 1):
         await chan.close()
 
 
-def sms(to: str, i: int = 1) -> model.Message:
-    return model.Message(delivery_id=i, alert_id="a-remote", kind=model.Kind.SMS, to=to, body="Mise à l'abri")
+def sms(to: str, i: int = 1, alert_id: str = "a-remote") -> model.Message:
+    return model.Message(delivery_id=i, alert_id=alert_id, kind=model.Kind.SMS, to=to, body="Mise à l'abri")
 
 
 def push(to: str) -> model.Message:
@@ -163,10 +163,82 @@ async def test_a_child_that_cannot_start_its_channel_refuses_the_start(fakes_url
             await chan.start()
         assert "push" in str(caught.value) and "service_account_file" in str(caught.value)
         assert chan.children[0].proc is None
-        with pytest.raises(errors.ChannelMisconfigured):  # and a send cannot bring it up either
+        with pytest.raises(errors.Transient) as caught:  # and a send cannot bring it up either
             await asyncio.wait_for(chan.send(push("fid-1")), 10)
+        assert (caught.value.code, caught.value.retry_after) == ("sender_start", remote.RESTART_PAUSE)
+        assert "service_account_file" in str(caught.value)
     finally:
         await chan.close()
+
+
+async def test_a_halt_drops_the_alerts_messages_handed_over_and_not_begun(fakes_url, twilio):
+    async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        frames = written_frames(chan.children[0])
+        stop = [asyncio.create_task(chan.send(sms(f"+3361201{i:04d}", i, "a-stop"))) for i in range(5)]
+        go = [asyncio.create_task(chan.send(sms(f"+3361202{i:04d}", i, "a-go"))) for i in range(2)]
+        await asyncio.ensure_future(chan.halt("a-stop"))  # the tasks hand over their messages first
+        # One frame, the halt last: the child had begun none of the calls when it read the halt.
+        alerts = [[p if isinstance(p, str) else p[1] for _, p in f] for f in frames]  # a message's alert, a halt's
+        assert alerts == [["a-stop"] * 5 + ["a-go"] * 2 + ["a-stop"]]
+        stopped = await asyncio.gather(*stop, return_exceptions=True)
+        assert all(isinstance(r, errors.Transient) and r.code == "halted" for r in stopped), stopped
+        assert all(isinstance(r, model.Receipt) for r in await asyncio.gather(*go))
+        with pytest.raises(errors.Transient) as caught:  # the child remembers the alert is halted
+            await chan.send(sms("+33612019999", 9, "a-stop"))
+        assert caught.value.code == "halted"
+        assert isinstance(await chan.send(sms("+33612029999", 9, "a-go")), model.Receipt)
+    assert sorted(r["to"] for r in await twilio.received()) == ["+33612020000", "+33612020001", "+33612029999"]
+
+
+def written_frames(child: remote.Child) -> list[list]:
+    """The frames the daemon writes to `child` from now on, decoded."""
+    frames: list[list] = []
+    write = child.out._write
+
+    def recording(data: bytes) -> None:
+        frames.append(marshal.loads(data[remote.FRAME.size:]))
+        write(data)
+
+    child.out._write = recording
+    return frames
+
+
+async def test_one_stuck_call_gets_the_child_killed_while_the_others_are_answered(fakes_url, twilio):
+    await twilio.fail(status=503, delay=5, to=SLOW, times=None)  # answers long after the kill, and records nothing
+    async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        child = chan.children[0]
+        child.patience = 1.0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        stuck = asyncio.create_task(chan.send(sms(SLOW)))
+        ended: list[float] = []
+        stuck.add_done_callback(lambda _: ended.append(loop.time()))
+        # Quick calls flow all along (three at a time) until the stuck one comes back; the kill ends them too.
+        quick = await asyncio.gather(*(keep_sending(chan, stuck, k, began + 5) for k in range(3)))
+        with pytest.raises(errors.Transient) as caught:
+            await stuck
+        assert caught.value.code == "sender_died"
+        assert child.patience < ended[0] - began <= child.patience * 1.5 + 1
+        receipts = [r for worker in quick for r in worker[:-1]]
+        assert len(receipts) > 10  # answers were flowing while the stuck call waited
+        assert all(isinstance(r, model.Receipt) for r in receipts)
+        # Each worker's last call may have been on the wire at the kill.
+        last = [worker[-1] for worker in quick]
+        assert all(isinstance(r, model.Receipt) or r.code == "sender_died" for r in last), last
+    received = [r["to"] for r in await twilio.received()]
+    assert SLOW not in received and len(receipts) <= len(received) <= sum(map(len, quick))
+
+
+async def keep_sending(chan: remote.Remote, stuck: asyncio.Task, k: int, deadline: float) -> list:
+    """Quick sends one after the other until `stuck` is done, or `deadline` (loop time)."""
+    results: list = []
+    loop = asyncio.get_running_loop()
+    while not stuck.done() and loop.time() < deadline:
+        try:
+            results.append(await chan.send(sms(f"+336121{k}{len(results):04d}")))
+        except errors.Transient as exc:
+            results.append(exc)
+    return results
 
 
 def senders() -> set[int]:
@@ -194,6 +266,11 @@ def spawned(monkeypatch) -> list[str]:
     return starts
 
 
+def starting(result: object) -> bool:
+    """The failure of a child that cannot start again: transient, for `RESTART_PAUSE`."""
+    return isinstance(result, errors.Transient) and result.code == "sender_start"
+
+
 async def test_a_child_that_cannot_start_again_fails_the_sends_at_once(fakes_url, tmp_path, monkeypatch, spawned):
     account = tmp_path / "sa.json"
     account.write_text(json.dumps(test_channel_fcm.service_account(fakes_url + "/token")))
@@ -204,8 +281,9 @@ async def test_a_child_that_cannot_start_again_fails_the_sends_at_once(fakes_url
         account.unlink()  # the operator moved it away: the next child cannot start
         os.kill(child.proc.pid, signal.SIGKILL)
         await asyncio.wait_for(child._reader, 10)  # the daemon has seen it die
-        with pytest.raises(errors.ChannelMisconfigured) as caught:
+        with pytest.raises(errors.Transient) as caught:  # the messages wait and go again, as for a hiccup
             await asyncio.wait_for(chan.send(push("fid-2")), 10)
+        assert (caught.value.code, caught.value.retry_after) == ("sender_start", remote.RESTART_PAUSE)
         assert "push" in str(caught.value) and "service_account_file" in str(caught.value)
         assert spawned == ["push-0", "push-0"]
 
@@ -213,17 +291,32 @@ async def test_a_child_that_cannot_start_again_fails_the_sends_at_once(fakes_url
         began = loop.time()
         results = await asyncio.gather(*(chan.send(push(f"fid-{i}")) for i in range(20)), return_exceptions=True)
         assert loop.time() - began < 0.5  # not 20 starts in turn, each waiting for a child's answer
-        assert all(isinstance(r, errors.ChannelMisconfigured) and "push" in str(r) for r in results), results
+        assert all(starting(r) and "push" in str(r) for r in results), results
         assert len(spawned) == 2  # they all got the last failure: no child started during the pause
         assert senders() == set()
 
         monkeypatch.setattr(remote, "RESTART_PAUSE", 0.0)  # the pause is over: a start is tried again
-        with pytest.raises(errors.ChannelMisconfigured):
+        with pytest.raises(errors.Transient) as caught:
             await asyncio.wait_for(chan.send(push("fid-3")), 10)
+        assert starting(caught.value)
         assert len(spawned) == 3
         account.write_text(json.dumps(test_channel_fcm.service_account(fakes_url + "/token")))  # put back
         assert isinstance(await asyncio.wait_for(chan.send(push("fid-4")), 10), model.Receipt)
         assert len(spawned) == 4 and senders() == {chan.children[0].proc.pid}
+
+
+async def test_a_send_goes_to_a_live_child_rather_than_start_a_dead_one(fakes_url, twilio, spawned):
+    async with running("twilio", twilio_settings(fakes_url), "sms", processes=2) as chan:
+        dead, live = chan.children
+        os.kill(dead.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(dead._reader, 10)  # the daemon has seen it die
+        # Even five at once, all to the busier live child: none waits for a start.
+        results = await asyncio.gather(*(chan.send(sms(f"+3361203{i:04d}", i)) for i in range(5)))
+        assert all(isinstance(r, model.Receipt) for r in results)
+        assert (dead.alive, live.alive) == (False, True)
+        assert spawned == ["sms-0", "sms-1"]  # the two at start, no other
+        assert senders() == {live.proc.pid}
+    assert len(await twilio.received()) == 5
 
 
 def test_a_remote_channel_lends_its_settings_not_its_methods(fakes_url):
@@ -278,11 +371,12 @@ def children(d: helpers.Daemon) -> list:
     return [child.proc for c in chans for child in c.children if child.proc is not None]
 
 
-@pytest.fixture
-async def daemon(tmp_path, fakes_url):
-    """The daemon on SQLite with SMS and push in a sending process each, no background work."""
+@contextlib.asynccontextmanager
+async def serving(tmp_path, fakes_url, sms: str = ""):
+    """The daemon on SQLite with SMS and push in a sending process each, no background work;
+    `sms` is more TOML lines for the SMS channel."""
     port = demo.free_port()
-    cfg = helpers.load_config(tmp_path, fakes_url, port, sms="processes = 1", push="processes = 1")
+    cfg = helpers.load_config(tmp_path, fakes_url, port, sms=f"processes = 1\n{sms}", push="processes = 1")
     clock = helpers.ManualClock()
     server = test_utils.TestServer(app_mod.build(cfg, clock=clock, run_workers=False), host="127.0.0.1", port=port)
     async with test_utils.TestClient(server) as client:
@@ -293,6 +387,19 @@ async def daemon(tmp_path, fakes_url):
         yield d
         started += children(d)  # restarted ones too
     assert [p.returncode for p in started] == [0] * len(started)  # the app's close ended them all
+
+
+@pytest.fixture
+async def daemon(tmp_path, fakes_url):
+    async with serving(tmp_path, fakes_url) as d:
+        yield d
+
+
+@pytest.fixture
+async def narrow_daemon(tmp_path, fakes_url):
+    """As `daemon`, its SMS channel making at most three calls at a time."""
+    async with serving(tmp_path, fakes_url, sms="max_concurrency = 3") as d:
+        yield d
 
 
 async def test_an_alert_reaches_everyone_once_through_the_sending_processes(daemon):
@@ -319,6 +426,37 @@ async def test_a_cancelled_alert_sends_nothing_through_the_sending_processes(dae
     assert status["state"] == "cancelled"
     assert status["counts"]["sms"]["cancelled"] == 3 and status["counts"]["push"]["cancelled"] == 3
     assert await daemon.sms.received() == [] and await daemon.push.received() == []
+
+
+async def test_after_a_cancel_is_answered_only_the_calls_on_the_wire_reach_the_provider(narrow_daemon, monkeypatch):
+    d = narrow_daemon
+    many = [{"id": f"p-many-{i:02d}", "phone": f"+3361204{i:04d}", "locale": "fr", "zones": [helpers.PARIS]}
+            for i in range(30)]
+    assert (await d.post("/v1/subscribers", who="admin", json=many)).status == 200
+    await d.sms.fail(delay=0.3, times=None)  # each SMS takes a while, then is accepted: 11 rounds of 3
+    some_sent = asyncio.Event()
+    sent = d.dispatcher.metrics.sent
+
+    def noting(*args) -> None:
+        sent(*args)
+        some_sent.set()
+
+    monkeypatch.setattr(d.dispatcher.metrics, "sent", noting)
+    alert = await d.send(channels=["sms"])
+    fan_out = asyncio.create_task(d.drain())  # the lanes run while the API answers
+    await asyncio.wait_for(some_sent.wait(), 10)
+    resp = await d.post(f"/v1/alerts/{alert['id']}/cancel")
+    assert resp.status == 200, await resp.text()
+    at_answer = len(await d.sms.received())
+    await asyncio.wait_for(fan_out, 10)
+    received = len(await d.sms.received())
+    assert at_answer >= 1
+    assert received - at_answer <= 3  # the calls on the wire at the answer (max_concurrency), no more
+    status = await d.status(alert["id"])
+    assert status["state"] == "cancelled"
+    counts = {state: n for state, n in status["counts"]["sms"].items() if n}
+    assert set(counts) == {"sent", "cancelled"}, counts  # nothing left pending, sending or failed
+    assert counts["sent"] == received and counts["sent"] + counts["cancelled"] == 33
 
 
 # -- configuration ---------------------------------------------------------------------------------
