@@ -69,6 +69,7 @@ class Dispatcher:
         self._failed_plans: dict[str, tuple[int, float]] = {}  # alert id: (failures, next try)
         self._workers: list[asyncio.Task] = []
         self._lanes: set[Lane] = set()
+        self._halting: set[asyncio.Task] = set()  # halts asked by other instances' cancels
         self._stopping = False
         self.metrics = metrics_mod.Observer()  # records nothing; the app plugs in `metrics.Metrics`
 
@@ -131,7 +132,9 @@ class Dispatcher:
         if payload in self.channels:
             self.wake(payload)
         else:
-            self.cancel(payload)
+            halting = asyncio.create_task(self.halt(payload), name=f"halt-{payload}")
+            self._halting.add(halting)
+            halting.add_done_callback(self._halting.discard)
             self.wake()
 
     # -- one delivery ----------------------------------------------------------------------------
@@ -156,6 +159,8 @@ class Dispatcher:
             result = await channel.send(message)
         except Exception as exc:  # classified by the channel, or unexpected: see `as_result`
             result = channels_mod.as_result(exc)
+        if isinstance(result, errors.Halted):  # a channel dropped it for the cancel (`halt`)
+            return model.Outcome(delivery.id, model.State.CANCELLED)
         self.metrics.sent(delivery.channel, alert, time.monotonic() - started, result, self.clock())
         if getattr(result, "dead_address", False):
             await self._forget(delivery.address)

@@ -144,6 +144,10 @@ class ChannelMisconfigured(DeliveryError):
     Not the recipient's fault: the delivery waits (until the alert expires) instead of failing."""
 
 
+class Halted(DeliveryError):
+    """The alert was cancelled before the call began: nothing was sent."""
+
+
 # -- store ---------------------------------------------------------------------------------------
 
 

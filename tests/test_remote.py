@@ -181,11 +181,10 @@ async def test_a_halt_drops_the_alerts_messages_handed_over_and_not_begun(fakes_
         alerts = [[p if isinstance(p, str) else p[1] for _, p in f] for f in frames]  # a message's alert, a halt's
         assert alerts == [["a-stop"] * 5 + ["a-go"] * 2 + ["a-stop"]]
         stopped = await asyncio.gather(*stop, return_exceptions=True)
-        assert all(isinstance(r, errors.Transient) and r.code == "halted" for r in stopped), stopped
+        assert all(isinstance(r, errors.Halted) for r in stopped), stopped
         assert all(isinstance(r, model.Receipt) for r in await asyncio.gather(*go))
-        with pytest.raises(errors.Transient) as caught:  # the child remembers the alert is halted
+        with pytest.raises(errors.Halted):  # the alert stays halted
             await chan.send(sms("+33612019999", 9, "a-stop"))
-        assert caught.value.code == "halted"
         assert isinstance(await chan.send(sms("+33612029999", 9, "a-go")), model.Receipt)
     assert sorted(r["to"] for r in await twilio.received()) == ["+33612020000", "+33612020001", "+33612029999"]
 
@@ -487,3 +486,28 @@ def test_a_setting_that_cannot_travel_to_a_child_is_reported_by_check_config(tmp
     assert config.check(str(in_process), env={}) == []
 
 
+
+
+async def test_a_halt_during_a_restart_stops_the_message_waiting_for_it(fakes_url, twilio):
+    async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        child = chan.children[0]
+        child.proc.kill()
+        await child._reader  # the daemon saw it die
+        send = asyncio.create_task(chan.send(sms(FAST, 1, "a-late")))  # starts a new child (a few 100 ms)
+        await asyncio.sleep(0)  # the send is now waiting for the start
+        await chan.halt("a-late")  # answered while the child starts: the waiting message must not go
+        with pytest.raises(errors.Halted):
+            await send
+        assert child.alive and await twilio.received() == []
+
+
+async def test_a_message_dropped_for_a_cancel_is_recorded_cancelled_not_failed(daemon):
+    await daemon.send(channels=["sms"])
+    await daemon.dispatcher.planned()
+    [held, *_] = await daemon.store.claim("sms", daemon.dispatcher.owner, daemon.clock(), 3,
+                                          daemon.dispatcher.settings.lease)
+    sms_channel = daemon.dispatcher.channels["sms"]
+    await sms_channel.halt(held.alert_id)  # in the children only: the dispatcher's own check would not see it
+    outcome = await daemon.dispatcher.deliver(sms_channel, held)
+    assert outcome.state is model.State.CANCELLED and outcome.last_error is None
+    assert await daemon.sms.received() == []

@@ -49,7 +49,8 @@ FLUSH_DELAY = 0.001
 RESTART_PAUSE = 5.0  # seconds between attempts to start again a child that cannot start
 # In this order: a plugin's own subclass travels as the alertd class it derives from.
 ERRORS: dict[str, type[errors.DeliveryError]] = {
-    cls.__name__: cls for cls in (errors.Transient, errors.Permanent, errors.ChannelMisconfigured, errors.DeliveryError)
+    cls.__name__: cls
+    for cls in (errors.Transient, errors.Permanent, errors.ChannelMisconfigured, errors.Halted, errors.DeliveryError)
 }
 
 
@@ -84,7 +85,7 @@ def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
 
 
 def load_result(v: tuple) -> model.Receipt | errors.DeliveryError | None:
-    if v[0] == "Halted":  # the answer to a halt
+    if v[0] == "Acknowledged":  # the answer to a halt
         return None
     if v[0] == "Receipt":
         return model.Receipt(v[1], v[2])
@@ -174,6 +175,7 @@ class Child:
         self._seq = itertools.count()
         self._starting = asyncio.Lock()
         self._failed: tuple[float, str] | None = None  # (when, why) the last start failed
+        self.halted: set[str] = set()  # for a child started after the halt
 
     @property
     def alive(self) -> bool:
@@ -194,8 +196,8 @@ class Child:
             if self.proc is None and not (self._failed and loop.time() - self._failed[0] < RESTART_PAUSE):
                 try:
                     await self._spawn()
-                except errors.ChannelMisconfigured as exc:
-                    self._failed = (loop.time(), exc.message)
+                except (errors.ChannelMisconfigured, OSError) as exc:
+                    self._failed = (loop.time(), str(exc))
             if self.proc is None:
                 why = self._failed[1] if self._failed else "the sending process is not running"
                 return errors.Transient(why, code="sender_start", retry_after=RESTART_PAUSE)
@@ -209,16 +211,22 @@ class Child:
             # Without the ALERTD_* overrides (config.ENV_PREFIX), secrets among them: the pipe brings the settings.
             env={k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")},
         )
-        proc.stdin.write(self.setup)
         try:
+            proc.stdin.write(self.setup)
             answer = await asyncio.wait_for(read_frame(proc.stdout), self.patience)
         except TimeoutError:
             answer = {"error": f"the sending process did not start within {self.patience:.0f} s"}
         except (asyncio.IncompleteReadError, ConnectionError):
             answer = {"error": "the sending process exited while starting (see its log lines)"}
-        if "error" in answer:
+        except (ValueError, EOFError, TypeError):
+            answer = {"error": "the sending process answered nonsense while starting"}
+        except BaseException:  # the start itself cancelled (a lane stopping): no half-started child
+            await asyncio.shield(_end(proc))
+            raise
+        if not isinstance(answer, dict) or "error" in answer:
             await _end(proc)
-            raise errors.ChannelMisconfigured(f"channel {self.name}: {answer['error']}")
+            why = answer["error"] if isinstance(answer, dict) else f"unexpected answer {answer!r}"
+            raise errors.ChannelMisconfigured(f"channel {self.name}: {why}")
         self.proc, self.out = proc, Batched(proc.stdin.write)
         self._reader = asyncio.create_task(self._read(proc), name=f"sender-{self.name}")
         log.info("sending process started", channel=self.name, pid=proc.pid)
@@ -226,12 +234,17 @@ class Child:
     async def send(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
         if self.proc is None and (failure := await self._restart()):
             return failure
+        if message.alert_id in self.halted:  # halted while this call waited for a start
+            return errors.Halted()
         return await self._ask(dump_message(message))
 
     async def halt(self, alert_id: str) -> None:
         """Returns once the child has dropped the alert's messages it had not begun to send."""
-        if self.proc is not None:
-            await self._ask(alert_id)
+        self.halted.add(alert_id)
+        async with self._starting:  # a child being started gets it too
+            if self.proc is None:
+                return
+        await self._ask(alert_id)
 
     async def _ask(self, payload: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -330,8 +343,8 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     halted: set[str] = set()  # alerts cancelled: their messages not yet begun are dropped
 
     async def call(seq: int, message: model.Message) -> None:
-        if message.alert_id in halted:  # the daemon records it as the cancel says
-            result = errors.Transient("the alert was cancelled before the call", code="halted")
+        if message.alert_id in halted:  # the daemon records it cancelled
+            result = errors.Halted()
         else:
             result = await _outcome(channel, message)
         out.put((seq, _plain(result)))
@@ -347,7 +360,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             for seq, payload in batch:
                 if isinstance(payload, str):
                     halted.add(payload)
-                    out.put((seq, ("Halted",)))
+                    out.put((seq, ("Acknowledged",)))
                     continue
                 task = asyncio.create_task(call(seq, load_message(payload)))
                 calls.add(task)
