@@ -188,7 +188,7 @@ async def main(args) -> None:
         token = await seed(f"sqlite:///{Path(tmp) / 'a.db'}", args.n, args.big)
         print(f"seeded {args.n + args.big} subscribers in {time.perf_counter() - t:.1f}s")
         daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
-                                  env=os.environ | {"ALERTD_LOG__LEVEL": os.environ.get("BENCH_LOG", "warning")})
+                                  env=os.environ | {"ALERTD_LOG__LEVEL": "warning"})
         try:
             await wait_ready_daemon(f"http://127.0.0.1:{port}")
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:

@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from alertd import dispatcher as dispatcher_mod, model
+from alertd import dispatcher as dispatcher_mod, metrics as metrics_mod, model
 from tests import helpers, test_channel_twilio
 
 
@@ -37,6 +37,14 @@ async def test_a_delivery_whose_lease_ran_out_is_not_sent(daemon):
     assert [r["to"] for r in await daemon.sms.received()].count(held.address) == 1
 
 
+class FirstSend(metrics_mod.Observer):
+    def __init__(self) -> None:
+        self.seen = asyncio.Event()
+
+    def sent(self, *_) -> None:
+        self.seen.set()
+
+
 async def test_a_graceful_stop_begins_nothing_more_and_records_every_call_on_the_wire(daemon):
     # A slow provider and few calls in flight: most of the fan-out is still queued in the lane at the stop.
     more = [{"id": f"p-more-{i}", "phone": f"+336990000{i:02d}", "locale": "fr", "zones": [helpers.PARIS]}
@@ -47,9 +55,9 @@ async def test_a_graceful_stop_begins_nothing_more_and_records_every_call_on_the
     stopping = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, clock=daemon.clock)
     accepted = await daemon.send(channels=["sms"])
     await daemon.dispatcher.planned()
+    stopping.metrics = FirstSend()
     await stopping.start()
-    while len(await daemon.sms.received()) < 3:  # the fake, another process: the first calls arrived
-        await asyncio.sleep(0.02)
+    await stopping.metrics.seen.wait()  # a first round of calls came back: the next is on the wire
     at_stop, started = len(await daemon.sms.received()), time.monotonic()
     await stopping.stop()
     assert time.monotonic() - started < stopping.settings.grace  # the calls on the wire, not the queue

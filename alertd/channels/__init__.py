@@ -5,7 +5,9 @@ built-ins register there exactly as a third party would (see ``pyproject.toml``)
 configuration section and a `Context`, turns one rendered `model.Message` into one provider call,
 and returns a `model.Receipt` or raises `errors.Transient` / `errors.Permanent` /
 `errors.ChannelMisconfigured`. It never touches the store, the templates or the retry policy. The
-dispatcher keeps up to `concurrency` calls of a channel in flight at once.
+dispatcher keeps up to `concurrency` calls of a channel in flight at once. A channel that holds
+messages before their call begins (`channels.remote`) also offers ``async halt(alert_id)``: return
+once none of the alert's is still to begin, answering those with `errors.Halted`.
 """
 
 from __future__ import annotations

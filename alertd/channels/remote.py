@@ -3,7 +3,7 @@
 The provider client libraries are heavy in Python (the twilio client spends some 300 µs of CPU per
 message, firebase-admin more): in the daemon's one process they, the dispatcher and the web API
 share one core. With ``processes = N`` in a channel's section, the daemon starts N children
-(``python -m alertd.channels.remote``) and hands them the rendered messages; each child builds the
+(``python -P -m alertd.channels.remote``) and hands them the rendered messages; each child builds the
 same plugin from the same settings, makes the provider call and answers the receipt or the
 classified error. Every decision stays in the daemon: what to claim, whether the alert was
 cancelled (checked before the hand-over, as before the call in-process), retries, records, metrics.
@@ -278,13 +278,11 @@ class Child:
     async def _answers(self, proc: asyncio.subprocess.Process) -> list:
         """The next frame of answers. A child that owes an answer for longer than `patience` (three
         provider timeouts) is hung: it is killed, and the end of its pipe follows."""
-        while True:
+        head = None
+        while head is None:
             self._kill_if_hung(proc)
-            try:  # only the length waits with a timeout: a frame is never read in part
+            with contextlib.suppress(TimeoutError):  # only the length waits: a frame is never read in part
                 head = await asyncio.wait_for(proc.stdout.readexactly(FRAME.size), self.patience / 4)
-                break
-            except TimeoutError:
-                continue
         (size,) = FRAME.unpack(head)
         return marshal.loads(await proc.stdout.readexactly(size))
 
