@@ -13,10 +13,23 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from firebase_admin import exceptions
+from firebase_admin import exceptions, messaging
 
 from alertd import channels, errors, model, testing
 from alertd.channels import fcm_push
+
+# What FCM answers, word for word, for a registration token it cannot parse, and for a payload over
+# its limit (both INVALID_ARGUMENT; only the first one blames the token).
+BAD_TOKEN_ANSWER = {"error": {
+    "code": 400, "message": "The registration token is not a valid FCM registration token",
+    "status": "INVALID_ARGUMENT",
+    "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "INVALID_ARGUMENT"}],
+}}
+TOO_BIG_ANSWER = {"error": {
+    "code": 400, "message": "Android message is too big", "status": "INVALID_ARGUMENT",
+    "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest"},
+                {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "INVALID_ARGUMENT"}],
+}}
 
 
 async def started(fakes_url: str, name: str = "push", **config) -> fcm_push.FCMPush:
@@ -96,10 +109,31 @@ class TestFCM:
         assert got["apns"]["headers"]["apns-priority"] == "10"
         assert got["apns"]["payload"]["aps"]["sound"]["critical"] == 1
 
+    async def test_the_fake_answers_a_malformed_token_and_a_big_payload_as_fcm_does(self, channel):
+        big, malformed = push("fid-big", body="é" * 2100), push("malformed-tok")
+        batch = await messaging.send_each_async([fcm_push.build(m) for m in (malformed, big)], app=channel.app)
+        for response, answer in zip(batch.responses, (BAD_TOKEN_ANSWER, TOO_BIG_ANSWER), strict=True):
+            assert type(response.exception) is exceptions.InvalidArgumentError  # what firebase-admin makes of it
+            assert response.exception.http_response.json() == answer
+            assert str(response.exception) == answer["error"]["message"]
+
+    async def test_a_malformed_token_is_permanent_and_dead(self, channel, fake):
+        with pytest.raises(errors.Permanent) as caught:
+            await channel.send(push("malformed-tok"))
+        assert (caught.value.code, caught.value.dead_address) == ("INVALID_ARGUMENT", True)
+        assert "registration token" in caught.value.message
+        assert await fake.received() == []
+
+    async def test_other_invalid_arguments_fail_the_message_not_the_token(self, channel, fake):
+        await fake.fail(status=400, code="INVALID_ARGUMENT", to="fid-1")
+        with pytest.raises(errors.Permanent) as caught:
+            await channel.send(push("fid-1"))
+        assert (caught.value.code, caught.value.dead_address) == ("INVALID_ARGUMENT", False)
+
     async def test_payload_over_4kb_is_refused_as_permanent(self, channel, fake):
         with pytest.raises(errors.Permanent) as caught:
             await channel.send(push("fid-big", body="é" * 2100))
-        assert caught.value.code == "INVALID_ARGUMENT"
+        assert (caught.value.code, caught.value.dead_address) == ("INVALID_ARGUMENT", False)  # the token is fine
         assert await channel.send(push("fid-small", body="é" * 1500))
         assert [r["to"] for r in await fake.received()] == ["fid-small"]
 
@@ -160,6 +194,44 @@ class TestFCM:
         assert all(isinstance(r, model.Receipt) for r in results)
         assert after["count"] - before["count"] == 1
         assert after["used"] - before["used"] == 3  # every send carried the issued token
+
+
+async def test_a_token_fcm_called_malformed_is_not_targeted_again(daemon):
+    bad = {"id": "p-bad", "push_token": "malformed-tok-1", "locale": "fr", "zones": ["75056"]}
+    assert (await daemon.post("/v1/subscribers", who="admin", json=[bad])).status == 200
+    await daemon.push.reset()
+    targets = []
+    for identifier in ("first", "second"):
+        alert = await daemon.send(channels=["push"], identifier=identifier)
+        await daemon.drain()
+        page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?channel=push")).json()
+        targets.append({d["target"]: d["state"] for d in page["deliveries"]})
+    assert targets[0]["p-bad"] == "failed" and targets[0]["p-fr"] == "sent"
+    assert "p-bad" not in targets[1] and targets[1]["p-fr"] == "sent"  # the dead token is left out
+    assert "malformed-tok-1" not in [r["to"] for r in await daemon.push.received()]
+
+
+def invalid_argument(message: str, *violations: str) -> exceptions.InvalidArgumentError:
+    detail = {"@type": "type.googleapis.com/google.rpc.BadRequest",
+              "fieldViolations": [{"field": f, "description": "Invalid value"} for f in violations]}
+    body = BAD_TOKEN_ANSWER["error"] | {"message": message}
+    body["details"] = body["details"] + ([detail] if violations else [])
+    return exceptions.InvalidArgumentError(message, http_response=httpx.Response(400, json={"error": body}))
+
+
+@pytest.mark.parametrize("message, violations, dead", [
+    ("The registration token is not a valid FCM registration token", (), True),
+    ("Request contains an invalid argument.", ("message.token",), True),  # FCM's other way to say it
+    ("Request contains an invalid argument.", ("message.android.priority",), False),
+    ("Request contains an invalid argument.", ("message.token", "message.data"), False),
+    ("Request contains an invalid argument.", (), False),
+    ("Android message is too big", (), False),
+    ("Invalid value at 'message.data[0].value' (TYPE_STRING)", (), False),
+])
+def test_only_an_invalid_argument_blaming_the_token_kills_it(message, violations, dead):
+    failure = fcm_push.classify(invalid_argument(message, *violations))
+    assert isinstance(failure, errors.Permanent) and failure.code == "INVALID_ARGUMENT"
+    assert failure.dead_address is dead
 
 
 def test_goaway_and_dated_retry_after_are_transient():

@@ -9,6 +9,7 @@ Classification of FCM's error codes (firebase.google.com/docs/reference/fcm/rest
 | FCM code                               | HTTP | alertd                                          |
 |----------------------------------------|------|-------------------------------------------------|
 | UNREGISTERED                           | 404  | Permanent, dead_address: the token is gone      |
+| INVALID_ARGUMENT blaming the token     | 400  | Permanent, dead_address: it is no token at all  |
 | INVALID_ARGUMENT, SENDER_ID_MISMATCH,  | 400, | Permanent: the same message can never succeed   |
 | THIRD_PARTY_AUTH_ERROR, APNS_AUTH_ERROR| 403  |                                                 |
 | QUOTA_EXCEEDED                         | 429  | Transient, retry_after ≥ 60 s (or Retry-After)  |
@@ -16,6 +17,12 @@ Classification of FCM's error codes (firebase.google.com/docs/reference/fcm/rest
 | errors, HTTP/2 GOAWAY (UnknownError)   | 500  |                                                 |
 | UNAUTHENTICATED, PERMISSION_DENIED,    | 401, | ChannelMisconfigured: an operator must act      |
 | NOT_FOUND (no FCM detail)              | 403  |                                                 |
+
+An INVALID_ARGUMENT blames the token when FCM says so (`bad_token`): a ``google.rpc.BadRequest``
+field violation on the token field alone, or, without field violations, the error's message naming
+an invalid registration token ("The registration token is not a valid FCM registration token", what
+FCM answers for a token it cannot parse). Any other INVALID_ARGUMENT (a payload too big: "Android
+message is too big") is this message's failure only, and the token stays.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +51,9 @@ REFRESH_MARGIN = 300.0  # refresh the OAuth token this long before it expires
 REFRESH_RETRY = 30.0  # after a failed refresh
 CRITICAL = frozenset({"extreme", "severe"})  # CAP severities that may break through silent mode
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+TOKEN_FIELDS = frozenset({"message.token", "message.fid"})
+INVALID_TOKEN = re.compile(r"\b(not a valid|invalid) (fcm )?registration token\b", re.IGNORECASE)
 
 PERMANENT = frozenset(
     {"INVALID_ARGUMENT", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"}
@@ -73,20 +84,39 @@ class AnonymousCredential(credentials.Base):
 # -- decisions -----------------------------------------------------------------------------------
 
 
+def google_error(exc: exceptions.FirebaseError) -> dict[str, Any]:
+    """The ``error`` object of the failed response's body (empty when there is none)."""
+    response = exc.http_response
+    try:
+        error = response.json().get("error") if response is not None else None
+    except (ValueError, AttributeError):
+        error = None
+    return error if isinstance(error, dict) else {}
+
+
+def _details(error: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict) and d.get("@type") == kind] if isinstance(details, list) else []
+
+
 def fcm_code(exc: exceptions.FirebaseError) -> str:
     """The FCM error code of a failed send (from the FcmError detail), else Google's status."""
     if isinstance(exc, messaging.UnregisteredError):
         return "UNREGISTERED"
-    response = exc.http_response
-    if response is not None:
-        try:
-            details = response.json().get("error", {}).get("details", [])
-        except (ValueError, AttributeError):
-            details = []
-        for detail in details:
-            if isinstance(detail, dict) and detail.get("@type") == _FCM_ERROR:
-                return str(detail.get("errorCode"))
+    for detail in _details(google_error(exc), _FCM_ERROR):
+        return str(detail.get("errorCode"))
     return exc.code
+
+
+def bad_token(exc: exceptions.FirebaseError) -> bool:
+    """Whether FCM blames the registration token itself, not the message (see the module docstring):
+    field violations, when there are any, must all be on the token; else the message names it."""
+    error = google_error(exc)
+    fields = [v.get("field") for d in _details(error, _BAD_REQUEST) for v in d.get("fieldViolations") or []
+              if isinstance(v, dict)]
+    if fields:
+        return all(field in TOKEN_FIELDS for field in fields)
+    return INVALID_TOKEN.search(str(error.get("message") or exc)) is not None
 
 
 def retry_after(exc: exceptions.FirebaseError) -> float | None:
@@ -101,7 +131,7 @@ def classify(exc: BaseException) -> errors.DeliveryError:
         return channels.as_result(exc)
     code = fcm_code(exc)
     text = f"FCM {code}: {exc}"
-    if code == "UNREGISTERED":
+    if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and bad_token(exc)):
         return errors.Permanent(text, code=code, dead_address=True)
     if code in PERMANENT:
         return errors.Permanent(text, code=code)

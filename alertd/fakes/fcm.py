@@ -9,7 +9,10 @@ Errors follow Google's format, with the FCM error code in an ``FcmError`` detail
 firebase-admin parses into `UnregisteredError`, `QuotaExceededError`, ...  A request without an
 Authorization header is served as anonymous (as a local emulator would), so
 ``AnonymousCredentials`` work; a present header must be ``Bearer <token>`` and not ``bad``.
-Tokens starting with ``dead-`` are unregistered.
+Tokens starting with ``dead-`` are unregistered; tokens starting with ``malformed-`` are not
+registration tokens at all, answered as FCM answers one it cannot parse (400 INVALID_ARGUMENT, the
+message naming the registration token). A payload over the limit is INVALID_ARGUMENT too, with
+FCM's own words and details ("Android message is too big").
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ TOPIC_LIMIT = 2048  # for a topic message
 TARGETS = ("token", "fid", "topic", "condition")
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+BAD_TOKEN = "The registration token is not a valid FCM registration token"
+TOO_BIG = "Android message is too big"
 
 # FCM error code -> (HTTP status, Google status); codes without an FcmError detail are plain
 # Google statuses.
@@ -73,12 +79,14 @@ def setup(app: web.Application) -> None:
 
 
 def error(
-    code: str, message: str, status: int | None = None, retry_after: float | None = None
+    code: str, message: str, status: int | None = None, retry_after: float | None = None,
+    before: tuple[dict[str, Any], ...] = (),
 ) -> web.Response:
-    """An error answer in Google's format for an FCM error code or a Google status."""
+    """An error answer in Google's format for an FCM error code or a Google status; `before`: the
+    details FCM puts ahead of its FcmError."""
     if code in FCM_CODES:
         http, google = FCM_CODES[code]
-        details = [{"@type": FCM_ERROR, "errorCode": code}]
+        details = [*before, {"@type": FCM_ERROR, "errorCode": code}]
     else:
         http, google, details = GOOGLE_CODES.get(code, 500), code, []
     http = status or http
@@ -94,7 +102,8 @@ def payload_size(message: dict[str, Any]) -> int:
 
 
 def problem(message: Any) -> str | None:
-    """Why FCM would refuse this message as INVALID_ARGUMENT, if it would."""
+    """Why FCM would refuse this message's shape as INVALID_ARGUMENT, if it would (its size:
+    `too_big`)."""
     if not isinstance(message, dict):
         return "Request contains an invalid argument: message"
     if sum(k in message for k in TARGETS) != 1:
@@ -102,10 +111,11 @@ def problem(message: Any) -> str | None:
     data = message.get("data") or {}
     if not all(isinstance(v, str) for v in data.values()):
         return "Invalid value in data: values must be strings"
-    limit = TOPIC_LIMIT if "topic" in message else TOKEN_LIMIT
-    if payload_size(message) > limit:
-        return f"Message is too big: the payload exceeds {limit} bytes"
     return None
+
+
+def too_big(message: dict[str, Any]) -> bool:
+    return payload_size(message) > (TOPIC_LIMIT if "topic" in message else TOKEN_LIMIT)
 
 
 def address(message: dict[str, Any]) -> str:
@@ -147,6 +157,8 @@ async def _send(request: web.Request) -> web.Response:
     why = problem(message)
     if why:
         return error("INVALID_ARGUMENT", why)
+    if too_big(message):  # FCM's words and details, whatever the platform
+        return error("INVALID_ARGUMENT", TOO_BIG, before=({"@type": BAD_REQUEST},))
     return await _deliver(request, body, message)
 
 
@@ -161,6 +173,8 @@ async def _deliver(
         return error(code, f"Fake failure {code}", rule.status, rule.retry_after)
     if to.startswith("dead-"):
         return error("UNREGISTERED", "Requested entity was not found.")
+    if to.startswith("malformed-"):
+        return error("INVALID_ARGUMENT", BAD_TOKEN)
     project = request.match_info["project"]
     if body.get("validate_only"):
         return web.json_response({"name": f"projects/{project}/messages/fake_message_id"})
