@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd("serve", serve, "Run the daemon.")
     c = cmd("check-config", check_config, "Report every problem in a configuration file.", False)
     c.add_argument("file")
+    cmd("example-config", example_config, "Print the documented example configuration (it uses the fakes).", False)
     c = cmd("demo", demo, "Fakes, SQLite, 2,000 subscribers and one alert, end to end.", False)
     c.add_argument("--once", action="store_true", help="exit with a summary when the alert settles")
     c.add_argument("--subscribers", type=int, default=2000)
@@ -144,6 +145,11 @@ def check_config(args) -> int:
     if not problems:
         print(f"{args.file}: ok")
     return 1 if problems else 0
+
+
+def example_config(args) -> int:
+    sys.stdout.write(config.EXAMPLE.read_text(encoding="utf-8"))
+    return 0
 
 
 def fakes(args) -> int:

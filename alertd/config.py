@@ -26,7 +26,7 @@ import zoneinfo
 from collections.abc import Mapping
 from typing import Any
 
-from alertd import channels as channels_mod, errors
+from alertd import channels as channels_mod, errors, model
 
 ENV_PREFIX = "ALERTD_"
 CREDENTIAL_PREFIX = "credential:"
@@ -48,13 +48,14 @@ Names = tuple[str, ...]  # a TOML list of strings, or a comma-separated ALERTD_*
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", Names: "a list of strings"}
 
 
+PACKAGE = pathlib.Path(__file__).resolve().parent
+# The example configuration, shipped with alertd (config/alertd.toml in the repository links to it).
+EXAMPLE = PACKAGE / "examples" / "alertd.toml"
+
+
 def default_templates() -> str:
-    """The templates shipped with alertd: inside the package when installed, else the repository's."""
-    package = pathlib.Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if candidate.is_dir():
-            return str(candidate)
-    return str(package.parent / "templates")
+    """The templates shipped inside the package (templates/ in the repository links to them)."""
+    return str(PACKAGE / "templates")
 
 
 def is_secret(key: str) -> bool:
@@ -193,6 +194,7 @@ def _parse(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple
         name: _section(name, cls, raw.get(name, {}), env, problems) for name, cls in SECTIONS.items()
     }
     chans = _channels(raw.get("channels", {}), env, problems)
+    problems += _templates(sections["render"])
     problems += [f"{key}: unknown section" for key in raw if key not in SECTIONS and key != "channels"]
     return Config(channels=chans, **sections), problems
 
@@ -315,11 +317,6 @@ def _timezone(value: str) -> None:
         raise ValueError(f"unknown time zone {value!r}") from None
 
 
-def _directory(value: str) -> None:
-    if not os.path.isdir(value):
-        raise ValueError(f"no such directory: {value!r}")
-
-
 def _one_of(choices: tuple[str, ...]):
     def check(value: str) -> None:
         if value.lower() not in choices:
@@ -333,10 +330,25 @@ _CHECKS = {
     "server.public_url": _http_url,
     "server.display_timezone": _timezone,
     "store.url": _store_url,
-    "render.templates": _directory,
     "log.level": _one_of(LOG_LEVELS),
     "log.format": _one_of(LOG_FORMATS),
 }
+
+
+def _templates(render: Render) -> list[str]:
+    """What the daemon would refuse to start with, default folder included: no folder, no template
+    in it, none for the default locale."""
+    root = pathlib.Path(render.templates)
+    if not root.is_dir():
+        return [f"render.templates: no such directory: {str(root)!r}"]
+    kinds = [kind.value for kind in model.Kind]
+    locales = sorted({path.parent.name for kind in kinds for path in root.glob(f"[!_.]*/[!_]*.{kind}.j2")})
+    if not locales:
+        return [f"render.templates: {root} holds no templates (<locale>/<name>.<{'|'.join(kinds)}>.j2)"]
+    if render.default_locale not in locales:
+        return [f"render.default_locale: no templates for {render.default_locale!r} in {root} "
+                f"(locales there: {', '.join(locales)})"]
+    return []
 
 
 # -- channels --------------------------------------------------------------------------------------

@@ -220,3 +220,32 @@ def test_a_siren_channel_may_not_send_from_other_processes(tmp_path):
     path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port(), siren="processes = 1")
     problems = config.check(str(path), env={})
     assert [p for p in problems if p.startswith("channels.siren.processes: siren-http sends from the daemon")], problems
+
+
+# -- templates ---------------------------------------------------------------------------------------
+
+
+def test_the_default_templates_are_the_ones_shipped_inside_the_package():
+    shipped = pathlib.Path(config.load(None, env={}).render.templates)
+    assert shipped == pathlib.Path(config.__file__).resolve().parent / "templates"
+    assert {"fr", "en", "es", "ar"} <= {p.name for p in shipped.iterdir() if p.is_dir()}
+    assert config.check(None, env={}) == []
+
+
+def test_a_templates_folder_that_is_missing_or_holds_no_templates_is_a_problem(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "fr").mkdir(parents=True)
+    (empty / "fr" / "notes.txt").write_text("not a template")
+    assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(empty)}) == [
+        f"render.templates: {empty} holds no templates (<locale>/<name>.<sms|push|siren>.j2)"
+    ]
+    missing = tmp_path / "missing"
+    assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(missing)}) == [
+        f"render.templates: no such directory: {str(missing)!r}"
+    ]
+
+
+def test_a_default_locale_without_templates_is_a_problem():
+    problems = config.check(None, env={"ALERTD_RENDER__DEFAULT_LOCALE": "de"})
+    assert problems == [f"render.default_locale: no templates for 'de' in {config.default_templates()}"
+                        " (locales there: ar, en, es, fr)"]
