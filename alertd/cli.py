@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from alertd import app as app_mod, auth, config, errors, importing, logs, model, store as store_mod, systemd
-from alertd.store import audit
+from alertd.store import audit, sqlite as sqlite_store
 
 EXIT_USAGE = 2
 
@@ -169,6 +169,13 @@ def demo(args) -> int:
 
 
 async def _with_store(cfg: config.Config, work):
+    """`work(store)` on the daemon's existing store: only `serve` (and `demo`) create one, so a
+    token or an import never lands in a store the daemon will not read."""
+    if not await _store_exists(cfg.store.url):
+        where = os.path.abspath(sqlite_store.path_of(cfg.store.url)) if _is_sqlite(cfg.store.url) else \
+            config.hide_password(cfg.store.url)
+        raise errors.StoreError(f"no alertd store at {where}: `alertd serve` creates it; give the daemon's "
+                                "configuration with --config or $ALERTD_CONFIG")
     db = store_mod.open_store(cfg.store.url)
     await db.open()
     try:
@@ -177,13 +184,48 @@ async def _with_store(cfg: config.Config, work):
         await db.close()
 
 
+def _is_sqlite(url: str) -> bool:
+    return url.split(":", 1)[0].lower() == "sqlite"
+
+
+async def _store_exists(url: str) -> bool:
+    """Whether `url` holds an alertd store, looked at without creating anything."""
+    if _is_sqlite(url):
+        path = sqlite_store.path_of(url)
+        return os.path.isfile(path) and os.path.getsize(path) > 0
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise errors.StoreError(f"PostgreSQL store unreachable: {exc}") from None
+    try:
+        return await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+def _read(path: str) -> bytes:
+    """A file named on the command line: one missing or unreadable is a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise errors.AlertdError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _boundary(path: str) -> tuple[model.Ring, ...]:
+    try:
+        data = json.loads(_read(path).decode("utf-8-sig"))
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise errors.Invalid(f"{path}: not JSON: {exc}", field="boundary") from None
+    return auth.boundary_from_geojson(data)
+
+
 def token_create(args) -> int:
     cfg = _load(args)
     zones = [z.strip() for z in args.zones.split(",") if z.strip()]
-    boundary = ()
-    if args.boundary:
-        with open(args.boundary, encoding="utf-8") as f:
-            boundary = auth.boundary_from_geojson(json.load(f))
+    boundary = _boundary(args.boundary) if args.boundary else ()
     plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow(), boundary)
     entry = _local_entry("token_created", token.id, cell=token.cell, role=token.role.value, zones=list(token.zones))
 
@@ -200,7 +242,10 @@ def token_create(args) -> int:
 
 def import_csv(args, noun: str, reader) -> int:
     cfg = _load(args)
-    result = reader(args.file)
+    try:
+        result = reader(args.file)
+    except OSError as exc:
+        raise errors.AlertdError(f"{args.file}: cannot read: {exc.strerror}") from None
     for problem in result.problems:
         print(f"{args.file}:{problem.line}: {problem.field}: {problem.reason}", file=sys.stderr)
     upsert = "upsert_recipients" if noun == "subscribers" else "upsert_sirens"
@@ -221,10 +266,18 @@ def _local_entry(action: str, subject: str | None, **detail) -> audit.Entry:
                        detail=detail, address="local")
 
 
+async def _verify(db) -> tuple[bool, int | None]:
+    return not await db.audit(1), await db.verify_audit()
+
+
 def audit_log(args) -> int:
     cfg = _load(args)
     if args.verify:
-        broken = asyncio.run(_with_store(cfg, lambda db: db.verify_audit()))
+        empty, broken = asyncio.run(_with_store(cfg, _verify))
+        if empty:
+            print("the audit log is empty: nothing to verify (a log emptied by hand would look the same)",
+                  file=sys.stderr)
+            return 1
         if broken is not None:
             print(f"the audit chain breaks at entry {broken}: it was changed or an entry before it removed",
                   file=sys.stderr)
@@ -261,8 +314,7 @@ async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tupl
 
 def send(args) -> int:
     base, headers = _target(args)
-    with open(args.file, "rb") as f:
-        body = f.read()
+    body = _read(args.file)
     # A CAP 1.2 document is XML: its first non-blank byte is `<` (a JSON order's is `{`).
     headers["Content-Type"] = "application/cap+xml" if body.lstrip().startswith(b"<") else "application/json"
     code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))

@@ -6,19 +6,29 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
+
 from alertd import auth, cli, model, store as store_mod
 from tests import helpers
 
 
-def config_file(tmp_path) -> str:
-    return str(helpers.write_config(tmp_path, "http://127.0.0.1:9", 8080))
+def config_file(tmp_path, store: str | None = None) -> str:
+    """A configuration whose store exists, as `alertd serve` leaves it."""
+    path = str(helpers.write_config(tmp_path, "http://127.0.0.1:9", 8080, store=store))
+    with_store(tmp_path, lambda db: asyncio.sleep(0), store)
+    return path
 
 
-def with_store(tmp_path, work):
-    """Run `work(store)` on the test's SQLite store, from a synchronous test."""
+def storeless_config(tmp_path, store: str | None = None) -> str:
+    """A configuration whose store was never created."""
+    return str(helpers.write_config(tmp_path, "http://127.0.0.1:9", 8080, store=store))
+
+
+def with_store(tmp_path, work, url: str | None = None):
+    """Run `work(store)` on the test's store (SQLite unless `url`), from a synchronous test."""
 
     async def run():
-        db = store_mod.open_store(f"sqlite:///{tmp_path / 'alertd.db'}")
+        db = store_mod.open_store(url or f"sqlite:///{tmp_path / 'alertd.db'}")
         await db.open()
         try:
             return await work(db)
@@ -109,3 +119,79 @@ async def test_send_takes_a_cap_document(daemon, tmp_path, capsys):
     assert await asyncio.to_thread(cli.main, ["send", "--url", url, "--token", token, str(path)]) == 0
     answer = capsys.readouterr().out
     assert '"identifier": "FR-75-0001"' in answer
+
+
+# -- commands that need the daemon's store refuse when there is none -------------------------------
+
+TOKEN = ["token", "create", "--cell", "Mairie de Lyon", "--role", "issuer", "--zones", "69123"]
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+def test_token_create_without_a_configuration_creates_no_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALERTD_CONFIG", raising=False)
+    assert cli.main(TOKEN) == 1
+    line = one_line_error(capsys)
+    assert f"no alertd store at {tmp_path / 'alertd.db'}" in line and "--config" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    TOKEN, ["audit"], ["audit", "--verify"], ["subscribers", "import", "people.csv"], ["sirens", "import", "s.csv"],
+])
+def test_commands_on_a_store_that_was_never_created_refuse_and_create_nothing(tmp_path, capsys, argv):
+    (tmp_path / "people.csv").write_text("id,phone,push_token,locale,zones\na1,0612345678,,fr,75056\n")
+    (tmp_path / "s.csv").write_text("id,zone,label\ns1,75056,Paris 1\n")
+    argv = [*argv[:2], "--config", storeless_config(tmp_path), *argv[2:]]
+    argv = [str(tmp_path / a) if a.endswith(".csv") else a for a in argv]
+    assert cli.main(argv) == 1
+    assert f"no alertd store at {tmp_path / 'alertd.db'}" in one_line_error(capsys)
+    assert not (tmp_path / "alertd.db").exists()
+
+
+def test_a_configuration_file_that_does_not_exist_is_an_error(tmp_path, capsys):
+    assert cli.main([*TOKEN, "--config", str(tmp_path / "nowhere.toml")]) == 1
+    assert "nowhere.toml: cannot read" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_postgresql_database_without_the_alertd_schema_is_not_a_store(pg_schema_url, tmp_path, capsys):
+    assert cli.main([*TOKEN, "--config", storeless_config(tmp_path, pg_schema_url)]) == 1
+    assert "no alertd store at postgresql://" in one_line_error(capsys)
+    assert cli.main([*TOKEN, "--config", config_file(tmp_path, pg_schema_url)]) == 0  # once serve made it
+
+
+def test_verifying_an_empty_audit_log_says_it_is_empty(tmp_path, capsys):
+    assert cli.main(["audit", "--verify", "--config", config_file(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "holds" not in captured.out + captured.err
+    assert "the audit log is empty" in captured.err
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "cannot read"),
+    (b"\xff\xfe not text", "not JSON"),
+    (b"{\"type\": ", "not JSON"),
+    (b"[1, 2]", "not a GeoJSON object"),
+    (b'{"type": "Point", "coordinates": [2.3, 48.8]}', "not a GeoJSON Polygon or MultiPolygon"),
+])
+def test_a_bad_boundary_file_is_a_one_line_error(tmp_path, capsys, content, says):
+    boundary = tmp_path / "rhone.geojson"
+    if content is not None:
+        boundary.write_bytes(content)
+    cfg = config_file(tmp_path)
+    assert cli.main([*TOKEN, "--config", cfg, "--boundary", str(boundary)]) == 1
+    assert says in one_line_error(capsys)
+    assert with_store(tmp_path, lambda db: db.audit(10)) == []  # no token was made
+
+
+def test_a_missing_csv_file_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["subscribers", "import", "--config", config_file(tmp_path), str(tmp_path / "none.csv")]) == 1
+    assert "none.csv: cannot read" in one_line_error(capsys)
