@@ -1,12 +1,15 @@
 """The composition root: configuration → store, channels, renderer, dispatcher → aiohttp app.
 
 The only module that knows the concrete store and channel classes (through the URL and the entry
-points). Background work lives in `cleanup_ctx`, so it starts and stops with the app.
+points). Background work lives in `cleanup_ctx`, so it stops with the app; it begins only once the
+app is known to listen (`listening`), never before: a provider's receipts for what it sends must
+find the port open, and Twilio posts each status callback once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 
@@ -20,6 +23,19 @@ from alertd.channels import remote
 log = structlog.get_logger("alertd.app")
 
 HOUSEKEEPING_SECONDS = 1.0
+
+
+class Workers:
+    """The background work of an app: it begins once the app listens, it ends with `stop_workers`
+    or with the app, whichever comes first."""
+
+    def __init__(self) -> None:
+        self.listening = asyncio.Event()
+        self.begun: asyncio.Task | None = None  # the beginning, once the app has started
+        self.stack = contextlib.AsyncExitStack()  # how to end what has begun, last begun first
+
+
+WORKERS = web.AppKey("workers", Workers)
 
 
 def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
@@ -79,8 +95,11 @@ def build(
     app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(cfg.server.public_url, twilio_tokens(cfg))
     app.add_routes(web_mod.routes())
+    app[WORKERS] = Workers()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx if run_workers else _channels_ctx)
+    if run_workers:  # an app served by a runner of its own (the demo) listens once it answers
+        app.on_response_prepare.append(_answered)
     if run_workers and cfg.systemd.watchdog:
         app.cleanup_ctx.append(_systemd_ctx)
     return app
@@ -106,11 +125,52 @@ async def _channels_ctx(app: web.Application):
         await channel.close()
 
 
+async def listening(app: web.Application) -> None:
+    """Say that the app's port accepts connections: the background work begins. Returns once it has
+    begun (the sending processes started …), raising what kept it from beginning."""
+    workers = app[WORKERS]
+    workers.listening.set()
+    if workers.begun is not None:
+        await asyncio.shield(workers.begun)
+
+
+async def stop_workers(app: web.Application) -> None:
+    """End the background work, the calls on the wire answered and recorded, while the port still
+    listens: their receipts come back to it. The app's cleanup does it too, after the port closed."""
+    workers = app[WORKERS]
+    if workers.begun is not None:
+        workers.begun.cancel()
+        await asyncio.gather(workers.begun, return_exceptions=True)
+    await workers.stack.aclose()
+
+
+async def _answered(request: web.Request, response: web.StreamResponse) -> None:
+    request.app[WORKERS].listening.set()
+
+
 async def _dispatcher_ctx(app: web.Application):
+    workers = app[WORKERS]
+    workers.begun = asyncio.create_task(_begin(app, workers), name="workers")
+    yield
+    await stop_workers(app)
+
+
+async def _begin(app: web.Application, workers: Workers) -> None:
+    await workers.listening.wait()
+    try:
+        await _begin_listening(app, workers.stack)
+    except Exception as exc:
+        log.error("the background work cannot begin", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+async def _begin_listening(app: web.Application, stack: contextlib.AsyncExitStack) -> None:
     disp = app[web_mod.DISPATCHER]
+    stack.push_async_callback(disp.stop)  # first: it closes the channels a failed start left open
     await disp.store.listen(disp.notice)  # other instances' plans and cancels (PostgreSQL)
     await disp.start()
     await app[web_mod.RECORDER].start()
+    stack.push_async_callback(app[web_mod.RECORDER].stop)
     running: set[asyncio.Task] = set()
 
     async def housekeeping() -> None:
@@ -125,11 +185,12 @@ async def _dispatcher_ctx(app: web.Application):
         housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping", max_instances=1, coalesce=True,
     )
     scheduler.start()
-    yield
-    scheduler.shutdown(wait=False)
-    await asyncio.gather(*running, return_exceptions=True)  # a pass under way ends before the store closes
-    await app[web_mod.RECORDER].stop()
-    await disp.stop()
+
+    async def end_housekeeping() -> None:
+        scheduler.shutdown(wait=False)
+        await asyncio.gather(*running, return_exceptions=True)  # a pass under way ends before the store closes
+
+    stack.push_async_callback(end_housekeeping)
 
 
 async def _systemd_ctx(app: web.Application):

@@ -127,14 +127,17 @@ async def _serve(cfg: config.Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await web.TCPSite(runner, host.strip("[]") or None, int(port)).start()
+        # Only now that the port listens may anything be sent: the receipts of what is sent come to it.
+        await app_mod.listening(runner.app)
         # Everything loaded so far (the provider libraries are large) lives as long as the process:
         # keep it out of the cyclic collector's way, whose full passes would scan it over and over.
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)  # fewer young collections under a fan-out's allocation rate
-        systemd.ready()  # only now: systemd must not route traffic before we listen
+        systemd.ready()  # only now: listening, and sending
         await stop.wait()  # SIGTERM or SIGINT: stop taking work, finish what is on the wire
     finally:
         systemd.stopping()
+        await app_mod.stop_workers(runner.app)  # while the port still hears the last calls' receipts
         await runner.cleanup()
 
 

@@ -243,3 +243,40 @@ async def test_failed_delivery_callback_carries_error_code(fakes_url, fake, rece
     assert valid
     assert (form["MessageStatus"], form["ErrorCode"]) == ("undelivered", "30003")
     assert twilio_sms.twilio_status_to_state(form["MessageStatus"]) is model.State.FAILED
+
+
+async def callbacks_posted(fakes_url: str) -> dict:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(fakes_url + "/_fake/twilio/callbacks") as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+
+async def all_posted(fakes_url: str) -> list[dict]:
+    """The fake's record of callbacks, once it has none left to post (another process: polled)."""
+    deadline = time.monotonic() + 10
+    while (facts := await callbacks_posted(fakes_url))["pending"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert facts["pending"] == 0, "the fake still has callbacks to post"
+    return facts["posted"]
+
+
+async def test_the_fake_records_each_callback_and_whether_it_was_accepted(fakes_url, fake, receiver):
+    public_url, calls = receiver
+    chan = await callback_channel(fakes_url, public_url)
+    refused = await callback_channel(fakes_url, "http://127.0.0.1:9/")  # nothing listens there
+    try:
+        heard = await chan.send(sms("+33612000001"))
+        await next_callback(calls), await next_callback(calls)
+        lost = await refused.send(sms("+33612000002"))
+    finally:
+        await chan.close()
+        await refused.close()
+    posted = await all_posted(fakes_url)
+    assert [(p["sid"], p["status"], p["accepted"], p["answer"]) for p in posted] == [
+        (heard.provider_id, "sent", True, 204), (heard.provider_id, "delivered", True, 204),
+        (lost.provider_id, "sent", False, None), (lost.provider_id, "delivered", False, None),
+    ]
+    assert "Connect" in posted[-1]["error"]
+    await fake.reset()
+    assert await callbacks_posted(fakes_url) == {"pending": 0, "posted": []}

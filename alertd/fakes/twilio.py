@@ -8,7 +8,10 @@ final status, posted by background workers so the send path stays fast.
 
 ``POST /_fake/twilio/callbacks`` with JSON ``{"enabled": bool, "final": "delivered" | "undelivered"
 | "failed", "error_code": 30003}`` changes what later messages get; ``/_fake/reset`` restores the
-defaults (enabled, delivered).
+defaults (enabled, delivered). ``GET /_fake/twilio/callbacks`` (``?since=N`` skips N) answers
+``{"pending": n, "posted": [...]}``: how many callbacks are still to be posted, and each one posted,
+oldest first, with what became of it (``accepted`` when the receiver answered 2xx; else its HTTP
+``answer`` or the ``error``, e.g. connection refused). Twilio does not post a refused callback again.
 """
 
 from __future__ import annotations
@@ -157,12 +160,18 @@ class TwilioProvider(common.Provider):
     jobs: asyncio.Queue[CallbackJob] = dataclasses.field(
         default_factory=lambda: asyncio.Queue(CALLBACK_BACKLOG)
     )
+    posted: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each callback and its fate
+    posting: int = 0  # jobs taken by a worker and not finished
 
     def reset(self) -> None:
         super().reset()
         self.callbacks = Callbacks()
+        self.posted.clear()
         while not self.jobs.empty():  # pending callbacks belong to what was forgotten
             self.jobs.get_nowait()
+
+    def pending(self) -> int:
+        return self.jobs.qsize() + self.posting
 
 
 def callback_params(job: CallbackJob, status: str) -> dict[str, str]:
@@ -172,8 +181,9 @@ def callback_params(job: CallbackJob, status: str) -> dict[str, str]:
     return params
 
 
-async def deliver(session: aiohttp.ClientSession, job: CallbackJob, failures: FailureLog) -> None:
-    """Post `sent` then the final status, signed as Twilio signs them; failures are only logged."""
+async def deliver(session: aiohttp.ClientSession, job: CallbackJob, prov: TwilioProvider) -> None:
+    """Post `sent` then the final status, signed as Twilio signs them, once each (as Twilio does):
+    what became of each is recorded, failures are logged too."""
     validator = request_validator.RequestValidator(job.auth_token)
     for status in ("sent", job.final):
         params = callback_params(job, status)
@@ -182,16 +192,30 @@ async def deliver(session: aiohttp.ClientSession, job: CallbackJob, failures: Fa
             async with session.post(job.url, data=params, headers=headers) as resp:
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad URL
-            failures.failed(f"{job.url}: {exc!r}")
+            prov.posted.append(posted(job, status, error=repr(exc)))
+            prov.failures.failed(f"{job.url}: {exc!r}")
+        else:
+            prov.posted.append(posted(job, status, answer=resp.status))
+            if resp.status >= 300:
+                prov.failures.failed(f"{job.url}: HTTP {resp.status}")
+
+
+def posted(job: CallbackJob, status: str, answer: int | None = None, error: str | None = None) -> dict[str, Any]:
+    """What the control API lists for a callback posted."""
+    return {"sid": job.params["MessageSid"], "status": status, "url": job.url, "at": time.time(),
+            "accepted": answer is not None and 200 <= answer < 300, "answer": answer, "error": error}
 
 
 async def worker(session: aiohttp.ClientSession, prov: TwilioProvider) -> None:
     while True:
         job = await prov.jobs.get()
+        prov.posting += 1
         try:
-            await deliver(session, job, prov.failures)
+            await deliver(session, job, prov)
         except Exception:  # nothing a receiver does may kill the worker
             log.exception("status callback for %s failed", job.params["MessageSid"])
+        finally:
+            prov.posting -= 1
 
 
 def enqueue(prov: TwilioProvider, form: Any, account_sid: str, sid: str, auth_token: str) -> None:
@@ -259,6 +283,12 @@ async def control_callbacks(request: web.Request) -> web.Response:
     return web.json_response(dataclasses.asdict(settings))
 
 
+async def callbacks_posted(request: web.Request) -> web.Response:
+    prov = common.provider(request.app, "twilio")
+    since = int(request.query.get("since", 0))
+    return web.json_response({"pending": prov.pending(), "posted": prov.posted[since:]})
+
+
 async def callback_workers(app: web.Application):
     prov = common.provider(app, "twilio")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -275,4 +305,5 @@ def setup(app: web.Application) -> None:
     app[common.PROVIDERS]["twilio"] = TwilioProvider("twilio")
     app.router.add_post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", create_message)
     app.router.add_post("/_fake/twilio/callbacks", control_callbacks)
+    app.router.add_get("/_fake/twilio/callbacks", callbacks_posted)
     app.cleanup_ctx.append(callback_workers)
