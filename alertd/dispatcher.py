@@ -290,6 +290,8 @@ class Dispatcher:
         await self.resume()
         now = self.clock()
         await self.store.expire_due(now)
+        if dropped := await self.store.drop_unreached(now):
+            log.info("all-clears not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
             if ack_timeout := getattr(channel, "ack_timeout", None):

@@ -513,6 +513,26 @@ class StoreContract:
         }
         assert await store.plan_reached("C1", ["A1"], [model.Kind.SMS], LATER) == 0  # once
 
+    async def test_an_all_clear_waits_for_an_original_still_sending(self, store):
+        await self.seed(store, make_alert(zones=("75056", "92012")))
+        soon = NOW + dt.timedelta(seconds=1)  # within the originals' lease
+        a1, a2, c1 = await store.claim("sms", "i1", NOW, 10, LEASE)  # all three sending
+        await store.record([model.Outcome(a1.id, S.SENT, provider_id="P1")], NOW)
+        await store.cancel_alert("A1", NOW)
+        await store.create_alert(make_alert("C1", msg_type=model.MsgType.CANCEL), "c1")
+        assert await store.plan_reached("C1", ["A1"], [model.Kind.SMS], soon) == 3
+        [told] = await store.claim("sms", "i2", soon, 10, LEASE)  # a2 and c1 are not reached yet
+        assert told.target == a1.target
+        assert await store.next_due("sms") == NOW + LEASE  # the originals' lease, not the waiting ones
+        # a2's call was on the wire and went through; c1 was claimed, then dropped for the cancel.
+        await store.record([model.Outcome(a2.id, S.SENT, provider_id="P2"), model.Outcome(c1.id, S.CANCELLED)], soon)
+        [told] = await store.claim("sms", "i2", soon, 10, LEASE)
+        assert told.target == a2.target
+        assert await store.drop_unreached(soon) == 1
+        assert await store.drop_unreached(soon) == 0
+        [dropped] = await store.deliveries("C1", state=S.CANCELLED)
+        assert dropped.target == c1.target and "never reached" in dropped.last_error
+
     async def test_replace_cancels_what_has_not_started(self, store):
         await self.seed(store, make_alert(zones=("75056",)))
         await self.claim_sent(store, "sms")

@@ -134,8 +134,15 @@ class Store(Protocol):
         exercise_only: bool = False,
     ) -> int:
         """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
-        (not sirens) that is sending, sent or delivered: same channel, address and command (each
-        recipient once per channel). `exercise_only`: only recipients who take part in exercises."""
+        (not sirens) that reached its recipient (sent or delivered) or may yet (sending): same
+        channel, address and command (each recipient once per channel). One planned while none of
+        its recipient's originals has reached them waits, unclaimable, until one has (then it goes)
+        or all are settled unreached (`drop_unreached` cancels it). `exercise_only`: only
+        recipients who take part in exercises."""
+
+    async def drop_unreached(self, now: dt.datetime) -> int:
+        """Cancel the waiting all-clears (`plan_reached`) whose originals all settled without
+        reaching their recipient; forget the waits of settled deliveries. Returns how many."""
 
     async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
         """Mark the `earlier` alerts `updated` (unless cancelled or drafts) and cancel their pending

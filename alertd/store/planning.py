@@ -13,6 +13,8 @@ from typing import Any
 from alertd import model
 from alertd.store import sql
 
+UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
+
 
 class PlanningStore:
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
@@ -103,9 +105,16 @@ class PlanningStore:
             added = await conn.execute(
                 statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
             )
+            await conn.execute(sql.WAIT_FOR_REACH, alert_id, json.dumps(list(earlier)))
             for channel in await conn.fetch("SELECT DISTINCT channel FROM deliveries WHERE alert_id = $1", alert_id):
                 await self._notify(conn, channel["channel"])
         return added
+
+    async def drop_unreached(self, now: dt.datetime) -> int:
+        async with self._tx() as conn:
+            dropped = await conn.execute(sql.UNREACHED, self._t(now), UNREACHED)
+            await conn.execute(sql.REACH_WAITS_DONE)
+        return dropped
 
     async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
         """Mark the alerts an update replaces, and cancel their deliveries that have not started."""

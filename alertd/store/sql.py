@@ -79,6 +79,12 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     )),
     sirens.MIGRATION,
     audit.MIGRATION,
+    (7, (
+        # An all-clear planned while an original of its recipient was still `sending` waits for
+        # those originals (`REACH_WAITS`): it goes only if one of them reached the recipient.
+        """CREATE TABLE reach_waits (delivery_id BIGINT NOT NULL, original_id BIGINT NOT NULL,
+            PRIMARY KEY (delivery_id, original_id))""",
+    )),
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
@@ -105,12 +111,35 @@ TARGET_ZONES = """INSERT INTO alert_targets (alert_id, recipient_id) SELECT DIST
 TARGET_REACHED = """INSERT INTO alert_targets (alert_id, recipient_id) SELECT DISTINCT $1, target
     FROM deliveries WHERE alert_id IN (SELECT value FROM {each}($2)) AND kind <> 'siren' AND command = 'send'
     AND state <> 'failed' AND target IN (SELECT id FROM recipients) ON CONFLICT DO NOTHING"""
-# A cancel's own message goes over the very channel and address that reached each recipient.
+# Reached: the provider accepted the message. A `sending` delivery may be on the wire, or only
+# claimed and about to be dropped for the cancel: it has not reached anyone yet.
+REACHED = "('sent', 'delivered')"
+# A cancel's own message goes over the very channel and address that reached each recipient, or
+# that may yet reach them: those still `sending` get theirs only once reached (`WAIT_FOR_REACH`).
 PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT $1, channel, kind, target, address, locale, command, 'pending', 0, CAST($3 AS {{time}}),
     CAST($3 AS {{time}}) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
     AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
     AND state IN ('sending', 'sent', 'delivered') {{participants}} ON CONFLICT DO NOTHING"""
+# Run after PLAN_REACHED, in its transaction: each all-clear ($1's) whose recipient no original ($2)
+# has reached yet waits for all their originals. A later snapshot than PLAN_REACHED's, so an original
+# that settled in between is judged by its final state.
+WAIT_FOR_REACH = f"""INSERT INTO reach_waits (delivery_id, original_id)
+    SELECT n.id, o.id FROM deliveries n JOIN deliveries o ON o.alert_id IN (SELECT value FROM {{each}}($2))
+    AND o.channel = n.channel AND o.target = n.target AND o.command = n.command
+    WHERE n.alert_id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.alert_id IN (SELECT value
+    FROM {{each}}($2)) AND r.channel = n.channel AND r.target = n.target AND r.command = n.command
+    AND r.state IN {REACHED}) ON CONFLICT DO NOTHING"""
+# An all-clear that waits, and none of whose originals has reached its recipient yet.
+REACH_WAITS = f"""EXISTS (SELECT 1 FROM reach_waits w WHERE w.delivery_id = d.id) AND NOT EXISTS (SELECT 1
+    FROM reach_waits w JOIN deliveries o ON o.id = w.original_id WHERE w.delivery_id = d.id AND o.state IN {REACHED})"""
+# ... and none of them can any more: no all-clear is owed.
+UNREACHED = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1 WHERE id IN (
+    SELECT d.id FROM deliveries d WHERE d.id IN (SELECT delivery_id FROM reach_waits) AND d.state = 'pending'
+    AND {REACH_WAITS} AND NOT EXISTS (SELECT 1 FROM reach_waits w JOIN deliveries o ON o.id = w.original_id
+    WHERE w.delivery_id = d.id AND o.state IN {OPEN}))"""
+REACH_WAITS_DONE = f"""DELETE FROM reach_waits WHERE delivery_id IN (SELECT id FROM deliveries
+    WHERE id IN (SELECT delivery_id FROM reach_waits) AND state NOT IN {OPEN})"""
 # An exercise's cancel goes to those reached who still take part in exercises, and to no one else.
 PARTICIPANTS = "AND target IN (SELECT id FROM recipients WHERE exercise)"
 INSERT_PLANNED = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) {{select}} ON CONFLICT DO NOTHING"
@@ -129,8 +158,8 @@ SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
 # A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
     AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""
-# A pending delivery that may go once due. Not for a cancelled alert, unless it stops a siren.
-CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND (d.command = 'cancel'
+# A pending delivery that may go once due, unless it waits. Not for a cancelled alert, unless it stops a siren.
+CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND NOT ({REACH_WAITS}) AND (d.command = 'cancel'
     OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
