@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import gc
 import getpass
 import signal
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -63,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=8900)
 
-    c = cmd("send", send, "Post an alert order (JSON) to a running daemon.")
+    c = cmd("send", send, "Post an alert order (JSON, or CAP 1.2 XML) to a running daemon.")
     c.add_argument("file")
+    c.add_argument("--expires-in", type=duration, metavar="DURATION",
+                   help="a JSON order expires this long from now (2h, 90m, 1h30m, 1d), whatever it says")
     _client_args(c)
     c = cmd("status", status, "Show an alert's progress.")
     c.add_argument("id")
@@ -315,9 +319,37 @@ async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tupl
             return resp.status, await resp.json(content_type=None)
 
 
+_DURATION = re.compile(r"(?:(?P<days>\d+)d)?(?:(?P<hours>\d+)h)?(?:(?P<minutes>\d+)m)?(?:(?P<seconds>\d+)s)?")
+
+
+def duration(text: str) -> dt.timedelta:
+    """`2h`, `90m`, `1h30m`, `1d`, `45s`: a positive span of time."""
+    match = _DURATION.fullmatch(text.strip())
+    span = dt.timedelta(**{k: int(v) for k, v in match.groupdict().items() if v}) if match else dt.timedelta()
+    if span <= dt.timedelta():
+        raise argparse.ArgumentTypeError(f"expected a duration such as 2h, 90m or 1h30m, not {text!r}")
+    return span
+
+
+def with_expiry(body: bytes, expires_in: dt.timedelta, now: dt.datetime) -> bytes:
+    """A JSON order's body with `expires` set `expires_in` after `now` (CAP documents keep their own)."""
+    if body.lstrip().startswith(b"<"):
+        raise errors.AlertdError("--expires-in applies to JSON orders: a CAP document gives its own <expires>")
+    try:
+        order = json.loads(body)
+    except ValueError as exc:
+        raise errors.AlertdError(f"the order is not JSON: {exc}") from None
+    if not isinstance(order, dict):
+        raise errors.AlertdError("the order is not a JSON object")
+    order["expires"] = (now + expires_in).isoformat(timespec="seconds")
+    return json.dumps(order, ensure_ascii=False).encode()
+
+
 def send(args) -> int:
     base, headers = _target(args)
     body = _read(args.file)
+    if args.expires_in:
+        body = with_expiry(body, args.expires_in, model.utcnow())
     # A CAP 1.2 document is XML: its first non-blank byte is `<` (a JSON order's is `{`).
     headers["Content-Type"] = "application/cap+xml" if body.lstrip().startswith(b"<") else "application/json"
     code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
-from alertd import auth, cli, model, store as store_mod
+from alertd import auth, cli, model, orders, store as store_mod
 from tests import helpers
 
 
@@ -195,3 +199,65 @@ def test_a_bad_boundary_file_is_a_one_line_error(tmp_path, capsys, content, says
 def test_a_missing_csv_file_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["subscribers", "import", "--config", config_file(tmp_path), str(tmp_path / "none.csv")]) == 1
     assert "none.csv: cannot read" in one_line_error(capsys)
+
+
+# -- the README's example order, and --expires-in ----------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_order() -> bytes:
+    """The JSON order the README shows, as written there."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.search(r"```json\n(.*?)```", readme, re.S)[1].encode()
+
+
+def test_the_readme_order_is_the_shipped_example_and_is_valid_today():
+    assert json.loads(readme_order()) == json.loads((ROOT / "config" / "order.json").read_bytes())
+    orders.parse(readme_order(), model.utcnow())  # raises when refused
+    later = cli.with_expiry(readme_order(), dt.timedelta(hours=2), model.utcnow())
+    order = orders.parse(later, model.utcnow())
+    assert dt.timedelta(hours=1, minutes=59) < order.expires - model.utcnow() <= dt.timedelta(hours=2)
+
+
+@pytest.mark.parametrize("text, delta", [
+    ("2h", dt.timedelta(hours=2)), ("90m", dt.timedelta(minutes=90)), ("1h30m", dt.timedelta(minutes=90)),
+    ("1d", dt.timedelta(days=1)), ("45s", dt.timedelta(seconds=45)),
+])
+def test_durations(text, delta):
+    assert cli.duration(text) == delta
+
+
+@pytest.mark.parametrize("text", ["", "2", "h", "-2h", "0m", "2 hours", "1.5h", "2h1d"])
+def test_a_bad_duration_is_a_usage_error_naming_the_option(text, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["send", "--token", "x", "--expires-in", text, "order.json"])
+    assert exit.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--expires-in" in err and "Traceback" not in err
+
+
+async def test_send_expires_in_sets_the_expiry_of_a_json_order(daemon, tmp_path, capsys):
+    order = json.loads(readme_order()) | {"expires": "2020-01-01T00:00:00+01:00"}  # overridden
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(order), encoding="utf-8")
+    token = daemon.headers["admin"]["Authorization"].split()[1]
+    url = f"http://127.0.0.1:{daemon.client.port}"
+    before = model.utcnow().replace(microsecond=0)  # the order gives whole seconds
+    argv = ["send", "--url", url, "--token", token, "--expires-in", "2h", str(path)]
+    assert await asyncio.to_thread(cli.main, argv) == 0, capsys.readouterr()
+    out = capsys.readouterr().out  # the daemon, in this process, logs there too
+    accepted = json.loads(re.search(r"^\{$.*?^\}$", out, re.S | re.M)[0])
+    expires = dt.datetime.fromisoformat((await daemon.status(accepted["id"]))["expires"])
+    assert before + dt.timedelta(hours=2) <= expires <= model.utcnow() + dt.timedelta(hours=2)
+
+
+def test_expires_in_refuses_a_cap_document_and_a_file_that_is_not_a_json_object(tmp_path, capsys):
+    from tests import test_cap_api
+
+    (tmp_path / "alert.xml").write_bytes(test_cap_api.document())
+    (tmp_path / "list.json").write_text("[1]")
+    for name, says in (("alert.xml", "CAP document"), ("list.json", "not a JSON object")):
+        argv = ["send", "--url", "http://127.0.0.1:9", "--token", "t", "--expires-in", "2h", str(tmp_path / name)]
+        assert cli.main(argv) == 1
+        assert says in one_line_error(capsys)
