@@ -347,6 +347,9 @@ class Lane:
         self.busy = 0  # deliveries a sender has taken and not finished
         self.below = asyncio.Event()  # `held` fell below `self.mark`
         self.mark = 0
+        # What the lane claimed and has not recorded yet (queued, on the wire, or done), with the
+        # lease as last renewed: `_renew` keeps it from running out under a slow provider.
+        self.owned: dict[int, dt.datetime] = {}
 
     @property
     def held(self) -> int:
@@ -354,6 +357,7 @@ class Lane:
 
     async def run(self, until_idle: bool = False) -> None:
         senders = [asyncio.create_task(self._sender()) for _ in range(self.channel.concurrency)]
+        senders.append(asyncio.create_task(self._renew()))
         self.d._lanes.add(self)
         try:
             await self._feed(until_idle)
@@ -394,14 +398,52 @@ class Lane:
     async def _claim(self) -> list[model.Delivery]:
         """Record what is done and claim enough to keep three rounds of calls in hand."""
         done, self.done = self.done, []
+        # Being recorded: no renewal of theirs may take them for lost meanwhile.
+        recording = {o.delivery_id: self.owned.pop(o.delivery_id) for o in done if o.delivery_id in self.owned}
         want = min(self.d.settings.batch_size, 3 * self.channel.concurrency - self.held)
         try:
-            return await self.d.store.claim(
+            batch = await self.d.store.claim(
                 self.name, self.d.owner, self.d.clock(), want, self.d.settings.lease, done
             )
         except BaseException:
             self.done[:0] = done
+            self.owned.update(recording)
             raise
+        self._note_lapsed(batch)
+        # One of ours whose lease lapsed under us and came back to us is still in hand: not twice.
+        fresh = [d for d in batch if d.id not in self.owned]
+        self.owned.update((d.id, d.lease_until) for d in fresh)
+        return fresh
+
+    def _note_lapsed(self, batch: list[model.Delivery]) -> None:
+        lapsed = [d for d in batch if d.last_error == store_mod.LAPSED]
+        if lapsed:
+            log.warning(
+                "leases lapsed: claimed again, their messages may go twice", channel=self.name, count=len(lapsed),
+                alert_ids=sorted({d.alert_id for d in lapsed}), delivery_ids=[d.id for d in lapsed[:20]],
+            )
+
+    async def _renew(self) -> None:
+        """Every third of a lease, extend the leases of all the lane holds, in one statement: a
+        call on the wire for longer than a lease is not claimed and sent again."""
+        while True:
+            await asyncio.sleep(self.d.settings.lease.total_seconds() / 3)
+            try:
+                await self._renew_once()
+            except Exception:  # the store is down: try again at the next tick, before the lease ends
+                log.exception("lease renewal failed", channel=self.name)
+
+    async def _renew_once(self) -> None:
+        ids = list(self.owned)
+        now = self.d.clock()
+        until = now + self.d.settings.lease
+        kept = await self.d.store.renew(ids, self.d.owner, until)
+        lost = [i for i in ids if i not in kept and i in self.owned]
+        for i in ids:
+            if i in self.owned:
+                self.owned[i] = until if i in kept else now  # a lost lease: not to be begun (`deliver`)
+        if lost:
+            log.warning("leases lost before renewal", channel=self.name, count=len(lost), delivery_ids=lost[:20])
 
     async def _until_below(self, mark: int, timeout: float | None = None) -> None:
         """Wait until the lane holds fewer than `mark` deliveries. The senders only wake the feeder
@@ -424,9 +466,12 @@ class Lane:
             try:
                 # Not `self.done.append(await ...)`: that binds the list before the await, and the
                 # feeder swaps `self.done` for a fresh one while the call is on the wire.
-                outcome = await self.d.deliver(self.channel, delivery)
+                lease = self.owned.get(delivery.id, delivery.lease_until)
+                outcome = await self.d.deliver(self.channel, dataclasses.replace(delivery, lease_until=lease))
                 if outcome is not None:
                     self.done.append(outcome)
+                else:
+                    self.owned.pop(delivery.id, None)
             except Exception:  # the store failed us: the lease brings the delivery back
                 log.exception("delivery failed to run", channel=self.name, delivery_id=delivery.id)
             finally:

@@ -23,6 +23,11 @@ from alertd import errors, model
 from alertd.store import audit, progress, sirens
 
 
+# What a claim writes as `last_error` of a delivery it took from a lapsed lease: whoever held it may
+# have sent it, and it may go twice.
+LAPSED = "claimed again: an earlier claim's lease lapsed before its outcome was recorded"
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and bring the schema up to date (migrations are idempotent)."""
@@ -167,7 +172,12 @@ class Store(Protocol):
         cancelled alert is not claimed unless its command is `cancel`; a lapsed one is (the
         dispatcher settles it cancelled without sending). A siren `cancel` is not claimed while the
         `activate` of its alert and target is pending or sending, so it never overtakes it. Oldest
-        `next_at` first."""
+        `next_at` first. A delivery taken from a lapsed lease comes back with `last_error` set to
+        `LAPSED` (and only then: a claim clears an earlier one)."""
+
+    async def renew(self, ids: Sequence[int], owner: str, until: dt.datetime) -> set[int]:
+        """Extend to `until` the leases of those of `ids` still `sending` under `owner`; the ids
+        renewed (one missing was claimed again by someone else, or settled)."""
 
     async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
         """Write the outcomes of claimed deliveries in one transaction. Only rows still `sending`

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alertd import errors, model
+from alertd import errors, model, store as store_mod
 from alertd.store import audit, planning, progress, sirens, sql
 
 
@@ -244,8 +244,16 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
     ) -> list[model.Delivery]:
         async with self._tx() as conn:
             await self._record(conn, done, now)
-            rows = await conn.fetch(sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease))
+            rows = await conn.fetch(
+                sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease), store_mod.LAPSED
+            )
         return sorted((model.Delivery.from_row(r) for r in rows), key=lambda d: (d.next_at, d.id))
+
+    async def renew(self, ids: Sequence[int], owner: str, until: dt.datetime) -> set[int]:
+        if not ids:
+            return set()
+        rows = await self._fetch(sql.RENEW, json.dumps(list(ids)), owner, self._t(until))
+        return {r["id"] for r in rows}
 
     async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
         async with self._tx() as conn:

@@ -172,8 +172,12 @@ CLAIM = f"""WITH picked AS (
     UNION ALL
     {CLAIM_BRANCH.format(due=LAPSED, name="lapsed", lock="{lock}")}
     ORDER BY next_at, id LIMIT $3)
-UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2
+UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2,
+    last_error = CASE WHEN state = 'sending' THEN $6 WHEN last_error = $6 THEN NULL ELSE last_error END
 WHERE id IN (SELECT id FROM picked) RETURNING *"""
+# The leases of what an owner has in hand, extended while its calls are on the wire.
+RENEW = """UPDATE deliveries SET lease_until = $3 WHERE id IN (SELECT CAST(value AS BIGINT) FROM {each}($1))
+    AND owner = $2 AND state = 'sending' RETURNING id"""
 # A retry of a delivery whose alert was cancelled meanwhile is cancelled instead: nothing would claim it.
 RECORD = f"""UPDATE deliveries SET
     state = CASE WHEN $2 = 'pending' AND command <> 'cancel' AND EXISTS (SELECT 1 FROM alerts a
