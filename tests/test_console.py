@@ -196,3 +196,37 @@ async def test_sign_in_watch_an_alert_complete_and_cancel_another(served, browse
 
     assert elsewhere == [] and problems == []
     helpers.REPORT.append(f"console: browser test {time.monotonic() - started:.1f}s, screenshots in {ARTIFACTS}")
+
+
+async def test_a_siren_that_did_not_sound_or_awaits_a_retry_is_not_shown_ready(served, browser, fakes_url):
+    base, tokens, _ = served
+    sirens = testing.FakeControl(fakes_url, "siren")
+    await sirens.reset()
+    await sirens.fail(status=422, code="fault", to="siren-lyon-1", times=None)  # refused: it cannot sound
+    await sirens.fail(status=500, retry_after=600, to="siren-paris-1", times=None)  # retried in 10 min
+    try:
+        lyon = await send(base, tokens[model.Role.ISSUER], channels=["siren"], identifier="lyon",
+                          area={"zones": [helpers.LYON], "description": "Lyon"})
+        paris = await send(base, tokens[model.Role.ISSUER], channels=["siren"], identifier="paris")
+        page = await browser.new_page(viewport=LAPTOP, locale="fr-FR")
+        await sign_in(page, base, tokens[model.Role.OPERATOR])
+        await page.goto(f"{base}/console#/sirens")
+        rows = {siren: page.locator(f"tr[data-siren={siren}]") for siren in ("siren-lyon-1", "siren-paris-1")}
+        await expect(rows["siren-paris-1"]).to_have_attribute("data-status", "retrying", timeout=WAIT)
+        await expect(rows["siren-lyon-1"]).to_have_attribute("data-status", "failed", timeout=WAIT)
+        await expect(rows["siren-lyon-1"].locator("td").first).to_contain_text("commande non exécutée")
+        await expect(rows["siren-paris-1"].locator("td").first).to_contain_text("nouvel essai prévu")
+        for row in rows.values():
+            await expect(row.locator("td").first).not_to_contain_text("prête")
+        await expect(rows["siren-lyon-1"].locator("td.reason")).to_contain_text("HTTP 422")
+        await page.screenshot(path=ARTIFACTS / "console-sirens-failed.png")
+        for alert_id, siren, status in ((lyon, "siren-lyon-1", "failed"), (paris, "siren-paris-1", "retrying")):
+            await page.goto(f"{base}/console#/alerts/{alert_id}")  # the alert page agrees
+            await expect(page.locator(f"li[data-siren={siren}]")).to_have_attribute("data-status", status, timeout=WAIT)
+        await sirens.reset()  # the gateway is well again: a later alert's activation goes through
+        await send(base, tokens[model.Role.ISSUER], channels=["siren"], identifier="paris-again")
+        # The first Paris alert's page, left open, follows the siren without an event of its own.
+        await expect(page.locator("li[data-siren=siren-paris-1]")).to_have_attribute("data-status", "activated",
+                                                                                       timeout=WAIT)
+    finally:
+        await sirens.reset()

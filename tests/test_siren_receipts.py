@@ -97,7 +97,7 @@ async def test_a_failed_ack_fails_the_delivery_with_the_reason(daemon):
     assert {t: d["state"] for t, d in deliveries.items()} == {PARIS_SIREN: "failed", "fault-paris-2": "failed"}
     assert "did not sound" in deliveries[PARIS_SIREN]["last_error"]
     assert "fault" in deliveries["fault-paris-2"]["last_error"]
-    assert (await states(daemon, None))[PARIS_SIREN].state == "fault"
+    assert (await states(daemon, None))[PARIS_SIREN].state == "failed"
 
 
 async def test_a_busy_siren_is_commanded_again_then_delivered(daemon):
@@ -152,6 +152,54 @@ async def test_an_activation_never_acknowledged_failed_to_sound(daemon):
     assert [(e["alert_id"], e["siren_id"]) for e in warned] == [(failed.alert_id, PARIS_SIREN)]
     assert (await post_receipt(daemon, ack(delivery))).status == 204  # too late: it stays failed
     assert (await daemon.store.get_delivery(delivery["id"])).state is model.State.FAILED
+
+
+# -- the state both pages show ------------------------------------------------------------------
+
+
+async def shown(daemon, alert_id: str, siren: str = PARIS_SIREN) -> tuple[str, str]:
+    """The siren's status on the sirens page's route and on the alert page's route."""
+    overall = {s["id"]: s for s in (await (await daemon.get("/v1/sirens")).json())["sirens"]}
+    of_alert = {s["id"]: s for s in (await (await daemon.get(f"/v1/alerts/{alert_id}/sirens")).json())["sirens"]}
+    assert of_alert[siren]["last"]["alert_id"] == alert_id
+    return overall[siren]["status"], of_alert[siren]["status"]
+
+
+async def test_a_command_retried_after_http_500_then_not_sounding_is_never_ready(daemon):
+    await receipts_on(daemon)
+    await heartbeat(daemon, sirens=[PARIS_SIREN, "siren-lyon-1"])  # healthy, and heard from
+    await daemon.siren.fail(status=500, to=PARIS_SIREN)  # the gateway fails once
+    alert = await daemon.send(channels=["siren"])
+    await daemon.dispatcher.run_until_idle()  # only what is due now: the retry waits
+    waiting = (await siren_deliveries(daemon, alert["id"]))[PARIS_SIREN]
+    assert (waiting["state"], waiting["attempts"]) == ("pending", 1) and "HTTP 500" in waiting["last_error"]
+    assert await shown(daemon, alert["id"]) == ("retrying", "retrying")
+
+    await daemon.siren.fail(status=202, code="failed", to=PARIS_SIREN)  # accepted, then did not sound
+    await daemon.drain()
+    await acked(daemon)
+    assert (await siren_deliveries(daemon, alert["id"]))[PARIS_SIREN]["state"] == "failed"
+    assert await shown(daemon, alert["id"]) == ("failed", "failed")
+    await heartbeat(daemon, sirens=[PARIS_SIREN])  # healthy again: it still did not sound
+    assert await shown(daemon, alert["id"]) == ("failed", "failed")
+    sirens = {s["id"]: s for s in (await (await daemon.get("/v1/sirens")).json())["sirens"]}
+    assert sirens[PARIS_SIREN]["last"]["error"] and sirens["siren-lyon-1"]["status"] == "ready"
+
+
+async def test_both_pages_show_the_sirens_state_now_beside_each_alerts_command(daemon):
+    await receipts_on(daemon)
+    await heartbeat(daemon, sirens=[PARIS_SIREN, "siren-lyon-1"])
+    first = await daemon.send(channels=["siren"], identifier="first")
+    await daemon.drain()
+    await acked(daemon)
+    assert await shown(daemon, first["id"]) == ("activated", "activated")
+    await daemon.siren.fail(status=202, code="failed", to=PARIS_SIREN)
+    second = await daemon.send(channels=["siren"], identifier="second")
+    await daemon.drain()
+    await acked(daemon)
+    assert await shown(daemon, first["id"]) == await shown(daemon, second["id"]) == ("failed", "failed")
+    of_first = (await (await daemon.get(f"/v1/alerts/{first['id']}/sirens")).json())["sirens"]
+    assert [(s["last"]["command"], s["last"]["state"]) for s in of_first] == [("activate", "delivered")]
 
 
 # -- who may post --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Siren health: what each siren's gateway last said about it, and the state operators see.
+"""Siren health: what each siren's gateway last said about it, and the state operators see (as
+`alertd.sirenstate` decides it from that health and the siren's last command).
 
 The gateway's heartbeats (mains, battery, fault, sabotage) and acknowledgements land in
 `siren_status`, one row per siren (the protocol is in `alertd.fakes.siren`). Two clocks meet here:
@@ -14,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alertd import model
+from alertd import model, sirenstate
 
 MIGRATION = (5, (
     # `silent`: the siren's silence was reported (logged) once; its next heartbeat clears it.
@@ -24,8 +25,9 @@ MIGRATION = (5, (
         silent BOOLEAN NOT NULL DEFAULT FALSE)""",
 ))
 
+# The states `alertd.metrics` exports even when no siren holds them; the others (`sirenstate.STATES`)
+# are exported while a siren holds them.
 STATES = ("ready", "activated", "fault", "sabotage", "no_heartbeat")
-ACTIVE = frozenset({model.State.SENT, model.State.DELIVERED})
 
 # Only a later heartbeat (by the gateway's clock) replaces the one kept.
 # Hearing from a siren always counts (`at`, alertd's clock); its health is the latest report by
@@ -71,56 +73,42 @@ class Heartbeat:
 
 @dataclasses.dataclass(frozen=True)
 class SirenState:
-    """A siren as operators see it: where it is, its state, and its last reported health."""
+    """A siren as operators see it: where it is, its state (`sirenstate.decide`), its last reported
+    health, and the last command the state was decided from."""
 
     siren_id: str
     zone: str
     label: str
     lat: float | None
     lon: float | None
-    state: str  # one of `STATES`
+    state: str  # one of `sirenstate.STATES`
     last_heartbeat: dt.datetime | None  # when alertd last heard from it (alertd's clock)
+    silent: bool = False  # not heard from within the heartbeat timeout (`sirenstate.silent`)
     battery: float | None = None
     mains: bool | None = None
     fault: bool = False
     sabotage: bool = False
     last_ack: str | None = None  # activated | failed | busy
     last_ack_at: dt.datetime | None = None
+    last_command: model.Delivery | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """Its health as the API shows it (the last command is shown apart, by the caller)."""
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "last_command"}
         times = {k: getattr(self, k) and getattr(self, k).isoformat() for k in ("last_heartbeat", "last_ack_at")}
-        return dataclasses.asdict(self) | times
-
-
-def state_of(
-    heard_at: dt.datetime | None, fault: bool, sabotage: bool, last: model.Delivery | None,
-    now: dt.datetime, stale_after: dt.timedelta | None,
-) -> str:
-    """The one state to show. Silence first (nothing else is known to hold), then sabotage and
-    fault; a failed command is a fault until the siren reports again. `stale_after` None: the
-    gateway sends no heartbeats, so silence means nothing."""
-    if stale_after is not None and (heard_at is None or heard_at <= now - stale_after):
-        return "no_heartbeat"
-    if sabotage:
-        return "sabotage"
-    failed = last is not None and last.state is model.State.FAILED
-    if fault or (failed and (heard_at is None or heard_at < last.updated_at)):
-        return "fault"
-    if last is not None and last.command != "cancel" and last.state in ACTIVE:
-        return "activated"
-    return "ready"
+        return shown | times
 
 
 def from_row(
     row: Mapping[str, Any], last: model.Delivery | None, now: dt.datetime, stale_after: dt.timedelta | None
 ) -> SirenState:
-    heard_at = model.to_utc(row["heard_at"])
-    fault, sabotage = bool(row["fault"]), bool(row["sabotage"])
+    health = sirenstate.Health(model.to_utc(row["heard_at"]), bool(row["fault"]), bool(row["sabotage"]))
     return SirenState(
         siren_id=row["id"], zone=row["zone"], label=row["label"] or "", lat=row["lat"], lon=row["lon"],
-        state=state_of(heard_at, fault, sabotage, last, now, stale_after), last_heartbeat=heard_at,
-        battery=row["battery"], mains=None if row["mains"] is None else bool(row["mains"]), fault=fault,
-        sabotage=sabotage, last_ack=row["last_ack"], last_ack_at=model.to_utc(row["last_ack_at"]),
+        state=sirenstate.decide(last, health, now, stale_after), last_heartbeat=health.heard_at,
+        silent=sirenstate.silent(health, now, stale_after), battery=row["battery"],
+        mains=None if row["mains"] is None else bool(row["mains"]), fault=health.fault, sabotage=health.sabotage,
+        last_ack=row["last_ack"], last_ack_at=model.to_utc(row["last_ack_at"]), last_command=last,
     )
 
 

@@ -1,8 +1,9 @@
-"""Sirens as operators see them: each one's last known state, overall or in one alert.
+"""Sirens as operators see them: each one's state, overall or among one alert's sirens.
 
-Overall, a siren's state is `store.siren_states`: its gateway's heartbeats (mains, battery, fault,
-sabotage, silence) and its last command. In one alert, it is what that alert's last command to it
-became.
+A siren's state is one decision (`alertd.sirenstate.decide`, read through `store.siren_states`): its
+last command, whatever the alert, then its gateway's heartbeats. Both routes show that same state,
+so the sirens page and an alert's page agree; an alert's route adds that alert's latest command to
+each of its sirens.
 """
 
 from __future__ import annotations
@@ -12,26 +13,12 @@ import datetime as dt
 from aiohttp import web
 
 from alertd import auth, model, web as web_mod
+from alertd.store import sirens as siren_store
 from alertd.web import alerts
 
 routes = web.RouteTableDef()
 
 PAGE = 1000
-WAITING = frozenset({model.State.PENDING, model.State.SENDING})
-DONE = frozenset({model.State.SENT, model.State.DELIVERED})
-
-
-def status(delivery: model.Delivery | None) -> str:
-    """unknown (never commanded), commanded (a command on its way), activated, ready, or fault."""
-    if delivery is None:
-        return "unknown"
-    if delivery.state in WAITING:
-        return "commanded"
-    if delivery.state is model.State.FAILED:
-        return "fault"
-    if delivery.state in DONE and delivery.command != "cancel":
-        return "activated"
-    return "ready"  # stopped, or its command was never sent (cancelled, expired)
 
 
 def _last(delivery: model.Delivery | None) -> dict | None:
@@ -43,8 +30,10 @@ def _last(delivery: model.Delivery | None) -> dict | None:
     }
 
 
-def siren_json(siren: model.Siren, delivery: model.Delivery | None) -> dict:
-    return siren.to_json() | {"status": status(delivery), "last": _last(delivery)}
+def siren_json(siren: siren_store.SirenState, last: model.Delivery | None) -> dict:
+    """`status`: the siren's state; `last`: the command shown beside it; `health`: its heartbeats."""
+    return {"id": siren.siren_id, "zone": siren.zone, "label": siren.label, "lat": siren.lat, "lon": siren.lon,
+            "status": siren.state, "last": _last(last), "health": siren.to_json()}
 
 
 def stale_after(app: web.Application) -> dt.timedelta | None:
@@ -54,23 +43,22 @@ def stale_after(app: web.Application) -> dt.timedelta | None:
     return dt.timedelta(seconds=min(known)) if known else None
 
 
+async def states(request: web.Request) -> list[siren_store.SirenState]:
+    return await request.app[web_mod.STORE].siren_states(web_mod.now(request), stale_after(request.app))
+
+
 @routes.get("/v1/sirens")
 async def index(request: web.Request) -> web.Response:
+    """Every siren of the caller's jurisdiction: its state, and its last command (any alert)."""
     token = await web_mod.caller(request)  # any role: each sees the sirens of its jurisdiction
-    store = request.app[web_mod.STORE]
-    last = await store.last_siren_deliveries()
-    states = await store.siren_states(web_mod.now(request), stale_after(request.app))
-    mine = [s for s in states if not auth.outside(token, [s.zone])]
-    return web.json_response({"sirens": [
-        {"id": s.siren_id, "zone": s.zone, "label": s.label, "lat": s.lat, "lon": s.lon, "status": s.state,
-         "last": _last(last.get(s.siren_id)), "health": s.to_json()}
-        for s in mine
-    ]})
+    mine = [s for s in await states(request) if not auth.outside(token, [s.zone])]
+    return web.json_response({"sirens": [siren_json(s, s.last_command) for s in mine]})
 
 
 @routes.get("/v1/alerts/{id}/sirens")
 async def of_alert(request: web.Request) -> web.Response:
-    """The sirens the alert commanded, each with the state of its latest command in this alert."""
+    """The sirens the alert commanded: each one's state (as `GET /v1/sirens` says it), and the
+    alert's latest command to it."""
     _, alert = await alerts._readable(request)
     store = request.app[web_mod.STORE]
     latest: dict[str, model.Delivery] = {}
@@ -78,8 +66,8 @@ async def of_alert(request: web.Request) -> web.Response:
         if kind is model.Kind.SIREN:
             for delivery in await _all(store, alert.id, channel):
                 latest[delivery.target] = delivery  # in id order: a cancel follows its activate
-    sirens = [s for s in await store.list_sirens() if s.id in latest]
-    return web.json_response({"sirens": [siren_json(s, latest[s.id]) for s in sirens]})
+    sirens = [s for s in await states(request) if s.siren_id in latest]
+    return web.json_response({"sirens": [siren_json(s, latest[s.siren_id]) for s in sirens]})
 
 
 async def _all(store, alert_id: str, channel: str) -> list[model.Delivery]:

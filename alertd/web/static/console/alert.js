@@ -12,6 +12,9 @@ import {dateTime, number, t} from './i18n.js';
 const CAN_CANCEL = ['issuer', 'admin'];
 const CANCELLABLE = ['planning', 'active', 'completed', 'draft']; // a completed alert may still have sirens sounding
 const RELOAD_MS = 2000; // sirens and failures follow the counts, at most this often
+// And the sirens also as often as on the sirens page: their state moves without the alert's counts
+// (heartbeats, a later command), and both pages must say the same.
+const SIRENS_MS = 5000;
 const FAILED_SHOWN = 50;
 
 export function show(root, id, me) {
@@ -23,6 +26,7 @@ export function show(root, id, me) {
     texts: h('div'), failed: h('div')};
   let frame = 0;
   let reloadAt = 0;
+  let sirensTimer = 0;
 
   function drawHead() {
     const a = st.alert;
@@ -93,9 +97,14 @@ export function show(root, id, me) {
     }
   }
 
-  async function loadSirens() {
+  async function loadSirens() { // each siren's state is the API's, shown as is
     st.sirens = (await api(`${path}/sirens`, {signal})).sirens;
     fill(part.area, area.draw(st.alert.area, st.sirens));
+  }
+
+  async function pollSirens() {
+    await loadSirens().catch(() => {});
+    if (!signal.aborted) sirensTimer = setTimeout(pollSirens, SIRENS_MS);
   }
 
   async function loadFailed() {
@@ -186,7 +195,8 @@ export function show(root, id, me) {
     st.counts = st.alert.counts;
     draw();
     loadTexts();
-    Promise.all([loadSirens(), loadFailed()]).catch(() => {});
+    pollSirens();
+    loadFailed().catch(() => {});
     // From seq 0: every row so far (the curve's history), then each new one live.
     follow(`${path}/events`, 0, onEvent, signal).catch((err) => {
       part.counts.append(h('p', {class: 'error'}, err.message));
@@ -202,5 +212,5 @@ export function show(root, id, me) {
       section(t('texts.title'), part.texts),
       h('section', {class: 'card span'}, h('h2', {}, t('failed.title')), part.failed)));
   start();
-  return {stop() { controller.abort(); cancelAnimationFrame(frame); }};
+  return {stop() { controller.abort(); cancelAnimationFrame(frame); clearTimeout(sirensTimer); }};
 }

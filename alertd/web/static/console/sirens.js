@@ -1,4 +1,4 @@
-// Every siren of the caller's jurisdiction with its last known state, refreshed every few seconds.
+// Every siren of the caller's jurisdiction with its state as the API decides it, refreshed every few seconds.
 
 import {api} from './api.js';
 import {h} from './dom.js';
@@ -9,14 +9,15 @@ const REFRESH_MS = 5000;
 function last(siren) {
   const d = siren.last;
   if (!d) return '—';
-  return h('span', {}, `${t('command.' + d.command)} · ${t('state.' + d.state)} · `,
+  return h('span', {}, `${t('command.' + d.command)} · ${t('last.' + d.state)} · `,
     h('a', {href: `#/alerts/${encodeURIComponent(d.alert_id)}`}, d.at ? dateTime(d.at) : d.alert_id));
 }
 
-// What the gateway last said of the siren: silence, or its mains and battery.
+// What the gateway last said of the siren: silence, or its mains and battery. The state itself
+// (`status`) is the API's decision, shown as is.
 function health(siren) {
   const hb = siren.health || {};
-  if (siren.status === 'no_heartbeat') {
+  if (hb.silent) {
     return hb.last_heartbeat ? t('siren.silent_since', {at: dateTime(hb.last_heartbeat)}) : t('siren.never_heard');
   }
   if (hb.mains === null || hb.mains === undefined) return '';
