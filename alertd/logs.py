@@ -2,14 +2,19 @@
 
 Everything goes through the standard library's root logger, so aiohttp's, twilio's and our own
 structlog lines come out in one format, each carrying the context bound with
-``structlog.contextvars.bind_contextvars(alert_id=...)``. `redact` runs last on every line.
+``structlog.contextvars.bind_contextvars(alert_id=...)``. `redact` runs last on every line. What
+Python itself would print to stderr (an uncaught exception, one ignored in a destructor, one in a
+thread, an asyncio loop's "Task exception was never retrieved") is logged the same way: in
+production every line on stderr is JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -29,6 +34,7 @@ CREDENTIAL = re.compile(r"(?i)\b(basic|bearer)\s+[\w.~+/=-]+")
 QUIET = ("twilio", "hpack", "apscheduler")
 
 _handler: logging.Handler | None = None
+_python = logging.getLogger("python")  # the voice of what Python would print itself
 
 
 def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +76,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO = sys.stder
     # that it skipped the next one. That is the intended behaviour (max_instances=1), not news.
     logging.getLogger("apscheduler.scheduler").setLevel(max(numeric, logging.ERROR))
     logging.captureWarnings(True)
+    sys.excepthook = _uncaught
+    sys.unraisablehook = _unraisable
+    threading.excepthook = _thread_uncaught
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -82,6 +91,38 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO = sys.stder
         # Loggers created at import time must follow a later configure(): no caching.
         cache_logger_on_first_use=False,
     )
+
+
+def watch(loop: asyncio.AbstractEventLoop) -> None:
+    """Log what the loop reports (a task's exception never retrieved, a callback's failure) here."""
+    loop.set_exception_handler(_loop_exception)
+
+
+def _loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    detail = {k: repr(v) for k, v in context.items() if k not in ("message", "exception")}
+    structlog.get_logger("asyncio").error(
+        context.get("message", "unhandled exception in the event loop"),
+        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None, **detail,
+    )
+
+
+def _uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    _python.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    info = (unraisable.exc_type, exc, unraisable.exc_traceback) if exc is not None else None
+    where = unraisable.err_msg or "Exception ignored in"
+    _python.error("%s: %r", where, unraisable.object, exc_info=info)
+
+
+def _thread_uncaught(args: Any) -> None:
+    if args.exc_type is SystemExit:  # a thread's way to end, as for the default hook
+        return
+    info = (args.exc_type, args.exc_value, args.exc_traceback)
+    _python.error("uncaught exception in thread %s", getattr(args.thread, "name", "?"), exc_info=info)
 
 
 def _shared() -> list[Any]:

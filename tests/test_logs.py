@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 import structlog
@@ -115,3 +117,48 @@ def test_unknown_level_or_format_is_a_configuration_error(capture):
         capture(level="chatty")
     with pytest.raises(errors.ConfigError):
         capture(fmt="xml")
+
+
+# What Python would print itself: an uncaught exception, one in a destructor, one in a thread, a
+# task's exception never retrieved. Each must come out as one JSON line, redacted like any other.
+UNRULY = """
+import asyncio, gc, threading
+from alertd import logs
+
+logs.configure("info", "auto")
+
+class Broken:
+    def __del__(self):
+        raise RuntimeError("in a destructor")
+
+async def fail():
+    raise ValueError("never retrieved +33612345678")
+
+async def main():
+    logs.watch(asyncio.get_running_loop())
+    task = asyncio.ensure_future(fail())
+    await asyncio.sleep(0)
+    del task
+    gc.collect()
+
+asyncio.run(main())
+Broken()
+gc.collect()
+thread = threading.Thread(target=lambda: 1 / 0, name="worker")
+thread.start()
+thread.join()
+raise LookupError("uncaught")
+"""
+
+
+def test_what_python_would_print_itself_is_logged_as_json():
+    done = subprocess.run([sys.executable, "-c", UNRULY], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    records = [json.loads(line) for line in done.stderr.splitlines()]  # every line, or it fails here
+    by_error = {r["exception"].strip().rsplit("\n", 1)[-1]: r for r in records}
+    assert set(by_error) == {
+        "ValueError: never retrieved …678", "RuntimeError: in a destructor",
+        "ZeroDivisionError: division by zero", "LookupError: uncaught",
+    }
+    assert by_error["ValueError: never retrieved …678"]["event"] == "Task exception was never retrieved"
+    assert by_error["LookupError: uncaught"]["level"] == "critical"

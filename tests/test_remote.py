@@ -12,6 +12,7 @@ import marshal
 import os
 import pathlib
 import signal
+import sys
 
 import pytest
 from aiohttp import test_utils
@@ -511,3 +512,49 @@ async def test_a_message_dropped_for_a_cancel_is_recorded_cancelled_not_failed(d
     outcome = await daemon.dispatcher.deliver(sms_channel, held)
     assert outcome.state is model.State.CANCELLED and outcome.last_error is None
     assert await daemon.sms.received() == []
+
+
+# -- the log when the daemon is killed -------------------------------------------------------------
+
+# A daemon in miniature: a channel in one sending process, slow calls handed over, then "handed".
+KILLED_PARENT = """
+import asyncio, json, sys
+from alertd import logs, model
+from alertd.channels import remote
+
+async def main():
+    logs.configure("info", "auto")
+    settings = json.loads(sys.stdin.readline())
+    chan = remote.Remote("twilio", settings, remote.channels.Context("http://127.0.0.1:9", "sms"), 1)
+    await chan.start()
+    message = lambda i, to: model.Message(i, "a-killed", model.Kind.SMS, to, "Mise à l'abri")
+    slow = [asyncio.create_task(chan.send(message(i, sys.argv[1]))) for i in range(20)]
+    await chan.send(message(99, sys.argv[2]))  # answered after the child took the slow calls
+    print("handed", flush=True)
+    await asyncio.sleep(60)  # killed meanwhile
+
+asyncio.run(main())
+"""
+
+
+async def test_a_child_whose_daemon_is_killed_mid_send_writes_only_json(fakes_url, twilio):
+    await twilio.fail(delay=1, to=SLOW, times=None)  # answered after the daemon is gone
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_PARENT, SLOW, FAST,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        parent.stdin.write(json.dumps(twilio_settings(fakes_url)).encode() + b"\n")
+        assert await asyncio.wait_for(parent.stdout.readline(), 30) == b"handed\n"
+        parent.kill()
+        # The child shares the parent's stderr: it is at its end once the child has exited too.
+        err = await asyncio.wait_for(parent.stderr.read(), 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            parent.kill()
+        await parent.wait()
+    lines = err.decode().splitlines()
+    records = [json.loads(line) for line in lines]  # every line, or the test fails here
+    gone = [r for r in records if r.get("logger") != "alertd.channels.remote" or "started" not in r["event"]]
+    assert len(gone) <= 1, records  # the child ends quietly: one line at most
+    assert len([r for r in await twilio.received() if r["to"] == SLOW]) == 20  # the calls on the wire went out

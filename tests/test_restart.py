@@ -6,7 +6,11 @@ its port accepts connections loses them, and those deliveries stay `sent` for ev
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 
 import aiohttp
 
@@ -15,6 +19,15 @@ from tests import helpers, test_crash
 
 N = test_crash.N
 CONCURRENCY = 10
+
+
+def start_daemon(config_path, log) -> subprocess.Popen:
+    """`test_crash.start_daemon`, its log (and its sending processes') appended to the file `log`."""
+    env = os.environ | {"ALERTD_LOG__LEVEL": "warning"}
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alertd.cli", "serve", "--config", str(config_path)], env=env, stderr=err
+        )
 
 
 async def callbacks(fakes_url: str) -> dict:
@@ -58,7 +71,8 @@ async def test_a_restarted_daemon_hears_every_callback_for_what_it_sends(tmp_pat
     await sms.fail(delay=0.1, times=None)  # a slow provider keeps the fan-out going long enough
     base = f"http://127.0.0.1:{port}"
 
-    daemon = test_crash.start_daemon(path)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(path, log)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async def up():
             try:
@@ -89,7 +103,7 @@ async def test_a_restarted_daemon_hears_every_callback_for_what_it_sends(tmp_pat
         sent_before = len(await sms.received())
         assert sent_before < N, "the fan-out finished before the kill; slow the fake down"
 
-        daemon = test_crash.start_daemon(path)
+        daemon = start_daemon(path, log)
         try:
             await test_crash.wait_until(up, 20, "the restarted daemon")
 
@@ -106,6 +120,10 @@ async def test_a_restarted_daemon_hears_every_callback_for_what_it_sends(tmp_pat
             daemon.terminate()
             daemon.wait(10)
 
+    # Every line of the log is JSON, the killed daemon's sending processes' too: one line each about it.
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    farewells = [r["pid"] for r in records if r["event"] == "the daemon is gone: its answers dropped"]
+    assert sorted(farewells) == sorted(senders)
     after = posted[before:]
     refused = [p for p in after if not p["accepted"]]
     helpers.REPORT.append(

@@ -16,7 +16,8 @@ here, never in argv or the environment), then lists of ``(seq, message)``; the c
 ``{"ready": True}`` once started, then lists of ``(seq, result)``. Each side gathers what it has to
 say for a millisecond into one frame.
 A child ignores SIGINT and SIGTERM: it stops when its stdin closes, after answering the calls on the
-wire. A child that dies, or owes an answer for longer than three provider timeouts (it is then
+wire; when the daemon was killed, nobody reads those answers: the child drops them, says so in one
+log line, and exits. It logs JSON from its first line (`logs`), whatever goes wrong. A child that dies, or owes an answer for longer than three provider timeouts (it is then
 killed), fails its calls on the wire as transient (the retry policy sends them again) and is started
 again for the next message; one that cannot start again fails the calls as transient at once for
 `RESTART_PAUSE` seconds.
@@ -318,7 +319,43 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 # -- the child --------------------------------------------------------------------------------------
 
 
+class Answers:
+    """The child's end of the answers pipe. Once the daemon has closed it (killed: a daemon that
+    stops closes our stdin and reads on), what is left to say is dropped, not written to no one."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.dropped = 0  # frames
+
+    @property
+    def gone(self) -> bool:
+        return self.writer.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.gone:
+            self.dropped += 1
+        else:
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        with contextlib.suppress(ConnectionError):  # the daemon went meanwhile
+            await self.writer.drain()
+
+    def farewell(self) -> None:
+        """The one line a child whose daemon is gone writes about it."""
+        if self.gone:
+            log.warning("the daemon is gone: its answers dropped", frames=self.dropped, pid=os.getpid())
+
+
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    answers = Answers(writer)
+    try:
+        await _serve(reader, answers)
+    finally:
+        answers.farewell()
+
+
+async def _serve(reader: asyncio.StreamReader, answers: Answers) -> None:
     try:
         spec = await read_frame(reader)
     except asyncio.IncompleteReadError:
@@ -329,14 +366,14 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         channel = cls(spec["settings"], channels.Context(**spec["context"]))
         await channel.start()
     except Exception as exc:  # reported to the daemon, which refuses to start
-        writer.write(frame({"error": f"{type(exc).__name__}: {exc}"}))
-        await writer.drain()
+        answers.write(frame({"error": f"{type(exc).__name__}: {exc}"}))
+        await answers.drain()
         return
-    writer.write(frame({"ready": True}))
+    answers.write(frame({"ready": True}))
     # As the daemon does (cli.serve): what is loaded now lives as long as the process.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    out = Batched(writer.write)
+    out = Batched(answers.write)
     calls: set[asyncio.Task] = set()
     halted: set[str] = set()  # alerts cancelled: their messages not yet begun are dropped
 
@@ -365,7 +402,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 task.add_done_callback(calls.discard)
         await asyncio.gather(*calls, return_exceptions=True)
         out.flush()
-        await writer.drain()
+        await answers.drain()
     finally:
         await channel.close()
 
@@ -389,6 +426,7 @@ def _plain(result: model.Receipt | errors.DeliveryError) -> tuple:
 
 async def _child_main() -> None:
     loop = asyncio.get_running_loop()
+    logs.watch(loop)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb"))
     # The protocol owns the original stdout; anything printed by accident goes to stderr instead.
@@ -402,4 +440,5 @@ async def _child_main() -> None:
 if __name__ == "__main__":
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)  # the daemon stops us by closing stdin
+    logs.configure()  # JSON from the first line, before the daemon's specification says how
     asyncio.run(_child_main())
