@@ -261,3 +261,11 @@ def test_expires_in_refuses_a_cap_document_and_a_file_that_is_not_a_json_object(
         argv = ["send", "--url", "http://127.0.0.1:9", "--token", "t", "--expires-in", "2h", str(tmp_path / name)]
         assert cli.main(argv) == 1
         assert says in one_line_error(capsys)
+
+
+def test_every_environment_variable_the_tests_read_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    read = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
+    names = {name for path in (ROOT / "tests").glob("*.py") for name in read.findall(path.read_text(encoding="utf-8"))}
+    assert "ALERTD_TEST_PG" in names
+    assert {name for name in names if f"`{name}`" not in readme} == set()
