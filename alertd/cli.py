@@ -180,10 +180,8 @@ async def _with_store(cfg: config.Config, work):
     """`work(store)` on the daemon's existing store: only `serve` (and `demo`) create one, so a
     token or an import never lands in a store the daemon will not read."""
     if not await _store_exists(cfg.store.url):
-        where = os.path.abspath(sqlite_store.path_of(cfg.store.url)) if _is_sqlite(cfg.store.url) else \
-            config.hide_password(cfg.store.url)
-        raise errors.StoreError(f"no alertd store at {where}: `alertd serve` creates it; give the daemon's "
-                                "configuration with --config or $ALERTD_CONFIG")
+        raise errors.StoreError(f"no alertd store at {_place(cfg.store.url)}: `alertd serve` creates it; give "
+                                "the daemon's configuration with --config or $ALERTD_CONFIG")
     db = store_mod.open_store(cfg.store.url)
     await db.open()
     try:
@@ -194,6 +192,11 @@ async def _with_store(cfg: config.Config, work):
 
 def _is_sqlite(url: str) -> bool:
     return url.split(":", 1)[0].lower() == "sqlite"
+
+
+def _place(url: str) -> str:
+    """Where a store is, for a person: a SQLite path relative to the current folder made absolute."""
+    return os.path.abspath(sqlite_store.path_of(url)) if _is_sqlite(url) else config.hide_password(url)
 
 
 async def _store_exists(url: str) -> bool:
