@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from alertd import audience, model, orders
+from alertd.web import alerts as web_alerts
 
 _REF = "#/components/schemas/{model}"
 CAP = "application/cap+xml"
@@ -37,7 +38,7 @@ def document(public_url: str) -> dict[str, Any]:
                     "description": "A crisis cell's token: `alertd_<token_id>_<secret>`.",
                 }
             },
-            "responses": {str(s): _problem_response(d) for s, d in _PROBLEMS.items()},
+            "responses": {str(s): _problem_response(d) for s, d in _PROBLEMS.items()} | {"405": _NOT_ALLOWED},
         },
     })
 
@@ -47,7 +48,7 @@ def document(public_url: str) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for name, schema in (("Order", orders.schema(_REF)), ("Subscriber", audience.subscriber_schema(_REF))):
+    for name, schema in (("Order", order_schema(_REF)), ("Subscriber", subscriber_schema(_REF))):
         schemas |= schema.pop("$defs", {})
         schemas[name] = schema
     return schemas | {
@@ -59,15 +60,34 @@ def _schemas() -> dict[str, Any]:
             status_url=_str("Where to follow the alert.", format="uri"),
         ),
         "Alert": _ALERT,
-        "AlertStatus": {"allOf": [_ref("Alert"), _object(
-            counts=_COUNTS, totals=_TOTALS,
+        # Flat, not `allOf` the alert: a client generator makes one class of it.
+        "AlertStatus": _with(
+            _ALERT, counts=_COUNTS, totals=_TOTALS, cancelled_by=_CANCELLED_BY,
             referenced_by={"type": "array", "items": {"type": "string"}, "description": "Later alerts naming this one."},
-        )]},
-        "AlertList": _object(items={"type": "array", "items": _ref("Alert")}, next=_nullable_str("Cursor")),
+        ),
+        "Cancelled": _with(
+            _ALERT, cancelled_by=_CANCELLED_BY,
+            stopped={"type": "integer", "description": "Deliveries dropped before they started."},
+            siren_cancels={"type": "integer", "description": "Sirens told to stop."},
+        ),
+        "AlertList": _object(alerts={
+            "type": "array", "items": _ref("Alert"),
+            "description": "Newest first; only those of the caller's jurisdiction, so a page may hold fewer "
+            "than `limit`. The next page: `before` the last one's id; an empty page is the end.",
+        }),
         "Delivery": _DELIVERY,
         "DeliveryPage": _object(
-            items={"type": "array", "items": _ref("Delivery")},
-            next=_nullable_str("Pass as `after` for the next page; null on the last page."),
+            deliveries={"type": "array", "items": _ref("Delivery")},
+            next={"type": ["integer", "null"], "description": "Pass as `after` for the next page; null on the last."},
+        ),
+        "Messages": _object(messages={"type": "array", "items": _ref("Preview")}),
+        "Readiness": _object(
+            ready={"type": "boolean"},
+            problems={"type": "array", "items": {"type": "string"}, "description": "Why not ready."},
+            queue={"type": ["integer", "null"], "description": "Deliveries pending or on the wire; null if the store "
+                   "does not answer."},
+            channels={"type": "object", "additionalProperties": _enum(model.Kind),
+                      "description": "Each configured channel's kind, by name."},
         ),
         "Preview": _object(
             locale=_str(),
@@ -100,6 +120,79 @@ def _object(**properties: Any) -> dict[str, Any]:
 
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": _REF.format(model=name)}
+
+
+def _with(schema: dict[str, Any], **properties: Any) -> dict[str, Any]:
+    """An object schema with more (required) properties."""
+    return _object(**properties) | {
+        "properties": schema["properties"] | properties, "required": schema["required"] + list(properties),
+    }
+
+
+# -- the order: what its validators add to the types pydantic writes ----------------------------
+
+_WHOLE = ("event", "urgency", "severity", "certainty", "area", "channels")  # orders.Order._complete
+_GIVEN = {"not": {"type": "null"}}
+
+
+def _given(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": {n: _GIVEN for n in names}}
+
+
+def _msg_type(*values: str) -> dict[str, Any]:
+    return {"required": ["msg_type"], "properties": {"msg_type": {"enum": list(values)}}}
+
+
+_ORDER_RULES = [
+    {  # orders.Order._complete and _template_or_texts
+        "if": _msg_type("cancel"),
+        "then": {"not": _given("template", "texts")},
+        "else": {"allOf": [_given(*_WHOLE), {"oneOf": [_given("template"), _given("texts")]}]},
+    },
+    {"if": _msg_type("update", "cancel"),
+     "then": {"required": ["references"], "properties": {"references": {"minItems": 1}}}},
+]
+_ORDER_RULES_TEXT = (
+    " An alert or an update gives `event`, `urgency`, `severity`, `certainty`, `area` and `channels` (none "
+    "null) and exactly one of `template` and `texts`; a cancel may leave them out or null, and gives at most "
+    "one of `template` and `texts`. An update or a cancel names at least one of `references`."
+)
+
+
+def order_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The order's schema, admitting exactly what `orders.parse` accepts: pydantic's, with the rules
+    the order's validators check across fields, and dicts keyed by a pattern refusing other keys
+    (as pydantic does)."""
+    schema = orders.schema(ref_template)
+    _closed_patterns(schema)
+    description = schema.get("description", "") + _ORDER_RULES_TEXT
+    return schema | {"description": description, "allOf": copy.deepcopy(_ORDER_RULES)}
+
+
+# audience.Subscriber._reachable and _located
+_SUBSCRIBER_RULES = [
+    {"anyOf": [_given("phone"), _given("push_token")]},
+    {"oneOf": [_given("lat", "lon"), {"not": {"anyOf": [_given("lat"), _given("lon")]}}]},
+]
+_SUBSCRIBER_RULES_TEXT = " Give a `phone`, a `push_token` or both; `lat` and `lon` together or neither."
+
+
+def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The subscriber's schema with the rules its validators check across fields."""
+    schema = audience.subscriber_schema(ref_template)
+    description = schema.get("description", "") + _SUBSCRIBER_RULES_TEXT
+    return schema | {"description": description, "allOf": copy.deepcopy(_SUBSCRIBER_RULES)}
+
+
+def _closed_patterns(node: Any) -> None:
+    if isinstance(node, dict):
+        if "patternProperties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _closed_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed_patterns(value)
 
 
 _PROBLEM_SCHEMA = {
@@ -148,6 +241,15 @@ _ALERT = _object(
     cancelled_at=_nullable_str(format="date-time"),
 )
 
+_ALERT["properties"]["category"] = _str("CAP category of the event.", examples=["Met", "Safety"])  # not required yet
+
+_CANCELLED_BY = {
+    "type": ["object", "null"],
+    "description": "Who cancelled it first (from the audit log); null unless cancelled.",
+    "properties": {"cell": _str(), "at": _str(format="date-time")},
+    "required": ["cell", "at"],
+}
+
 _COUNTS = {
     "type": "object",
     "description": "Deliveries per channel and state, e.g. {\"sms\": {\"sent\": 10, \"pending\": 2}}.",
@@ -168,8 +270,10 @@ _DELIVERY = _object(
     locale=_str(),
     state=_enum(model.State),
     attempts={"type": "integer"},
+    next_at=_nullable_str("When it is tried again, if it is waiting.", format="date-time"),
     last_error=_nullable_str(),
     provider_id=_nullable_str(),
+    command=_nullable_str("A siren command: activate or cancel."),
     updated_at=_nullable_str(format="date-time"),
 )
 
@@ -186,8 +290,20 @@ _PROBLEMS = {
 }
 
 
-def _problem_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
+def _problem_response(description: str, **headers: Any) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}} | (
+        {"headers": headers} if headers else {}
+    )
+
+
+def _header(description: str, schema: dict[str, Any] | None = None, required: bool = True) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
+
+
+# Answered on every path for a method it does not have (RFC 9110 15.5.6); no operation to hang it on.
+_NOT_ALLOWED = _problem_response(
+    "The path has no such method.", Allow=_header("The methods the path has, e.g. `GET, HEAD`.")
+)
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +345,7 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts/{id}/deliveries": {"parameters": one, "get": _deliveries()},
         "/v1/alerts/{id}/messages": {"parameters": one, "get": _op(
             "The alert's text in each locale over each of its channels, rendered now (drafts too).",
-            {200: _json("One message per locale and channel.", _object(messages={"type": "array", "items": _ref("Preview")}))},
+            {200: _json("One message per locale and channel.", _ref("Messages"))},
             404, 422,
         )},
         "/v1/alerts/{id}.xml": {"parameters": one, "get": _op(
@@ -242,6 +358,12 @@ def _paths() -> dict[str, Any]:
             "`Last-Event-ID` (or `?after=<seq>`; `after=0` replays the whole history): nothing is missed or repeated.",
             {200: {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             400, 404,
+            parameters=[
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                 "description": "The `id` of the last event received: the stream goes on after it."},
+                _query("after", {"type": "integer", "minimum": 0}, "As `Last-Event-ID`, for a client that cannot set it."),
+            ],
         )},
         "/v1/alerts/{id}/sirens": {"parameters": one, "get": _op(
             "The alert's sirens with their last command's status.",
@@ -249,7 +371,7 @@ def _paths() -> dict[str, Any]:
         )},
         "/v1/sirens": {"get": _op(
             "Every siren of the caller's jurisdiction with its last known status and health.",
-            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 403,
+            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))},
         )},
         "/v1/me": {"get": _op(
             "The caller's token: cell, role, zones.",
@@ -262,18 +384,21 @@ def _paths() -> dict[str, Any]:
                 id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
                 action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
             )}, next={"type": ["integer", "null"]}))},
-            403,
+            400, 403,
             parameters=[
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
-                _query("before", {"type": "integer"}, "Cursor from the previous page's `next`."),
+                _query("limit", _page(100), "Page size."),
+                _query("before", {"type": "integer", "minimum": 1}, "Cursor from the previous page's `next`."),
                 _query("cell", {"type": "string"}, "Only this cell's entries."),
                 _query("action", {"type": "string"}, "Only this action (created, cancelled, updated…)."),
                 _query("subject", {"type": "string"}, "Only entries about this alert or token."),
             ],
         )},
         "/metrics": {"get": _public(
-            "Prometheus metrics (text format): no personal data; keep it behind your firewall or proxy.",
-            {200: {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            "Prometheus metrics: no personal data; keep it behind your firewall or proxy. The Prometheus "
+            "text format, or OpenMetrics when `Accept` asks for `application/openmetrics-text`.",
+            {200: {"description": "Metrics.", "content": {
+                media: {"schema": {"type": "string"}} for media in ("text/plain", "application/openmetrics-text")
+            }}},
         )},
         "/v1/feed.atom": {"get": _public(
             "Public, actual, unexpired alerts as an Atom feed, each entry linking its CAP document.",
@@ -283,7 +408,7 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts/{id}/approve": {"parameters": one, "post": _op(
             "Issue a draft as of now (issuer or admin whose jurisdiction covers it); audited as `approved`.",
             {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
-            403, 404, 409, 422,
+            400, 403, 404, 409, 422,
             requestBody={"required": False, "content": {"application/json": {"schema": _object(
                 status={"enum": ["actual", "exercise", "test", "system"], "default": "actual"},
             ) | {"required": []}}}},
@@ -300,41 +425,50 @@ def _paths() -> dict[str, Any]:
             "responses": {
                 "204": {"description": "Recorded."}, "400": _problem_response("Malformed."),
                 "401": _problem_response("No gateway token."), "403": _problem_response("Not a gateway's token."),
-                "409": _problem_response("A `busy` ack for a command not yet recorded as sent: post it again "
-                                         "after `Retry-After` seconds."),
+                "409": _problem_response(
+                    "A `busy` ack for a command not yet recorded as sent: post it again after `Retry-After` seconds.",
+                    **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 0})},
+                ),
                 "422": _problem_response("A field is not valid, or the siren is unknown; `errors` says which."),
             },
         }},
         "/v1/openapi.json": {"get": _public("This document.", {200: _json("OpenAPI 3.1.", {"type": "object"})})},
-        "/healthz": {"get": _public("The process is alive.", {200: {"description": "Alive."}})},
+        "/healthz": {"get": _public(
+            "The process is alive.", {200: _json("Alive.", _object(status={"const": "alive"}))},
+        )},
         "/readyz": {
             "get": _public(
                 "The store answers and channels are loaded.",
-                {200: {"description": "Ready."}, 503: _problem_response("Not ready.")},
+                {200: _json("Ready.", _ref("Readiness")), 503: _json("Not ready: see `problems`.", _ref("Readiness"))},
             )
         },
     }
 
 
 def _get_alert() -> dict[str, Any]:
-    return _op("An alert and its delivery counts.", {200: _json("The alert.", _ref("AlertStatus"))}, 403, 404)
+    return _op("An alert and its delivery counts.", {200: _json("The alert.", _ref("AlertStatus"))}, 404)
 
 
 def _cancel() -> dict[str, Any]:
     return _op(
-        "Cancel an alert: pending deliveries are dropped, sirens are told to stop.",
-        {200: _json("The cancelled alert.", _ref("Alert"))},
-        403, 404, 409,
+        "Cancel an alert: pending deliveries are dropped, sirens are told to stop. Cancelling it again "
+        "answers the same, with nothing more to stop.",
+        {200: _json("The cancelled alert.", _ref("Cancelled"))},
+        403, 404,
     )
 
 
 def _preview() -> dict[str, Any]:
     return _op(
         "Render an order without sending it.",
-        {200: _json("One message per locale and channel.", {"type": "array", "items": _ref("Preview")})},
+        {200: _json("One message per locale and channel.", _ref("Messages"))},
         400, 403, 422,
         requestBody=_body(_ref("Order")),
     )
+
+
+def _page(default: int, most: int = web_alerts.MAX_PAGE) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": most, "default": default}
 
 
 def _subscribers() -> dict[str, Any]:
@@ -354,14 +488,20 @@ def _post_alert() -> dict[str, Any]:
     key = {
         "name": "Idempotency-Key",
         "in": "header",
-        "required": True,
+        "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": "Posting again with the same key returns the first alert instead of a second one.",
+        "description": "Posting again with the same key (without one: the same `identifier`) returns the first "
+        "alert instead of a second one; the same key with another order is refused (422).",
     }
+    accepted = _json("Accepted: the fan-out is under way.", _ref("Accepted")) | {"headers": {
+        "Location": _header("The alert's path."),
+        "Idempotent-Replayed": _header("`true` when this is the first alert posted with the key, again.",
+                                       {"const": "true"}, required=False),
+    }}
     return _op(
         "Issue an alert.",
-        {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
-        400, 403, 404, 422,
+        {202: accepted},
+        400, 403, 422,
         parameters=[key],
         requestBody={"required": True, "content": {
             "application/json": {"schema": _ref("Order")},
@@ -374,10 +514,10 @@ def _list_alerts() -> dict[str, Any]:
     return _op(
         "Recent alerts, newest first.",
         {200: _json("A page of alerts.", _ref("AlertList"))},
-        403,
+        400,
         parameters=[
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "Page size."),
-            _query("before", {"type": "string"}, "Cursor: only alerts older than this one."),
+            _query("limit", _page(50, web_alerts.MAX_ALERTS), "Page size."),
+            _query("before", {"type": "string"}, "An alert's id: only alerts older than it."),
         ],
     )
 
@@ -386,12 +526,12 @@ def _deliveries() -> dict[str, Any]:
     return _op(
         "An alert's deliveries, one page at a time.",
         {200: _json("A page of deliveries.", _ref("DeliveryPage"))},
-        403, 404,
+        400, 404,
         parameters=[
             _query("channel", {"type": "string"}, "Only this configured channel."),
             _query("state", _enum(model.State), "Only deliveries in this state."),
-            _query("after", {"type": "string"}, "Cursor from the previous page's `next`."),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            _query("after", {"type": "integer", "minimum": 0}, "Cursor from the previous page's `next`."),
+            _query("limit", _page(100), "Page size."),
         ],
     )
 
@@ -413,5 +553,8 @@ def _twilio_receipts() -> dict[str, Any]:
         "summary": "Twilio message status callbacks.",
         "parameters": [signature],
         "requestBody": _body(form, "application/x-www-form-urlencoded"),
-        "responses": {"204": {"description": "Recorded."}, "403": _problem_response("Bad signature.")},
+        "responses": {
+            "204": {"description": "Recorded."}, "400": _problem_response("No `MessageSid`."),
+            "403": _problem_response("Bad signature."),
+        },
     } | _PUBLIC

@@ -35,6 +35,7 @@ RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
 METRICS: web.AppKey[metrics_mod.Metrics] = web.AppKey("metrics")
 
 PROBLEM_JSON = "application/problem+json"
+_BODY_HEADERS = frozenset({"content-type", "content-length"})  # the problem document's own
 
 
 def problem(status: int, type_: str, title: str, detail: str | None = None, **extra: Any) -> web.Response:
@@ -59,7 +60,11 @@ async def problems(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem(exc.status, "about:blank", exc.reason, exc.text if exc.text != f"{exc.status}: {exc.reason}" else None)
+        detail = exc.text if exc.text != f"{exc.status}: {exc.reason}" else None
+        answer = problem(exc.status, "about:blank", exc.reason, detail)
+        # aiohttp's own headers stay: a 405 names the methods the path has in `Allow` (RFC 9110).
+        answer.headers.extend((k, v) for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS)
+        return answer
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         return problem(500, "about:blank", "Internal Server Error", "the error was logged")

@@ -15,6 +15,7 @@ log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
 
 MAX_PAGE = 1000
+MAX_ALERTS = 500  # a page of alerts: each carries its whole order
 
 
 CAP_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
@@ -142,7 +143,7 @@ async def _readable(request: web.Request) -> tuple[model.Token, model.Alert]:
 @routes.get("/v1/alerts")
 async def index(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
-    limit = _int(request, "limit", 50, 1, 500)
+    limit = _int(request, "limit", 50, 1, MAX_ALERTS)
     alerts = await request.app[web_mod.STORE].list_alerts(limit, request.query.get("before"))
     return web.json_response({"alerts": [a.to_json() for a in alerts if _visible(token, a)]})
 
