@@ -298,6 +298,9 @@ def audit_log(args) -> int:
     entries = asyncio.run(_with_store(
         cfg, lambda db: db.audit(args.limit, None, args.cell, args.action, args.subject)
     ))
+    if not entries:
+        print("no audit entry matches" if args.cell or args.action or args.subject else "the audit log is empty",
+              file=sys.stderr)
     for e in entries:
         detail = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in e.detail.items())
         print(f"{e.id:>6}  {e.at:%Y-%m-%d %H:%M:%S}Z  {e.cell:<24} {e.token_id or '-':<16} {e.action:<20} "
@@ -318,9 +321,14 @@ def _target(args) -> tuple[str, dict[str, str]]:
 
 
 async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tuple[int, dict]:
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.request(method, url, **kw) as resp:
-            return resp.status, await resp.json(content_type=None)
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.request(method, url, **kw) as resp:
+                return resp.status, await resp.json(content_type=None)
+    except (aiohttp.ClientError, OSError) as exc:  # a ClientConnectorError is both
+        raise errors.AlertdError(f"cannot reach {url.split('/v1/')[0]}: {exc}") from None
+    except ValueError:  # not the daemon: something else answers there
+        raise errors.AlertdError(f"{url} did not answer JSON: is alertd listening there?") from None
 
 
 _DURATION = re.compile(r"(?:(?P<days>\d+)d)?(?:(?P<hours>\d+)h)?(?:(?P<minutes>\d+)m)?(?:(?P<seconds>\d+)s)?")

@@ -269,3 +269,21 @@ def test_every_environment_variable_the_tests_read_is_in_the_readme():
     names = {name for path in (ROOT / "tests").glob("*.py") for name in read.findall(path.read_text(encoding="utf-8"))}
     assert "ALERTD_TEST_PG" in names
     assert {name for name in names if f"`{name}`" not in readme} == set()
+
+
+def test_a_daemon_that_does_not_answer_is_a_one_line_error(tmp_path, capsys):
+    from alertd import demo
+
+    path = tmp_path / "order.json"
+    path.write_bytes(readme_order())
+    url = f"http://127.0.0.1:{demo.free_port()}"  # nobody listens there
+    for argv in (["send", str(path)], ["status", "some-alert"]):
+        assert cli.main([*argv, "--url", url, "--token", "t"]) == 1
+        assert f"cannot reach {url}" in one_line_error(capsys)
+
+
+def test_showing_an_empty_audit_log_says_it_is_empty(tmp_path, capsys):
+    assert cli.main(["audit", "--config", config_file(tmp_path)]) == 0
+    assert capsys.readouterr().err.strip() == "the audit log is empty"
+    assert cli.main(["audit", "--config", config_file(tmp_path), "--cell", "nobody"]) == 0
+    assert capsys.readouterr().err.strip() == "no audit entry matches"
