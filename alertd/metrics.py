@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily
 
-from alertd import errors, model
-from alertd.store import sirens
+from alertd import errors, model, sirenstate
 
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ORDER_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -31,7 +30,7 @@ CODES = 100  # distinct error codes per channel before the rest count as "other"
 # One pass over the (channel, state, next_at) index, whatever the number of alerts.
 DELIVERY_COUNTS = "SELECT channel, state, count(*) AS n FROM deliveries GROUP BY channel, state"
 OPEN = frozenset({model.State.PENDING, model.State.SENDING})
-SIREN_STATES = sirens.STATES
+SIREN_STATES = sirenstate.STATES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ async def test_before_any_alert_the_delivery_figures_are_zero(daemon):
     assert series(figures, "alertd_orders_total", status="actual", msg_type="alert") == 0
     assert by(figures, "alertd_sirens", "state") == {
         "ready": 2, "activated": 0, "fault": 0, "sabotage": 0, "no_heartbeat": 0,
+        "failed": 0, "retrying": 0, "commanded": 0,
     }
     assert series(figures, "alertd_store_up") == 1
 
@@ -78,6 +79,7 @@ async def test_the_figures_follow_an_alert_to_its_end(daemon):
     assert series(figures, "alertd_provider_errors_total", channel="push", code="UNREGISTERED") == 1
     assert by(figures, "alertd_sirens", "state") == {
         "ready": 1, "activated": 1, "fault": 0, "sabotage": 0, "no_heartbeat": 0,
+        "failed": 0, "retrying": 0, "commanded": 0,
     }
 
 

@@ -25,10 +25,6 @@ MIGRATION = (5, (
         silent BOOLEAN NOT NULL DEFAULT FALSE)""",
 ))
 
-# The states `alertd.metrics` exports even when no siren holds them; the others (`sirenstate.STATES`)
-# are exported while a siren holds them.
-STATES = ("ready", "activated", "fault", "sabotage", "no_heartbeat")
-
 # Only a later heartbeat (by the gateway's clock) replaces the one kept.
 # Hearing from a siren always counts (`at`, alertd's clock); its health is the latest report by
 # the gateway's clock (the later received of two at the same time), so a late copy of an old
