@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from alertd import cap, errors, geo, model, orders
 
@@ -25,7 +25,6 @@ ACTED_ON = {"Alert": model.MsgType.ALERT, "Update": model.MsgType.UPDATE, "Cance
 ZONE_GEOCODES = frozenset({"INSEE", "DEPARTEMENT"})  # valueNames whose value is a French zone code
 NATIONAL_GEOCODE = ("ISO3166-1", "FR")
 RESERVED = frozenset({"template", "channels", "topics"})
-DEFAULT_CATEGORY = "Safety"
 
 
 def to_alert(
@@ -52,7 +51,7 @@ def to_alert(
             _locale(i.language): _text(i) for i in doc.infos if i.headline or i.instruction or i.description
         },
         locale=_locale(first.language) if first else None, topics=named.get("topics", "").lower() == "true",
-        token_id=token_id,
+        token_id=token_id, category=first.categories[0] if first else model.DEFAULT_CATEGORY,
     )
 
 
@@ -69,10 +68,12 @@ def _problems(doc: cap.Document, now: dt.datetime) -> Iterator[dict[str, str]]:
         yield _problem("/alert/info", "an alert to broadcast needs an info block")
     yield from _one_text_per_language(doc.infos)
     for n, info in enumerate(doc.infos, 1):
-        if info.expires is not None and info.expires <= now:
-            yield _problem(f"/alert/info[{n}]/expires", "must be in the future")
+        if info.expires is not None and info.expires <= now:  # CAP allows it; there is nothing left to warn of
+            yield _problem(f"/alert/info[{n}]/expires", f"the alert expired at {cap.format_time(info.expires)}, "
+                           "before it reached alertd: alertd broadcasts nothing already past")
         if not re.fullmatch(orders.LOCALE_PATTERN, _locale(info.language)):
-            yield _problem(f"/alert/info[{n}]/language", f"not a language alertd can address: {info.language!r}")
+            yield _problem(f"/alert/info[{n}]/language", f"not a language tag (RFC 5646) alertd can address: "
+                           f"{info.language!r}")
 
 
 def _one_text_per_language(infos: Sequence[cap.Info]) -> Iterator[dict[str, str]]:
@@ -88,9 +89,8 @@ def _one_text_per_language(infos: Sequence[cap.Info]) -> Iterator[dict[str, str]
 
 
 def _locale(language: str) -> str:
-    """CAP's RFC 3066 tag as alertd spells locales: fr, fr-FR."""
-    head, _, region = language.partition("-")
-    return f"{head.lower()}-{region.upper()}" if region else head.lower()
+    """CAP's language tag as alertd spells locales: fr, fr-FR, es-419, zh-Hant-TW."""
+    return model.language_tag(language)
 
 
 def _text(info: cap.Info) -> model.Text:
@@ -176,29 +176,30 @@ def located(exc: errors.Invalid) -> errors.Invalid:
 # -- out ---------------------------------------------------------------------------------------------
 
 
-def to_document(alert: model.Alert) -> cap.Document:
-    """A CAP document for an alert ordered in JSON: one info per language of its texts, or one for
-    its template (whose name and params travel as parameters)."""
+def to_document(alert: model.Alert, rendered: Mapping[str, model.Text] | None = None) -> cap.Document:
+    """A CAP document for an alert ordered in JSON: one info per language of its texts or, for a
+    template alert, of `rendered`, its words in each language its templates provide (see
+    `render.Renderer.cap_texts`), so a reader gets words, not just a template's name. The template
+    and its params travel as parameters too, so another alertd reading it sends the same."""
     return cap.Document(
         identifier=alert.identifier, sender=alert.sender, sent=alert.sent, status=alert.status.value.capitalize(),
         msg_type=alert.msg_type.value.capitalize(), scope="Public",
         references=tuple(cap.Reference(r.sender, r.identifier, r.sent) for r in alert.references),
-        infos=tuple(_infos(alert)),
+        infos=tuple(_infos(alert, (rendered or {}) if alert.template else alert.texts)),
     )
 
 
-
-def _infos(alert: model.Alert) -> Iterator[cap.Info]:
+def _infos(alert: model.Alert, words: Mapping[str, model.Text]) -> Iterator[cap.Info]:
     base = cap.Info(
-        language=alert.locale or "fr", categories=(DEFAULT_CATEGORY,), event=alert.event, urgency=alert.urgency,
+        language=alert.locale or "fr", categories=(alert.category,), event=alert.event, urgency=alert.urgency,
         severity=alert.severity, certainty=alert.certainty, expires=alert.expires, sender_name=alert.cell or None,
         parameters=tuple(_out_parameters(alert)), areas=(_out_area(alert.area),),
     )
-    if not alert.texts:
+    if not words:
         yield base
-    for language, text in alert.texts.items():
+    for language, text in words.items():
         yield dataclasses.replace(
-            base, language=language, headline=text.headline, description=text.description or None,
+            base, language=language, headline=text.headline or None, description=text.description or None,
             instruction=text.instruction or None,
         )
 

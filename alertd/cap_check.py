@@ -103,7 +103,7 @@ def identifier(text: str) -> str:
 
 def language(text: str) -> str:
     if not _LANGUAGE.fullmatch(text.strip()):
-        raise ValueError(f"{text!r} is not a language tag like fr or fr-FR")
+        raise ValueError(f"{text!r} is not a language tag like fr, fr-CA, es-419 or zh-Hant-TW")
     return text.strip()
 
 
@@ -281,17 +281,16 @@ def requirements(root: ET.Element, problems: list[Problem]) -> None:
 
 def consistency(doc: Any, problems: list[Problem]) -> None:
     """Rules between the values read (any may be None where it did not read): what the references
-    name, times against `sent`, ceiling against altitude."""
+    name, ceiling against altitude."""
     for ref in doc.references:
         if (ref.sender, ref.identifier) == (doc.sender, doc.identifier):
             problems.append(problem("/alert/references", f"{ref.identifier} is this very document"))
         elif doc.sent is not None and ref.sent > doc.sent:
             problems.append(problem("/alert/references", f"{ref.identifier} was sent after this document"))
+    # No rule ties effective, onset or expires to sent: publishers (Environment Canada, the Bureau
+    # of Meteorology, IPAWS, DWD, MeteoAlarm) date effective seconds to hours before sent. An alert
+    # already past is alertd's own refusal (`cap_alert`), made against the clock, not here.
     for i, info in enumerate(doc.infos, 1):
-        for name in ("effective", "expires"):
-            value = getattr(info, name)
-            if value is not None and doc.sent is not None and value < doc.sent:
-                problems.append(problem(f"/alert/info[{i}]/{name}", f"{name} is before the alert was sent"))
         for j, area in enumerate(info.areas, 1):
             if area.altitude is not None and area.ceiling is not None and area.ceiling < area.altitude:
                 problems.append(problem(f"/alert/info[{i}]/area[{j}]/ceiling", "ceiling is below altitude"))

@@ -166,6 +166,9 @@ class Reference:
         return cls(data["sender"], data["identifier"], dt.datetime.fromisoformat(data["sent"]), data.get("id"))
 
 
+DEFAULT_CATEGORY = "Safety"  # CAP category of an order that names none
+
+
 @dataclasses.dataclass(frozen=True)
 class Alert:
     id: str
@@ -191,6 +194,7 @@ class Alert:
     token_id: str | None = None
     cancelled_at: dt.datetime | None = None
     cell: str = ""  # the crisis cell whose token issued it, as people call it
+    category: str = DEFAULT_CATEGORY  # CAP category of the event (for a CAP document, its first info's first)
 
     def to_json(self) -> dict[str, Any]:
         """The alert as the API shows it (and as the store keeps it)."""
@@ -214,6 +218,7 @@ class Alert:
             "params": dict(self.params),
             "texts": {k: dataclasses.asdict(v) for k, v in self.texts.items()},
             "locale": self.locale,
+            "category": self.category,
             "topics": self.topics,
             "state": self.state.value,
             "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
@@ -242,6 +247,7 @@ class Alert:
             params=dict(values.get("params") or {}),
             texts={k: Text(**v) for k, v in (values.get("texts") or {}).items()},
             locale=values.get("locale"),
+            category=values.get("category") or DEFAULT_CATEGORY,
             topics=bool(values.get("topics")),
             state=AlertState(values.get("state", "planning")),
             token_id=values.get("token_id"),
@@ -444,6 +450,21 @@ def cap_sender(cell: str) -> str:
     """A CAP-valid sender for a cell's JSON orders: its name without accents, spaces, commas, < or &."""
     plain = unicodedata.normalize("NFKD", cell).encode("ascii", "ignore").decode()
     return re.sub(r"[^A-Za-z0-9@._-]+", "-", plain).strip("-").lower() or "alertd"
+
+
+def language_tag(text: str) -> str:
+    """An RFC 5646 language tag in its usual case: `zh-hant-tw` → `zh-Hant-TW`, `FR_ca` → `fr-CA`,
+    `es-419` as it is. Only the case (and `_` for `-`) changes; whether it is well formed is for
+    `orders.LOCALE_PATTERN` to say."""
+    first, *rest = text.strip().replace("_", "-").split("-")
+    subtags, extension = [first.lower()], False
+    for subtag in rest:
+        extension = extension or len(subtag) == 1  # after a singleton (-u-, -x-) everything is lower case
+        if not extension and subtag.isalpha() and len(subtag) in (2, 4):
+            subtags.append(subtag.upper() if len(subtag) == 2 else subtag.title())  # region, script
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
 
 
 def mask(address: str | None) -> str | None:

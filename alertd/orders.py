@@ -12,24 +12,38 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
-from alertd import errors, geo, model
+from alertd import cap_check, errors, geo, model
 
-LOCALE_PATTERN = r"^[a-z]{2,3}(?:-[A-Z]{2})?$"
+# An RFC 5646 language tag (BCP 47), in its usual case: language (and extended language subtags),
+# script, region (two letters or UN M.49 digits), variants, extensions, private use: fr, fr-CA,
+# es-419, zh-Hant-TW, sr-Latn-RS, de-CH-1901.
+LOCALE_PATTERN = (
+    r"^[a-z]{2,3}(?:-[a-z]{3}){0,3}(?:-[A-Z][a-z]{3})?(?:-(?:[A-Z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*(?:-[a-wyz0-9](?:-[a-z0-9]{2,8})+)*(?:-x(?:-[a-z0-9]{1,8})+)?$"
+)
 IDENTIFIER_PATTERN = r"^[^\s,<&]+$"  # CAP 1.2: no spaces, commas or restricted characters
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template variable
 TEMPLATE_PATTERN = r"^[a-z0-9_]+$"
 MAX_PARAM_LENGTH = 500
+CATEGORIES = tuple(cap_check.ENUMS["category"].split())  # CAP 1.2's
 
 Zone = Annotated[str, StringConstraints(pattern=model.ZONE_PATTERN)]
 LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
-Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN)]
+
+
+def _language_tag(value: Any) -> Any:
+    return model.language_tag(value) if isinstance(value, str) else value
+
+
+# Any case is taken (`fr-ca`, `zh-hant-tw`) and kept in the usual one (`fr-CA`, `zh-Hant-TW`).
+Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN), pydantic.BeforeValidator(_language_tag)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
 
 # What a user reads instead of a regular expression.
 _PATTERN_MESSAGES = {
     model.ZONE_PATTERN: "not a zone code: an INSEE commune code, a département code or *",
     model.LOCAL_ZONE_PATTERN: "not a zone code: an INSEE commune code or a département code",
-    LOCALE_PATTERN: "not a locale code like fr, en or fr-FR",
+    LOCALE_PATTERN: "not a language tag (RFC 5646) like fr, fr-CA, es-419 or zh-Hant-TW",
     IDENTIFIER_PATTERN: "must not contain spaces, commas, < or &",
     TEMPLATE_PATTERN: "not a template name: lower-case letters, digits and _",
     PARAM_NAME_PATTERN: "not a parameter name: letters, digits and _, not starting with a digit",
@@ -216,6 +230,10 @@ class Order(pydantic.BaseModel):
         None, description="The locale for recipients whose own locale has no message.", examples=["fr"]
     )
     topics: bool = Field(False, description="Also push to the FCM topics `zone-<code>` of the area.")
+    category: Literal[CATEGORIES] = Field(  # type: ignore[valid-type]
+        model.DEFAULT_CATEGORY, description="CAP category of the event, written in the alert's CAP document.",
+        examples=["Met"],
+    )
 
     @pydantic.field_validator("channels")
     @classmethod
@@ -346,6 +364,7 @@ def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.d
         texts={locale: model.Text(t.headline, t.instruction, t.description) for locale, t in (order.texts or {}).items()},
         locale=order.locale,
         topics=order.topics,
+        category=order.category,
         token_id=token_id,
     )
 

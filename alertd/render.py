@@ -208,7 +208,8 @@ class Renderer:
         kind: model.Kind | None = None,
     ) -> str:
         """Recipient locale → alert fallback → default: the first with a folder (and, given a
-        `name` and `kind`, that template). `fr-FR` counts as `fr`."""
+        `name` and `kind`, that template), each tag tried from most to least specific: `es-419`
+        counts as `es`, `zh-Hant-TW` as `zh-hant`, then `zh`."""
         for locale in self._candidates(wanted, fallback):
             found = (locale, name, kind) in self._files if name else locale in self._locales
             if found:
@@ -243,26 +244,56 @@ class Renderer:
         out = self._run(f"{loc}/{alert.template}.{kind}.j2", self._context(alert, loc))
         return self._finish(_marked(alert, out, loc), loc, kind, field="params" if alert.params else "template")
 
+    def cap_texts(self, alert: model.Alert) -> dict[str, model.Text]:
+        """A template alert's words for its CAP document, in each locale that has its push message,
+        the alert's own locale first: the push title as headline, the push body as description.
+
+        The push message is the one written out in full for a reader and the only one with a title
+        (the SMS is cut to fit its segments, the siren's is for the ear); it is rendered, and
+        cached, exactly as for a push recipient. A locale whose push does not render is left out."""
+        if alert.template is None:
+            return {}
+        kind = model.Kind.PUSH
+        have = [loc for loc in self._locales if (loc, alert.template, kind) in self._files]
+        first = next((loc for loc in self._candidates(alert.locale) if loc in have), None)
+        words: dict[str, model.Text] = {}
+        for loc in sorted(have, key=lambda loc: loc != first):
+            try:
+                push = self.render(alert, kind, loc)
+            except errors.Invalid:  # e.g. too long for FCM, for an alert not sent by push
+                continue
+            words[loc] = model.Text(headline=push.title, description=push.body)
+        return words
+
     def _render_generic(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
-        texts: dict[str, tuple[str, model.Text]] = {}
-        for key, text in alert.texts.items():
-            texts.setdefault(_tag(key).split("-")[0], (key, text))
-        if not texts:
+        if not alert.texts:
             raise errors.Invalid("The order needs a template or texts.", field="texts")
-        # The recipient's own language first, then the fallbacks; the text is laid out in its own
+        # The text closest to the recipient's locale, else to the fallbacks; laid out in its own
         # language when there is a layout for it, else in the recipient's usual fallback.
-        wanted = [loc for loc in [*self._candidates(locale, alert.locale), *texts] if loc in texts][0]
-        key, text = texts[wanted]
-        has_layout = (wanted, GENERIC, kind) in self._files
-        loc = wanted if has_layout else self.resolve_locale(locale, alert.locale, name=GENERIC, kind=kind)
+        key = self._closest_text(alert, locale)
+        text = alert.texts[key]
+        own = next((loc for loc in _chain(key) if (loc, GENERIC, kind) in self._files), None)
+        loc = own or self.resolve_locale(locale, alert.locale, name=GENERIC, kind=kind)
         context = self._context(alert, loc) | {"text": _text_vars(text)}
         out = self._run(f"{loc}/{GENERIC}.{kind}.j2", context)
-        return self._finish(_marked(alert, out, wanted), loc, kind, f"texts.{key}")
+        return self._finish(_marked(alert, out, key), loc, kind, f"texts.{key}")
+
+    def _closest_text(self, alert: model.Alert, locale: str | None) -> str:
+        """The key of the text for a recipient in `locale`: for each candidate (fr-ca, fr, …) a text
+        in exactly it, else one in a variety of it (fr-CA, fr-BE for fr); else the first text."""
+        keys = list(alert.texts)
+        for code in self._candidates(locale, alert.locale):
+            exact = [key for key in keys if _tag(key) == code]
+            narrower = [key for key in keys if code in _chain(key)]
+            if exact or narrower:
+                return (exact or narrower)[0]
+        return keys[0]
 
     def _candidates(self, *wanted: str | None) -> list[str]:
+        """Each wanted tag then the default, each from most to least specific (RFC 4647 lookup)."""
         found: list[str] = []
         for tag in (*wanted, self.default_locale):
-            for code in (_tag(tag), _tag(tag).split("-")[0]) if tag else ():
+            for code in _chain(tag) if tag else ():
                 if code not in found:
                     found.append(code)
         return found
@@ -349,6 +380,18 @@ def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, model.Kind]]:
 
 def _tag(locale: str) -> str:
     return locale.strip().replace("_", "-").lower()
+
+
+def _chain(locale: str) -> list[str]:
+    """`locale` and each shorter tag it falls back to: zh-Hant-TW → zh-hant-tw, zh-hant, zh; a
+    singleton goes with the subtag after it (sr-Latn-x-ije → sr-latn-x-ije, sr-latn, sr)."""
+    subtags, chain = _tag(locale).split("-"), []
+    while subtags:
+        chain.append("-".join(subtags))
+        subtags.pop()
+        if subtags and len(subtags[-1]) == 1:
+            subtags.pop()
+    return chain
 
 
 def _text_vars(text: model.Text) -> dict[str, str]:

@@ -63,8 +63,6 @@ INVALID = {
     "sent-fraction.xml": "/alert/sent",
     "sent-impossible-date.xml": "/alert/sent",
     "expires-zulu.xml": "/alert/info[1]/expires",
-    "effective-before-sent.xml": "/alert/info[1]/effective",
-    "expires-before-sent.xml": "/alert/info[1]/expires",
     "update-without-references.xml": "/alert/references",
     "cancel-without-references.xml": "/alert/references",
     "ack-without-references.xml": "/alert/references",
@@ -256,3 +254,31 @@ def test_cap_stays_in_the_core():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORPUS.parents[1])
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["alertd.cap", "alertd.cap_check", "alertd.errors"]
+
+
+# Written in the style of those publishers' feeds: each dates `effective` before `sent`, as they do.
+PUBLISHERS = {
+    "eccc-orages-montreal-en-fr-ca.xml": ("en-CA", "fr-CA"),
+    "bom-canicule-sydney-en-au.xml": ("en-AU",),
+    "ipaws-evacuation-miami-dade-en-es-419.xml": ("en-US", "es-419"),
+    "dwd-gewitter-muenchen-de-en.xml": ("de-DE", "en-GB"),
+    "meteoalarm-vent-finistere-fr-en.xml": ("fr-FR", "en-GB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHERS))
+def test_publishers_documents_with_effective_before_sent_are_valid(name):
+    doc = cap.parse(read("valid", name))
+    assert all(info.effective < doc.sent for info in doc.infos)
+    assert tuple(info.language for info in doc.infos) == PUBLISHERS[name]
+
+
+def test_expires_before_sent_is_valid_cap():
+    doc = cap.parse(read("valid", "expires-before-sent.xml"))
+    assert doc.infos[0].expires < doc.sent
+
+
+@pytest.mark.parametrize("tag", ["es-419", "zh-Hant-TW", "sr-Latn-RS", "fr-CA", "de-CH-1901"])
+def test_extended_language_tags_are_read_as_written(tag):
+    data = read("valid", "crue-paris-fr.xml").replace(b"<language>fr-FR</language>", f"<language>{tag}</language>".encode())
+    assert cap.parse(data).infos[0].language == tag

@@ -8,6 +8,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from lxml import etree
 
 from alertd import cap
 from tests import helpers
@@ -82,6 +83,7 @@ async def test_a_cap_alert_reaches_each_citizen_in_their_language(daemon):
 async def test_the_same_order_in_cap_and_json_makes_the_same_alert(daemon):
     from_cap = await daemon.status((await accepted(daemon, document(infos=info("fr", "Crue", "Montez.", parameters=CHANNELS))))["id"])
     order = helpers.order(identifier="FR-75-0002", channels=["sms", "siren"], template=None, params={}, locale="fr",
+                          category="Met",
                           texts={"fr": {"headline": "Crue", "instruction": "Montez.", "description": "La Seine déborde."}},
                           expires=EXPIRES, event="Inondation", area={"zones": ["75056"], "description": "Paris"})
     from_json = await daemon.status((await daemon.send(**order))["id"])
@@ -241,3 +243,113 @@ async def test_a_reference_problem_is_located_by_xpath(daemon):
     triplet = f"prefecture-75@interieur.gouv.fr,NOPE,{SENT}"
     resp = await post_cap(daemon, document("FR-75-U", "Update", references=triplet))
     assert resp.status == 422 and (await resp.json())["field"] == "/alert/references"
+
+
+# -- documents as public publishers write them ------------------------------------------------------
+
+# Each dates `effective` before `sent`, as those publishers do; written after their feeds (tests/cap/valid).
+PUBLISHED = ["eccc-orages-montreal-en-fr-ca.xml", "bom-canicule-sydney-en-au.xml",
+             "ipaws-evacuation-miami-dade-en-es-419.xml", "dwd-gewitter-muenchen-de-en.xml",
+             "meteoalarm-vent-finistere-fr-en.xml", "effective-before-sent.xml"]
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+async def test_a_publisher_s_document_is_accepted_and_given_back_as_received(daemon, name):
+    original = (CORPUS / "valid" / name).read_bytes()
+    resp = await post_cap(daemon, original, who="admin")
+    assert resp.status == 202, await resp.text()
+    alert_id = (await resp.json())["id"]
+    daemon.clock.advance(3600)  # given back as sent, never re-dated
+    out = await daemon.client.get(f"/v1/alerts/{alert_id}.xml", headers=daemon.headers["admin"])
+    assert elements(await out.read()) == elements(original)
+
+
+def located(id_, locale, phone, lat, lon):
+    return {"id": id_, "phone": phone, "locale": locale, "zones": ["75056"], "lat": lat, "lon": lon}
+
+
+async def test_each_reader_gets_the_text_closest_to_their_language(daemon):
+    resp = await daemon.post("/v1/subscribers", who="admin", json=[
+        located("mtl-en", "en-CA", "+33655000011", 45.55, -73.7), located("mtl-fr", "fr-CA", "+33655000012", 45.55, -73.7),
+        located("mtl-fr-fr", "fr", "+33655000013", 45.56, -73.7),
+        located("mia-es", "es-419", "+33655000021", 25.8, -80.2), located("mia-mx", "es-MX", "+33655000022", 25.8, -80.2),
+        located("mia-zh", "zh-Hant-TW", "+33655000023", 25.8, -80.2),
+    ])
+    assert resp.status == 200, await resp.text()
+    for name in ("eccc-orages-montreal-en-fr-ca.xml", "ipaws-evacuation-miami-dade-en-es-419.xml"):
+        resp = await post_cap(daemon, (CORPUS / "valid" / name).read_bytes(), who="admin")  # shapes: a boundless token
+        assert resp.status == 202, await resp.text()
+    await daemon.drain()
+    sms = {r["to"]: r["body"] for r in await daemon.sms.received()}
+    assert sms["+33655000011"].startswith("severe thunderstorm warning in effect. Take cover")
+    assert sms["+33655000012"].startswith("alerte d'orages violents en vigueur. Mettez-vous à l'abri")
+    assert sms["+33655000013"] == sms["+33655000012"]  # French: the Canadian French text
+    assert sms["+33655000021"].startswith("Orden de evacuación para la Zona A. Salga de la Zona A ahora.")
+    assert sms["+33655000022"] == sms["+33655000021"]
+    assert sms["+33655000023"].startswith("Evacuation order for Zone A.")  # no Chinese: the first info
+
+
+async def test_a_cap_alert_already_past_is_refused_saying_so(daemon):
+    body = document(infos=info("fr", "Crue", "Montez.")).replace(EXPIRES.encode(), b"2026-11-26T10:30:00+01:00")
+    resp = await post_cap(daemon, body)
+    assert resp.status == 422
+    problem = (await resp.json())["errors"][0]
+    assert problem["field"] == "/alert/info[1]/expires"
+    assert "expired at 2026-11-26T10:30:00+01:00" in problem["message"] and "already past" in problem["message"]
+
+
+async def test_a_json_order_in_an_extended_language_tag(daemon):
+    await daemon.post("/v1/subscribers", who="admin", json=[
+        {"id": "p-419", "phone": "+33655000031", "locale": "es-419", "zones": ["75056"]},
+    ])
+    sent = await daemon.send(template=None, params={}, locale="es-419", channels=["sms"], texts={
+        "es-419": {"headline": "Inundación", "instruction": "Suba a los pisos altos."},
+        "fr-CA": {"headline": "Inondation", "instruction": "Montez à l'étage."},
+    })
+    await daemon.drain()
+    sms = {r["to"]: r["body"] for r in await daemon.sms.received()}
+    assert sms["+33655000031"] == "Inundación. Suba a los pisos altos."
+    assert sms["+33612345678"] == "Inondation. Montez à l'étage."  # fr: the closest text, fr-CA
+    doc = cap.parse(await (await daemon.client.get(f"/v1/alerts/{sent['id']}.xml")).read())
+    assert [i.language for i in doc.infos] == ["es-419", "fr-CA"]
+
+
+# -- CAP out of a template alert -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def xsd():
+    return etree.XMLSchema(etree.parse(str(CORPUS / "CAP-v1.2.xsd")))
+
+
+async def test_a_template_alert_comes_out_with_its_words_in_each_locale(daemon, xsd):
+    sent = await daemon.send(identifier="FR-75-TPL", category="Met", params={"reason": "crue de la Seine", "place": "Paris"})
+    await daemon.drain()
+    resp = await daemon.client.get(f"/v1/alerts/{sent['id']}.xml")
+    xml = await resp.read()
+    xsd.assertValid(etree.fromstring(xml))
+    doc = cap.parse(xml)
+    assert [i.language for i in doc.infos] == ["fr", "ar", "en", "es"]  # the order's locale first
+    pushes = {p["to"]: (p["title"], p["body"]) for p in await daemon.push.received()}
+    words = {i.language: (i.headline, i.description) for i in doc.infos}
+    assert words["fr"] == pushes["tok-fr-000001"] and words["es"] == pushes["tok-es-000002"]  # what people got
+    assert words["en"][0] == "Shelter in place now - Paris" and "crue de la Seine." in words["en"][1]
+    assert all(i.categories == ("Met",) and i.event == "Inondation" for i in doc.infos)
+    assert all(("template", "shelter_in_place") in i.parameters for i in doc.infos)
+    assert cap.parse(cap.dumps(doc)) == doc
+    daemon.clock.advance(3600)
+    assert await (await daemon.client.get(f"/v1/alerts/{sent['id']}.xml")).read() == xml  # never re-dated
+
+
+async def test_the_category_comes_from_the_order_or_the_document(daemon):
+    default = await daemon.send(identifier="FR-75-DEF")
+    xml = await (await daemon.client.get(f"/v1/alerts/{default['id']}.xml")).read()
+    assert {i.categories for i in cap.parse(xml).infos} == {("Safety",)}
+    resp = await daemon.post("/v1/alerts", json=helpers.order(category="Weather"))
+    assert resp.status == 422 and (await resp.json())["field"] == "category"
+    resp = await post_cap(daemon, (CORPUS / "valid" / "crue-paris-fr.xml").read_bytes().replace(
+        b">inondation<", b">shelter_in_place<"), who="admin")
+    from_cap = await resp.json()
+    assert (await daemon.status(from_cap["id"]))["category"] == "Met"
+    xml = await (await daemon.client.get(f"/v1/alerts/{from_cap['id']}.xml")).read()
+    assert cap.parse(xml).infos[0].categories == ("Met", "Safety")

@@ -289,3 +289,33 @@ def test_openapi_lists_every_route_with_problem_details():
     assert problem == {"$ref": "#/components/schemas/Problem"}
     assert {"type", "title", "status", "detail", "field", "errors"} <= set(doc["components"]["schemas"]["Problem"]["properties"])
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+# -- language tags and category ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("written, kept", [
+    ("es-419", "es-419"), ("fr-CA", "fr-CA"), ("zh-Hant-TW", "zh-Hant-TW"), ("sr-Latn-RS", "sr-Latn-RS"),
+    ("de-CH-1901", "de-CH-1901"), ("zh-hant-tw", "zh-Hant-TW"), ("FR_ca", "fr-CA"), ("EN", "en"),
+])
+def test_an_rfc_5646_language_tag_is_a_locale_kept_in_its_usual_case(written, kept):
+    parsed = parse(order(template=..., params=..., texts={written: {"headline": "x"}}, locale=written))
+    assert parsed.locale == kept and list(parsed.texts) == [kept]
+    subscriber = audience.parse_subscribers(json.dumps(
+        {"id": "c-1", "phone": "+33612345678", "locale": written, "zones": ["75056"]}).encode())
+    assert subscriber[0].locale == kept
+
+
+@pytest.mark.parametrize("written", ["français", "fr--CA", "fr-", "e", "fr-CAN-", "fr CA"])
+def test_a_malformed_language_tag_is_refused_on_its_field(written):
+    error = invalid(order(locale=written))
+    assert error.field == "locale" and "RFC 5646" in error.message
+
+
+def test_the_category_is_cap_s_and_safety_unless_given():
+    assert parse(order()).category == "Safety"
+    alert = orders.to_alert(parse(order(category="Met")), alert_id="a1", cell="Préfecture", token_id="t", now=NOW)
+    assert alert.category == "Met" and model.Alert.from_json(alert.to_json()).category == "Met"
+    error = invalid(order(category="Weather"))
+    assert error.field == "category" and "Met" in error.message
+    assert invalid(order(category=None)).field == "category"

@@ -280,3 +280,62 @@ def test_a_template_folder_without_the_default_locale_is_a_config_error(tmp_path
 )
 def test_sms_segments(text, encoding, segments):
     assert (render.sms_encoding(text), render.sms_segments(text)) == (encoding, segments)
+
+
+# -- extended language tags (RFC 5646) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wanted, fallback, expected",
+    [("es-419", None, "es"), ("fr-CA", "en", "fr"), ("zh-Hant-TW", "en", "en"), ("zh-Hant-TW", None, "fr"),
+     ("sr-Latn-RS", "es-419", "es"), ("en-x-private", None, "en")],
+)
+def test_an_extended_tag_falls_back_to_its_closest_locale(renderer, wanted, fallback, expected):
+    assert renderer.resolve_locale(wanted, fallback) == expected
+
+
+def test_a_tag_is_tried_from_its_most_to_its_least_specific_form(tmp_path):
+    root = write_templates(tmp_path, {
+        "fr/flood.sms.j2": "Crue", "zh/flood.sms.j2": "洪水 (zh)", "zh-hant/flood.sms.j2": "洪水 (zh-Hant)",
+    })
+    renderer = render.Renderer(root)
+    alert = make_alert(template="flood", locale="fr")
+    assert renderer.render_fresh(alert, SMS, "zh-Hant-TW").body == "洪水 (zh-Hant)"
+    assert renderer.render_fresh(alert, SMS, "zh-Hans-CN").body == "洪水 (zh)"
+    assert renderer.render_fresh(alert, SMS, "fr-CA").body == "Crue"
+
+
+def test_free_texts_go_to_the_closest_language_first(renderer):
+    texts = {"fr": model.Text("Crue", "Montez."), "fr-CA": model.Text("Crue printanière", "Montez à l'étage."),
+             "es-419": model.Text("Inundación", "Suba.")}
+    alert = make_alert(template=None, texts=texts, locale="fr")
+    assert renderer.render_fresh(alert, SMS, "fr-CA").body == "Crue printanière. Montez à l'étage."
+    assert renderer.render_fresh(alert, SMS, "fr-BE").body == "Crue. Montez."
+    assert renderer.render_fresh(alert, SMS, "es-MX").body == "Inundación. Suba."
+    out = renderer.render_fresh(alert, PUSH, "es-419")
+    assert (out.locale, out.title) == ("es", "Inundación")  # laid out in the Spanish layout
+    canadian = make_alert(template=None, texts={"en": model.Text("Flood", "Go up."), "fr-CA": texts["fr-CA"]})
+    assert renderer.render_fresh(canadian, SMS, "fr").body == "Crue printanière. Montez à l'étage."
+
+
+# -- the words of a template alert, for its CAP document ----------------------------------------------
+
+
+def test_cap_texts_are_the_push_messages_of_each_locale_the_alert_s_own_first(renderer):
+    alert = make_alert(params=FULL_PARAMS, locale="en-GB", channels=(SMS,))
+    words = renderer.cap_texts(alert)
+    assert list(words) == ["en", "ar", "es", "fr"]
+    for locale, text in words.items():
+        push = renderer.render_fresh(alert, PUSH, locale)
+        assert (text.headline, text.description, text.instruction) == (push.title, push.body, "")
+    assert words["fr"].headline == "Mise à l'abri immédiate - Lyon 7e"
+    assert renderer.cap_texts(make_alert(template=None, texts={"fr": model.Text("Crue")})) == {}
+
+
+def test_cap_texts_leave_out_a_locale_whose_push_does_not_render(tmp_path):
+    root = write_templates(tmp_path, {
+        "fr/flood.sms.j2": "Crue", "fr/flood.push.j2": "Crue\n" + "très long " * 500,
+        "en/flood.sms.j2": "Flood", "en/flood.push.j2": "Flood\nGo upstairs.",
+    })
+    words = render.Renderer(root).cap_texts(make_alert(template="flood", locale="fr", channels=(SMS,)))
+    assert words == {"en": model.Text(headline="Flood", description="Go upstairs.")}

@@ -38,10 +38,13 @@ def _in_force(alert: model.Alert, now) -> bool:
     return _public(alert) and alert.state not in NOT_IN_FORCE and not alert.is_expired(now)
 
 
-async def document(store, alert: model.Alert) -> cap.Document:
-    """The alert as CAP: the document it came as, or one made from its JSON order."""
-    kept = await store.alert_cap(alert.id)
-    return cap.Document.from_json(json.loads(kept)) if kept else cap_alert.to_document(alert)
+async def document(app: web.Application, alert: model.Alert) -> cap.Document:
+    """The alert as CAP: the document it came as, or one made from its JSON order, with a template
+    alert's words rendered by the dispatcher's own renderer."""
+    kept = await app[web_mod.STORE].alert_cap(alert.id)
+    if kept:
+        return cap.Document.from_json(json.loads(kept))
+    return cap_alert.to_document(alert, app[web_mod.RENDERER].cap_texts(alert))
 
 
 @routes.get("/v1/alerts/{id}.xml")
@@ -50,7 +53,7 @@ async def show(request: web.Request) -> web.Response:
     alert = await store.get_alert(request.match_info["id"])
     if not _public(alert):
         _, alert = await alerts._readable(request)
-    body = cap.dumps(await document(store, alert))
+    body = cap.dumps(await document(request.app, alert))
     return web.Response(body=body, content_type=CAP_TYPE, charset="utf-8")
 
 
