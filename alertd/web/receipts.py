@@ -4,6 +4,8 @@ Twilio signs each callback with the account's auth token over the public URL it 
 unsigned callback gets 403 and changes nothing. A siren gateway presents its channel's
 ``receipt_token`` (the protocol is in `alertd.fakes.siren`): none gets 401, another 403, and nothing
 changes. Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
+Anyone can post here: a body that cannot be read (bytes of no charset, another content type, too
+large, a field no provider would send) gets a 4xx problem naming it and one warning line, never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -27,6 +30,8 @@ routes = web.RouteTableDef()
 
 MAX_RECEIPTS = 10_000  # per POST: a gateway's heartbeats for all its sirens fit
 RETRY_EARLY = 1  # seconds a gateway waits before posting again an ack that came too early
+FORM = "application/x-www-form-urlencoded"  # what Twilio posts, and all it posts
+SID = re.compile(r"[A-Za-z0-9]{1,64}")  # Twilio's are two letters and 32 hex digits
 
 
 def _signed(settings: web_mod.Settings, request: web.Request, form: dict[str, str]) -> bool:
@@ -39,15 +44,31 @@ def _signed(settings: web_mod.Settings, request: web.Request, form: dict[str, st
     )
 
 
+async def _form(request: web.Request) -> dict[str, str]:
+    """The callback's form, or a 4xx naming what cannot be read (a body too large is aiohttp's 413)."""
+    if request.content_type != FORM:
+        log.warning("twilio callback refused: not a form", remote=request.remote, content_type=request.content_type)
+        raise errors.BadRequest(f"a Twilio callback is {FORM}", field="Content-Type", status=415)
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
+        log.warning("twilio callback refused: unreadable body", remote=request.remote, error=str(exc))
+        raise errors.BadRequest(f"the body cannot be read as a form: {exc}", field="body") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 @routes.post("/v1/receipts/twilio")
 async def twilio(request: web.Request) -> web.Response:
-    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    form = await _form(request)
     if not _signed(request.app[web_mod.SETTINGS], request, form):
         log.warning("twilio callback refused: bad signature", remote=request.remote)
         raise errors.Forbidden("the X-Twilio-Signature does not match", field="X-Twilio-Signature")
     sid, status = form.get("MessageSid"), form.get("MessageStatus", "")
     if not sid:
         raise errors.BadRequest("MessageSid is required", field="MessageSid")
+    if not SID.fullmatch(sid):
+        log.warning("twilio callback refused: malformed MessageSid", remote=request.remote)
+        raise errors.BadRequest("MessageSid must be 1 to 64 letters and digits", field="MessageSid")
     state = twilio_sms.twilio_status_to_state(status)
     if state is model.State.FAILED:
         moved = await request.app[web_mod.DISPATCHER].undelivered(sid, _error(form, status))
@@ -61,7 +82,7 @@ async def twilio(request: web.Request) -> web.Response:
 def _error(form: dict[str, str], status: str) -> errors.DeliveryError:
     """What Twilio's ErrorCode means, from the channel's classification table."""
     code = form.get("ErrorCode", "")
-    if not code.isdigit():
+    if not (code.isascii() and code.isdigit() and len(code) <= 10):
         return errors.Permanent(f"Twilio reported the message {status}", code=status)
     return twilio_sms.classify(400, int(code), None)
 
@@ -81,7 +102,28 @@ class Ack:
     reason: str = ""
 
 
-Text = Annotated[pydantic.StrictStr, pydantic.Field(min_length=1, max_length=200)]
+def _no_control(value: str) -> str:
+    if any(c < " " or c == "\x7f" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL stores no NUL in text
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError("out of range once in UTC") from None
+
+
+Text = Annotated[pydantic.StrictStr, pydantic.Field(min_length=1, max_length=200), pydantic.AfterValidator(_no_control)]
+Reason = Annotated[pydantic.StrictStr, pydantic.Field(max_length=500), pydantic.AfterValidator(_no_nul)]
+When = Annotated[pydantic.AwareDatetime, pydantic.AfterValidator(_utc)]
 Fraction = Annotated[float, pydantic.Field(strict=True, ge=0, le=1)]
 
 
@@ -93,8 +135,8 @@ class _AckIn(pydantic.BaseModel):
     siren_id: Text
     request_id: Text
     result: Literal["activated", "failed", "busy"]
-    reason: Annotated[pydantic.StrictStr, pydantic.Field(max_length=500)] = ""
-    at: pydantic.AwareDatetime
+    reason: Reason = ""
+    at: When
 
 
 class _HeartbeatIn(pydantic.BaseModel):
@@ -102,7 +144,7 @@ class _HeartbeatIn(pydantic.BaseModel):
 
     type: Literal["heartbeat"]
     siren_id: Text
-    at: pydantic.AwareDatetime
+    at: When
     mains: pydantic.StrictBool | None = None
     battery: Fraction | None = None
     fault: pydantic.StrictBool = False
@@ -119,14 +161,14 @@ def parse_siren(body: bytes) -> list[tuple[str, Receipt]]:
     JSON, `errors.Invalid` naming every field at fault."""
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise errors.BadRequest("The body is not valid JSON.", field=None) from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise errors.BadRequest("The body is not valid UTF-8 JSON.", field="body") from None
     if isinstance(data, dict):
         items = [("", data)]
     else:
         items = [(f"{i}.", d) for i, d in enumerate(data)] if isinstance(data, list) else []
     if not items or len(items) > MAX_RECEIPTS:
-        raise errors.BadRequest(f"The body must be a receipt object or a list of 1 to {MAX_RECEIPTS}.", field=None)
+        raise errors.BadRequest(f"The body must be a receipt object or a list of 1 to {MAX_RECEIPTS}.", field="body")
     parsed, problems = [], []
     for prefix, item in items:
         try:
@@ -201,7 +243,9 @@ async def commands(store: store_mod.Store, channel: str, receipts: list[tuple[st
 
 
 async def _command(store: store_mod.Store, request_id: str) -> model.Delivery | None:
-    return await store.get_delivery(int(request_id)) if request_id.isdigit() and len(request_id) < 19 else None
+    # ASCII digits only: "²" is a digit to str.isdigit, not to int().
+    decimal = request_id.isascii() and request_id.isdigit() and len(request_id) < 19
+    return await store.get_delivery(int(request_id)) if decimal else None
 
 
 @routes.post("/v1/receipts/siren")
