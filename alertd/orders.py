@@ -14,12 +14,14 @@ from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
 from alertd import cap_check, errors, geo, model
 
-# An RFC 5646 language tag (BCP 47), in its usual case: language (and extended language subtags),
-# script, region (two letters or UN M.49 digits), variants, extensions, private use: fr, fr-CA,
-# es-419, zh-Hant-TW, sr-Latn-RS, de-CH-1901.
+# An RFC 5646 language tag (BCP 47): language (and extended language subtags), script, region (two
+# letters or UN M.49 digits), variants, extensions, private use: fr, fr-CA, es-419, zh-Hant-TW,
+# sr-Latn-RS, de-CH-1901. Tags are case-insensitive and a `_` is taken for a `-` (fr_ca); `Locale`
+# keeps them in their usual form (fr-CA).
 LOCALE_PATTERN = (
-    r"^[a-z]{2,3}(?:-[a-z]{3}){0,3}(?:-[A-Z][a-z]{3})?(?:-(?:[A-Z]{2}|[0-9]{3}))?"
-    r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*(?:-[a-wyz0-9](?:-[a-z0-9]{2,8})+)*(?:-x(?:-[a-z0-9]{1,8})+)?$"
+    r"^[A-Za-z]{2,3}(?:[-_][A-Za-z]{3}){0,3}(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?"
+    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?:[-_][A-WYZa-wyz0-9](?:[-_][A-Za-z0-9]{2,8})+)*"
+    r"(?:[-_][Xx](?:[-_][A-Za-z0-9]{1,8})+)?$"
 )
 IDENTIFIER_PATTERN = r"^[^\s,<&]+$"  # CAP 1.2: no spaces, commas or restricted characters
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template variable
@@ -31,12 +33,8 @@ Zone = Annotated[str, StringConstraints(pattern=model.ZONE_PATTERN)]
 LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
 
 
-def _language_tag(value: Any) -> Any:
-    return model.language_tag(value) if isinstance(value, str) else value
-
-
-# Any case is taken (`fr-ca`, `zh-hant-tw`) and kept in the usual one (`fr-CA`, `zh-Hant-TW`).
-Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN), pydantic.BeforeValidator(_language_tag)]
+# Checked as written (any case, `_` or `-`), then kept in the usual form: zh-hant-tw → zh-Hant-TW.
+Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN), pydantic.AfterValidator(model.language_tag)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
 
 # What a user reads instead of a regular expression.

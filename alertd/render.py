@@ -245,21 +245,18 @@ class Renderer:
         return self._finish(_marked(alert, out, loc), loc, kind, field="params" if alert.params else "template")
 
     def cap_texts(self, alert: model.Alert) -> dict[str, model.Text]:
-        """A template alert's words for its CAP document, in each locale that has its push message,
-        the alert's own locale first: the push title as headline, the push body as description.
-
-        The push message is the one written out in full for a reader and the only one with a title
-        (the SMS is cut to fit its segments, the siren's is for the ear); it is rendered, and
-        cached, exactly as for a push recipient. A locale whose push does not render is left out."""
-        if alert.template is None:
-            return {}
+        """A template alert's words for its CAP document, in each locale that has its push message
+        (the one written in full for a reader, and the only one with a title: the SMS is cut to its
+        segments, the siren's is for the ear), the alert's own locale first: the push title as
+        headline, its body as description, as a push recipient gets them. Rendered fresh, not
+        cached: a draft's words must not stand for the alert its approval makes."""
         kind = model.Kind.PUSH
         have = [loc for loc in self._locales if (loc, alert.template, kind) in self._files]
         first = next((loc for loc in self._candidates(alert.locale) if loc in have), None)
         words: dict[str, model.Text] = {}
         for loc in sorted(have, key=lambda loc: loc != first):
             try:
-                push = self.render(alert, kind, loc)
+                push = self.render_fresh(alert, kind, loc)
             except errors.Invalid:  # e.g. too long for FCM, for an alert not sent by push
                 continue
             words[loc] = model.Text(headline=push.title, description=push.body)
@@ -281,13 +278,10 @@ class Renderer:
     def _closest_text(self, alert: model.Alert, locale: str | None) -> str:
         """The key of the text for a recipient in `locale`: for each candidate (fr-ca, fr, …) a text
         in exactly it, else one in a variety of it (fr-CA, fr-BE for fr); else the first text."""
-        keys = list(alert.texts)
         for code in self._candidates(locale, alert.locale):
-            exact = [key for key in keys if _tag(key) == code]
-            narrower = [key for key in keys if code in _chain(key)]
-            if exact or narrower:
-                return (exact or narrower)[0]
-        return keys[0]
+            if found := sorted((key for key in alert.texts if code in _chain(key)), key=lambda k: _tag(k) != code):
+                return found[0]
+        return next(iter(alert.texts))
 
     def _candidates(self, *wanted: str | None) -> list[str]:
         """Each wanted tag then the default, each from most to least specific (RFC 4647 lookup)."""
