@@ -220,12 +220,13 @@ class Order(pydantic.BaseModel):
         None,
         min_length=1,
         validate_default=True,
-        description="The message in each locale, instead of a template. Give exactly one of "
-        "`template` and `texts`.",
+        description="The message in each locale (an RFC 5646 language tag: fr, fr-CA, es-419), instead of a "
+        "template. Give exactly one of `template` and `texts`.",
         examples=[{"fr": {"headline": "Inondation", "instruction": "Montez dans les étages."}}],
     )
     locale: Locale | None = Field(
-        None, description="The locale for recipients whose own locale has no message.", examples=["fr"]
+        None, description="The locale for recipients whose own locale has no message (an RFC 5646 language "
+        "tag; each tag falls back to its language: es-419 to es).", examples=["fr"]
     )
     topics: bool = Field(False, description="Also push to the FCM topics `zone-<code>` of the area.")
     category: Literal[CATEGORIES] = Field(  # type: ignore[valid-type]
