@@ -279,8 +279,9 @@ class Renderer:
         """The key of the text for a recipient in `locale`: for each candidate (fr-ca, fr, …) a text
         in exactly it, else one in a variety of it (fr-CA, fr-BE for fr); else the first text."""
         for code in self._candidates(locale, alert.locale):
-            if found := sorted((key for key in alert.texts if code in _chain(key)), key=lambda k: _tag(k) != code):
-                return found[0]
+            found = [key for key in alert.texts if code in _chain(key)]
+            if found:
+                return min(found, key=lambda key: _tag(key) != code)  # exactly it first
         return next(iter(alert.texts))
 
     def _candidates(self, *wanted: str | None) -> list[str]:

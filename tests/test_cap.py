@@ -280,5 +280,6 @@ def test_expires_before_sent_is_valid_cap():
 
 @pytest.mark.parametrize("tag", ["es-419", "zh-Hant-TW", "sr-Latn-RS", "fr-CA", "de-CH-1901"])
 def test_extended_language_tags_are_read_as_written(tag):
-    data = read("valid", "crue-paris-fr.xml").replace(b"<language>fr-FR</language>", f"<language>{tag}</language>".encode())
+    language = f"<language>{tag}</language>".encode()
+    data = read("valid", "crue-paris-fr.xml").replace(b"<language>fr-FR</language>", language)
     assert cap.parse(data).infos[0].language == tag

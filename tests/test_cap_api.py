@@ -270,9 +270,11 @@ def located(id_, locale, phone, lat, lon):
 
 async def test_each_reader_gets_the_text_closest_to_their_language(daemon):
     resp = await daemon.post("/v1/subscribers", who="admin", json=[
-        located("mtl-en", "en-CA", "+33655000011", 45.55, -73.7), located("mtl-fr", "fr-CA", "+33655000012", 45.55, -73.7),
+        located("mtl-en", "en-CA", "+33655000011", 45.55, -73.7),
+        located("mtl-fr", "fr-CA", "+33655000012", 45.55, -73.7),
         located("mtl-fr-fr", "fr", "+33655000013", 45.56, -73.7),
-        located("mia-es", "es-419", "+33655000021", 25.8, -80.2), located("mia-mx", "es-MX", "+33655000022", 25.8, -80.2),
+        located("mia-es", "es-419", "+33655000021", 25.8, -80.2),
+        located("mia-mx", "es-MX", "+33655000022", 25.8, -80.2),
         located("mia-zh", "zh-Hant-TW", "+33655000023", 25.8, -80.2),
     ])
     assert resp.status == 200, await resp.text()
@@ -323,7 +325,8 @@ def xsd():
 
 
 async def test_a_template_alert_comes_out_with_its_words_in_each_locale(daemon, xsd):
-    sent = await daemon.send(identifier="FR-75-TPL", category="Met", params={"reason": "crue de la Seine", "place": "Paris"})
+    params = {"reason": "crue de la Seine", "place": "Paris"}
+    sent = await daemon.send(identifier="FR-75-TPL", category="Met", params=params)
     await daemon.drain()
     resp = await daemon.client.get(f"/v1/alerts/{sent['id']}.xml")
     xml = await resp.read()
