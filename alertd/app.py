@@ -26,11 +26,11 @@ HOUSEKEEPING_SECONDS = 1.0
 
 
 class Workers:
-    """The background work of an app: it begins once the app listens, it ends with `stop_workers`
-    or with the app, whichever comes first."""
+    """The background work of an app: it begins once the app listens, it ends with the app."""
 
     def __init__(self) -> None:
         self.listening = asyncio.Event()
+        self.told = False  # by `listening`, whose caller then hears why the work cannot begin
         self.begun: asyncio.Task | None = None  # the beginning, once the app has started
         self.stack = contextlib.AsyncExitStack()  # how to end what has begun, last begun first
 
@@ -81,8 +81,10 @@ def twilio_tokens(cfg: config_mod.Config) -> tuple[str, ...]:
 def build(
     cfg: config_mod.Config, *, clock: Callable[[], dt.datetime] = model.utcnow, run_workers: bool = True
 ) -> web.Application:
-    """The daemon's aiohttp app. With `run_workers=False` nothing is sent in the background: the
-    caller drains with `app[web.DISPATCHER].run_until_idle()` (tests, `alertd send --once`)."""
+    """The daemon's aiohttp app. Its background work (sending, housekeeping) begins once it listens:
+    tell it with `listening(app)` once its site has started, as `alertd serve` does; an app never told
+    begins at its first answer, which proves it listens. With `run_workers=False` nothing is sent
+    in the background: the caller drains with `app[web.DISPATCHER].run_until_idle()` (tests)."""
     app = web.Application(middlewares=[web_mod.problems], client_max_size=4 * 1024 * 1024)
     db = store.open_store(cfg.store.url)
     disp = build_dispatcher(cfg, db, clock)
@@ -98,7 +100,7 @@ def build(
     app[WORKERS] = Workers()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx if run_workers else _channels_ctx)
-    if run_workers:  # an app served by a runner of its own (the demo) listens once it answers
+    if run_workers:
         app.on_response_prepare.append(_answered)
     if run_workers and cfg.systemd.watchdog:
         app.cleanup_ctx.append(_systemd_ctx)
@@ -129,19 +131,10 @@ async def listening(app: web.Application) -> None:
     """Say that the app's port accepts connections: the background work begins. Returns once it has
     begun (the sending processes started …), raising what kept it from beginning."""
     workers = app[WORKERS]
+    workers.told = True
     workers.listening.set()
     if workers.begun is not None:
         await asyncio.shield(workers.begun)
-
-
-async def stop_workers(app: web.Application) -> None:
-    """End the background work, the calls on the wire answered and recorded, while the port still
-    listens: their receipts come back to it. The app's cleanup does it too, after the port closed."""
-    workers = app[WORKERS]
-    if workers.begun is not None:
-        workers.begun.cancel()
-        await asyncio.gather(workers.begun, return_exceptions=True)
-    await workers.stack.aclose()
 
 
 async def _answered(request: web.Request, response: web.StreamResponse) -> None:
@@ -152,7 +145,9 @@ async def _dispatcher_ctx(app: web.Application):
     workers = app[WORKERS]
     workers.begun = asyncio.create_task(_begin(app, workers), name="workers")
     yield
-    await stop_workers(app)
+    workers.begun.cancel()  # if it is still waiting, or starting the channels
+    await asyncio.gather(workers.begun, return_exceptions=True)
+    await workers.stack.aclose()  # what has begun ends, the calls on the wire answered and recorded
 
 
 async def _begin(app: web.Application, workers: Workers) -> None:
@@ -160,7 +155,8 @@ async def _begin(app: web.Application, workers: Workers) -> None:
     try:
         await _begin_listening(app, workers.stack)
     except Exception as exc:
-        log.error("the background work cannot begin", error=f"{type(exc).__name__}: {exc}")
+        if not workers.told:  # nobody waits for the beginning: this line is all that will say it
+            log.error("the background work cannot begin", error=f"{type(exc).__name__}: {exc}")
         raise
 
 

@@ -117,7 +117,12 @@ def _load(args) -> config.Config:
 
 def serve(args) -> int:
     cfg = _load(args)
-    asyncio.run(_serve(cfg))
+    try:
+        asyncio.run(_serve(cfg))
+    except (errors.AlertdError, OSError) as exc:  # a channel that cannot start, a port taken …
+        # Logged, not printed: under systemd every line the daemon writes is JSON.
+        logs.get_logger("alertd.cli").error("alertd cannot serve", error=f"{type(exc).__name__}: {exc}")
+        return 1
     return 0
 
 
@@ -142,7 +147,6 @@ async def _serve(cfg: config.Config) -> None:
         await stop.wait()  # SIGTERM or SIGINT: stop taking work, finish what is on the wire
     finally:
         systemd.stopping()
-        await app_mod.stop_workers(runner.app)  # while the port still hears the last calls' receipts
         await runner.cleanup()
 
 

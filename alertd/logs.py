@@ -93,6 +93,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO = sys.stder
     )
 
 
+def get_logger(name: str) -> Any:
+    """A logger, for a module that has no other use for structlog."""
+    return structlog.get_logger(name)
+
+
 def watch(loop: asyncio.AbstractEventLoop) -> None:
     """Log what the loop reports (a task's exception never retrieved, a callback's failure) here."""
     loop.set_exception_handler(_loop_exception)

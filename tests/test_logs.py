@@ -8,6 +8,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 import structlog
@@ -25,6 +26,7 @@ def capture():
     """Configure logging into a buffer; put the process's logging back afterwards."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, {name: logging.getLogger(name).level for name in logs.QUIET})
+    hooks = (sys.excepthook, sys.unraisablehook, threading.excepthook)  # configure() takes them over
     buffers = []
 
     def configure(level="info", fmt="auto", stream=None):
@@ -40,6 +42,7 @@ def capture():
     root.setLevel(saved[1])
     for name, level in saved[2].items():
         logging.getLogger(name).setLevel(level)
+    sys.excepthook, sys.unraisablehook, threading.excepthook = hooks
 
 
 def lines(stream: io.StringIO) -> list[dict]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import pathlib
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
 
-from alertd import systemd
+from alertd import demo, systemd
+from tests import helpers, test_crash
 
 UNIT = pathlib.Path(__file__).resolve().parent.parent / "systemd" / "alertd.service"
 
@@ -141,3 +144,51 @@ def test_systemd_accepts_the_unit():
     # The unit runs /opt/alertd/venv/bin/alertd, which only exists once installed.
     complaints = [line for line in result.stderr.splitlines() if "/opt/alertd/venv/bin/alertd" not in line]
     assert complaints == [], result.stderr
+
+
+# -- the daemon's own notifications ----------------------------------------------------------------
+
+
+def serve(config_path, notify_socket: socket.socket) -> subprocess.Popen:
+    env = os.environ | {"NOTIFY_SOCKET": notify_socket.getsockname(), "ALERTD_LOG__LEVEL": "warning"}
+    return subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(config_path)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+
+
+async def notification(sock: socket.socket, timeout: float = 30) -> str:
+    return (await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), timeout)).decode()
+
+
+async def test_ready_comes_once_the_daemon_listens_and_its_sending_processes_run(tmp_path, fakes_url, notify_socket):
+    port = demo.free_port()
+    path = helpers.write_config(tmp_path, fakes_url, port, sms="processes = 1", push="processes = 1")
+    daemon = serve(path, notify_socket)
+    try:
+        assert await notification(notify_socket) == "READY=1"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # it listens
+        senders = test_crash.sending_processes(daemon.pid)
+        assert len(senders) == 2 and all(test_crash.running(pid) for pid in senders)
+        daemon.terminate()
+        assert await notification(notify_socket) == "STOPPING=1"
+        assert daemon.wait(30) == 0
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    assert daemon.stderr.read() == ""
+
+
+async def test_a_daemon_that_cannot_start_its_sending_processes_never_says_ready(tmp_path, fakes_url, notify_socket):
+    missing = tmp_path / "missing-service-account.json"
+    path = helpers.write_config(
+        tmp_path, fakes_url, demo.free_port(), push=f"processes = 1\nservice_account_file = '{missing}'"
+    )
+    daemon = serve(path, notify_socket)
+    try:
+        assert daemon.wait(60) == 1
+    finally:
+        daemon.kill()
+    assert "READY=1" not in received(notify_socket)
+    lines = [json.loads(line) for line in daemon.stderr.read().splitlines()]  # JSON, all of them
+    assert [(line["level"], line["event"]) for line in lines] == [("error", "alertd cannot serve")]
+    assert "channel push-0" in lines[0]["error"] and "service_account_file" in lines[0]["error"]
