@@ -97,6 +97,10 @@ class Area(_Value):
     geocodes: tuple[Pair, ...] = ()
     altitude: float | None = None  # feet above mean sea level
     ceiling: float | None = None
+    # (element, text) of each number-bearing element as received, written back in place of the
+    # numbers' shortest form while it still reads as the same value: publishers pad (29.50,-94.80).
+    # Presentation, not value: two areas that differ only by it are equal.
+    received: tuple[Pair, ...] = dataclasses.field(default=(), compare=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -223,7 +227,11 @@ def _area(r: cap_check.Reader) -> Area:
     return Area(
         area_desc=r.one("areaDesc"), polygons=r.many("polygon"), circles=r.many("circle"),
         geocodes=_pairs(r, "geocode"), altitude=r.one("altitude"), ceiling=r.one("ceiling"),
+        received=tuple((name, e.text or "") for name in _NUMBERED for e in r.element.findall(f"{{{NS}}}{name}")),
     )
+
+
+_NUMBERED = ("polygon", "circle", "altitude", "ceiling")
 
 
 def _pairs(r: cap_check.Reader, name: str) -> tuple[Pair, ...]:
@@ -321,9 +329,24 @@ def _resource_items(resource: Resource) -> Items:
 
 def _area_items(area: Area) -> Iterator[tuple[str, Any]]:
     yield "areaDesc", area.area_desc
-    for ring in area.polygons:
-        yield "polygon", " ".join(f"{_number(lat)},{_number(lon)}" for lat, lon in ring)
-    for lat, lon, radius in area.circles:
-        yield "circle", f"{_number(lat)},{_number(lon)} {_number(radius)}"
+    for n, ring in enumerate(area.polygons):
+        yield "polygon", _as_received(area, "polygon", n, ring) or " ".join(
+            f"{_number(lat)},{_number(lon)}" for lat, lon in ring)
+    for n, (lat, lon, radius) in enumerate(area.circles):
+        yield "circle", _as_received(area, "circle", n, (lat, lon, radius)) or (
+            f"{_number(lat)},{_number(lon)} {_number(radius)}")
     yield from (("geocode", _pair(*pair)) for pair in area.geocodes)
-    yield from (("altitude", _optional(_number, area.altitude)), ("ceiling", _optional(_number, area.ceiling)))
+    for name in ("altitude", "ceiling"):
+        value = getattr(area, name)
+        yield name, None if value is None else _as_received(area, name, 0, value) or _number(value)
+
+
+def _as_received(area: Area, name: str, index: int, value: Any) -> str | None:
+    """The text the `index`th `name` of `area` came as, if it still reads as `value`."""
+    texts = [text for element, text in area.received if element == name]
+    if index >= len(texts):
+        return None
+    try:
+        return texts[index] if cap_check.READ[name](texts[index]) == value else None
+    except ValueError:
+        return None

@@ -283,3 +283,19 @@ def test_extended_language_tags_are_read_as_written(tag):
     language = f"<language>{tag}</language>".encode()
     data = read("valid", "crue-paris-fr.xml").replace(b"<language>fr-FR</language>", language)
     assert cap.parse(data).infos[0].language == tag
+
+
+def test_numbers_come_back_as_the_publisher_wrote_them():
+    data = read("valid", "ipaws-evacuation-miami-dade-en-es-419.xml")
+    doc = cap.parse(data)
+    assert doc.infos[0].areas[0].polygons[0][0] == (25.97, -80.12)
+    padded = b"<polygon>25.9700,-80.1200 25.7600,-80.1300 25.5500,-80.3000 25.6000,-80.3400 25.9700,-80.1200"
+    stored = cap.Document.from_json(json.loads(json.dumps(doc.to_json())))
+    assert data.count(padded) == cap.dumps(stored).count(padded) == 2
+    circle = b"<circle>48.85660,2.35220 5.0</circle>"
+    written = read("valid", "crue-paris-fr.xml").replace(b"<circle>48.8566,2.3522 5</circle>", circle)
+    assert circle in cap.dumps(cap.parse(written))
+    ring = ((25.9, -80.1), (25.8, -80.1), (25.8, -80.2), (25.9, -80.1))
+    moved = dataclasses.replace(doc.infos[0].areas[0], polygons=(ring,))
+    out = cap.dumps(dataclasses.replace(doc, infos=(dataclasses.replace(doc.infos[0], areas=(moved,)),)))
+    assert b"<polygon>25.9,-80.1 25.8,-80.1 25.8,-80.2 25.9,-80.1</polygon>" in out  # a changed value: its own text
