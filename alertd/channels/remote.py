@@ -17,7 +17,8 @@ here, never in argv or the environment), then lists of ``(seq, message)``; the c
 say for a millisecond into one frame.
 A child ignores SIGINT and SIGTERM: it stops when its stdin closes, after answering the calls on the
 wire; when the daemon was killed, nobody reads those answers: the child drops them, says so in one
-log line, and exits. It logs JSON from its first line (`logs`), whatever goes wrong. A child that dies, or owes an answer for longer than three provider timeouts (it is then
+log line, and exits. It logs as the daemon does (JSON off a terminal) from its first line, whatever
+goes wrong. A child that dies, or owes an answer for longer than three provider timeouts (it is then
 killed), fails its calls on the wire as transient (the retry policy sends them again) and is started
 again for the next message; one that cannot start again fails the calls as transient at once for
 `RESTART_PAUSE` seconds.
