@@ -8,7 +8,9 @@ beside it and wakes the lanes after every chunk.
 
 At-least-once: a delivery is recorded after its provider call, so a crash between the two sends it
 again after the lease. The duplicate window is what a lane has sent and not recorded: the calls on
-the wire and those finished since its last claim, about two rounds of concurrency.
+the wire and those finished and not yet recorded. It never exceeds what a lane holds, three rounds
+of concurrency (the third, queued, was not sent), and is about two in practice. A live lane renews
+the leases of all it holds, so a provider slower than a lease never makes it send twice.
 """
 
 from __future__ import annotations
@@ -334,8 +336,8 @@ class Lane:
     finished outcomes in the same transaction as its next claim. It claims while a round of calls is
     still queued behind those on the wire, so the senders never wait for the store. Nothing is created
     per message but the message, and the provider always has up to `concurrency` calls in flight. What
-    a crash can send twice is what the lane has sent and not recorded: about two rounds of
-    `concurrency` (the queued deliveries were not sent).
+    a crash can send twice is what the lane has sent and not recorded: never more than the three
+    rounds of `concurrency` it holds (the queued deliveries were not sent), about two in practice.
     """
 
     def __init__(self, dispatcher: Dispatcher, name: str) -> None:

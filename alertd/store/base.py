@@ -28,6 +28,10 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
         """A connection for one autocommitted statement."""
         raise NotImplementedError
 
+    def _fanout_tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
+        """`_tx` for the lanes' claims, records and renewals (a driver may keep connections for them)."""
+        return self._tx()
+
     async def _notify(self, conn: sql.Conn, payload: str) -> None:
         """Wake the other instances (PostgreSQL); nothing to do with one instance."""
 
@@ -242,7 +246,7 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
         self, channel: str, owner: str, now: dt.datetime, limit: int, lease: dt.timedelta,
         done: Sequence[model.Outcome] = (),
     ) -> list[model.Delivery]:
-        async with self._tx() as conn:
+        async with self._fanout_tx() as conn:
             await self._record(conn, done, now)
             rows = await conn.fetch(
                 sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease), store_mod.LAPSED
@@ -252,11 +256,12 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
     async def renew(self, ids: Sequence[int], owner: str, until: dt.datetime) -> set[int]:
         if not ids:
             return set()
-        rows = await self._fetch(sql.RENEW, json.dumps(list(ids)), owner, self._t(until))
+        async with self._fanout_tx() as conn:
+            rows = await conn.fetch(sql.RENEW, json.dumps(list(ids)), owner, self._t(until))
         return {r["id"] for r in rows}
 
     async def record(self, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
-        async with self._tx() as conn:
+        async with self._fanout_tx() as conn:
             await self._record(conn, outcomes, now)
 
     async def _record(self, conn: sql.Conn, outcomes: Sequence[model.Outcome], now: dt.datetime) -> None:
@@ -276,9 +281,9 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
         """Apply the receipts that arrived before these provider ids were recorded."""
         if not provider_ids:
             return
-        if self.dialect.receipts_shared:
-            await conn.execute(self.dialect.receipts_shared)
         ids = json.dumps(provider_ids)
+        if self.dialect.receipts_shared:
+            await conn.execute(self.dialect.receipts_shared, ids)
         early = await conn.fetch(sql.EARLY_FOR, ids)
         if early:
             await conn.executemany(sql.RECEIPT, [
@@ -295,7 +300,7 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
             if await conn.execute(sql.RECEIPT, *args):
                 return True
             if self.dialect.receipts_lock:  # then look again: a record may have committed meanwhile
-                await conn.execute(self.dialect.receipts_lock)
+                await conn.execute(self.dialect.receipts_lock, provider_id)
                 if await conn.execute(sql.RECEIPT, *args):
                     return True
             if not await conn.fetch("SELECT 1 FROM deliveries WHERE provider_id = $1", provider_id):

@@ -17,6 +17,9 @@ from alertd.store import base, sql
 
 NOTIFY_CHANNEL = "alertd_work"
 POOL_MIN, POOL_MAX = 1, 10
+# The lanes' claims, records and lease renewals have connections of their own: a burst of receipts
+# or API reads cannot make a lane wait to record what it sent.
+FANOUT_MAX = 4
 
 DIALECT = sql.Dialect(
     time="timestamptz",
@@ -25,9 +28,14 @@ DIALECT = sql.Dialect(
     each="json_array_elements_text",
     lock="FOR UPDATE OF d SKIP LOCKED",
     row_lock="FOR UPDATE",
-    # A receipt finding no delivery and a record writing provider ids never miss each other.
-    receipts_lock="SELECT pg_advisory_xact_lock(7424212)",
-    receipts_shared="SELECT pg_advisory_xact_lock_shared(7424212)",
+    # A receipt finding no delivery and a record writing its provider id never miss each other. One
+    # lock per bucket of provider ids, not one for all: the status callbacks that arrive before their
+    # sends are recorded (under load, most of them) neither queue behind each other nor hold up the
+    # record of everything else, which would widen the crash duplicate window (what is sent and not
+    # yet recorded).
+    receipts_lock="SELECT pg_advisory_xact_lock(7424212, hashtext($1) & 127)",
+    receipts_shared="""SELECT pg_advisory_xact_lock_shared(7424212, b) FROM (SELECT DISTINCT hashtext(value) & 127
+        AS b FROM json_array_elements_text($1) ORDER BY b) buckets""",
     migration_lock="SELECT pg_advisory_xact_lock(7424211)",  # any constant shared by all instances
     audit_lock="SELECT pg_advisory_xact_lock(7424213)",
     instant=lambda value: value,
@@ -72,12 +80,15 @@ class PostgresStore(base.SQLStore):
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: asyncpg.Pool | None = None
+        self._fanout: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=POOL_MIN, max_size=POOL_MAX)
+            self._fanout = await asyncpg.create_pool(self.url, min_size=1, max_size=FANOUT_MAX)
         except (OSError, asyncpg.PostgresError) as exc:
+            await self.close()
             raise errors.StoreError(f"PostgreSQL store unreachable: {exc}") from exc
         await self.migrate()
 
@@ -85,9 +96,10 @@ class PostgresStore(base.SQLStore):
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._fanout):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._fanout = None
 
     async def ping(self) -> None:
         try:
@@ -119,7 +131,12 @@ class PostgresStore(base.SQLStore):
                 yield _Conn(conn)
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[_Conn]:
+    async def _tx(self, pool: asyncpg.Pool | None = None) -> AsyncIterator[_Conn]:
         with _errors():  # also acquiring a connection and committing
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with (pool or self.pool).acquire() as conn, conn.transaction():
                 yield _Conn(conn)
+
+    def _fanout_tx(self) -> contextlib.AbstractAsyncContextManager[_Conn]:
+        if self._fanout is None:
+            raise errors.StoreError("the PostgreSQL store is not open")
+        return self._tx(self._fanout)

@@ -221,8 +221,8 @@ class Dialect:
     each: str  # a table function yielding the `value`s of a JSON array of text
     lock: str  # what a claim adds to lock the rows it picks
     row_lock: str  # what a read adds to lock the row it reads until the transaction ends
-    receipts_lock: str | None  # taken by a receipt that finds no delivery (excludes `receipts_shared`)
-    receipts_shared: str | None  # taken by a record before it looks for early receipts
+    receipts_lock: str | None  # taken by a receipt that finds no delivery ($1: its provider id)
+    receipts_shared: str | None  # taken by a record before it looks for early receipts ($1: JSON of its ids)
     migration_lock: str | None  # serialises instances migrating at once
     audit_lock: str | None  # serialises instances appending to the audit chain
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
