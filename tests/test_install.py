@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
+import urllib.request
 import venv
 
 import pytest
@@ -92,3 +95,40 @@ def test_the_installed_example_configuration_and_templates_check_ok(installed, t
     (tmp_path / "alertd.toml").write_text(shown.stdout, encoding="utf-8")
     out = run(installed, "alertd", "check-config", "alertd.toml", cwd=tmp_path)
     assert (out.returncode, out.stdout.strip()) == (0, "alertd.toml: ok"), out.stdout + out.stderr
+
+
+def listening(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
+    """Whether the daemon `proc` answers at `url` before it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            time.sleep(0.05)  # waiting for another process to listen
+    return False
+
+
+def test_the_installed_daemon_serves_the_example_configuration(installed, tmp_path):
+    port = demo.free_port()
+    url = f"http://127.0.0.1:{port}"
+    shown = run(installed, "alertd", "example-config", cwd=tmp_path).stdout
+    (tmp_path / "alertd.toml").write_text(shown, encoding="utf-8")
+    env = os.environ | {"ALERTD_CONFIG": "alertd.toml", "ALERTD_SERVER__LISTEN": f"127.0.0.1:{port}",
+                        "ALERTD_SERVER__PUBLIC_URL": url, "ALERTD_LOG__LEVEL": "warning"}
+    token = ["alertd", "token", "create", "--cell", "Préfecture du Rhône", "--role", "issuer", "--zones", "69"]
+    before = subprocess.run([str(installed / token[0]), *token[1:]], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert before.returncode == 1 and "no alertd store" in before.stderr  # nothing made it yet
+    daemon = subprocess.Popen([str(installed / "alertd"), "serve"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert listening(url, daemon), daemon.communicate(timeout=10)
+        after = subprocess.run([str(installed / token[0]), *token[1:]], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert after.returncode == 0 and after.stdout.startswith("alertd_"), after.stderr
+    finally:
+        daemon.terminate()
+        out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
