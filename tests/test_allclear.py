@@ -9,7 +9,7 @@ import collections
 import pytest
 from aiohttp import test_utils
 
-from alertd import app as app_mod, demo, metrics
+from alertd import app as app_mod, demo, metrics, model
 from tests import helpers
 
 N = 200
@@ -90,3 +90,22 @@ async def test_the_all_clear_of_a_cancel_mid_fan_out_goes_to_exactly_those_reach
         assert later["counts"][kind]["sent"] == len(reached)
     counts = (await slow.status(first["id"]))["counts"]
     assert counts["sms"]["cancelled"] > 0 and counts["push"]["cancelled"] > 0
+
+
+async def test_an_original_on_the_wire_when_its_daemon_died_counts_as_not_reached(daemon):
+    """After a crash nobody knows whether the provider took what was on the wire: the all-clear goes
+    to those whose original was recorded sent, and waits for the others' lapsed leases to settle."""
+    first = await daemon.status((await daemon.send(channels=["sms"]))["id"])
+    await daemon.dispatcher.planned()
+    lease = daemon.dispatcher.settings.lease
+    held = await daemon.store.claim("sms", "killed-instance", daemon.clock(), 10, lease)
+    assert len(held) == 3  # p-fr, p-en and p-ar: every SMS of the alert
+    recorded = held[0]  # the killed daemon recorded this one before it died
+    await daemon.store.record([model.Outcome(recorded.id, model.State.SENT, provider_id="SM-before")], daemon.clock())
+    cancel = await daemon.send(msg_type="cancel", references=[ref(first)], event=None, area=None, channels=None,
+                               template=None, params={})
+    await daemon.drain()  # moves the clock past the killed daemon's leases
+    assert [r["to"] for r in await daemon.sms.received()] == [recorded.address]
+    later = await daemon.status(cancel["id"])
+    assert later["state"] == "completed"
+    assert (later["counts"]["sms"]["sent"], later["counts"]["sms"]["cancelled"]) == (1, 2)
