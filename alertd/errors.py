@@ -52,6 +52,13 @@ class BadRequest(ProblemError):
     type = "https://alertd.example/problems/bad-request"
 
 
+class UnsupportedMediaType(ProblemError):
+    """The body is not of a media type this endpoint reads."""
+
+    status = 415
+    type = "https://alertd.example/problems/unsupported-media-type"
+
+
 class Invalid(ProblemError):
     """The order is not valid."""
 

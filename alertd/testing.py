@@ -47,6 +47,10 @@ class FakeControl:
         """Queue a failure: status, code, retry_after (s), times (None = always), to, delay (s)."""
         await self._call("POST", f"/_fake/{self.provider}/failures", rule)
 
+    async def callbacks(self) -> dict[str, Any]:
+        """Twilio only: the status callbacks the fake posted, and whether alertd accepted each."""
+        return await self._call("GET", f"/_fake/{self.provider}/callbacks")
+
     async def reset(self) -> None:
         await self._call("POST", "/_fake/reset")
 

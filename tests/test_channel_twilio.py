@@ -245,17 +245,10 @@ async def test_failed_delivery_callback_carries_error_code(fakes_url, fake, rece
     assert twilio_sms.twilio_status_to_state(form["MessageStatus"]) is model.State.FAILED
 
 
-async def callbacks_posted(fakes_url: str) -> dict:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(fakes_url + "/_fake/twilio/callbacks") as resp:
-            resp.raise_for_status()
-            return await resp.json()
-
-
 async def all_posted(fakes_url: str) -> list[dict]:
     """The fake's record of callbacks, once it has none left to post (another process: polled)."""
     deadline = time.monotonic() + 10
-    while (facts := await callbacks_posted(fakes_url))["pending"] and time.monotonic() < deadline:
+    while (facts := await testing.FakeControl(fakes_url, "twilio").callbacks())["pending"] and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert facts["pending"] == 0, "the fake still has callbacks to post"
     return facts["posted"]
@@ -279,4 +272,4 @@ async def test_the_fake_records_each_callback_and_whether_it_was_accepted(fakes_
     ]
     assert "Connect" in posted[-1]["error"]
     await fake.reset()
-    assert await callbacks_posted(fakes_url) == {"pending": 0, "posted": []}
+    assert await testing.FakeControl(fakes_url, "twilio").callbacks() == {"pending": 0, "posted": []}

@@ -87,6 +87,7 @@ async def served(tmp_path, fakes_url):
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    await app_mod.listening(app)
     db = app[web_mod.STORE]
     await db.upsert_recipients([
         model.Recipient(f"r{i:04d}", "fr" if i % 3 else "en", (helpers.PARIS,), phone=f"+3361000{i:04d}",

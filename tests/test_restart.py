@@ -32,10 +32,7 @@ def start_daemon(config_path, log) -> subprocess.Popen:
 
 async def callbacks(fakes_url: str) -> dict:
     """The fake Twilio's record of the status callbacks it posted, and how many it still has to."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(fakes_url + "/_fake/twilio/callbacks") as resp:
-            resp.raise_for_status()
-            return await resp.json()
+    return await testing.FakeControl(fakes_url, "twilio").callbacks()
 
 
 async def all_posted(fakes_url: str) -> list[dict]:

@@ -48,7 +48,7 @@ async def _form(request: web.Request) -> dict[str, str]:
     """The callback's form, or a 4xx naming what cannot be read (a body too large is aiohttp's 413)."""
     if request.content_type != FORM:
         log.warning("twilio callback refused: not a form", remote=request.remote, content_type=request.content_type)
-        raise errors.BadRequest(f"a Twilio callback is {FORM}", field="Content-Type", status=415)
+        raise errors.UnsupportedMediaType(f"a Twilio callback is {FORM}", field="Content-Type")
     try:
         form = await request.post()
     except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
