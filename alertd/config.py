@@ -54,7 +54,7 @@ EXAMPLE = PACKAGE / "examples" / "alertd.toml"
 
 
 def default_templates() -> str:
-    """The templates shipped inside the package (templates/ in the repository links to them)."""
+    """The templates shipped inside the package."""
     return str(PACKAGE / "templates")
 
 

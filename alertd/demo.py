@@ -194,6 +194,7 @@ async def run(once: bool, count: int = 2000, port: int = 0) -> int:
         runner = web.AppRunner(app_mod.build(cfg), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        await app_mod.listening(runner.app)
         await _gateway_receipts(fakes, cfg.server.public_url)
         try:
             return await _drive(runner.app, cfg.server.public_url, fakes, count, once)

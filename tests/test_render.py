@@ -8,9 +8,9 @@ import pathlib
 
 import pytest
 
-from alertd import errors, model, render
+from alertd import config, errors, model, render
 
-TEMPLATES = pathlib.Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = pathlib.Path(config.default_templates())
 SENT = dt.datetime(2025, 3, 12, 14, 0, tzinfo=dt.timezone.utc)  # 15h00 in Paris (UTC+1 in March)
 FULL_PARAMS = {"place": "Lyon 7e", "reason": "Nuage toxique", "until": "18h30", "shelter": "gymnase Jean Jaurès"}
 SMS, PUSH, SIREN = model.Kind.SMS, model.Kind.PUSH, model.Kind.SIREN
