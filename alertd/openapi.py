@@ -286,8 +286,10 @@ _PROBLEMS = {
     403: "The token may not do that, or the area leaves its jurisdiction.",
     404: "No such resource.",
     409: "The resource is not in a state that allows this.",
+    413: "The body is larger than 4 MiB.",  # app.build's client_max_size
     422: "The order is not valid; `field` and `errors` say where.",
 }
+_TOO_LARGE = {"413": {"$ref": "#/components/responses/413"}}
 
 
 def _problem_response(description: str, **headers: Any) -> dict[str, Any]:
@@ -311,6 +313,7 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _op(summary: str, responses: dict[int, Any], *problems: int, **extra: Any) -> dict[str, Any]:
+    problems += (413,) if "requestBody" in extra else ()
     refs = {str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted({401, *problems})}
     return {"summary": summary, "responses": {str(s): r for s, r in responses.items()} | refs} | extra
 
@@ -430,7 +433,7 @@ def _paths() -> dict[str, Any]:
                     **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 0})},
                 ),
                 "422": _problem_response("A field is not valid, or the siren is unknown; `errors` says which."),
-            },
+            } | _TOO_LARGE,
         }},
         "/v1/openapi.json": {"get": _public("This document.", {200: _json("OpenAPI 3.1.", {"type": "object"})})},
         "/healthz": {"get": _public(
@@ -556,5 +559,5 @@ def _twilio_receipts() -> dict[str, Any]:
         "responses": {
             "204": {"description": "Recorded."}, "400": _problem_response("No `MessageSid`."),
             "403": _problem_response("Bad signature."),
-        },
+        } | _TOO_LARGE,
     } | _PUBLIC

@@ -144,3 +144,10 @@ async def test_a_cell_cannot_read_or_cancel_the_alerts_of_another(daemon):
     listed = await (await daemon.client.get("/v1/alerts", headers=lyon)).json()
     assert listed["alerts"] == []
     assert (await daemon.status(alert["id"]))["state"] != "cancelled"
+
+
+async def test_a_method_the_path_does_not_have_gets_405_naming_those_it_has(daemon):
+    resp = await daemon.client.delete("/v1/alerts", headers=daemon.headers["admin"])
+    await problem(resp, 405)
+    assert {m.strip() for m in resp.headers["Allow"].split(",")} == {"GET", "HEAD", "POST"}  # RFC 9110
+    await nothing_happened(daemon)

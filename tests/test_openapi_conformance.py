@@ -293,6 +293,17 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/alerts/{id}/approve", 422, who="issuer", id=fresh["id"], json={"status": "draft"})
     unknown = {"type": "heartbeat", "siren_id": "siren-nowhere", "at": helpers.START.isoformat()}
     await c.call("post", "/v1/receipts/siren", 422, headers=gateway(), json=unknown)
+    await too_large(c, fresh["id"])
+
+
+async def too_large(c: Conformance, draft_id: str) -> None:
+    """Every body past the daemon's limit is refused whole, by whoever may post it."""
+    huge = b"[" + b"0," * (2 * 1024 * 1024) + b"0]"  # 4 MiB and more
+    for method, path in sorted(operations(c.doc)):
+        if body := c.doc["paths"][path][method].get("requestBody"):
+            caller = gateway() if path == "/v1/receipts/siren" else c.daemon.headers["admin"]
+            headers = caller | {"Content-Type": next(iter(body["content"]))}
+            await c.call(method, path, 413, id=draft_id, data=huge, headers=headers)
 
 
 async def pages(c: Conformance, alert_id: str) -> None:
