@@ -236,12 +236,11 @@ _ALERT = _object(
     params={"type": "object"},
     texts={"type": "object", "additionalProperties": _ref("Text")},
     locale=_nullable_str(),
+    category=_str("CAP category of the event.", examples=["Met", "Safety"]),
     topics={"type": "boolean"},
     state=_enum(model.AlertState),
     cancelled_at=_nullable_str(format="date-time"),
 )
-
-_ALERT["properties"]["category"] = _str("CAP category of the event.", examples=["Met", "Safety"])  # not required yet
 
 _CANCELLED_BY = {
     "type": ["object", "null"],
@@ -559,5 +558,6 @@ def _twilio_receipts() -> dict[str, Any]:
         "responses": {
             "204": {"description": "Recorded."}, "400": _problem_response("No `MessageSid`."),
             "403": _problem_response("Bad signature."),
+            "415": _problem_response("Not `application/x-www-form-urlencoded`."),
         } | _TOO_LARGE,
     } | _PUBLIC

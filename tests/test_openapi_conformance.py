@@ -274,6 +274,7 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await twilio(c, {"MessageStatus": "delivered"}, 400)
     await c.call("get", "/v1/alerts/{id}.xml", 401, id=draft_id)  # an exercise is not public
     await twilio(c, {"MessageSid": "SM0", "MessageStatus": "delivered"}, 403, signature="forged")
+    await c.call("post", "/v1/receipts/twilio", 415, json={"MessageSid": "SM0", "MessageStatus": "delivered"})
 
     lyon = helpers.order(area={"zones": [helpers.LYON]})
     await c.call("post", "/v1/alerts", 403, who="operator", json=helpers.order())
