@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alertd import audience, model, orders
+from alertd import audience, model, orders, sirenstate
 from alertd.web import alerts as web_alerts
 
 _REF = "#/components/schemas/{model}"
@@ -81,6 +81,7 @@ def _schemas() -> dict[str, Any]:
             next={"type": ["integer", "null"], "description": "Pass as `after` for the next page; null on the last."},
         ),
         "Messages": _object(messages={"type": "array", "items": _ref("Preview")}),
+        "Sirens": _object(sirens={"type": "array", "items": _SIREN}),
         "Readiness": _object(
             ready={"type": "boolean"},
             problems={"type": "array", "items": {"type": "string"}, "description": "Why not ready."},
@@ -242,6 +243,24 @@ _ALERT = _object(
     cancelled_at=_nullable_str(format="date-time"),
 )
 
+_NUMBER = {"type": ["number", "null"]}
+_SIREN_STATE = {"type": "string", "enum": list(sirenstate.STATES),
+                "description": "The siren's state: the first that holds, in this order."}
+_SIREN = _object(
+    id=_str(), zone=_str(), label=_str(), lat=_NUMBER, lon=_NUMBER, status=_SIREN_STATE,
+    last=_object(
+        alert_id=_str(), command=_nullable_str("activate or cancel"), state=_enum(model.State),
+        error=_nullable_str(), at=_nullable_str(format="date-time"),
+    ) | {"type": ["object", "null"], "description": "The command shown beside it (in an alert: that alert's latest)."},
+    health=_object(
+        siren_id=_str(), zone=_str(), label=_str(), lat=_NUMBER, lon=_NUMBER, state=_SIREN_STATE,
+        last_heartbeat=_nullable_str("When alertd last heard from it.", format="date-time"),
+        silent={"type": "boolean", "description": "Not heard from within the heartbeat timeout."},
+        battery=_NUMBER, mains={"type": ["boolean", "null"]}, fault={"type": "boolean"}, sabotage={"type": "boolean"},
+        last_ack={"enum": ["activated", "failed", "busy", None]}, last_ack_at=_nullable_str(format="date-time"),
+    ),
+)
+
 _CANCELLED_BY = {
     "type": ["object", "null"],
     "description": "Who cancelled it first (from the audit log); null unless cancelled.",
@@ -369,11 +388,11 @@ def _paths() -> dict[str, Any]:
         )},
         "/v1/alerts/{id}/sirens": {"parameters": one, "get": _op(
             "The alert's sirens with their last command's status.",
-            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))}, 404,
+            {200: _json("Sirens.", _ref("Sirens"))}, 404,
         )},
         "/v1/sirens": {"get": _op(
             "Every siren of the caller's jurisdiction with its last known status and health.",
-            {200: _json("Sirens.", _object(sirens={"type": "array", "items": {"type": "object"}}))},
+            {200: _json("Sirens.", _ref("Sirens"))},
         )},
         "/v1/me": {"get": _op(
             "The caller's token: cell, role, zones.",
