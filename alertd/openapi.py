@@ -72,8 +72,8 @@ def _schemas() -> dict[str, Any]:
         ),
         "AlertList": _object(alerts={
             "type": "array", "items": _ref("Alert"),
-            "description": "Newest first; only those of the caller's jurisdiction, so a page may hold fewer "
-            "than `limit`. The next page: `before` the last one's id; an empty page is the end.",
+            "description": "Newest first: of the `limit` newest (older than `before`), those of the caller's "
+            "jurisdiction, so a page may hold fewer than `limit`, even none. The next page: `before` the last one's id.",
         }),
         "Delivery": _DELIVERY,
         "DeliveryPage": _object(
