@@ -12,10 +12,12 @@ their max, not their sum).
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily
@@ -31,6 +33,13 @@ CODES = 100  # distinct error codes per channel before the rest count as "other"
 DELIVERY_COUNTS = "SELECT channel, state, count(*) AS n FROM deliveries GROUP BY channel, state"
 OPEN = frozenset({model.State.PENDING, model.State.SENDING})
 SIREN_STATES = sirenstate.STATES
+# Why a bearer token was refused: none given, not an alertd token, no such token (or a wrong
+# secret), revoked, expired.
+AUTH_FAILURES = ("missing", "malformed", "unknown", "revoked", "expired")
+# Why the server closed a connection itself: no complete request head in time, a body not received
+# in time, the oldest idle connection closed to make room (at the cap, or out of file descriptors).
+DROPS = ("head_timeout", "body_timeout", "evicted")
+SOURCES = 10  # distinct client addresses a tally names at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +108,22 @@ class Metrics(Observer):
         )
         self.first_send = self._order_histogram("first", "the first message of an alert went out")
         self.last_send = self._order_histogram("last", "the last message of a completed alert went out")
+        self.auth_failures = Counter(
+            "alertd_auth_failures", "Requests refused for want of a valid bearer token, by reason.", ["reason"],
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "alertd_connections_dropped", "Client connections the server closed itself, by reason.", ["reason"],
+            registry=self.registry,
+        )
+        self.accept_errors = Counter(
+            "alertd_accept_errors", "Connections that could not be accepted (out of file descriptors).",
+            registry=self.registry,
+        )
+        self.streams_refused = Counter(
+            "alertd_streams_refused", "Event streams refused: the token already held as many as allowed.",
+            registry=self.registry,
+        )
         self._codes: set[tuple[str, str]] = set()
         self._sends: dict[str, tuple[dt.datetime, dict[str, dt.datetime]]] = {}  # alert id: order, last sends
         self._zero()
@@ -117,6 +142,10 @@ class Metrics(Observer):
         for channel in self.channels:
             for histogram in (self.send_seconds, self.first_send, self.last_send):
                 histogram.labels(channel)
+        for reason in AUTH_FAILURES:
+            self.auth_failures.labels(reason)
+        for reason in DROPS:
+            self.dropped.labels(reason)
 
     def accepted(self, alert: model.Alert, created: bool) -> None:
         """An order was answered with `alert`; only a `created` one is new."""
@@ -162,6 +191,39 @@ class Metrics(Observer):
         encoder, content_type = exposition.choose_encoder(accept)
         self.store.figures = figures  # no await until encoded: a concurrent scrape cannot mix in
         return encoder(self.registry), content_type
+
+
+class Tally:
+    """Events of a kind that may come by the thousand (failed authentications, failed accepts),
+    logged at most once per `interval` seconds: the first at once, the others of the interval summed
+    into one line when it ends. `say(count, kinds, sources)` writes the line."""
+
+    def __init__(self, interval: float, say: Callable[[int, dict[str, int], list[str]], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.say, self.clock = interval, say, clock
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.sources: dict[str, None] = {}
+        self.quiet_until = 0.0
+        self._flush: asyncio.TimerHandle | None = None
+
+    def add(self, kind: str, source: str | None = None) -> None:
+        self.kinds[kind] += 1
+        if source and len(self.sources) < SOURCES:
+            self.sources[source] = None
+        if self.clock() >= self.quiet_until:
+            self.flush()
+        elif self._flush is None:  # the interval's sum must be said even if nothing follows
+            self._flush = asyncio.get_running_loop().call_later(self.quiet_until - self.clock(), self.flush)
+
+    def flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self.kinds:
+            self.say(sum(self.kinds.values()), dict(self.kinds), list(self.sources))
+            self.quiet_until = self.clock() + self.interval
+        self.kinds.clear()
+        self.sources.clear()
 
 
 def _since(start: dt.datetime, end: dt.datetime) -> float:

@@ -33,9 +33,35 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
 RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
 METRICS: web.AppKey[metrics_mod.Metrics] = web.AppKey("metrics")
+AUTH_FAILURES: web.AppKey[metrics_mod.Tally] = web.AppKey("auth_failures")
 
 PROBLEM_JSON = "application/problem+json"
 _BODY_HEADERS = frozenset({"content-type", "content-length"})  # the problem document's own
+AUTH_LOG_SECONDS = 10.0  # at most one line per interval about failed authentications, with their count
+# The console page loads its own assets and nothing else; an API answer loads nothing. Neither may
+# be framed (clickjacking an operator into sending an alert).
+CONSOLE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; "
+               "base-uri 'none'; form-action 'self'")
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+EDGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+SERVER = "alertd"  # no version: it would only tell an attacker which advisories to try
+
+
+def is_console(path: str) -> bool:
+    return path == "/console" or path.startswith("/console/")
+
+
+def tighten(path: str, headers) -> None:
+    """The security headers of every answer, and the plain `Server` banner."""
+    headers["Server"] = SERVER
+    headers.setdefault("Content-Security-Policy", CONSOLE_CSP if is_console(path) else API_CSP)
+    for name, value in EDGE_HEADERS.items():
+        headers.setdefault(name, value)
+
+
+async def edges(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every answer, error or stream, leaves with the security headers."""
+    tighten(request.path, response.headers)
 
 
 def problem(status: int, type_: str, title: str, detail: str | None = None, **extra: Any) -> web.Response:
@@ -71,10 +97,40 @@ async def problems(request: web.Request, handler):
 
 
 async def caller(request: web.Request) -> model.Token:
-    """The authenticated token of the request, or `errors.Unauthenticated`."""
-    token_id, secret_hash = auth.parse_bearer(request.headers.get("Authorization"))
-    token = await request.app[STORE].token_by_hash(secret_hash)
-    return auth.check(token, secret_hash, token_id)
+    """The authenticated token of the request, or `errors.Unauthenticated` (counted and logged)."""
+    header = request.headers.get("Authorization")
+    try:
+        token_id, secret_hash = auth.parse_bearer(header)
+        token = await request.app[STORE].token_by_hash(secret_hash)
+        return auth.check(token, secret_hash, token_id)
+    except errors.Unauthenticated as exc:
+        reason = failure_reason(header, exc)
+        request.app[METRICS].auth_failures.labels(reason).inc()
+        request.app[AUTH_FAILURES].add(reason, request.remote)
+        raise
+
+
+def failure_reason(header: str | None, exc: errors.Unauthenticated) -> str:
+    """Why a bearer token was refused, as `metrics.AUTH_FAILURES` names it."""
+    reason = getattr(exc, "reason", None)
+    if reason in metrics_mod.AUTH_FAILURES:
+        return reason
+    if not (header or "").strip():
+        return "missing"
+    try:
+        auth.parse_bearer(header)
+    except errors.Unauthenticated:
+        return "malformed"
+    return "unknown"
+
+
+def auth_failures() -> metrics_mod.Tally:
+    """The failed authentications' log: a brute force leaves a trace without flooding the log."""
+    def say(count: int, reasons: dict[str, int], clients: list[str]) -> None:
+        log.warning("authentication failed", count=count, reasons=reasons, clients=clients,
+                    per_seconds=AUTH_LOG_SECONDS)
+
+    return metrics_mod.Tally(AUTH_LOG_SECONDS, say)
 
 
 def audit_entry(request: web.Request, token: model.Token, action: str, subject: str | None = None,

@@ -17,13 +17,9 @@ routes = web.RouteTableDef()
 
 STATIC = pathlib.Path(__file__).parent / "static" / "console"
 # The page is hash-routed, so every view is /console itself; assets live beside it.
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "Cache-Control": "no-cache",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
+# Every answer under /console, assets and /console/index.html included, gets the page's
+# Content-Security-Policy from `web.edges`; this is the page's own.
+HEADERS = {"Content-Security-Policy": web_mod.CONSOLE_CSP, "Cache-Control": "no-cache", **web_mod.EDGE_HEADERS}
 
 
 @routes.get("/console")
