@@ -102,6 +102,8 @@ class PlanningStore:
     ) -> int:
         statement = sql.PLAN_REACHED.replace("{participants}", sql.PARTICIPANTS if exercise_only else "")
         async with self._tx() as conn:
+            if self.dialect.snapshot:  # WAIT_FOR_REACH sees the originals as PLAN_REACHED saw them
+                await conn.execute(self.dialect.snapshot)
             added = await conn.execute(
                 statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
             )

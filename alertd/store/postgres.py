@@ -38,6 +38,7 @@ DIALECT = sql.Dialect(
         AS b FROM json_array_elements_text($1) ORDER BY b) buckets""",
     migration_lock="SELECT pg_advisory_xact_lock(7424211)",  # any constant shared by all instances
     audit_lock="SELECT pg_advisory_xact_lock(7424213)",
+    snapshot="SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
     instant=lambda value: value,
     placeholders=lambda text: text,
 )

@@ -121,23 +121,26 @@ PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     CAST($3 AS {{time}}) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
     AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
     AND state IN ('sending', 'sent', 'delivered') {{participants}} ON CONFLICT DO NOTHING"""
-# Run after PLAN_REACHED, in its transaction: each all-clear ($1's) whose recipient no original ($2)
-# has reached yet waits for all their originals. A later snapshot than PLAN_REACHED's, so an original
-# that settled in between is judged by its final state.
+# Run after PLAN_REACHED, in its transaction and on its snapshot (`Dialect.snapshot`): each all-clear
+# ($1's) planned from an original ($2's) still `sending`, whose recipient no original has reached,
+# waits for those still sending.
 WAIT_FOR_REACH = f"""INSERT INTO reach_waits (delivery_id, original_id)
-    SELECT n.id, o.id FROM deliveries n JOIN deliveries o ON o.alert_id IN (SELECT value FROM {{each}}($2))
-    AND o.channel = n.channel AND o.target = n.target AND o.command = n.command
-    WHERE n.alert_id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.alert_id IN (SELECT value
-    FROM {{each}}($2)) AND r.channel = n.channel AND r.target = n.target AND r.command = n.command
-    AND r.state IN {REACHED}) ON CONFLICT DO NOTHING"""
-# An all-clear that waits, and none of whose originals has reached its recipient yet.
-REACH_WAITS = f"""EXISTS (SELECT 1 FROM reach_waits w WHERE w.delivery_id = d.id) AND NOT EXISTS (SELECT 1
-    FROM reach_waits w JOIN deliveries o ON o.id = w.original_id WHERE w.delivery_id = d.id AND o.state IN {REACHED})"""
+    SELECT n.id, o.id FROM deliveries o JOIN deliveries n ON n.alert_id = $1 AND n.channel = o.channel
+    AND n.target = o.target AND n.command = o.command
+    LEFT JOIN (SELECT DISTINCT channel, target, command FROM deliveries WHERE alert_id IN (SELECT value
+    FROM {{each}}($2)) AND state IN {REACHED}) r ON r.channel = o.channel AND r.target = o.target
+    AND r.command = o.command
+    WHERE o.alert_id IN (SELECT value FROM {{each}}($2)) AND o.state = 'sending' AND r.target IS NULL
+    ON CONFLICT DO NOTHING"""
+# The all-clears that wait: none of their originals has reached the recipient yet. Not correlated,
+# so a claim computes it once, whatever the number of rows it looks at.
+REACH_WAITS = f"""SELECT w.delivery_id FROM reach_waits w JOIN deliveries o ON o.id = w.original_id
+    GROUP BY w.delivery_id HAVING max(CASE WHEN o.state IN {REACHED} THEN 1 ELSE 0 END) = 0"""
 # ... and none of them can any more: no all-clear is owed.
-UNREACHED = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1 WHERE id IN (
-    SELECT d.id FROM deliveries d WHERE d.id IN (SELECT delivery_id FROM reach_waits) AND d.state = 'pending'
-    AND {REACH_WAITS} AND NOT EXISTS (SELECT 1 FROM reach_waits w JOIN deliveries o ON o.id = w.original_id
-    WHERE w.delivery_id = d.id AND o.state IN {OPEN}))"""
+UNREACHED = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1
+    WHERE state = 'pending' AND id IN (SELECT w.delivery_id FROM reach_waits w JOIN deliveries o
+    ON o.id = w.original_id GROUP BY w.delivery_id
+    HAVING max(CASE WHEN o.state IN {REACHED} OR o.state IN {OPEN} THEN 1 ELSE 0 END) = 0)"""
 REACH_WAITS_DONE = f"""DELETE FROM reach_waits WHERE delivery_id IN (SELECT id FROM deliveries
     WHERE id IN (SELECT delivery_id FROM reach_waits) AND state NOT IN {OPEN})"""
 # An exercise's cancel goes to those reached who still take part in exercises, and to no one else.
@@ -159,7 +162,7 @@ SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
     AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""
 # A pending delivery that may go once due, unless it waits. Not for a cancelled alert, unless it stops a siren.
-CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND NOT ({REACH_WAITS}) AND (d.command = 'cancel'
+CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND d.id NOT IN ({REACH_WAITS}) AND (d.command = 'cancel'
     OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
@@ -225,6 +228,7 @@ class Dialect:
     receipts_shared: str | None  # taken by a record before it looks for early receipts ($1: JSON of its ids)
     migration_lock: str | None  # serialises instances migrating at once
     audit_lock: str | None  # serialises instances appending to the audit chain
+    snapshot: str | None  # first in a transaction: every statement in it reads the same snapshot
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
 

@@ -32,6 +32,7 @@ DIALECT = sql.Dialect(
     receipts_shared=None,
     migration_lock=None,
     audit_lock=None,  # BEGIN IMMEDIATE already serialises writers
+    snapshot=None,  # one writer at a time: nothing changes under a transaction
     instant=lambda value: value.timestamp(),
     placeholders=lambda text: re.sub(r"\$(\d+)", r"?\1", text),
 )
