@@ -533,6 +533,31 @@ class StoreContract:
         [dropped] = await store.deliveries("C1", state=S.CANCELLED)
         assert dropped.target == c1.target and "never reached" in dropped.last_error
 
+    async def test_an_all_clear_goes_if_any_alert_of_the_incident_reached_the_recipient(self, store):
+        await self.seed(store, make_alert(zones=("75056",)))  # a1 and a2 by SMS
+        soon = NOW + dt.timedelta(seconds=1)
+        first = {d.target: d for d in await store.claim("sms", "i1", NOW, 10, LEASE)}
+        await store.create_alert(make_alert("U1", msg_type=model.MsgType.UPDATE), "u1")
+        await store.add_targets("U1", reached_by=["A1"])
+        await store.plan_chunk(make_alert("U1", msg_type=model.MsgType.UPDATE), ROUTES, model.Audience("targets"),
+                               None, 100, NOW)
+        update = {d.target: d for d in await store.claim("sms", "i1", NOW, 10, LEASE)}
+        # a1: the alert went through, the update is still on the wire; a2: both still on the wire.
+        await store.record([model.Outcome(first["a1"].id, S.SENT, provider_id="P1")], NOW)
+        for alert_id in ("A1", "U1"):
+            await store.cancel_alert(alert_id, NOW)
+        await store.create_alert(make_alert("C1", msg_type=model.MsgType.CANCEL), "c1")
+        assert await store.plan_reached("C1", ["A1", "U1"], [model.Kind.SMS], soon) == 2
+        [told] = await store.claim("sms", "i2", soon, 10, LEASE)
+        assert told.target == "a1"
+        # a2's first message was only claimed, then dropped; the update's reached them.
+        await store.record([model.Outcome(first["a2"].id, S.CANCELLED)], soon)
+        assert await store.claim("sms", "i2", soon, 10, LEASE) == []
+        await store.record([model.Outcome(update["a2"].id, S.SENT, provider_id="P2")], soon)
+        [told] = await store.claim("sms", "i2", soon, 10, LEASE)
+        assert told.target == "a2"
+        assert await store.drop_unreached(soon) == 0
+
     async def test_replace_cancels_what_has_not_started(self, store):
         await self.seed(store, make_alert(zones=("75056",)))
         await self.claim_sent(store, "sms")
