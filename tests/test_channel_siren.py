@@ -244,6 +244,35 @@ def test_the_receipt_token_is_checked_and_never_shown(fakes_url, tmp_path):
     assert not make_channel(fakes_url).accepts_receipt("anything")  # no receipt token: nothing is
 
 
+def test_a_gateway_serves_the_sirens_of_its_zones(fakes_url):
+    assert make_channel(fakes_url).zones is None  # not said: every siren no other gateway claims
+    assert make_channel(fakes_url, zones=["75", "69123"]).zones == ("75", "69123")
+    assert make_channel(fakes_url, zones="75, 69123").zones == ("75", "69123")  # from $ALERTD_…
+    for bad in ([], ["75", "7"], "", [75], "75,,69"):
+        with pytest.raises(errors.ConfigError) as caught:
+            make_channel(fakes_url, zones=bad)
+        assert "zones" in caught.value.message
+
+
+PARIS, LYON = model.Siren("s-paris", "75056"), model.Siren("s-lyon", "69123")
+
+
+@pytest.mark.parametrize(
+    "served, paris, lyon",
+    [
+        ({"a": None}, ["a"], ["a"]),  # the only siren channel serves them all
+        ({"a": ("75",), "b": ("69",)}, ["a"], ["b"]),
+        ({"a": ("75",), "b": None}, ["a"], ["b"]),  # b: all the others
+        ({"a": ("75",), "b": ("75056",)}, ["a", "b"], []),  # two claim Paris, none Lyon: neither has one
+        ({"a": None, "b": None}, ["a", "b"], ["a", "b"]),  # who serves which is not said
+        ({"a": ("*",), "b": ("69",)}, ["a"], ["a", "b"]),
+    ],
+)
+def test_the_gateways_a_siren_may_have(served, paris, lyon):
+    assert siren_http.gateways_of(PARIS, served) == paris
+    assert siren_http.gateways_of(LYON, served) == lyon
+
+
 # -- receipts: the fake gateway posts them -------------------------------------------------------
 
 

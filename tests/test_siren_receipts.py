@@ -314,7 +314,7 @@ async def test_push_deliveries_keep_fcms_message_id_and_error_code(daemon):
 async def test_a_heartbeat_from_the_future_does_not_freeze_a_sirens_health(daemon):
     ahead = (daemon.clock() + dt.timedelta(days=30)).isoformat()
     assert (await post_receipt(daemon, {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": ahead})).status == 204
-    daemon.clock.advance(400)  # past the gateway's allowed drift
+    daemon.clock.advance(400)
     now = daemon.clock().isoformat()
     resp = await post_receipt(daemon, {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": now, "sabotage": True})
     assert resp.status == 204
@@ -325,3 +325,95 @@ async def test_a_heartbeat_from_the_future_does_not_freeze_a_sirens_health(daemo
     assert (await post_receipt(daemon, old)).status == 204
     paris = (await states(daemon))[PARIS_SIREN]
     assert paris.last_heartbeat == daemon.clock() and paris.sabotage  # heard now; the old news ignored
+
+
+async def test_a_heartbeat_from_the_future_never_hides_a_later_fault(daemon):
+    ahead = (daemon.clock() + dt.timedelta(hours=1)).isoformat()  # the gateway's clock ran ahead
+    assert (await post_receipt(daemon, {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": ahead})).status == 204
+    daemon.clock.advance(60)  # within the 5 minutes' drift once allowed
+    fault = {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": daemon.clock().isoformat(), "fault": True}
+    assert (await post_receipt(daemon, fault)).status == 204
+    assert (await states(daemon))[PARIS_SIREN].state == "fault"
+    daemon.clock.advance(60)
+    healed = fault | {"at": daemon.clock().isoformat(), "fault": False}
+    assert (await post_receipt(daemon, healed)).status == 204
+    assert (await states(daemon))[PARIS_SIREN].state == "ready"  # nor freezes the fault
+
+
+# -- two gateways --------------------------------------------------------------------------------
+
+LYON_SIREN = "siren-lyon-1"
+LYON_TOKEN = "lyon-receipt-token"
+
+
+class TestTwoGateways:
+    """The Paris gateway (the `siren` channel, zone 75) and the Lyon one (`siren-lyon`, zone 69),
+    each with its own receipt token: each reports for its own sirens only."""
+
+    @pytest.fixture
+    def siren_settings(self, fakes_url) -> str:
+        return f"""{demo.DEMO_SIREN}
+zones = ["75"]
+
+[channels.siren-lyon]
+plugin = "siren-http"
+base_url = "{fakes_url}/siren"
+token = "lyon-gateway-token"
+receipt_token = "{LYON_TOKEN}"
+zones = ["69"]
+{demo.DEMO_SIREN}
+"""
+
+    async def test_a_gateway_reports_for_its_own_sirens_only(self, daemon):
+        alert_id, delivery = await sounded(daemon)  # the Paris gateway's command to its siren
+        before = (await siren_deliveries(daemon, alert_id), await states(daemon))
+        at = daemon.clock().isoformat()
+        cases = {  # (token, body): the field named
+            "siren_id": (RECEIPT_TOKEN, {"type": "heartbeat", "siren_id": LYON_SIREN, "at": at, "fault": True}),
+            "1.siren_id": (LYON_TOKEN, [{"type": "heartbeat", "siren_id": LYON_SIREN, "at": at},
+                                        {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": at, "sabotage": True}]),
+            "request_id": (LYON_TOKEN, ack(delivery, "failed")),
+        }
+        for field, (token, body) in cases.items():
+            resp = await post_receipt(daemon, body, headers=bearer(token))
+            assert resp.status == 422, (field, await resp.text())
+            problem = await resp.json()
+            assert problem["field"] == field and "gateway" in problem["detail"]
+        assert (await siren_deliveries(daemon, alert_id), await states(daemon)) == before
+
+        own_paris = [ack(delivery), {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": at, "battery": 0.5}]
+        assert (await post_receipt(daemon, own_paris, headers=bearer(RECEIPT_TOKEN))).status == 204
+        own_lyon = {"type": "heartbeat", "siren_id": LYON_SIREN, "at": at, "fault": True}
+        assert (await post_receipt(daemon, own_lyon, headers=bearer(LYON_TOKEN))).status == 204
+        now = await states(daemon)
+        assert (now[PARIS_SIREN].state, now[PARIS_SIREN].battery, now[LYON_SIREN].state) == ("activated", 0.5, "fault")
+        assert (await siren_deliveries(daemon, alert_id))[PARIS_SIREN]["state"] == "delivered"
+
+
+class TestTwoGatewaysOfUnsaidSirens:
+    """Two siren channels, neither naming its zones: which siren is whose is not known."""
+
+    @pytest.fixture
+    def siren_settings(self, fakes_url) -> str:
+        return f"""{demo.DEMO_SIREN}
+
+[channels.siren-lyon]
+plugin = "siren-http"
+base_url = "{fakes_url}/siren"
+token = "lyon-gateway-token"
+receipt_token = "{LYON_TOKEN}"
+{demo.DEMO_SIREN}
+"""
+
+    async def test_no_gateways_heartbeat_is_taken_and_the_problem_says_why(self, daemon):
+        alert_id, delivery = await sounded(daemon)
+        before = await states(daemon)
+        beat = {"type": "heartbeat", "siren_id": PARIS_SIREN, "at": daemon.clock().isoformat(), "fault": True}
+        for token in (RECEIPT_TOKEN, LYON_TOKEN):
+            resp = await post_receipt(daemon, beat, headers=bearer(token))
+            assert resp.status == 422
+            problem = await resp.json()
+            assert problem["field"] == "siren_id" and "give each siren channel its zones" in problem["detail"]
+        assert await states(daemon) == before
+        assert (await post_receipt(daemon, ack(delivery), headers=bearer(RECEIPT_TOKEN))).status == 204  # it sent it
+        assert (await siren_deliveries(daemon, alert_id))[PARIS_SIREN]["state"] == "delivered"

@@ -8,8 +8,10 @@ a delivery sent twice (at-least-once dispatch) does not sound a siren twice. The
 ``command_id`` is the delivery's provider id.
 
 The gateway reports back to ``POST /v1/receipts/siren`` (`alertd.web.receipts`): acknowledgements
-of commands and heartbeats, authenticated by this channel's ``receipt_token``. Both are opt-in,
-since a gateway that sends neither must not see every siren fail or fall silent:
+of commands and heartbeats, authenticated by this channel's ``receipt_token``, and only for its own
+sirens: an ack for a command this channel sent, a heartbeat for a siren it serves (`gateways_of`:
+the sirens of its ``zones``; without ``zones``, those no other siren channel claims). Both are
+opt-in, since a gateway that sends neither must not see every siren fail or fall silent:
 
 - ``acks = true``: the gateway acknowledges each command. An ``activate`` accepted by the gateway
   (delivery ``sent``) and not acknowledged ``activated`` within ``ack_timeout`` seconds failed to
@@ -33,11 +35,13 @@ Configuration::
     ack_timeout = 60             # seconds; only with acks = true
     heartbeats = false           # the gateway sends heartbeats
     heartbeat_timeout = 300      # seconds; only with heartbeats = true
+    zones = ["75", "92"]         # the sirens it serves (zone codes); default: all, if the only one
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +61,7 @@ PATTERN_SETTING = {
 # Statuses worth retrying besides 5xx: the siren is busy (409) or the gateway is overloaded.
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 MISCONFIGURED_STATUSES = frozenset({401, 403})
+ZONE = re.compile(model.ZONE_PATTERN)  # what a gateway's `zones` may name
 
 
 def classify(status: int, error: str | None, retry_after: float | None) -> errors.DeliveryError:
@@ -93,6 +98,33 @@ def receipt_token(config: Mapping[str, Any], name: str) -> str | None:
         except OSError as exc:
             raise errors.ConfigError(f"{where}: cannot read receipt_token_file {path!r}: {exc.strerror}") from None
     return str(token) if token else None
+
+
+def served_zones(config: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    """The zones whose sirens this gateway serves: ``zones``, a list of zone codes (or their
+    comma-separated text, from $ALERTD_…), or None when it does not say."""
+    value = config.get("zones")
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    zones = tuple(z.strip() if isinstance(z, str) else z for z in items) if isinstance(items, (list, tuple)) else ()
+    if not zones or not all(isinstance(z, str) and ZONE.fullmatch(z) for z in zones):
+        raise errors.ConfigError(
+            f"channel {name!r}: zones must be a non-empty list of zone codes (\"*\", a département or a"
+            f" commune), got {value!r}"
+        )
+    return zones
+
+
+def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]) -> list[str]:
+    """The siren channels that may serve `siren`, given each one's `zones` (`served_zones`): those
+    whose zones hold it, or when none does, those that name no zones. Exactly one: its gateway;
+    none or several: it has none, and no gateway's report about it is taken."""
+    claiming = [
+        name for name, zones in served.items()
+        if zones is not None and any(model.zone_within(siren.zone, zone) for zone in zones)
+    ]
+    return claiming or [name for name, zones in served.items() if zones is None]
 
 
 def receipt_settings(config: Mapping[str, Any], name: str, has_token: bool) -> dict[str, float | None]:
@@ -154,6 +186,7 @@ class SirenHTTP(channels.Base):
         receipts = receipt_settings(config, context.name, self._receipt_token is not None)
         self.ack_timeout: float | None = receipts["ack_timeout"]  # None: the gateway sends no acks
         self.heartbeat_timeout: float | None = receipts["heartbeat_timeout"]  # None: no heartbeats
+        self.zones = served_zones(config, context.name)  # None: every siren no other gateway claims
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks

@@ -58,14 +58,18 @@ left out when unknown. ``at`` is the gateway's time, with its UTC offset. alertd
 - ``204`` taken;
 - ``400`` the body is no JSON, or not an object or a list of them;
 - ``401`` no bearer token; ``403`` not this gateway's receipt token (nothing is changed);
-- ``422`` problem details naming each field at fault (``3.siren_id``: an unknown siren;
-  ``request_id``: no command of this gateway to that siren; a value of the wrong type);
+- ``422`` problem details naming each field at fault (``3.siren_id``: an unknown siren, or a
+  heartbeat for a siren this gateway does not serve; ``request_id``: no command of this gateway to
+  that siren; a value of the wrong type). Nothing in a refused body is taken;
 - ``409`` with ``Retry-After``: a ``busy`` ack for a command alertd has not recorded yet (it came
   back faster than alertd's own bookkeeping): post it again. The rest of the body was taken.
 
 A gateway posts a receipt again after a 409, 429, 5xx or network error. Receipts may repeat and
 arrive out of order: alertd never moves a delivery backwards, and keeps a siren's latest heartbeat
-by ``at``. Acks and heartbeats are opt-in on alertd's side (``acks = true``, ``heartbeats = true``
+by ``at``; a receipt dated after alertd received it counts as dated when received, so a gateway
+clock running ahead never makes an old report outrank a later one. A gateway reports only for its
+own sirens: acks for the commands it was sent, heartbeats for the sirens of its channel's
+``zones`` (every siren, for a siren channel that names none and is alone in doing so). Acks and heartbeats are opt-in on alertd's side (``acks = true``, ``heartbeats = true``
 on the channel): only then does a missing ack fail an activation, a missing heartbeat flag a siren.
 
 The fake

@@ -3,9 +3,10 @@
 
 The gateway's heartbeats (mains, battery, fault, sabotage) and acknowledgements land in
 `siren_status`, one row per siren (the protocol is in `alertd.fakes.siren`). Two clocks meet here:
-a heartbeat's own time (`reported_at`, the gateway's clock) only orders heartbeats that repeat or
-arrive out of order; the time alertd received it (`at`, alertd's clock) says whether the siren has
-gone silent, so a gateway whose clock drifts is not declared silent for it.
+a heartbeat's own time (`reported_at`, the gateway's clock, never later than when alertd received
+it: `alertd.web.receipts.clamped`) only orders heartbeats that repeat or arrive out of order; the
+time alertd received it (`at`, alertd's clock) says whether the siren has gone silent, so a
+gateway whose clock drifts is not declared silent for it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Twilio signs each callback with the account's auth token over the public URL it called; a forged or
 unsigned callback gets 403 and changes nothing. A siren gateway presents its channel's
 ``receipt_token`` (the protocol is in `alertd.fakes.siren`): none gets 401, another 403, and nothing
-changes. Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
+changes. It reports for its own sirens only: an ack for another channel's command, or a heartbeat for
+a siren another gateway serves (`siren_http.gateways_of`), gets 422 and nothing of the body is taken.
+Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
 Anyone can post here: a body that cannot be read (bytes of no charset, another content type, too
 large, a field no provider would send) gets a 4xx problem naming it and one warning line, never a 500.
 """
@@ -14,6 +16,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -22,7 +25,7 @@ from aiohttp import web
 from twilio import request_validator
 
 from alertd import errors, model, store as store_mod, web as web_mod
-from alertd.channels import twilio_sms
+from alertd.channels import siren_http, twilio_sms
 from alertd.store import sirens
 
 log = structlog.get_logger("alertd.web.receipts")
@@ -194,13 +197,10 @@ def _problem(prefix: str, error: Any) -> dict[str, str]:
 
 
 def clamped(receipts: list[tuple[str, Receipt]], now: dt.datetime) -> list[tuple[str, Receipt]]:
-    """Receipts dated no later than alertd's clock allows for a gateway's drift: one dated far ahead
-    would otherwise outrank every true report after it."""
-    latest = now + CLOCK_DRIFT
-    return [(prefix, dataclasses.replace(r, at=min(r.at, latest))) for prefix, r in receipts]
-
-
-CLOCK_DRIFT = dt.timedelta(minutes=5)
+    """Receipts dated no later than alertd received them (`now`): one dated ahead would otherwise
+    outrank every true report made before the gateway's clock came back to it, a fault included.
+    Reports dated in the past keep the gateway's order."""
+    return [(prefix, dataclasses.replace(r, at=min(r.at, now))) for prefix, r in receipts]
 
 
 def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
@@ -222,15 +222,28 @@ def gateway(request: web.Request) -> str:
     raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
 
 
-async def commands(store: store_mod.Store, channel: str, receipts: list[tuple[str, Receipt]]) -> dict[str, model.Delivery]:
-    """The deliveries the acks are about, by request id; `errors.Invalid` when a siren is unknown or
-    an ack names no command of this gateway to that siren."""
-    known = {s.id for s in await store.list_sirens()}
+def siren_zones(request: web.Request) -> dict[str, tuple[str, ...] | None]:
+    """Each siren channel's zones (`siren_http.gateways_of`); None for one that names none."""
+    channels = request.app[web_mod.DISPATCHER].channels
+    return {name: getattr(ch, "zones", None) for name, ch in channels.items() if ch.kind is model.Kind.SIREN}
+
+
+async def commands(
+    store: store_mod.Store, channel: str, receipts: list[tuple[str, Receipt]],
+    served: Mapping[str, tuple[str, ...] | None],
+) -> dict[str, model.Delivery]:
+    """The deliveries the acks are about, by request id; `errors.Invalid` when a siren is unknown,
+    a heartbeat is for a siren this gateway does not serve, or an ack names no command this
+    gateway's channel sent to that siren."""
+    known = {s.id: s for s in await store.list_sirens()}
     found, problems = {}, []
     for prefix, receipt in receipts:
-        if receipt.siren_id not in known:
+        siren = known.get(receipt.siren_id)
+        if siren is None:
             problems.append({"field": prefix + "siren_id", "message": f"unknown siren {receipt.siren_id!r}"})
-        elif isinstance(receipt, Ack):
+        elif isinstance(receipt, sirens.Heartbeat):
+            problems += _not_served(prefix, siren, channel, siren_http.gateways_of(siren, served))
+        else:
             delivery = await _command(store, receipt.request_id)
             if delivery is None or (delivery.channel, delivery.target) != (channel, receipt.siren_id):
                 message = f"no command {receipt.request_id!r} of this gateway to siren {receipt.siren_id!r}"
@@ -238,8 +251,20 @@ async def commands(store: store_mod.Store, channel: str, receipts: list[tuple[st
             else:
                 found[receipt.request_id] = delivery
     if problems:
+        log.warning("siren receipts refused", channel=channel, count=len(problems), first=problems[0]["message"])
         raise invalid(problems)
     return found
+
+
+def _not_served(prefix: str, siren: model.Siren, channel: str, gateways: list[str]) -> list[dict[str, str]]:
+    """The problem with a heartbeat of `channel` for `siren`, whose possible gateways are `gateways`."""
+    if gateways == [channel]:
+        return []
+    if channel in gateways:  # the configuration does not say which gateway serves it
+        message = f"siren {siren.id!r} has no single gateway: give each siren channel its zones"
+    else:
+        message = f"siren {siren.id!r} is not one this gateway serves"
+    return [{"field": prefix + "siren_id", "message": message}]
 
 
 async def _command(store: store_mod.Store, request_id: str) -> model.Delivery | None:
@@ -253,7 +278,7 @@ async def siren(request: web.Request) -> web.Response:
     channel = gateway(request)
     receipts = clamped(parse_siren(await request.read()), web_mod.now(request))
     store = request.app[web_mod.STORE]
-    deliveries = await commands(store, channel, receipts)
+    deliveries = await commands(store, channel, receipts, siren_zones(request))
     beats = [r for _, r in receipts if isinstance(r, sirens.Heartbeat)]
     if beats:
         await store.record_heartbeats(beats, web_mod.now(request))
