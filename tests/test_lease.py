@@ -13,8 +13,9 @@ from aiohttp import test_utils
 from alertd import app as app_mod, demo, model
 from tests import helpers
 
-N = 60
-CONCURRENCY = 5  # a lane holds three rounds: the last is claimed 0.8 s before its call starts
+N = 30
+# A lane holds three rounds: the last is claimed 1.6 s before its call starts, after its lease ran out.
+CONCURRENCY = 5
 PEOPLE = [
     {"id": f"ls{i:04d}", "phone": f"+3366{i:07d}", "push_token": f"tok-ls-{i:06d}", "locale": "fr",
      "zones": [helpers.PARIS]}
@@ -24,13 +25,13 @@ PEOPLE = [
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def short_lease(request, tmp_path, fakes_url, pg_schema_url):
-    """The daemon on each store and the real clock, with a 1 s lease, providers answering in 0.4 s,
+    """The daemon on each store and the real clock, with a 1.5 s lease, providers answering in 0.8 s,
     SMS from a sending process and push from the daemon's."""
     port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else None
     limit = f"max_concurrency = {CONCURRENCY}"
     cfg = helpers.load_config(
-        tmp_path, fakes_url, port, store=store, dispatcher="lease_seconds = 1\nbatch_size = 100",
+        tmp_path, fakes_url, port, store=store, dispatcher="lease_seconds = 1.5\nbatch_size = 100",
         sms=f"{limit}\nprocesses = 1", push=limit,
     )
     server = test_utils.TestServer(app_mod.build(cfg, run_workers=False), host="127.0.0.1", port=port)
@@ -42,8 +43,8 @@ async def short_lease(request, tmp_path, fakes_url, pg_schema_url):
 
 
 async def test_calls_slower_than_the_lease_go_once(short_lease):
-    await short_lease.sms.fail(delay=0.4, times=None)
-    await short_lease.push.fail(delay=0.4, times=None)
+    await short_lease.sms.fail(delay=0.8, times=None)
+    await short_lease.push.fail(delay=0.8, times=None)
     with structlog.testing.capture_logs() as logs:
         sent = await short_lease.send(channels=["sms", "push"], expires=None)
         await short_lease.dispatcher.run_until_idle()
