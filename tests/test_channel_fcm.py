@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-
 import datetime as dt
 import email.utils
 import json
+import time
 
 import aiohttp
 import httpx
@@ -194,6 +195,103 @@ class TestFCM:
         assert all(isinstance(r, model.Receipt) for r in results)
         assert after["count"] - before["count"] == 1
         assert after["used"] - before["used"] == 3  # every send carried the issued token
+
+
+class TestQuota:
+    """The project's quota (`quota_per_minute`) and FCM's QUOTA_EXCEEDED."""
+
+    @pytest.fixture(autouse=True)
+    async def _reset(self, fake):
+        await fake.reset()
+
+    async def test_a_burst_beyond_the_quota_is_paced(self, fakes_url, fake):
+        channel = await started(fakes_url, quota_per_minute=600)  # 10 a second, 10 at once
+        try:
+            t = time.monotonic()
+            results = await asyncio.wait_for(channel.send_batch([push(f"fid-{i}") for i in range(25)]), 10)
+            elapsed = time.monotonic() - t
+        finally:
+            await channel.close()
+        assert all(isinstance(r, model.Receipt) for r in results)
+        arrived = sorted(r["at"] for r in await fake.received())
+        assert len(arrived) == 25 and elapsed >= 1.4
+        assert arrived[-1] - arrived[0] >= 1.4  # 10 at once, then 10 a second: the 25th at 1.5 s
+        assert sum(a - arrived[0] < 0.5 for a in arrived) <= 16  # 10 + 5 in the first half second (+1 of slack)
+
+    async def test_a_turn_too_far_off_is_answered_transient_without_a_call(self, fakes_url, fake):
+        channel = await started(fakes_url, quota_per_minute=6)  # one every 10 s, past the timeout of 5
+        try:
+            first, second = await channel.send_batch([push("fid-1"), push("fid-2")])
+        finally:
+            await channel.close()
+        assert isinstance(first, model.Receipt)
+        assert isinstance(second, errors.Transient) and second.code == "quota_paced"
+        assert second.retry_after == pytest.approx(10, abs=1)
+        assert [r["to"] for r in await fake.received()] == ["fid-1"]
+
+    async def test_quota_exceeded_pauses_the_whole_channel(self, channel, fake):
+        now = [time.monotonic()]
+        channel.clock = lambda: now[0]
+        await fake.fail(status=429, code="QUOTA_EXCEEDED", retry_after=90, times=1)
+        [refused] = await channel.send_batch([push("fid-1")])
+        assert refused.code == "QUOTA_EXCEEDED" and refused.retry_after == 90
+        held = await channel.send_batch([push(f"fid-{i}") for i in range(2, 5)])
+        assert all(isinstance(r, errors.Transient) and r.code == "quota_paused" for r in held)
+        assert all(r.retry_after == pytest.approx(90, abs=1) for r in held)
+        assert await fake.received() == []  # nothing was sent during the pause
+        now[0] += 91
+        assert await channel.send(push("fid-5"))
+        assert [r["to"] for r in await fake.received()] == ["fid-5"]
+
+    async def test_a_short_retry_after_still_pauses_a_minute(self, channel, fake):
+        await fake.fail(status=429, code="QUOTA_EXCEEDED", retry_after=2, times=1)
+        await channel.send_batch([push("fid-1")])
+        [held] = await channel.send_batch([push("fid-2")])
+        assert held.code == "quota_paused" and held.retry_after == pytest.approx(60, abs=1)
+        assert await fake.received() == []
+
+    @pytest.mark.parametrize("quota", [0, -5, "many", True])
+    def test_a_quota_must_be_a_positive_number(self, quota):
+        with pytest.raises(errors.ConfigError, match="quota_per_minute"):
+            fcm_push.FCMPush({"project_id": "p", "quota_per_minute": quota},
+                             channels.Context(public_url="http://127.0.0.1", name="push"))
+
+
+def test_the_bucket_lets_a_second_of_quota_go_at_once_then_the_rate():
+    bucket = fcm_push.Bucket.per_minute(120)  # 2 a second
+    waits = []
+    for _ in range(5):
+        bucket, wait = fcm_push.take(bucket, 100.0)
+        waits.append(wait)
+    assert waits == pytest.approx([0, 0, 0.5, 1.0, 1.5])
+    _, later = fcm_push.take(bucket, 110.0)  # a quiet spell refills it
+    assert later == 0
+    paused = fcm_push.pause(bucket, 110.0, 60)
+    assert fcm_push.take(paused, 110.0)[1] == pytest.approx(60)
+
+
+async def test_an_unreachable_fcm_is_transient(fakes_url):
+    channel = await started(fakes_url, base_url="http://127.0.0.1:9")  # the discard port: nobody listens
+    try:
+        [result] = await channel.send_batch([push("fid-1")])
+    finally:
+        await channel.close()
+    assert isinstance(result, errors.Transient) and result.code == "UNAVAILABLE"
+
+
+async def test_a_refused_token_is_refreshed_once_and_the_message_goes(fakes_url, fake, tmp_path):
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(service_account(fakes_url + "/token")))
+    channel = await started(fakes_url, service_account_file=str(path))
+    try:
+        before = await fake_get(fakes_url, "/_fake/fcm/tokens")
+        await fake.fail(status=401, code="UNAUTHENTICATED", times=1)
+        assert await channel.send(push("fid-1"))
+        after = await fake_get(fakes_url, "/_fake/fcm/tokens")
+    finally:
+        await channel.close()
+    assert after["count"] - before["count"] == 1  # a new token, fetched through firebase-admin's credential
+    assert [r["to"] for r in await fake.received()] == ["fid-1"]
 
 
 async def test_a_token_fcm_called_malformed_is_not_targeted_again(daemon):

@@ -1,8 +1,20 @@
-"""Push notifications through Firebase Cloud Messaging (HTTP v1) with the real `firebase-admin`.
+"""Push notifications through Firebase Cloud Messaging (HTTP v1), firebase-admin doing the rest.
 
-Per-token sends and topic sends (`zone-<code>` or `/topics/<name>` addresses) go through
-`messaging.send_each_async`, up to 500 messages a call. Facts about the library this relies on are
-in PROVIDERS.md.
+firebase-admin holds the credential and refreshes its OAuth token, builds and validates each
+message and encodes it as the HTTP v1 JSON body, and names each failure (`exceptions.FirebaseError`
+and its FCM subclasses, from the answer's status and body, as its own send path does). The POSTs
+themselves (`messages:send`, one per token or topic: `zone-<code>` or `/topics/<name>`) go through
+one aiohttp session, pooled keep-alive HTTP/1.1 with up to `max_concurrency` connections:
+firebase-admin's `send_each_async` spends some 3 ms of CPU per message in httpx/httpcore, aiohttp
+about 0.3 ms with the encoding (measured with bench/fcm_ceiling.py; the fake speaks no HTTP/2).
+Facts about the library this relies on are in PROVIDERS.md.
+
+The project's quota (`quota_per_minute`, FCM's 600,000 by default) is kept with a token bucket
+(`Bucket`: a second of quota may go at once, then the rate). A QUOTA_EXCEEDED pauses the whole
+channel for its Retry-After, at least a minute: meanwhile every message is answered transient with
+the time left (code ``quota_paused``), without a call. A message whose turn lies further than
+`timeout` ahead is answered the same way (code ``quota_paced``) instead of holding a sender that
+long. Both are alertd's own answers, FCM not asked: under their own codes in the error metrics.
 
 Classification of FCM's error codes (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode):
 
@@ -28,24 +40,28 @@ message is too big") is this message's failure only, and the token stays.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
+import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import aiohttp
 import firebase_admin
 import google.auth.credentials
 import google.auth.transport.requests
 import httpx
 import structlog
-from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
+from firebase_admin import credentials, exceptions, messaging
 
 from alertd import channels, errors, model
 
 log = structlog.get_logger("alertd.channels.fcm")
 
-BATCH = 500  # send_each_async's limit
+QUOTA_PER_MINUTE = 600_000  # FCM's default per project
 QUOTA_BACKOFF = 60.0  # FCM asks for at least a minute after QUOTA_EXCEEDED
 REFRESH_MARGIN = 300.0  # refresh the OAuth token this long before it expires
 REFRESH_RETRY = 30.0  # after a failed refresh
@@ -64,9 +80,8 @@ _instances = itertools.count(1)
 
 
 class _Anonymous(google.auth.credentials.AnonymousCredentials):
-    # On a 401 firebase-admin's httpx auth flow calls refresh(); the stock AnonymousCredentials
-    # raises there, which escapes asyncio.gather and fails the whole batch with one UnknownError
-    # while its other requests are still in flight. A no-op lets the 401 surface per message.
+    # On a 401 firebase-admin's own httpx auth flow (the app's client, unused for sending) calls
+    # refresh(); the stock AnonymousCredentials raises there. A no-op lets the 401 surface.
     def refresh(self, request: Any) -> None:
         pass
 
@@ -166,6 +181,12 @@ def build(message: model.Message) -> messaging.Message:
     )
 
 
+def encode(message: model.Message) -> dict[str, Any]:
+    """The HTTP v1 JSON ``message`` for one rendered alert message, built and validated by
+    firebase-admin (ValueError when it refuses it, a malformed topic name)."""
+    return messaging._MessagingService.encode_message(build(message))
+
+
 def refresh_delay(expiry: dt.datetime | None, now: dt.datetime) -> float:
     """Seconds until the OAuth token should be refreshed (google-auth's expiry is naive UTC)."""
     if expiry is None:
@@ -174,8 +195,58 @@ def refresh_delay(expiry: dt.datetime | None, now: dt.datetime) -> float:
     return max(0.0, (expiry - now).total_seconds() - REFRESH_MARGIN)
 
 
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def http_failure(service: Any, url: str, status: int, headers: Mapping[str, str], content: bytes) -> exceptions.FirebaseError:
+    """The firebase-admin error for an FCM answer other than 200: the same type, code and
+    `http_response` as its own send path gives (it reads the status and Google's error body)."""
+    request = httpx.Request("POST", url)
+    response = httpx.Response(status, headers=dict(headers), content=content, request=request)
+    error = httpx.HTTPStatusError(f"FCM answered {status}", request=request, response=response)
+    return service._handle_fcm_httpx_error(error)
+
+
+def transport_failure(exc: BaseException) -> exceptions.FirebaseError:
+    """The firebase-admin error for a call that got no answer, as its httpx path names them."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return exceptions.DeadlineExceededError(f"Timed out while making an API call: {exc}", cause=exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exceptions.UnavailableError(f"Failed to establish a connection: {exc}", cause=exc)
+    return exceptions.UnknownError(f"Unknown error while making a remote service call: {exc}", cause=exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """The quota as a token bucket in virtual time (GCRA): `due` is when the bucket would be
+    empty again; up to `burst` messages may go at once after a quiet spell."""
+
+    rate: float  # messages per second
+    burst: float
+    due: float = 0.0
+    paused_until: float = 0.0  # after a QUOTA_EXCEEDED
+
+    @classmethod
+    def per_minute(cls, quota: float) -> Bucket:
+        return cls(rate=quota / 60, burst=max(1.0, quota / 60))
+
+
+def take(bucket: Bucket, now: float) -> tuple[Bucket, float]:
+    """The bucket with one more message let through at its earliest, and how long that message
+    must wait from `now`."""
+    interval = 1 / bucket.rate
+    at = max(now, bucket.paused_until, bucket.due - (bucket.burst - 1) * interval)
+    return dataclasses.replace(bucket, due=max(bucket.due, at) + interval), at - now
+
+
+def pause(bucket: Bucket, now: float, seconds: float) -> Bucket:
+    return dataclasses.replace(bucket, paused_until=max(bucket.paused_until, now + seconds))
+
+
+def held(bucket: Bucket, now: float, wait: float) -> errors.Transient:
+    """The answer for a message that would wait `wait` s for its turn: sent again later."""
+    if bucket.paused_until > now:
+        return errors.Transient(f"FCM answered QUOTA_EXCEEDED: the channel pauses for {wait:.0f} s",
+                                code="quota_paused", retry_after=wait)
+    return errors.Transient(f"the FCM quota of {bucket.rate * 60:.0f} a minute is used up for {wait:.0f} s",
+                            code="quota_paced", retry_after=wait)
 
 
 # -- the channel ---------------------------------------------------------------------------------
@@ -183,8 +254,7 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
-    # httpx's pool holds 100 connections; more sends in flight queue in httpcore's pool, which
-    # scans its queue for every request (quadratic: ~70 messages/s with 500 in flight, measured).
+    # One keep-alive connection for each call in flight (HTTP/1.1 carries one at a time).
     default_concurrency = 100
 
     def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
@@ -193,8 +263,15 @@ class FCMPush(channels.Base):
             raise errors.ConfigError(f"channel {context.name!r}: project_id is required")
         self.project_id = config["project_id"]
         self.timeout = float(config.get("timeout", 10))
+        quota = config.get("quota_per_minute", QUOTA_PER_MINUTE)
+        if isinstance(quota, bool) or not isinstance(quota, (int, float)) or quota <= 0:
+            raise errors.ConfigError(f"channel {context.name!r}: quota_per_minute must be a positive number")
+        self.bucket = Bucket.per_minute(float(quota))
+        self.clock = time.monotonic  # the bucket's time; a test may move it
         self.app: firebase_admin.App | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"FCMPush(name={self.context.name!r}, project_id={self.project_id!r})"
@@ -209,40 +286,38 @@ class FCMPush(channels.Base):
         name = f"alertd-{self.context.name}-{next(_instances)}"
         options = {"projectId": self.project_id, "httpTimeout": self.timeout}
         self.app = firebase_admin.initialize_app(cred, options, name=name)
-        service = messaging._get_messaging_service(self.app)
+        self.service = messaging._get_messaging_service(self.app)
         if self.config.get("base_url"):
             base = str(self.config["base_url"]).rstrip("/")
-            service._fcm_url = f"{base}/v1/projects/{self.project_id}/messages:send"
-        await self._replace_async_client(service)
+            self.service._fcm_url = f"{base}/v1/projects/{self.project_id}/messages:send"
+        self.url = self.service._fcm_url
+        self.credential = self.app.credential.get_credential()
+        self.refreshable = bool(path)
+        # The pool wait is local queueing, not FCM being slow: only the socket has a timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
+        headers = {**self.service._fcm_headers, "Content-Type": "application/json; charset=UTF-8"}
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
+        # FCM sets no cookie worth keeping; the jar would only cost time on every answer. The
+        # proxy settings of the environment (HTTPS_PROXY …) apply, as they did with httpx.
+        self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
+                                           cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
         if path:
             await self._refresh()  # fail fast on a bad key, and keep the token off the send path
             self._refresher = asyncio.create_task(self._keep_token_fresh())
 
-    async def _replace_async_client(self, service: Any) -> None:
-        # firebase-admin's async client mounts an HttpxRetryTransport that re-sends on 500/503 for
-        # about 7 s (DEFAULT_HTTPX_RETRY_CONFIG: 4 retries, backoff 0.5). alertd's retry policy must
-        # be the only one (it honours Retry-After and the alert's expiry), so the service gets a
-        # client built through the library's own constructor with a zero-retry HttpxRetry: the
-        # transport then returns the first response, whatever its status. No HTTP call is patched.
-        stock = service._async_client
-        # The pool timeout is lifted: up to 500 sends share ~100 connections, and waiting for one is
-        # local queueing, not the provider being slow; each in-flight request keeps its timeout.
-        service._async_client = _http_client.HttpxAsyncClient(
-            credential=service._credential,
-            timeout=httpx.Timeout(self.timeout, pool=None),
-            retry_config=_retry.HttpxRetry(max_retries=0),
-        )
-        await stock.aclose()
-
     async def _refresh(self) -> None:
         # The token refresh is a blocking HTTP call in google-auth: run it off the event loop.
-        credential = self.app.credential.get_credential()
-        await asyncio.to_thread(credential.refresh, google.auth.transport.requests.Request())
+        await asyncio.to_thread(self.credential.refresh, google.auth.transport.requests.Request())
+
+    async def _refresh_once(self) -> None:
+        """A refresh after a 401: the calls refused together share one."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh())
+        await asyncio.shield(self._refreshing)
 
     async def _keep_token_fresh(self) -> None:
-        credential = self.app.credential.get_credential()
         while True:
-            await asyncio.sleep(refresh_delay(credential.expiry, model.utcnow()))
+            await asyncio.sleep(refresh_delay(self.credential.expiry, model.utcnow()))
             try:
                 await self._refresh()
             except Exception as exc:  # the token endpoint may be down for a while; keep trying
@@ -250,17 +325,21 @@ class FCMPush(channels.Base):
                 await asyncio.sleep(REFRESH_RETRY)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._refreshing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self.app is not None:
-            await messaging._get_messaging_service(self.app)._async_client.aclose()
+            await self.service._async_client.aclose()
             # delete_app closes the service with asyncio.run(), which cannot run inside our loop.
             await asyncio.to_thread(firebase_admin.delete_app, self.app)
             self.app = None
 
     async def send(self, message: model.Message) -> model.Receipt:
-        [result] = await self.send_batch([message])
+        result = await self._send_one(message)
         if isinstance(result, errors.DeliveryError):
             raise result
         return result
@@ -268,35 +347,59 @@ class FCMPush(channels.Base):
     async def send_batch(
         self, messages: Sequence[model.Message]
     ) -> list[model.Receipt | errors.DeliveryError]:
-        results: list[model.Receipt | errors.DeliveryError] = []
-        for chunk in chunks(messages, BATCH):
-            results.extend(await self._send_chunk(chunk))
-        return results
+        """Each message's outcome, in order; the pool keeps `concurrency` of them in flight."""
+        return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
 
-    async def _send_chunk(
-        self, chunk: Sequence[model.Message]
-    ) -> list[model.Receipt | errors.DeliveryError]:
+    async def _send_one(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
         try:
-            batch = await messaging.send_each_async([build(m) for m in chunk], app=self.app)
-        except ValueError as exc:
-            # firebase-admin validates the whole list before sending anything: one malformed
-            # message (a bad topic name) would sink the others, so send them one by one.
-            if len(chunk) == 1:
-                return [errors.Permanent(f"FCM refuses it: {exc}", code="INVALID_ARGUMENT")]
-            singles = await asyncio.gather(*(self._send_chunk([m]) for m in chunk))
-            return [result for [result] in singles]
-        except exceptions.FirebaseError as exc:
-            # Raised for the whole call when something outside httpx fails (a token refresh
-            # after a 401): every message shares the outcome.
-            return [classify(exc) for _ in chunk]
-        return [self._result(m, r) for m, r in zip(chunk, batch.responses, strict=True)]
+            body = json.dumps({"message": encode(message)}, separators=(",", ":")).encode()
+        except ValueError as exc:  # firebase-admin's validation: this message can never go
+            return errors.Permanent(f"FCM refuses it: {exc}", code="INVALID_ARGUMENT")
+        hold = await self._turn()
+        if hold is not None:
+            return hold
+        try:
+            status, headers, content = await self._post(body)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return self._failed(message, classify(transport_failure(exc)))
+        if status == 200:
+            return model.Receipt(provider_id=json.loads(content)["name"])
+        failure = classify(http_failure(self.service, self.url, status, headers, content))
+        if failure.code == "QUOTA_EXCEEDED":
+            self.bucket = pause(self.bucket, self.clock(), failure.retry_after)
+        return self._failed(message, failure)
 
-    def _result(
-        self, message: model.Message, response: messaging.SendResponse
-    ) -> model.Receipt | errors.DeliveryError:
-        if response.success:
-            return model.Receipt(provider_id=response.message_id)
-        failure = classify(response.exception)
+    async def _turn(self) -> errors.Transient | None:
+        """Wait for this message's turn in the quota; the answer instead when it is too far off."""
+        now = self.clock()
+        bucket, wait = take(self.bucket, now)
+        if wait > self.timeout:
+            return held(self.bucket, now, wait)
+        self.bucket = bucket
+        if wait > 0:
+            await asyncio.sleep(wait)  # pacing to the quota is the point
+        return None
+
+    async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """The POST; after a 401, once more with a fresh token (as firebase-admin's own client
+        does) when the credential can be refreshed. A refresh that fails leaves the 401."""
+        answer = await self._post_once(body)
+        if answer[0] == 401 and self.refreshable:
+            try:
+                await self._refresh_once()
+            except Exception as exc:
+                log.warning("fcm_token_refresh_failed", channel=self.context.name, error=str(exc))
+                return answer
+            answer = await self._post_once(body)
+        return answer
+
+    async def _post_once(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        token = self.credential.token
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with self._http.post(self.url, data=body, headers=headers) as resp:
+            return resp.status, resp.headers, await resp.read()
+
+    def _failed(self, message: model.Message, failure: errors.DeliveryError) -> errors.DeliveryError:
         log.info(
             "fcm_send_failed",
             alert_id=message.alert_id,
