@@ -128,7 +128,7 @@ def serve(args) -> int:
 
 async def _serve(cfg: config.Config) -> None:
     host, _, port = cfg.server.listen.rpartition(":")
-    runner = web.AppRunner(app_mod.build(cfg), access_log=None)
+    runner = app_mod.runner(app_mod.build(cfg))
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,7 +136,7 @@ async def _serve(cfg: config.Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await web.TCPSite(runner, host.strip("[]") or None, int(port)).start()
+        await app_mod.Site(runner, host.strip("[]") or None, int(port)).start()
         # Only now that the port listens may anything be sent: the receipts of what is sent come to it.
         await app_mod.listening(runner.app)
         # Everything loaded so far (the provider libraries are large) lives as long as the process:

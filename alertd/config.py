@@ -70,6 +70,12 @@ class Server:
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"  # where providers call back, as they see us
     display_timezone: str = "Europe/Paris"
+    # What idle and slow clients may hold (seconds, connections): see the example configuration.
+    keepalive_timeout: float = 15.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
+    max_streams_per_token: int = 20
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,8 +37,9 @@ SIREN_STATES = sirenstate.STATES
 # secret), revoked, expired.
 AUTH_FAILURES = ("missing", "malformed", "unknown", "revoked", "expired")
 # Why the server closed a connection itself: no complete request head in time, a body not received
-# in time, the oldest idle connection closed to make room (at the cap, or out of file descriptors).
-DROPS = ("head_timeout", "body_timeout", "evicted")
+# in time (answered 408), the one idle the longest closed to make room (at the cap, or out of file
+# descriptors), a new one closed at the cap with every connection busy.
+DROPS = ("head_timeout", "body_timeout", "evicted", "over_capacity")
 SOURCES = 10  # distinct client addresses a tally names at most
 
 

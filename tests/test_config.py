@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -249,3 +250,18 @@ def test_a_default_locale_without_templates_is_a_problem():
     problems = config.check(None, env={"ALERTD_RENDER__DEFAULT_LOCALE": "de"})
     assert problems == [f"render.default_locale: no templates for 'de' in {config.default_templates()}"
                         " (locales there: ar, en, es, fr)"]
+
+
+def test_the_server_bounds_what_idle_and_slow_clients_hold(tmp_path):
+    defaults = config.load(None, env={}).server
+    assert (defaults.keepalive_timeout, defaults.header_timeout, defaults.body_timeout) == (15.0, 10.0, 60.0)
+    assert (defaults.max_connections, defaults.max_streams_per_token) == (1000, 20)
+    example = config.load(EXAMPLE, env={}).server
+    assert example == dataclasses.replace(defaults, listen=example.listen, public_url=example.public_url)
+    path = write(tmp_path, "[server]\nheader_timeout = 2.5\nmax_connections = 300\n")
+    cfg = config.load(path, env={"ALERTD_SERVER__MAX_STREAMS_PER_TOKEN": "5"})
+    assert (cfg.server.header_timeout, cfg.server.max_connections, cfg.server.max_streams_per_token) == (2.5, 300, 5)
+    bad = write(tmp_path, '[server]\nbody_timeout = 0\nmax_connections = "many"\nkeepalive_timeout = -1\n')
+    assert sorted(p.split(":")[0] for p in config.check(bad, env={})) == [
+        "server.body_timeout", "server.keepalive_timeout", "server.max_connections",
+    ]

@@ -79,7 +79,8 @@ async def test_every_route_answers_with_the_security_headers_and_no_banner(daemo
 ])
 async def test_errors_carry_the_security_headers_too(daemon, method, path, data, status):
     who = "issuer" if status == 413 else None
-    resp = await daemon.client.request(method, path, data=data, headers=daemon.headers.get(who, {}))
+    headers = daemon.headers.get(who, {}) | ({"Content-Type": "application/json"} if data else {})
+    resp = await daemon.client.request(method, path, data=data, headers=headers)
     assert resp.status == status
     assert_tight(resp, f"{method} {path} → {status}")
 

@@ -206,3 +206,31 @@ async def test_receipts_after_the_fan_out_are_still_recorded(daemon):
     assert await recorder.flush() == 1  # the alert is still followed: its receipts come after it completed
     rows = await daemon.store.progress(alert_id, 0, 100)
     assert rows[-1].counts["sms"]["delivered"] == 1
+
+
+async def test_a_token_holds_at_most_its_streams_then_gets_a_clear_429(daemon):
+    alert_id = (await daemon.send(channels=["sms"]))["id"]  # never drained: its streams stay live
+    limit = daemon.app[web_mod.SETTINGS].max_streams_per_token
+    held = [await stream(daemon, alert_id) for _ in range(limit)]
+    for resp in held:
+        assert resp.status == 200
+        assert (await next_event(resp))["event"] == "snapshot"
+    refused = await stream(daemon, alert_id)
+    assert refused.status == 429
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert int(refused.headers["Retry-After"]) > 0
+    problem = await refused.json()
+    assert problem["type"].endswith("/too-many-streams") and str(limit) in problem["detail"]
+    other = await stream(daemon, alert_id, who="admin")  # another token's streams are its own
+    assert other.status == 200
+    other.close()
+    metrics = await (await daemon.client.get("/metrics")).text()
+    assert "alertd_streams_refused_total 1.0" in metrics
+
+    held.pop().close()  # the client goes away: its stream ends, and its place is free again
+    async with asyncio.timeout(TIMEOUT):
+        while (again := await stream(daemon, alert_id)).status == 429:
+            await asyncio.sleep(0.05)  # the server notices the closed stream at its next poll
+    assert again.status == 200
+    for resp in [*held, again]:
+        resp.close()

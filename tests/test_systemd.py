@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from alertd import demo, systemd
+from alertd import app, config, demo, systemd
 from tests import helpers, test_crash
 
 UNIT = pathlib.Path(__file__).resolve().parent.parent / "systemd" / "alertd.service"
@@ -132,6 +132,12 @@ def test_the_unit_waits_for_readiness_and_watches_the_daemon():
     assert unit["User"] == ["alertd"] and unit["StateDirectory"] == ["alertd"]
     assert unit["ProtectSystem"] == ["strict"] and unit["CapabilityBoundingSet"] == [""]
     assert all(c.split(":")[1].startswith("/etc/alertd/credentials/") for c in unit["LoadCredential"])
+
+
+def test_the_unit_gives_room_for_the_connections_the_configuration_allows():
+    limit = int(unit_directives()["LimitNOFILE"][0])  # one value: the soft limit and the hard one
+    allowed = config.Server().max_connections + app.FD_RESERVE
+    assert limit >= 4 * allowed  # and room to raise server.max_connections without editing the unit
 
 
 def test_systemd_accepts_the_unit():

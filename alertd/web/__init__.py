@@ -6,6 +6,7 @@ RFC 9457 problem-details document with a stable `type` and the field at fault, n
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -24,6 +25,7 @@ log = structlog.get_logger("alertd.web")
 class Settings:
     public_url: str
     twilio_auth_tokens: tuple[str, ...] = ()  # to check the signature of Twilio's callbacks
+    max_streams_per_token: int = 20  # live event streams one token may hold open
 
 
 STORE: web.AppKey[store_mod.Store] = web.AppKey("store")
@@ -34,6 +36,7 @@ CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
 RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
 METRICS: web.AppKey[metrics_mod.Metrics] = web.AppKey("metrics")
 AUTH_FAILURES: web.AppKey[metrics_mod.Tally] = web.AppKey("auth_failures")
+STREAMS: web.AppKey[collections.Counter] = web.AppKey("streams")  # live event streams, by token id
 
 PROBLEM_JSON = "application/problem+json"
 _BODY_HEADERS = frozenset({"content-type", "content-length"})  # the problem document's own

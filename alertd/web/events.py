@@ -13,6 +13,7 @@ polled every `POLL` seconds for other instances' rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -29,6 +30,8 @@ HEARTBEAT = 15.0  # seconds
 POLL = 1.0  # seconds
 PAGE = 500  # rows read at once when a client catches up
 RETRY_MS = 2000  # what an EventSource waits before it reconnects
+RETRY_AFTER = 5  # seconds a client refused a stream waits before it asks again
+TOO_MANY = "https://alertd.example/problems/too-many-streams"
 
 
 def event(name: str, data: Any, seq: int | None = None) -> bytes:
@@ -48,10 +51,41 @@ def resume_after(request: web.Request) -> int | None:
     return None
 
 
+def refused(limit: int) -> web.Response:
+    """The answer to a token that holds as many streams as it may: 429, and when to try again."""
+    answer = web_mod.problem(
+        429, TOO_MANY, "Too many event streams for this token",
+        f"a token may hold {limit} event streams open at once; close one, or try again later",
+    )
+    answer.headers["Retry-After"] = str(RETRY_AFTER)
+    return answer
+
+
+@contextlib.contextmanager
+def _held(request: web.Request, token_id: str):
+    held = request.app[web_mod.STREAMS]
+    held[token_id] += 1
+    try:
+        yield
+    finally:
+        held[token_id] -= 1
+        if held[token_id] <= 0:
+            del held[token_id]
+
+
 @routes.get("/v1/alerts/{id}/events")
 async def stream(request: web.Request) -> web.StreamResponse:
-    _, alert = await alerts._readable(request)
+    token, alert = await alerts._readable(request)
     after = resume_after(request)
+    limit = request.app[web_mod.SETTINGS].max_streams_per_token
+    if request.app[web_mod.STREAMS][token.id] >= limit:
+        request.app[web_mod.METRICS].streams_refused.inc()
+        return refused(limit)
+    with _held(request, token.id):
+        return await _stream(request, alert, after)
+
+
+async def _stream(request: web.Request, alert: model.Alert, after: int | None) -> web.StreamResponse:
     recorder = request.app[web_mod.RECORDER]
     recorder.touch(alert.id)  # its final row gets written even if no pass saw it live
     response = web.StreamResponse(headers={
