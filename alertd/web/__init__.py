@@ -1,4 +1,5 @@
-"""The HTTP edge: typed application state, authentication, problem details.
+"""The HTTP edge: typed application state, authentication, problem details, security headers,
+and the connections' limits (what idle and slow clients may hold).
 
 Handlers live in the submodules; `routes()` gathers them. Every error that reaches the client is an
 RFC 9457 problem-details document with a stable `type` and the field at fault, never a stack trace.
@@ -6,15 +7,17 @@ RFC 9457 problem-details document with a stable `type` and the field at fault, n
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web, web_protocol
 
 from alertd import auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, model, progress, render, store as store_mod
 
@@ -41,6 +44,8 @@ STREAMS: web.AppKey[collections.Counter] = web.AppKey("streams")  # live event s
 PROBLEM_JSON = "application/problem+json"
 _BODY_HEADERS = frozenset({"content-type", "content-length"})  # the problem document's own
 AUTH_LOG_SECONDS = 10.0  # at most one line per interval about failed authentications, with their count
+ACCEPT_LOG_SECONDS = 10.0  # the same for accepts refused for want of file descriptors
+BAD_REQUEST_LOG_SECONDS = 10.0  # the same for requests aiohttp cannot parse (a scanner's garbage)
 # The console page loads its own assets and nothing else; an API answer loads nothing. Neither may
 # be framed (clickjacking an operator into sending an alert).
 CONSOLE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; "
@@ -156,3 +161,169 @@ def routes() -> list[web.AbstractRouteDef]:
         *alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
         *console.routes, *metrics.routes,
     ]
+
+
+# -- the connections: what idle and slow clients may hold ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    keepalive_timeout: float = 15.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
+
+
+class Connections:
+    """The server's client connections. Each must send a whole request head within `header_timeout`
+    of its first byte (of its opening, for the first request), and its body within `body_timeout`.
+    At `max_connections`, a new connection closes the one idle the longest (no request under way),
+    so that a flood of idle clients cannot keep out the one that brings an alert; so does each
+    accept that fails for want of file descriptors. Requests under way (event streams included) are
+    never closed to make room."""
+
+    def __init__(self, limits: Limits, metrics: metrics_mod.Metrics) -> None:
+        self.limits, self.metrics = limits, metrics
+        self.cap = limits.max_connections  # lowered by `fit` to what the file descriptors allow
+        self.open: dict[object, Connection] = {}  # by transport
+        self.idle: dict[Connection, None] = {}  # idle the longest first
+        self.out_of_fds = metrics_mod.Tally(ACCEPT_LOG_SECONDS, self._say_out_of_fds)
+        self.unparsable = metrics_mod.Tally(BAD_REQUEST_LOG_SECONDS, _say_unparsable)
+
+    def fit(self, descriptors: int) -> None:
+        """At most `descriptors` connections: the process's own, less those it keeps for itself."""
+        self.cap = max(1, min(self.limits.max_connections, descriptors))
+        if self.cap < self.limits.max_connections:
+            log.warning("fewer connections than server.max_connections: the file descriptors allow no more",
+                        max_connections=self.limits.max_connections, allowed=self.cap)
+
+    def opened(self, conn: Connection) -> None:
+        if len(self.open) >= self.cap and not self.shed(1):
+            self.drop(conn, "over_capacity")
+            return
+        self.open[conn.transport] = conn
+        self.idle[conn] = None
+        self.expect_head(conn)
+
+    def expect_head(self, conn: Connection) -> None:
+        conn.deadline = asyncio.get_running_loop().call_later(self.limits.header_timeout, self._head_late, conn)
+
+    def _head_late(self, conn: Connection) -> None:
+        conn.deadline = None
+        if not conn.busy:
+            self.drop(conn, "head_timeout")
+
+    def shed(self, count: int) -> int:
+        """Close the `count` connections idle the longest; how many there were."""
+        victims = list(itertools.islice(self.idle, count))
+        for conn in victims:
+            self.drop(conn, "evicted")
+        return len(victims)
+
+    def drop(self, conn: Connection, reason: str) -> None:
+        self.metrics.dropped.labels(reason).inc()
+        self.closed(conn)
+        conn.force_close()
+
+    def closed(self, conn: Connection) -> None:
+        self.open.pop(conn.transport, None)
+        self.idle.pop(conn, None)
+        conn.cancel_deadline()
+
+    def begins(self, transport: object) -> Connection | None:
+        """A request's head arrived on this connection (None: not one of ours, a test's)."""
+        conn = self.open.get(transport)
+        if conn is not None:
+            conn.busy = True
+            conn.cancel_deadline()
+            self.idle.pop(conn, None)
+        return conn
+
+    def ends(self, conn: Connection) -> None:
+        conn.busy = False
+        if conn.transport in self.open:
+            self.idle[conn] = None
+
+    def body_late(self, request: web.Request) -> None:
+        if not request.content.is_eof():
+            self.metrics.dropped.labels("body_timeout").inc()
+            request.content.set_exception(web.HTTPRequestTimeout(
+                text=f"the request body did not arrive within {self.limits.body_timeout:g} s"))
+
+    def accept_failed(self, error: str) -> None:
+        """An accept failed for want of descriptors (or memory): `error` is its errno's name."""
+        self.metrics.accept_errors.inc()
+        self.out_of_fds.add(error)
+        self.shed(1)  # the descriptor it frees lets the next accept through
+
+    def _say_out_of_fds(self, count: int, kinds: dict[str, int], _sources: list[str]) -> None:
+        log.error("out of file descriptors: connections refused", count=count, errors=kinds,
+                  per_seconds=ACCEPT_LOG_SECONDS, connections=len(self.open), cap=self.cap)
+
+
+def _say_unparsable(count: int, kinds: dict[str, int], clients: list[str]) -> None:
+    log.warning("requests refused: not HTTP alertd can read (answered 400)", count=count, errors=kinds,
+                clients=clients, per_seconds=BAD_REQUEST_LOG_SECONDS)
+
+
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+
+
+class Connection(web_protocol.RequestHandler):
+    """aiohttp's handler of one connection, under the deadline of `Connections`. aiohttp bounds
+    the wait for a first request and between two by `keepalive_timeout` alone, and a request
+    head's arrival by nothing."""
+
+    def __init__(self, connections: Connections, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections = connections
+        self.busy = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.connections.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy and self.deadline is None and self.transport is not None:
+            self.connections.expect_head(self)  # the first byte of the next request head
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.connections.closed(self)
+        super().connection_lost(exc)
+
+    def cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def log_exception(self, *args, **kwargs) -> None:
+        """aiohttp logs each request it cannot parse, traceback and all: counted instead."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, http_exceptions.HttpProcessingError) and args and len(args) > 1:
+            self.connections.unparsable.add(type(exc).__name__, str(args[1]))
+        else:
+            super().log_exception(*args, **kwargs)
+
+    def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
+        """aiohttp's own answers (a request it cannot parse) get the security headers too."""
+        answer = super().handle_error(request, status, exc, message)
+        tighten(request.path, answer.headers)
+        return answer
+
+
+@web.middleware
+async def deadlines(request: web.Request, handler):
+    connections = request.app[CONNECTIONS]
+    conn = connections.begins(request.transport)
+    late = None
+    if request.body_exists and not request.content.is_eof():
+        late = asyncio.get_running_loop().call_later(connections.limits.body_timeout, connections.body_late, request)
+    try:
+        return await handler(request)
+    finally:
+        if late is not None:
+            late.cancel()
+        if conn is not None:
+            connections.ends(conn)
