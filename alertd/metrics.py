@@ -19,7 +19,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily
 
 from alertd import errors, model, sirenstate
@@ -119,6 +119,10 @@ class Metrics(Observer):
         )
         self.accept_errors = Counter(
             "alertd_accept_errors", "Connections that could not be accepted (out of file descriptors).",
+            registry=self.registry,
+        )
+        self.connections = Gauge(
+            "alertd_connections_open", "Client connections open now (the server's, not a test client's).",
             registry=self.registry,
         )
         self.streams_refused = Counter(

@@ -18,7 +18,7 @@ import uuid
 
 import aiohttp
 
-from alertd import demo, model, store as store_mod, testing
+from alertd import app, demo, model, store as store_mod, testing
 from tests import helpers, test_crash
 
 FD_LIMIT = 1024
@@ -142,15 +142,20 @@ async def test_an_alert_gets_through_1100_idle_half_requests_at_once(tmp_path, f
             held = await flood(port, FLOOD)
             fds_held = open_fds(daemon.pid)
             accepted, siren_after = await post_an_alert(base, token, sirens, siren_id)
+            async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
+                connections = float(re.search(r"^alertd_connections_open (\S+)$", await r.text(), re.M)[1])
+            evicted = (await drops(base))["evicted"]
             lines = fd_lines(log)
             helpers.REPORT.append(
                 f"idle flood: {len(held)} half-request connections opened against a daemon limited to {FD_LIMIT} fds "
-                f"({fds_held} fds open in the daemon); the alert's 202 in {accepted * 1000:.0f} ms, its first siren "
+                f"({fds_held} fds open in it, {connections:.0f} client connections held, {evicted:.0f} idle ones closed "
+                f"to make room); the alert's 202 in {accepted * 1000:.0f} ms, its first siren "
                 f"command in {siren_after * 1000:.0f} ms; {lines} fd lines in the log"
             )
             assert len(held) >= 1000, "the flood did not get in: it tests nothing"
             assert accepted < 1.0
             assert siren_after < 1.0
+            assert connections <= FD_LIMIT - app.FD_RESERVE and evicted >= FLOOD - connections
             assert lines <= 5, log.read_text()[-2000:]
     finally:
         for writer in held:

@@ -189,6 +189,7 @@ class Connections:
         self.idle: dict[Connection, None] = {}  # idle the longest first
         self.out_of_fds = metrics_mod.Tally(ACCEPT_LOG_SECONDS, self._say_out_of_fds)
         self.unparsable = metrics_mod.Tally(BAD_REQUEST_LOG_SECONDS, _say_unparsable)
+        metrics.connections.set_function(lambda: len(self.open))
 
     def fit(self, descriptors: int) -> None:
         """At most `descriptors` connections: the process's own, less those it keeps for itself."""
