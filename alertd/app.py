@@ -220,13 +220,14 @@ def limits(server: config_mod.Server) -> web_mod.Limits:
 
 
 def runner(app: web.Application) -> web.AppRunner:
-    """The runner of the daemon's app: idle keep-alive connections close after `keepalive_timeout`;
-    a body left unread is not waited for (aiohttp's lingering would give a slow client 10 s more)."""
+    """The runner of the daemon's app: idle keep-alive connections close after `keepalive_timeout`.
+    aiohttp's lingering close stays (a body left unread is drained for up to 10 s before the close),
+    so that a client still sending an oversized body reads its 413 instead of a reset."""
     return web.AppRunner(app, access_log=None, **_handler_settings(app[web_mod.CONNECTIONS].limits))
 
 
 def _handler_settings(limits: web_mod.Limits) -> dict:
-    return {"keepalive_timeout": limits.keepalive_timeout, "lingering_time": 0}
+    return {"keepalive_timeout": limits.keepalive_timeout}
 
 
 class Site(web.TCPSite):

@@ -196,6 +196,7 @@ async def test_a_slowloris_is_dropped_after_the_header_timeout_and_a_slow_body_a
         assert 0.9 <= waited < 2.5
         counted = await drops(base)
         assert counted["head_timeout"] >= 1 and counted["body_timeout"] == 1
+        assert "Traceback" not in log.read_text() and "Unhandled" not in log.read_text()
     finally:
         daemon.terminate()
         daemon.wait(15)

@@ -300,11 +300,12 @@ class Connection(web_protocol.RequestHandler):
             self.deadline = None
 
     def log_exception(self, *args, **kwargs) -> None:
-        """aiohttp logs each request it cannot parse, traceback and all: counted instead."""
+        """aiohttp logs each request it cannot parse, traceback and all: counted instead. A body
+        past its deadline, answered 408, ends the lingering close at once: counted already."""
         exc = kwargs.get("exc_info")
         if isinstance(exc, http_exceptions.HttpProcessingError) and args and len(args) > 1:
             self.connections.unparsable.add(type(exc).__name__, str(args[1]))
-        else:
+        elif not isinstance(exc, web.HTTPRequestTimeout):
             super().log_exception(*args, **kwargs)
 
     def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
