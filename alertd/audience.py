@@ -66,6 +66,8 @@ def parse_subscribers(body: bytes) -> list[model.Recipient]:
         return [_recipient(orders.validate(Subscriber.model_validate, data))]
     if not isinstance(data, list):
         raise errors.BadRequest("The body must be a JSON object or a list of objects.", field=None)
+    if len(data) > MAX_SUBSCRIBERS:  # before any is checked: pydantic counts after checking each phone
+        raise _invalid(None, f"at most {MAX_SUBSCRIBERS} subscribers in one body, got {len(data)}")
     subscribers = orders.validate(_SUBSCRIBER_LIST.validate_python, data)
     _refuse_duplicates(subscribers)
     return [_recipient(s) for s in subscribers]
@@ -83,8 +85,8 @@ def _refuse_duplicates(subscribers: list[Subscriber]) -> None:
         seen.add(subscriber.id)
 
 
-def _invalid(field: str, message: str) -> errors.Invalid:
-    return errors.Invalid(f"{field}: {message}", field=field, errors=[{"field": field, "message": message}])
+def _invalid(field: str | None, message: str) -> errors.Invalid:
+    return errors.Invalid(f"{field or 'body'}: {message}", field=field, errors=[{"field": field, "message": message}])
 
 
 def normalise_phone(raw: str, region: str = "FR") -> str:

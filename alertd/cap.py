@@ -27,6 +27,7 @@ import defusedxml.ElementTree
 from alertd import cap_check, errors
 
 MAX_BYTES = 1_000_000
+MAX_ELEMENTS = 50_000  # ten languages of a thousand polygons, a thousand circles and 500 geocodes fit
 NS = cap_check.NS
 DEFAULT_LANGUAGE = "en-US"  # CAP 1.2: "If not present, an implicit default value of 'en-US' SHALL be assumed"
 
@@ -157,13 +158,27 @@ class Document(_Value):
 # -- reading -----------------------------------------------------------------------------------------
 
 
-def parse(data: bytes) -> Document:
-    """The Document in `data`, or BadRequest (not safe to read as XML) / Invalid (every violation)."""
-    root = _xml(data)
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Sizes a reader takes, which CAP leaves open; counted before anything costly is done."""
+
+    elements: int = MAX_ELEMENTS
+    polygons: int | None = None  # distinct polygons in all areas together (each language repeats its area)
+    vertices: int | None = None  # in those polygons
+    circles: int | None = None  # distinct circles
+
+
+def parse(data: bytes, limits: Limits = Limits()) -> Document:
+    """The Document in `data`, or BadRequest (not safe to read as XML) / Invalid (every violation).
+
+    CPU-bound (up to a second for a worst-case megabyte): the API calls it off the event loop."""
+    root = _xml(data, limits.elements)
     if root.tag != f"{{{NS}}}alert":
         local = root.tag.rpartition("}")[2]
         raise _invalid([cap_check.problem(f"/{local}", f"the root must be alert in namespace {NS}, not {root.tag}")])
-    problems: list[cap_check.Problem] = []
+    if too_big := _size_problems(root, limits):  # before any element is read: those sizes cost little to count
+        raise _invalid(too_big)
+    problems = cap_check.Problems()
     cap_check.structure(root, "/alert", problems)
     cap_check.requirements(root, problems)
     doc = _document(cap_check.Reader(root, "/alert", problems))
@@ -174,15 +189,41 @@ def parse(data: bytes) -> Document:
 
 
 def _invalid(problems: list[cap_check.Problem]) -> errors.Invalid:
-    return errors.Invalid("the CAP document is not valid", field=problems[0]["field"], errors=problems)
+    return cap_check.invalid("the CAP document is not valid", problems)
 
 
-def _xml(data: bytes) -> ET.Element:
+def _size_problems(root: ET.Element, limits: Limits) -> list[cap_check.Problem]:
+    """The distinct polygons, their vertices and the distinct circles of all areas, over `limits`."""
+    polygons = {(e.text or "").strip() for e in root.iter(f"{{{NS}}}polygon")}
+    circles = {(e.text or "").strip() for e in root.iter(f"{{{NS}}}circle")}
+    counts = (
+        ("polygon", "polygons", limits.polygons, len(polygons)),
+        ("polygon", "vertices in all polygons together", limits.vertices, sum(len(t.split()) for t in polygons)),
+        ("circle", "circles", limits.circles, len(circles)),
+    )
+    return [cap_check.problem(f"/alert/info/area/{name}", f"at most {most} distinct {what}, got {count}")
+            for name, what, most, count in counts if most is not None and count > most]
+
+
+_CHUNK = 64 * 1024  # expat holds the GIL while it parses a chunk: the event loop's thread waits no longer
+
+
+def _xml(data: bytes, max_elements: int) -> ET.Element:
     if len(data) > MAX_BYTES:
         message = f"the CAP document is {len(data)} bytes, over the {MAX_BYTES} accepted"
         raise errors.BadRequest(message, limit=MAX_BYTES)
+    # Counted in the bytes before expat calls Python for each element (0.7 s for a megabyte of them).
+    # Tags, not elements (a comment or CDATA holding "<" counts too): an upper bound.
+    tags = data.count(b"<") - data.count(b"</") - data.count(b"<?") - data.count(b"<!")
+    if tags > max_elements:
+        raise _invalid([cap_check.problem("/alert", f"at most {max_elements} elements, got {tags}")])
+    parser = defusedxml.ElementTree.DefusedXMLParser(
+        target=ET.TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True,
+    )
     try:
-        return defusedxml.ElementTree.fromstring(data, forbid_dtd=True)
+        for at in range(0, len(data), _CHUNK):
+            parser.feed(data[at:at + _CHUNK])
+        return parser.close()
     except defusedxml.DTDForbidden as exc:
         message = f"the CAP document has a DOCTYPE ({exc.name}): DTDs are refused"
         raise errors.BadRequest(message, doctype=exc.name) from None

@@ -25,6 +25,8 @@ ACTED_ON = {"Alert": model.MsgType.ALERT, "Update": model.MsgType.UPDATE, "Cance
 ZONE_GEOCODES = frozenset({"INSEE", "DEPARTEMENT"})  # valueNames whose value is a French zone code
 NATIONAL_GEOCODE = ("ISO3166-1", "FR")
 RESERVED = frozenset({"template", "channels", "topics"})
+# What alertd can target, counted by `cap.parse` before it reads a polygon.
+LIMITS = cap.Limits(polygons=geo.MAX_POLYGONS, vertices=geo.MAX_VERTICES, circles=geo.MAX_CIRCLES)
 
 
 def to_alert(

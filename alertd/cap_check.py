@@ -16,6 +16,8 @@ from xml.etree import ElementTree as ET
 
 import shapely
 
+from alertd import errors
+
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"  # the schema's one extension: a signature, last
 # CAP writes UTC as -00:00; a +00:00 received is accepted too (the schema allows it) and kept as
@@ -54,10 +56,41 @@ ENUMS = {
 REFERRING = ("Update", "Cancel", "Ack", "Error")  # the msgTypes about earlier messages
 
 Problem = dict[str, str]
+MAX_PROBLEMS = 100  # listed in an answer; the rest are counted (a 1 MB body once gave 18 MB of them)
 
 
 def problem(field: str, message: str) -> Problem:
     return {"field": field, "message": message}
+
+
+class Problems(list):
+    """Problems as found, the first MAX_PROBLEMS kept and the rest counted in `more`."""
+
+    more = 0
+
+    def append(self, item: Problem) -> None:
+        if len(self) < MAX_PROBLEMS:
+            super().append(item)
+        else:
+            self.more += 1
+
+    def extend(self, items) -> None:
+        for item in items:
+            self.append(item)
+
+    @property
+    def total(self) -> int:
+        return len(self) + self.more
+
+
+def invalid(summary: str, found: list[Problem]) -> errors.Invalid:
+    """`errors.Invalid` for every problem found, at most MAX_PROBLEMS of them listed; `summary`
+    says what is not valid, the detail also how many problems there are when not all are listed."""
+    listed = found if isinstance(found, Problems) else Problems(found[:MAX_PROBLEMS])
+    total = found.total if isinstance(found, Problems) else len(found)
+    more = total - len(listed)
+    message = f"{summary}: {total} problems, the first {len(listed)} listed" if more else summary
+    return errors.Invalid(message, field=listed[0]["field"], errors=list(listed), more_errors=more or None)
 
 
 # -- lexical forms: text in, value out, ValueError(detail) when the text is not that form -------------
@@ -192,8 +225,11 @@ class Reader:
     """One CAP element's children, read by name (in whatever order they came: `structure` judges
     the order); a child that does not read is noted at its XPath and read as None."""
 
-    def __init__(self, element: ET.Element, path: str, problems: list[Problem]) -> None:
+    def __init__(self, element: ET.Element, path: str, problems: list[Problem],
+                 read: dict[tuple[str, str], Any] | None = None) -> None:
         self.element, self.path, self.problems = element, path, problems
+        # Each distinct text is read once (a polygon costs GEOS a check): the text read, or its ValueError.
+        self.read = {} if read is None else read
 
     def one(self, name: str) -> Any:
         found = self._all(name)
@@ -203,7 +239,7 @@ class Reader:
         return tuple(self._read(name, e, self._path(name, i)) for i, e in enumerate(self._all(name), 1))
 
     def children(self, name: str) -> list[Reader]:
-        return [Reader(e, self._path(name, i), self.problems) for i, e in enumerate(self._all(name), 1)]
+        return [Reader(e, self._path(name, i), self.problems, self.read) for i, e in enumerate(self._all(name), 1)]
 
     def _all(self, name: str) -> list[ET.Element]:
         return self.element.findall(f"{{{NS}}}{name}")
@@ -212,11 +248,17 @@ class Reader:
         return f"{self.path}/{name}[{index}]" if name in REPEATABLE else f"{self.path}/{name}"
 
     def _read(self, name: str, element: ET.Element, path: str) -> Any:
-        try:
-            return READ.get(name, str)(element.text or "")
-        except ValueError as exc:
-            self.problems.append(problem(path, str(exc)))
+        key = (name, element.text or "")
+        if key not in self.read:
+            try:
+                self.read[key] = READ.get(name, str)(key[1])
+            except ValueError as exc:
+                self.read[key] = exc
+        value = self.read[key]
+        if isinstance(value, ValueError):
+            self.problems.append(problem(path, str(value)))
             return None
+        return value
 
 
 # -- the schema's shape ------------------------------------------------------------------------------

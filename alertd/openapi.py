@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alertd import audience, model, orders, sirenstate
+from alertd import audience, cap_check, model, orders, sirenstate
 from alertd.web import alerts as web_alerts
 
 _REF = "#/components/schemas/{model}"
@@ -208,7 +208,13 @@ _PROBLEM_SCHEMA = {
         "errors": {
             "type": "array",
             "items": _object(field=_nullable_str(), message=_str()),
-            "description": "Every validation error.",
+            "maxItems": cap_check.MAX_PROBLEMS,
+            "description": f"The validation errors, in the order found: the first {cap_check.MAX_PROBLEMS} "
+            "(`more_errors` counts the others).",
+        },
+        "more_errors": {
+            "type": "integer", "minimum": 1,
+            "description": f"How many errors were found beyond the {cap_check.MAX_PROBLEMS} listed; absent if none.",
         },
         "outside": {"type": "array", "items": {"type": "string"}, "description": "Zones outside jurisdiction."},
     },
@@ -305,6 +311,8 @@ _PROBLEMS = {
     404: "No such resource.",
     409: "The resource is not in a state that allows this.",
     413: "The body is larger than 4 MiB.",  # app.build's client_max_size
+    415: "The body is not declared as a media type this operation reads (`Content-Type`): "
+    "`application/json`, or for an alert or a preview also CAP 1.2 (`application/cap+xml`).",
     422: "The order is not valid; `field` and `errors` say where.",
 }
 _TOO_LARGE = {"413": {"$ref": "#/components/responses/413"}}
@@ -427,9 +435,10 @@ def _paths() -> dict[str, Any]:
         )},
         "/v1/alerts/{id}/cancel": {"parameters": one, "post": _cancel()},
         "/v1/alerts/{id}/approve": {"parameters": one, "post": _op(
-            "Issue a draft as of now (issuer or admin whose jurisdiction covers it); audited as `approved`.",
+            "Issue a draft as of now (issuer or admin whose jurisdiction covers it); audited as `approved`. "
+            "A body, if any, is `application/json`.",
             {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
-            400, 403, 404, 409, 422,
+            400, 403, 404, 409, 415, 422,
             requestBody={"required": False, "content": {"application/json": {"schema": _object(
                 status={"enum": ["actual", "exercise", "test", "system"], "default": "actual"},
             ) | {"required": []}}}},
@@ -481,11 +490,19 @@ def _cancel() -> dict[str, Any]:
 
 def _preview() -> dict[str, Any]:
     return _op(
-        "Render an order without sending it.",
+        "Render an order (JSON or CAP 1.2, as `POST /v1/alerts` takes it) without sending it, with every check "
+        "of `POST /v1/alerts`: for those who may send (issuer or admin; any other role gets 403).",
         {200: _json("One message per locale and channel.", _ref("Messages"))},
-        400, 403, 422,
-        requestBody=_body(_ref("Order")),
+        400, 403, 415, 422,
+        requestBody=_order_body(),
     )
+
+
+def _order_body() -> dict[str, Any]:
+    return {"required": True, "content": {
+        "application/json": {"schema": _ref("Order")},
+        CAP: {"schema": {"type": "string", "description": "A CAP 1.2 <alert> (Public; Alert, Update or Cancel)."}},
+    }}
 
 
 def _page(default: int, most: int = web_alerts.MAX_PAGE) -> dict[str, Any]:
@@ -494,9 +511,9 @@ def _page(default: int, most: int = web_alerts.MAX_PAGE) -> dict[str, Any]:
 
 def _subscribers() -> dict[str, Any]:
     return _op(
-        "Add or replace subscribers by id: one object or a list.",
+        "Add or replace subscribers by id: one object or a list, as `application/json`.",
         {200: _json("How many were stored.", _ref("Imported"))},
-        400, 403, 422,
+        400, 403, 415, 422,
         requestBody=_body({"oneOf": [_ref("Subscriber"), _SUBSCRIBERS]}),
     )
 
@@ -520,14 +537,12 @@ def _post_alert() -> dict[str, Any]:
                                        {"const": "true"}, required=False),
     }}
     return _op(
-        "Issue an alert.",
+        "Issue an alert: a JSON order (`application/json`) or a CAP 1.2 document (`application/cap+xml`; "
+        "`application/xml` and `text/xml` are read as CAP too).",
         {202: accepted},
-        400, 403, 422,
+        400, 403, 415, 422,
         parameters=[key],
-        requestBody={"required": True, "content": {
-            "application/json": {"schema": _ref("Order")},
-            CAP: {"schema": {"type": "string", "description": "A CAP 1.2 <alert> (Public; Alert, Update or Cancel)."}},
-        }},
+        requestBody=_order_body(),
     )
 
 

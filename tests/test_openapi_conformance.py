@@ -275,10 +275,15 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("get", "/v1/alerts/{id}.xml", 401, id=draft_id)  # an exercise is not public
     await twilio(c, {"MessageSid": "SM0", "MessageStatus": "delivered"}, 403, signature="forged")
     await c.call("post", "/v1/receipts/twilio", 415, json={"MessageSid": "SM0", "MessageStatus": "delivered"})
+    as_text = {"data": json.dumps(helpers.order()).encode(), "headers": {"Content-Type": "text/plain"}}
+    for path, who in (("/v1/alerts", "issuer"), ("/v1/preview", "issuer"), ("/v1/subscribers", "admin")):
+        await c.call("post", path, 415, who=who, **as_text)
+    await c.call("post", "/v1/alerts/{id}/approve", 415, who="issuer", id=fresh["id"], **as_text)
 
     lyon = helpers.order(area={"zones": [helpers.LYON]})
     await c.call("post", "/v1/alerts", 403, who="operator", json=helpers.order())
     await c.call("post", "/v1/preview", 403, who="issuer", json=lyon)
+    await c.call("post", "/v1/preview", 403, who="operator", json=helpers.order())  # may not send
     await c.call("post", "/v1/subscribers", 403, who="issuer", json=helpers.PEOPLE[-1])
     await c.call("get", "/v1/audit", 403, who="operator")
     await c.call("post", "/v1/alerts/{id}/cancel", 403, who="operator", id=alert_id)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
+import functools
 import json
+import multiprocessing
+import os
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -19,6 +27,8 @@ MAX_ALERTS = 500  # a page of alerts: each carries its whole order
 
 
 CAP_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+JSON = "application/json"
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,27 +40,99 @@ class Checked:
     cap: str | None = None  # the CAP document it came as (JSON), kept to give it back as sent
 
 
+# Reading a body is CPU-bound: up to a second for a worst-case megabyte of CAP (expat's callbacks,
+# the CAP rules, GEOS on each polygon) or for 10,000 subscribers (phone numbers). A big body is read
+# in one of alertd's reader processes, never on the event loop's thread; a small one (nearly every
+# order) where it is, at once: big bodies queue for the readers, small ones never wait behind them.
+# Processes, not threads: that reading is mostly pure Python and holds the GIL, which a thread hands
+# back to the loop only every 5 ms, and only while the OS runs that thread. On two busy cores (load 5)
+# /healthz waited up to 160 ms behind reader threads, 5 to 50 ms behind reader processes
+# (tests/test_event_loop.py). A reader costs a process (~100 MB), started at the first big body.
+READERS = 2
+READER_NICENESS = 10  # the OS runs the event loop (answers, sending) first when the cores are busy
+INLINE_BYTES = 64 * 1024
+# The checks after the store was asked (an area against a jurisdiction: GEOS, which releases the GIL;
+# the rendering of each message) need the renderer, which stays in this process: threads.
+CHECKERS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="alertd-check")
+
+
+class _Readers:
+    """The reader processes, started at the first big body; started again if one died (OOM)."""
+
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @classmethod
+    async def run(cls, read: Callable[..., T], *args: Any) -> T:
+        for attempt in (1, 2):
+            if cls.pool is None:  # spawned, not forked: this process has threads (the store's, the checkers')
+                cls.pool = concurrent.futures.ProcessPoolExecutor(
+                    READERS, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=os.nice, initargs=(READER_NICENESS,),
+                )
+            try:
+                return await asyncio.get_running_loop().run_in_executor(cls.pool, functools.partial(read, *args))
+            except concurrent.futures.process.BrokenProcessPool:
+                log.error("a reader process died; starting them again", attempt=attempt)
+                cls.pool = None
+        raise errors.ProblemError("the body could not be read: try again", status=503)
+
+
+async def read_off_loop(size: int, read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)`, the reading of a body of `size` bytes: in a reader process if it is big.
+    `read` and its arguments and answer (or exception) must pickle."""
+    return read(*args) if size <= INLINE_BYTES else await _Readers.run(read, *args)
+
+
+async def off_loop(size: int, check: Callable[..., T], *args: Any) -> T:
+    """`check(*args)`, the checking of `size` bytes (or the like): on the check threads if that is big."""
+    if size <= INLINE_BYTES:
+        return check(*args)
+    return await asyncio.get_running_loop().run_in_executor(CHECKERS, functools.partial(check, *args))
+
+
+def json_body(request: web.Request) -> None:
+    """Refuse a body that is not declared JSON: a JSON reader must not guess what a client meant."""
+    if request.content_type != JSON:
+        raise errors.UnsupportedMediaType(f"send {JSON}, not {request.content_type}", field="Content-Type")
+
+
 async def _order(request: web.Request, token: model.Token) -> Checked:
     """Parse (JSON or CAP 1.2), authorise and check an order, rendering every message it needs."""
-    now = web_mod.now(request)
+    if request.content_type not in CAP_TYPES and request.content_type != JSON:
+        raise errors.UnsupportedMediaType(
+            f"send {JSON} (an order) or application/cap+xml (CAP 1.2), not {request.content_type}",
+            field="Content-Type",
+        )
     body = await request.read()
-    new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=now)
-    kept = None
-    if request.content_type in CAP_TYPES:
-        doc = cap.parse(body)
-        configured = set(request.app[web_mod.DISPATCHER].kinds().values())
-        kinds = [k for k in model.Kind if k in configured]
-        alert = cap_alert.to_alert(doc, kinds=kinds, **new)
-        kept = json.dumps(doc.to_json())
-    else:
-        alert = orders.to_alert(orders.parse(body, now), **new)
+    new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=web_mod.now(request))
+    kinds = request.app[web_mod.DISPATCHER].kinds()
+    alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new)
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
         raise cap_alert.located(exc) if kept else exc
+    rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER])
+    return Checked(alert, rendered, kept)
+
+
+def _read(
+    body: bytes, is_cap: bool, kinds: dict[str, model.Kind], new: dict[str, Any]
+) -> tuple[model.Alert, str | None]:
+    """The alert a body orders, and the CAP document it came as (JSON) if it is CAP (in a reader)."""
+    if not is_cap:
+        return orders.to_alert(orders.parse(body, new["now"]), **new), None
+    doc = cap.parse(body, cap_alert.LIMITS)
+    configured = set(kinds.values())
+    alert = cap_alert.to_alert(doc, kinds=[k for k in model.Kind if k in configured], **new)
+    return alert, json.dumps(doc.to_json())
+
+
+def _check(token: model.Token, alert: model.Alert, kinds: dict[str, model.Kind],
+           renderer: render.Renderer) -> list[render.Rendered]:
+    """Authorise the area (GEOS against the jurisdiction), route and render every message."""
     auth.check_area(token, alert.area)
-    planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
-    return Checked(alert, render.check_order(request.app[web_mod.RENDERER], alert), kept)
+    planner.routes(alert, kinds)
+    return render.check_order(renderer, alert)
 
 
 async def _chain(request: web.Request, token: model.Token, alert: model.Alert) -> model.Alert:
@@ -210,9 +292,8 @@ async def approve(request: web.Request) -> web.Response:
     if alert.is_expired(now):
         raise errors.Conflict("the draft expired before it was approved", field="expires")
     alert = await _chain(request, token, alert)  # its references, checked again as issued
-    auth.check_area(token, alert.area)
-    planner.routes(alert, request.app[web_mod.DISPATCHER].kinds())
-    render.check_order(request.app[web_mod.RENDERER], alert)
+    await off_loop(_weight(alert.area), _check, token, alert, request.app[web_mod.DISPATCHER].kinds(),
+                   request.app[web_mod.RENDERER])
     entry = web_mod.audit_entry(request, token, "approved", alert.id, status=alert.status.value, drafted_by=draft.cell)
     if not await request.app[web_mod.STORE].issue_draft(alert, entry):
         raise errors.Conflict(f"alert {draft.id!r} is no longer a draft", field="state")
@@ -223,8 +304,15 @@ async def approve(request: web.Request) -> web.Response:
     return web.json_response(_summary(request, alert), status=202)
 
 
+def _weight(area: model.Area) -> int:
+    """About the bytes of the order that drew `area`: what its checks cost."""
+    return 20 * (sum(len(ring) for ring in area.polygons) + len(area.circles))
+
+
 async def _issued_status(request: web.Request) -> model.Status:
     body = await request.read()
+    if body.strip():
+        json_body(request)
     data = orders.parse_object(body) if body.strip() else {}
     status = data.get("status", "actual")
     if set(data) - {"status"} or status not in ISSUABLE:
@@ -257,6 +345,8 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.post("/v1/preview")
 async def preview(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
+    # What a preview renders is what may be sent: only those who may send see it (and spend its CPU).
+    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     checked = await _order(request, token)
     return web.json_response({"messages": [_rendered(r) for r in checked.rendered]})
 

@@ -6,6 +6,7 @@ import structlog
 from aiohttp import web
 
 from alertd import audience, auth, model, web as web_mod
+from alertd.web import alerts
 
 log = structlog.get_logger("alertd.web.subscribers")
 routes = web.RouteTableDef()
@@ -15,7 +16,9 @@ routes = web.RouteTableDef()
 async def upsert(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    recipients = audience.parse_subscribers(await request.read())
+    alerts.json_body(request)
+    body = await request.read()
+    recipients = await alerts.read_off_loop(len(body), audience.parse_subscribers, body)
     store = request.app[web_mod.STORE]
     # The zones they move to, and the zones they are in now: an issuer may neither register people
     # outside its jurisdiction nor take over (re-route) a subscriber of another cell.
