@@ -279,6 +279,20 @@ async def test_an_unreachable_fcm_is_transient(fakes_url):
     assert isinstance(result, errors.Transient) and result.code == "UNAVAILABLE"
 
 
+async def test_the_proxy_of_the_environment_is_used(fakes_url, fake, monkeypatch):
+    # As for the token refresh (google-auth over requests): the fake stands in for the proxy, and
+    # FCM's host is never looked up.
+    await fake.reset()
+    monkeypatch.setenv("HTTP_PROXY", fakes_url)
+    monkeypatch.setenv("NO_PROXY", "")
+    channel = await started(fakes_url, base_url="http://fcm.invalid")
+    try:
+        assert await channel.send(push("fid-1"))
+    finally:
+        await channel.close()
+    assert [r["to"] for r in await fake.received()] == ["fid-1"]
+
+
 async def test_a_refused_token_is_refreshed_once_and_the_message_goes(fakes_url, fake, tmp_path):
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(service_account(fakes_url + "/token")))

@@ -46,6 +46,8 @@ import itertools
 import json
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -195,6 +197,14 @@ def refresh_delay(expiry: dt.datetime | None, now: dt.datetime) -> float:
     return max(0.0, (expiry - now).total_seconds() - REFRESH_MARGIN)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, NO_PROXY …), if any."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def http_failure(service: Any, url: str, status: int, headers: Mapping[str, str], content: bytes) -> exceptions.FirebaseError:
     """The firebase-admin error for an FCM answer other than 200: the same type, code and
     `http_response` as its own send path gives (it reads the status and Google's error body)."""
@@ -298,9 +308,11 @@ class FCMPush(channels.Base):
         headers = {**self.service._fcm_headers, "Content-Type": "application/json; charset=UTF-8"}
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
         # FCM sets no cookie worth keeping; the jar would only cost time on every answer. The
-        # proxy settings of the environment (HTTPS_PROXY …) apply, as they did with httpx.
+        # environment's proxy (HTTPS_PROXY …) applies, as to the token refresh (requests); looked up once:
+        # aiohttp's trust_env would look it up, and netrc, in a thread for every request.
+        self.proxy = env_proxy(self.url)
         self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
-                                           cookie_jar=aiohttp.DummyCookieJar(), trust_env=True)
+                                           cookie_jar=aiohttp.DummyCookieJar())
         if path:
             await self._refresh()  # fail fast on a bad key, and keep the token off the send path
             self._refresher = asyncio.create_task(self._keep_token_fresh())
@@ -396,7 +408,7 @@ class FCMPush(channels.Base):
     async def _post_once(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         token = self.credential.token
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        async with self._http.post(self.url, data=body, headers=headers) as resp:
+        async with self._http.post(self.url, data=body, headers=headers, proxy=self.proxy) as resp:
             return resp.status, resp.headers, await resp.read()
 
     def _failed(self, message: model.Message, failure: errors.DeliveryError) -> errors.DeliveryError:
