@@ -294,6 +294,7 @@ async def test_the_proxy_of_the_environment_is_used(fakes_url, fake, monkeypatch
 
 
 async def test_a_refused_token_is_refreshed_once_and_the_message_goes(fakes_url, fake, tmp_path):
+    await fake.reset()
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(service_account(fakes_url + "/token")))
     channel = await started(fakes_url, service_account_file=str(path))
