@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 import aiohttp
-from aiohttp import web
 
 from alertd import app as app_mod, auth, config, errors, importing, logs, model, store as store_mod, systemd
 from alertd.store import audit, sqlite as sqlite_store
