@@ -303,19 +303,22 @@ class FCMPush(channels.Base):
         self.url = self.service._fcm_url
         self.credential = self.app.credential.get_credential()
         self.refreshable = bool(path)
+        if path:
+            await self._refresh()  # fail fast on a bad key, and keep the token off the send path
+            self._refresher = asyncio.create_task(self._keep_token_fresh())
+        self._http = self._session()
+
+    def _session(self) -> aiohttp.ClientSession:
         # The pool wait is local queueing, not FCM being slow: only the socket has a timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
         headers = {**self.service._fcm_headers, "Content-Type": "application/json; charset=UTF-8"}
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
-        # FCM sets no cookie worth keeping; the jar would only cost time on every answer. The
-        # environment's proxy (HTTPS_PROXY …) applies, as to the token refresh (requests); looked up once:
-        # aiohttp's trust_env would look it up, and netrc, in a thread for every request.
+        # The environment's proxy (HTTPS_PROXY …) applies, as to the token refresh (requests),
+        # looked up once: aiohttp's trust_env would look it up, and netrc, in a thread per request.
+        # FCM sets no cookie worth keeping; a jar would only cost time on every answer.
         self.proxy = env_proxy(self.url)
-        self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
-                                           cookie_jar=aiohttp.DummyCookieJar())
-        if path:
-            await self._refresh()  # fail fast on a bad key, and keep the token off the send path
-            self._refresher = asyncio.create_task(self._keep_token_fresh())
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
+                                     cookie_jar=aiohttp.DummyCookieJar())
 
     async def _refresh(self) -> None:
         # The token refresh is a blocking HTTP call in google-auth: run it off the event loop.
