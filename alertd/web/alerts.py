@@ -10,9 +10,10 @@ import functools
 import json
 import multiprocessing
 import os
+import pickle
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from aiohttp import web
@@ -57,24 +58,64 @@ CHECKERS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pref
 
 
 class _Readers:
-    """The reader processes, started at the first big body; started again if one died (OOM)."""
+    """The reader processes, started by `start_readers` or at the first big body; started again if
+    one died (OOM)."""
 
     pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     @classmethod
+    def get(cls) -> concurrent.futures.ProcessPoolExecutor:
+        if cls.pool is None:  # spawned, not forked: this process has threads (the store's, the checkers')
+            cls.pool = concurrent.futures.ProcessPoolExecutor(
+                READERS, mp_context=multiprocessing.get_context("spawn"),
+                initializer=os.nice, initargs=(READER_NICENESS,),
+            )
+        return cls.pool
+
+    @classmethod
     async def run(cls, read: Callable[..., T], *args: Any) -> T:
         for attempt in (1, 2):
-            if cls.pool is None:  # spawned, not forked: this process has threads (the store's, the checkers')
-                cls.pool = concurrent.futures.ProcessPoolExecutor(
-                    READERS, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=os.nice, initargs=(READER_NICENESS,),
-                )
+            cls.get()
             try:
-                return await asyncio.get_running_loop().run_in_executor(cls.pool, functools.partial(read, *args))
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    cls.pool, functools.partial(_in_reader, read, *args)
+                )
+                return await answer.items() if isinstance(answer, _Pickled) else answer
             except concurrent.futures.process.BrokenProcessPool:
                 log.error("a reader process died; starting them again", attempt=attempt)
                 cls.pool = None
         raise errors.ProblemError("the body could not be read: try again", status=503)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pickled:
+    """A long list as it comes back from a reader: in pickled chunks, which this process unpickles one
+    at a time between other work (10,000 subscribers at once hold its GIL for 20 ms or more)."""
+
+    chunks: tuple[bytes, ...]
+
+    SIZE: ClassVar[int] = 500
+
+    async def items(self) -> list:
+        items = []
+        for chunk in self.chunks:
+            items += pickle.loads(chunk)
+            await asyncio.sleep(0)
+        return items
+
+
+def _in_reader(read: Callable[..., T], *args: Any) -> T | _Pickled:
+    answer = read(*args)
+    if not isinstance(answer, list) or len(answer) <= _Pickled.SIZE:
+        return answer
+    return _Pickled(tuple(pickle.dumps(answer[at:at + _Pickled.SIZE]) for at in range(0, len(answer), _Pickled.SIZE)))
+
+
+async def start_readers(app: web.Application | None = None) -> None:
+    """Start the reader processes now (an `on_startup` hook), not at the first big body: each imports
+    alertd, a second of CPU that would otherwise come just when big bodies arrive."""
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(_Readers.get(), os.getpid) for _ in range(READERS)))
 
 
 async def read_off_loop(size: int, read: Callable[..., T], *args: Any) -> T:
