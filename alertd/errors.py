@@ -43,6 +43,7 @@ class ProblemError(AlertdError):
     type = "about:blank"
     field: str | None = None
     errors: list[dict[str, Any]] | None = None
+    more_errors: int | None = None  # problems left out of `errors`, which lists the first ones
 
 
 class BadRequest(ProblemError):

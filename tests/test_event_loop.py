@@ -146,6 +146,7 @@ def _capped(status: int, body: bytes, total: int | None = None) -> dict:
     if total is not None:
         assert len(problem["errors"]) == MAX_PROBLEMS
         assert f"{total} problems" in problem["detail"], problem["detail"]
+        assert problem["more_errors"] == total - MAX_PROBLEMS
     return problem
 
 

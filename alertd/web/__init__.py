@@ -88,7 +88,7 @@ async def problems(request: web.Request, handler):
         title = (type(exc).__doc__ or "").strip().splitlines()[0]
         return problem(
             exc.status, exc.type, title, exc.message if exc.message != title else None,
-            field=getattr(exc, "field", None), errors=getattr(exc, "errors", None),
+            field=exc.field, errors=exc.errors, more_errors=exc.more_errors,
             outside=getattr(exc, "outside", None), outside_area=getattr(exc, "outside_area", None),
         )
     except web.HTTPException as exc:
