@@ -385,7 +385,12 @@ def _paths() -> dict[str, Any]:
             "Live progress as Server-Sent Events: a `snapshot` (alert and counts), then one `progress` event per "
             "change of state or counts (coalesced to a few per second), ending with the final state. Resume with "
             "`Last-Event-ID` (or `?after=<seq>`; `after=0` replays the whole history): nothing is missed or repeated.",
-            {200: {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+            {200: {"description": "An event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+             429: _problem_response(
+                 "The token already holds `server.max_streams_per_token` event streams (20 by default): close one, "
+                 "or ask again after `Retry-After` seconds.",
+                 **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 0})},
+             )},
             400, 404,
             parameters=[
                 {"name": "Last-Event-ID", "in": "header", "required": False,

@@ -35,6 +35,7 @@ NOT_EXERCISED = {
     # (method, path, status): why no request here gets that answer
     ("post", "/v1/receipts/siren", "409"): "a `busy` ack racing the send of its own command",
     ("get", "/v1/alerts/{id}/messages", "422"): "a stored alert whose template was removed since",
+    ("get", "/v1/alerts/{id}/events", "429"): "tests/test_events.py holds every stream of a token open",
 }
 NOWHERE = "no-such-alert"
 
