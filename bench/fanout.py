@@ -267,6 +267,9 @@ async def run_phases(b: Bench, fakes: str, args, pid: int, fakes_pid: int) -> No
         for (label, _, target), ratios in zip(baselines, zip(*rounds), strict=True):
             print(f"{channel:5} median ratio to the {label} {statistics.median(ratios):.2f} over {args.rounds} rounds"
                   f"   (target >= {target:.2f})")
+        if len(baselines) == 2:  # the push channel on its own against send_each_async, without the daemon
+            between = statistics.median(first / second for first, second in rounds)
+            print(f"{channel:5} median ratio of the {baselines[1][0]} to the {baselines[0][0]} {between:.2f}")
     idle_posts, idle_firsts = await b.sirens(args.sirens)
     await b.reset()
     big_latency, _ = await b.post(ZONE_BIG, ["sms"])
