@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import decimal
 import http
 import json
@@ -317,6 +318,19 @@ async def test_a_send_goes_to_a_live_child_rather_than_start_a_dead_one(fakes_ur
         assert spawned == ["sms-0", "sms-1"]  # the two at start, no other
         assert senders() == {live.proc.pid}
     assert len(await twilio.received()) == 5
+
+
+async def test_sending_processes_share_the_push_quota_not_multiply_it(fakes_url):
+    fake = testing.FakeControl(fakes_url, "fcm")
+    await fake.reset()
+    settings = fcm_settings(fakes_url) | {"quota_per_minute": 600}  # 10 a second for the channel
+    async with running("fcm", settings, "push", processes=2) as chan:
+        messages = [dataclasses.replace(push(f"fid-{i}"), delivery_id=i) for i in range(25)]
+        results = await asyncio.wait_for(asyncio.gather(*(chan.send(m) for m in messages)), 20)
+    assert all(isinstance(r, model.Receipt) for r in results), results
+    arrived = sorted(r["at"] for r in await fake.received())
+    assert arrived[-1] - arrived[0] >= 1.4  # 10 at once, then 10 a second between both processes
+    assert sum(a - arrived[0] < 0.5 for a in arrived) <= 16
 
 
 def test_a_remote_channel_lends_its_settings_not_its_methods(fakes_url):

@@ -30,6 +30,9 @@ class Context:
 
     public_url: str  # where providers call back (Twilio status callbacks)
     name: str  # the channel's name in the configuration, e.g. "sms"
+    # How many instances of the channel send at once (its sending processes): a provider's quota
+    # for the channel as a whole is theirs to share.
+    senders: int = 1
 
 
 @runtime_checkable

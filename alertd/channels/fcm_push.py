@@ -276,7 +276,7 @@ class FCMPush(channels.Base):
         quota = config.get("quota_per_minute", QUOTA_PER_MINUTE)
         if isinstance(quota, bool) or not isinstance(quota, (int, float)) or quota <= 0:
             raise errors.ConfigError(f"channel {context.name!r}: quota_per_minute must be a positive number")
-        self.bucket = Bucket.per_minute(float(quota))
+        self.bucket = Bucket.per_minute(float(quota) / context.senders)  # each sending process its share
         self.clock = time.monotonic  # the bucket's time; a test may move it
         self.app: firebase_admin.App | None = None
         self._http: aiohttp.ClientSession | None = None

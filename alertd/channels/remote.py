@@ -132,7 +132,8 @@ class Remote:
         self.inner = channels.load(plugin)(settings, context)
         self.kind = self.inner.kind
         self.concurrency = self.inner.concurrency
-        spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(context),
+        shared = dataclasses.replace(context, senders=processes)
+        spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(shared),
                 "log_level": log_level, "log_format": log_format}
         patience = 3 * float(settings.get("timeout", 10))
         self.children = [Child(f"{context.name}-{i}", frame(spec), patience) for i in range(processes)]
