@@ -349,6 +349,7 @@ class Delivery:
     command: str = "send"  # sirens: activate / cancel / test
     updated_at: dt.datetime | None = None
     lease_until: dt.datetime | None = None  # while `sending`: the claim's lease
+    priority: int = 0  # lower goes first (`priority.rank`)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Delivery:
@@ -368,6 +369,7 @@ class Delivery:
             command=row["command"],
             updated_at=to_utc(row["updated_at"]),
             lease_until=to_utc(row["lease_until"]),
+            priority=row["priority"],
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy
 import structlog
 
-from alertd import errors, geo, model, store as store_mod
+from alertd import errors, geo, model, priority, store as store_mod
 
 log = structlog.get_logger("alertd.planner")
 
@@ -142,11 +142,12 @@ async def plan(
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
     once = fixed(alert, route, await store.list_sirens(), tests) if after is None else []
+    ranks = await _ranks(store, alert)
     if after is None:
-        await _first(store, alert, once, tests, clock())
+        await _first(store, alert, once, tests, clock(), ranks)
     who = audience(alert, tests)
     while True:
-        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once)
+        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once, ranks)
         on_chunk()
         if after is None:
             break
@@ -155,9 +156,18 @@ async def plan(
         log.info("planned", alert_id=alert.id)
 
 
+async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind, int]:
+    """The priority of each kind of the alert's deliveries: an update or a cancel ranks ahead of
+    the alerts it replaces (`priority.rank`)."""
+    replaced = []
+    if alert.msg_type is not model.MsgType.ALERT:
+        replaced = [await store.get_alert(i) for i in await _same_status(store, alert)]
+    return priority.ranks(alert, replaced)
+
+
 async def _first(
     store: store_mod.Store, alert: model.Alert, once: Sequence[model.NewDelivery], tests: Sequence[str],
-    now: dt.datetime,
+    now: dt.datetime, ranks: Mapping[model.Kind, int],
 ) -> None:
     """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
     and the alert's own targets. Each step is idempotent: a resumed planning does it again."""
@@ -175,7 +185,8 @@ async def _first(
             await store.cancel_alert(earlier_id, now)
             await store.plan_siren_cancel(earlier_id, now)
         told = await store.plan_reached(
-            alert.id, stopped, alert.channels, now, exercise_only=alert.status is model.Status.EXERCISE
+            alert.id, stopped, alert.channels, now, exercise_only=alert.status is model.Status.EXERCISE,
+            rank=ranks[model.Kind.SMS],  # the same for every kind but sirens, which get no all-clear
         )
         log.info("earlier alerts cancelled", alert_id=alert.id, earlier=stopped, told=told)
     if audience(alert, tests).walk == "targets":

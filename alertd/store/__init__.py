@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import errors, model
+from alertd import errors, model, priority
 from alertd.store import audit, progress, sirens
 
 
@@ -123,6 +123,7 @@ class Store(Protocol):
         limit: int,
         now: dt.datetime,
         fixed: Sequence[model.NewDelivery] = (),
+        ranks: Mapping[model.Kind, int] | None = None,
     ) -> str | None:
         """Write the deliveries for up to `limit` recipients of `audience` with id > `after` (and,
         when `after` is None, the `fixed` deliveries: sirens, topics), in one transaction with the
@@ -132,11 +133,12 @@ class Store(Protocol):
         waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
         to the configured channel name. A recipient is in zone audience when one of its zones equals
         an audience zone or lies in it (`model.zone_within`). SMS needs a phone; push a live token.
-        Deliveries start `pending` with `next_at = now`."""
+        Deliveries start `pending` with `next_at = now`, and the priority `ranks` gives their kind
+        (by default `priority.ranks(alert)`): claims take the lowest first."""
 
     async def plan_reached(
         self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
-        exercise_only: bool = False,
+        exercise_only: bool = False, rank: int = priority.DEFAULT,
     ) -> int:
         """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
         (not sirens) that reached its recipient (sent or delivered) or may yet (sending): same

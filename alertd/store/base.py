@@ -251,7 +251,7 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
             rows = await conn.fetch(
                 sql.CLAIM, channel, self._t(now), limit, owner, self._t(now + lease), store_mod.LAPSED
             )
-        return sorted((model.Delivery.from_row(r) for r in rows), key=lambda d: (d.next_at, d.id))
+        return sorted((model.Delivery.from_row(r) for r in rows), key=lambda d: (d.priority, d.next_at, d.id))
 
     async def renew(self, ids: Sequence[int], owner: str, until: dt.datetime) -> set[int]:
         if not ids:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alertd import model
+from alertd import model, priority
 from alertd.store import sql
 
 UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
@@ -43,7 +43,9 @@ class PlanningStore:
         limit: int,
         now: dt.datetime,
         fixed: Sequence[model.NewDelivery] = (),
+        ranks: Mapping[model.Kind, int] | None = None,
     ) -> str | None:
+        ranks = ranks or priority.ranks(alert)
         async with self._tx() as conn:
             # Locked until commit: a cancel waits for this chunk, then cancels what it wrote.
             rows = await conn.fetch("SELECT state FROM alerts WHERE id = $1 {row_lock}", alert.id)
@@ -53,17 +55,18 @@ class PlanningStore:
                 return None  # cancelled meanwhile: planning more would undo the cancel
             if after is None:
                 await conn.executemany(sql.INSERT_DELIVERY, [
-                    (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now))
+                    (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now),
+                     ranks[d.kind])
                     for d in fixed
                 ])
-            last = await self._plan_recipients(conn, alert.id, routes, audience, after or "", limit, now)
+            last = await self._plan_recipients(conn, alert.id, routes, audience, after or "", limit, now, ranks)
             for channel in sorted(set(routes.values())):
                 await self._notify(conn, channel)
         return last
 
     async def _plan_recipients(
         self, conn: sql.Conn, alert_id: str, routes: Mapping[model.Kind, str], audience: model.Audience,
-        after: str, limit: int, now: dt.datetime,
+        after: str, limit: int, now: dt.datetime, ranks: Mapping[model.Kind, int],
     ) -> str | None:
         last = await self._chunk_end(conn, alert_id, audience, after, limit)
         if last is None:
@@ -76,7 +79,8 @@ class PlanningStore:
         if audience.exercise_only:
             source += sql.EXERCISE_ONLY
         for kind in (k for k in sql.PLAN if k in routes):
-            select = sql.PLAN[kind].replace("{audience}", source)
+            # A literal: the placeholders differ by audience, and a rank is a small integer.
+            select = sql.PLAN[kind].replace("{audience}", source).replace("{priority}", str(int(ranks[kind])))
             await conn.execute(
                 sql.INSERT_PLANNED.replace("{select}", select), alert_id, routes[kind], self._t(now), after, last, *extra,
             )
@@ -98,14 +102,15 @@ class PlanningStore:
 
     async def plan_reached(
         self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
-        exercise_only: bool = False,
+        exercise_only: bool = False, rank: int = priority.DEFAULT,
     ) -> int:
         statement = sql.PLAN_REACHED.replace("{participants}", sql.PARTICIPANTS if exercise_only else "")
         async with self._tx() as conn:
             if self.dialect.snapshot:  # WAIT_FOR_REACH sees the originals as PLAN_REACHED saw them
                 await conn.execute(self.dialect.snapshot)
             added = await conn.execute(
-                statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds])
+                statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds]),
+                rank,
             )
             await conn.execute(sql.WAIT_FOR_REACH, alert_id, json.dumps(list(earlier)))
             for channel in await conn.fetch("SELECT DISTINCT channel FROM deliveries WHERE alert_id = $1", alert_id):

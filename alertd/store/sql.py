@@ -1,7 +1,7 @@
 """The SQL both stores share: the schema, the statements, and the decisions around them.
 
 Statements are written once with numbered `$n` parameters (SQLite reads them as `?n`) and a few
-dialect slots (`{time}`, `{serial}`, `{key}`, `{each}`, `{lock}`, `{row_lock}`) that each driver's
+dialect slots (`{time}`, `{serial}`, `{key}`, `{each}`, `{lock}`, `{row_lock}`, `{claim_index}`) that each driver's
 `Dialect` fills.
 """
 
@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import errors, model
+from alertd import errors, model, priority
 from alertd.store import audit, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
@@ -85,9 +85,17 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         """CREATE TABLE reach_waits (delivery_id BIGINT NOT NULL, original_id BIGINT NOT NULL,
             PRIMARY KEY (delivery_id, original_id))""",
     )),
+    (8, (
+        # Who goes first (`priority.rank`), decided at planning; the claim walks this index in
+        # (priority, next_at, id) order and stops at its limit.
+        f"ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT {priority.DEFAULT}",
+        f"UPDATE deliveries SET priority = {priority.SIREN} WHERE kind = 'siren'",
+        "CREATE INDEX deliveries_claim_priority ON deliveries (channel, state, priority, next_at, id)",
+    )),
 )
 
-DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at"
+DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at,"\
+    " priority"
 
 # The recipients of a planning chunk, ids in ($4, $5]: everyone, or those in the zones $6.
 EVERYONE = "FROM recipients r WHERE r.id > $4 AND r.id <= $5"
@@ -98,9 +106,9 @@ IN_TARGETS = """FROM alert_targets t JOIN recipients r ON r.id = t.recipient_id
 EXERCISE_ONLY = " AND r.exercise"  # the one gate between an exercise and the public: every plan passes it
 PLAN = {
     model.Kind.SMS: "SELECT $1, $2, 'sms', r.id, r.phone, r.locale, 'send', 'pending', 0,"
-    " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.phone IS NOT NULL",
+    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.phone IS NOT NULL",
     model.Kind.PUSH: "SELECT $1, $2, 'push', r.id, r.push_token, r.locale, 'send', 'pending', 0,"
-    " CAST($3 AS {time}), CAST($3 AS {time}) {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
+    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
 }
 CHUNK_END_TARGETS = """SELECT max(recipient_id) AS last FROM (SELECT recipient_id FROM alert_targets
     WHERE alert_id = $1 AND recipient_id > $2 ORDER BY recipient_id LIMIT $3) c"""
@@ -118,7 +126,7 @@ REACHED = "('sent', 'delivered')"
 # that may yet reach them: those still `sending` get theirs only once reached (`WAIT_FOR_REACH`).
 PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT $1, channel, kind, target, address, locale, command, 'pending', 0, CAST($3 AS {{time}}),
-    CAST($3 AS {{time}}) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
+    CAST($3 AS {{time}}), CAST($5 AS INTEGER) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
     AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
     AND state IN ('sending', 'sent', 'delivered') {{participants}} ON CONFLICT DO NOTHING"""
 # Run after PLAN_REACHED, in its transaction and on its snapshot (`Dialect.snapshot`): each all-clear
@@ -147,7 +155,7 @@ REACH_WAITS_DONE = f"""DELETE FROM reach_waits WHERE delivery_id IN (SELECT id F
 PARTICIPANTS = "AND target IN (SELECT id FROM recipients WHERE exercise)"
 INSERT_PLANNED = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) {{select}} ON CONFLICT DO NOTHING"
 INSERT_DELIVERY = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) ON CONFLICT DO NOTHING"""
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $9) ON CONFLICT DO NOTHING"""
 CHUNK_END_EVERYONE = "SELECT max(id) AS last FROM (SELECT id FROM recipients WHERE id > $1 ORDER BY id LIMIT $2) c"
 # One zone at a time, so each read walks the (zone, recipient_id) index in order and stops at $3.
 CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $1 AND recipient_id > $2
@@ -155,7 +163,7 @@ CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $
 # A siren whose activation never started (cancelled, expired) has nothing to stop.
 SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
-    CAST($2 AS {{time}}) FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
+    CAST($2 AS {{time}}), {priority.SIREN} FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
     AND state NOT IN ('cancelled', 'expired') AND target NOT IN (SELECT value FROM {{each}}($3))
     ON CONFLICT DO NOTHING"""
 # A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
@@ -167,14 +175,15 @@ CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND d.id NOT IN ({RE
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
 LAPSED = "d.state = 'sending' AND d.lease_until <= $2"
-# Each branch walks the claim index in `next_at` order and stops at the limit (an OR would sort them all).
-CLAIM_BRANCH = """SELECT id, next_at FROM (SELECT d.id, d.next_at FROM deliveries d
-    WHERE d.channel = $1 AND {due} ORDER BY d.next_at, d.id LIMIT $3 {lock}) AS {name}"""
+# Each branch walks the priority claim index in (priority, next_at, id) order and stops at the limit
+# (an OR would sort them all): the most urgent goes first, then the oldest due.
+CLAIM_BRANCH = """SELECT id, priority, next_at FROM (SELECT d.id, d.priority, d.next_at FROM deliveries d {claim_index}
+    WHERE d.channel = $1 AND {due} ORDER BY d.priority, d.next_at, d.id LIMIT $3 {lock}) AS {name}"""
 CLAIM = f"""WITH picked AS (
-    {CLAIM_BRANCH.format(due=DUE, name="due", lock="{lock}")}
+    {CLAIM_BRANCH.format(due=DUE, name="due", lock="{lock}", claim_index="{claim_index}")}
     UNION ALL
-    {CLAIM_BRANCH.format(due=LAPSED, name="lapsed", lock="{lock}")}
-    ORDER BY next_at, id LIMIT $3)
+    {CLAIM_BRANCH.format(due=LAPSED, name="lapsed", lock="{lock}", claim_index="{claim_index}")}
+    ORDER BY priority, next_at, id LIMIT $3)
 UPDATE deliveries SET state = 'sending', attempts = attempts + 1, owner = $4, lease_until = $5, updated_at = $2,
     last_error = CASE WHEN state = 'sending' THEN $6 WHEN last_error = $6 THEN NULL ELSE last_error END
 WHERE id IN (SELECT id FROM picked) RETURNING *"""
@@ -229,6 +238,7 @@ class Dialect:
     migration_lock: str | None  # serialises instances migrating at once
     audit_lock: str | None  # serialises instances appending to the audit chain
     snapshot: str | None  # first in a transaction: every statement in it reads the same snapshot
+    claim_index: str  # what a claim's FROM adds so that it walks `deliveries_claim_priority`
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
 
@@ -236,7 +246,8 @@ class Dialect:
     def sql(self, text: str) -> str:
         """The statement for this driver: dialect slots filled, parameters spelt its way."""
         slots = dict(
-            time=self.time, serial=self.serial, key=self.key, each=self.each, lock=self.lock, row_lock=self.row_lock
+            time=self.time, serial=self.serial, key=self.key, each=self.each, lock=self.lock, row_lock=self.row_lock,
+            claim_index=self.claim_index,
         )
         return self.placeholders(text.format(**slots))
 

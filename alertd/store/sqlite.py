@@ -33,6 +33,9 @@ DIALECT = sql.Dialect(
     migration_lock=None,
     audit_lock=None,  # BEGIN IMMEDIATE already serialises writers
     snapshot=None,  # one writer at a time: nothing changes under a transaction
+    # Without statistics SQLite would rather range-scan `next_at` on `deliveries_claim` and sort
+    # every due row by priority: 7 ms a claim on 100,000 pending became 90.
+    claim_index="INDEXED BY deliveries_claim_priority",
     instant=lambda value: value.timestamp(),
     placeholders=lambda text: re.sub(r"\$(\d+)", r"?\1", text),
 )

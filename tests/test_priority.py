@@ -1,0 +1,209 @@
+"""The most urgent goes first: sirens, then CAP urgency × severity, national before local, an
+update or a cancel before what it replaces; a new urgent alert overtakes a fan-out under way."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from alertd import dispatcher as dispatcher_mod, metrics as metrics_mod, model, priority, store as store_mod
+from alertd.store import sql
+from tests import helpers, test_channel_twilio
+
+LYON_CROWD = 120  # the older, less urgent fan-out
+
+
+def alert(alert_id: str, *kinds: model.Kind, urgency: str = "Immediate", severity: str = "Extreme",
+          zones: tuple[str, ...] = (helpers.PARIS,), **kw) -> model.Alert:
+    return dataclasses.replace(
+        helpers.alert(alert_id, *(kinds or (model.Kind.SMS,))), urgency=urgency, severity=severity,
+        area=model.Area(zones), **kw,
+    )
+
+
+def update_of(earlier: model.Alert, alert_id: str, msg_type=model.MsgType.UPDATE, **kw) -> model.Alert:
+    ref = model.Reference(earlier.sender, earlier.identifier, earlier.sent, earlier.id)
+    return alert(alert_id, *earlier.channels, msg_type=msg_type, references=(ref,), zones=earlier.area.zones, **kw)
+
+
+async def add_lyon_crowd(store, n: int = LYON_CROWD) -> list[str]:
+    people = [model.Recipient(f"ly-{i:04d}", "fr", (helpers.LYON,), phone=f"+3361000{i:04d}") for i in range(n)]
+    await store.upsert_recipients(people)
+    return [p.phone for p in people] + ["+33644556677"]  # and p-lyon, of `helpers.PEOPLE`
+
+
+async def plan(daemon, a: model.Alert) -> None:
+    await daemon.store.create_alert(a, a.id)
+    daemon.dispatcher.submit(a)
+    await daemon.dispatcher.planned()
+
+
+async def claim_order(daemon, channel: str = "sms", limit: int = 1000) -> list[str]:
+    claimed = await daemon.store.claim(channel, "t", daemon.clock(), limit, daemon.dispatcher.settings.lease)
+    return [d.alert_id for d in claimed]
+
+
+# -- the rank, a plain function --------------------------------------------------------------------
+
+
+def test_sirens_rank_first_then_urgency_and_severity():
+    extreme, minor = alert("x"), alert("m", urgency="Future", severity="Minor")
+    assert priority.rank(minor, model.Kind.SIREN) == priority.SIREN < priority.rank(extreme, model.Kind.SMS)
+    assert priority.rank(extreme, model.Kind.SMS) == priority.rank(extreme, model.Kind.PUSH)
+    order = [("Immediate", "Extreme"), ("Immediate", "Severe"), ("Expected", "Severe"), ("Future", "Moderate"),
+             ("Unknown", "Unknown"), ("Past", "Minor"), ("Nonsense", "Nonsense")]
+    ranks = [priority.rank(alert("a", urgency=u, severity=s), model.Kind.SMS) for u, s in order]
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
+    assert priority.rank(alert("a", urgency="immediate", severity="EXTREME"), model.Kind.SMS) == ranks[0]
+
+
+def test_national_before_local_at_equal_urgency_and_severity_only():
+    national = alert("n", zones=(model.NATIONAL,), urgency="Expected", severity="Severe")
+    local = alert("l", urgency="Expected", severity="Severe")
+    assert priority.rank(national, model.Kind.SMS) < priority.rank(local, model.Kind.SMS)
+    assert priority.rank(alert("x"), model.Kind.SMS) < priority.rank(national, model.Kind.SMS)
+
+
+def test_an_update_or_cancel_ranks_just_before_what_it_replaces_even_when_it_says_less():
+    earlier = alert("e", urgency="Expected", severity="Severe")
+    downgrade = update_of(earlier, "u", urgency="Future", severity="Minor")
+    cancel = update_of(earlier, "c", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor")
+    for later in (downgrade, cancel):
+        assert priority.rank(later, model.Kind.SMS, [earlier]) == priority.rank(earlier, model.Kind.SMS) - 1
+    # An update ranks by its own standing when that is higher.
+    upgrade = update_of(earlier, "u2")
+    assert priority.rank(upgrade, model.Kind.SMS, [earlier]) < priority.rank(alert("x"), model.Kind.SMS)
+
+
+def test_the_default_for_deliveries_planned_before_priorities_is_an_unknown_local_alert():
+    assert priority.DEFAULT == priority.rank(alert("a", urgency="Unknown", severity="Unknown"), model.Kind.SMS)
+
+
+# -- claims, on both stores --------------------------------------------------------------------------
+
+
+async def test_a_new_extreme_alert_is_claimed_before_the_rest_of_an_older_fan_out(daemon):
+    await add_lyon_crowd(daemon.store)
+    await plan(daemon, alert("old", urgency="Future", severity="Minor", zones=(helpers.LYON,)))
+    started = await claim_order(daemon, limit=20)  # the older fan-out is under way
+    assert started == ["old"] * 20
+    await plan(daemon, alert("urgent"))
+    order = await claim_order(daemon)
+    assert order[:3] == ["urgent"] * 3  # its 3 Paris phones
+    assert order[3:] == ["old"] * (LYON_CROWD + 1 - 20)
+
+
+async def test_sirens_are_planned_first(daemon):
+    await plan(daemon, alert("a", model.Kind.SMS, model.Kind.SIREN, urgency="Future", severity="Minor"))
+    [siren] = await daemon.store.deliveries("a", channel="siren")
+    sms = await daemon.store.deliveries("a", channel="sms")
+    assert siren.priority == priority.SIREN < min(d.priority for d in sms)
+
+
+async def test_national_before_local_at_equal_rank(daemon):
+    await plan(daemon, alert("local", urgency="Expected", severity="Severe"))
+    await plan(daemon, alert("national", urgency="Expected", severity="Severe", zones=(model.NATIONAL,)))
+    order = await claim_order(daemon)
+    assert order == ["national"] * order.count("national") + ["local"] * 3
+    assert order.count("national") == 4  # every phone in the country
+
+
+async def test_an_update_goes_before_alerts_of_the_rank_it_replaces(daemon):
+    await add_lyon_crowd(daemon.store, 10)
+    earlier = alert("earlier", urgency="Expected", severity="Severe")
+    await plan(daemon, earlier)
+    await plan(daemon, alert("other", urgency="Expected", severity="Severe", zones=(helpers.LYON,)))
+    await daemon.store.record([model.Outcome(d.id, model.State.SENT, provider_id=f"pid-{d.id}")
+                               for d in await daemon.store.claim("sms", "t", daemon.clock(), 3, daemon.dispatcher.settings.lease)
+                               if d.alert_id == "earlier"], daemon.clock())
+    await plan(daemon, update_of(earlier, "update", urgency="Future", severity="Minor"))
+    assert await claim_order(daemon) == ["update"] * 3 + ["other"] * 11
+
+
+async def test_a_cancel_goes_before_alerts_of_the_rank_it_stops(daemon):
+    await add_lyon_crowd(daemon.store, 10)
+    earlier = alert("earlier", urgency="Expected", severity="Severe")
+    await plan(daemon, earlier)
+    sent = await daemon.store.claim("sms", "t", daemon.clock(), 3, daemon.dispatcher.settings.lease)
+    await daemon.store.record([model.Outcome(d.id, model.State.SENT, provider_id=f"p{d.id}") for d in sent], daemon.clock())
+    await plan(daemon, alert("other", urgency="Expected", severity="Severe", zones=(helpers.LYON,)))
+    await plan(daemon, update_of(earlier, "cancel", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor"))
+    assert await claim_order(daemon) == ["cancel"] * 3 + ["other"] * 11
+
+
+# -- sent, through a lane ----------------------------------------------------------------------------
+
+
+class Overtake(metrics_mod.Observer):
+    """After the older fan-out's `after`-th send, a new urgent alert is issued."""
+
+    def __init__(self, daemon, after: int) -> None:
+        self.daemon, self.after, self.count = daemon, after, 0
+        self.issued: asyncio.Task | None = None
+        self.planned_at = 0  # sends that came back before the urgent alert's planning did
+
+    def sent(self, *_) -> None:
+        self.count += 1
+        if self.count == self.after:
+            self.issued = asyncio.create_task(plan(self.daemon, alert("urgent")))
+            self.issued.add_done_callback(lambda _: setattr(self, "planned_at", self.count))
+
+
+async def test_a_new_urgent_alert_overtakes_a_fan_out_under_way_which_then_completes(daemon):
+    lyon = await add_lyon_crowd(daemon.store)
+    await plan(daemon, alert("old", urgency="Future", severity="Minor", zones=(helpers.LYON,)))
+    # One call at a time: the order the fake receives them is the order they were sent.
+    sms = test_channel_twilio.make_channel(daemon.fakes_url, max_concurrency=1)
+    lane = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, clock=daemon.clock)
+    daemon.dispatcher = lane
+    lane.metrics = overtake = Overtake(daemon, after=10)
+    await sms.start()
+    try:
+        await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
+        await overtake.issued
+        await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
+    finally:
+        await sms.close()
+    received = [r["to"] for r in await daemon.sms.received()]
+    paris = {"+33612345678", "+33622334455", "+33633445566"}
+    firsts = [i for i, to in enumerate(received) if to in paris]
+    # Next after the calls on the wire when it was planned (one round of 1): not behind the rest.
+    assert firsts == [firsts[0] + i for i in (0, 1, 2)], firsts
+    assert firsts[0] <= overtake.planned_at + 1, (firsts, overtake.planned_at)
+    assert sorted(to for to in received if to not in paris) == sorted(lyon)  # and the older one completes
+    assert (await daemon.store.counts("old"))["sms"]["sent"] == LYON_CROWD + 1
+
+
+# -- the migration -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path, pg_schema_url):
+    return pg_schema_url if request.param == "postgresql" else f"sqlite:///{tmp_path}/alertd.db"
+
+
+async def test_deliveries_planned_before_priorities_get_a_default_and_sirens_still_go_first(store_url, monkeypatch):
+    with monkeypatch.context() as before:
+        before.setattr(sql, "MIGRATIONS", tuple(m for m in sql.MIGRATIONS if m[0] < 8))
+        db = store_mod.open_store(store_url)
+        await db.open()
+        await db.create_alert(alert("old", model.Kind.SMS, model.Kind.SIREN), "old")
+        for channel, kind, target in (("sms", "sms", "p-fr"), ("siren", "siren", "siren-paris-1")):
+            await db._execute(
+                "INSERT INTO deliveries (alert_id, channel, kind, target, address, locale, command, state, attempts,"
+                " next_at, updated_at) VALUES ('old', $1, $2, $3, $3, 'fr', 'send', 'pending', 0, $4, $4)",
+                channel, kind, target, db._t(helpers.START),
+            )
+        await db.close()
+    db = store_mod.open_store(store_url)
+    await db.open()  # migrates to the latest
+    try:
+        ranks = {d.kind: d.priority for d in await db.deliveries("old")}
+        assert ranks == {model.Kind.SMS: priority.DEFAULT, model.Kind.SIREN: priority.SIREN}
+        [claimed] = await db.claim("sms", "t", helpers.START, 10, dt.timedelta(minutes=1))
+        assert claimed.target == "p-fr"
+    finally:
+        await db.close()
