@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -321,7 +322,31 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+# C0 controls but tab, line feed and carriage return, and DEL: no phone shows them, a terminal obeys
+# them, and PostgreSQL stores no NUL. Checked in the raw body, so every field and key is covered.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _controls(data: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """The fields (dotted paths) of `data` whose text or key holds a control character."""
+    if isinstance(data, str):
+        return [".".join(path)] if CONTROL.search(data) else []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    found = []
+    for key, value in items:
+        here = (*path, str(key))
+        found += [".".join(here)] if isinstance(key, str) and CONTROL.search(key) else _controls(value, here)
+    return found
+
+
 def validate(validate: Any, data: Any, **kwargs: Any) -> Any:
+    try:
+        fields = _controls(data)
+    except RecursionError:  # as deep as the JSON parser went, from a deeper stack
+        raise errors.BadRequest("The body is nested too deeply.", field=None) from None
+    if fields:
+        problems = [{"field": f or None, "message": "must not contain a control character"} for f in fields]
+        raise cap_check.invalid(f"{fields[0] or 'body'}: must not contain a control character", problems)
     try:
         return validate(data, **kwargs)
     except pydantic.ValidationError as exc:

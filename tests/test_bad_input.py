@@ -46,6 +46,28 @@ async def test_bad_orders_are_refused_and_change_nothing(daemon, body, status, f
     await nothing_happened(daemon)
 
 
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"event": "Inon\x00dation"}, "event"),
+        ({"template": None, "texts": {"fr": {"headline": "Crue\x00", "instruction": "Montez."}}}, "texts.fr.headline"),
+        ({"params": {"reason": "crue\x1b[31m"}}, "params.reason"),
+        ({"area": {"zones": ["75056"], "description": "Paris\x7f"}}, "area.description"),
+    ],
+)
+async def test_control_characters_never_reach_a_citizen(daemon, overrides, field):
+    body = await problem(await daemon.post("/v1/alerts", json=helpers.order(**overrides)), 422, field)
+    assert "control character" in body["errors"][0]["message"]
+    await problem(await daemon.post("/v1/preview", json=helpers.order(**overrides)), 422, field)
+    await nothing_happened(daemon)
+
+
+async def test_line_breaks_and_tabs_in_a_text_are_kept(daemon):
+    texts = {"fr": {"headline": "Crue", "instruction": "Montez\tdans les étages.\r\nN'utilisez pas la voiture."}}
+    resp = await daemon.post("/v1/alerts", json=helpers.order(template=None, params={}, texts=texts))
+    assert resp.status == 202, await resp.text()
+
+
 async def test_outside_jurisdiction_names_the_zones_outside(daemon):
     body = await problem(
         await daemon.post("/v1/alerts", json=helpers.order(area={"zones": ["75056", "69123"]})), 403, "area.zones"
