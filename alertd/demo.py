@@ -227,6 +227,10 @@ async def _drive(app: web.Application, url: str, fakes: str, count: int, once: b
         print(f"alert {accepted['id']} accepted ({resp.status}) — status {accepted['status_url']}")
         alert = await _watch(http, accepted["status_url"])
         print(f"settled in {time.monotonic() - started:.1f}s: {alert['totals']}")
+        if once:  # the daemon stays up until Twilio's last status callback has reached it
+            await _callbacks_posted(fakes)
+            async with http.get(accepted["status_url"]) as resp:
+                print(f"with every status callback heard: {(await resp.json())['totals']}")
     if once:
         return 0
     print(f"\nalertd is running at {url}\n  console:        {url}/console\n  issuer token:   {issuer}\n"
@@ -234,6 +238,17 @@ async def _drive(app: web.Application, url: str, fakes: str, count: int, once: b
     while True:  # the fake gateway's sirens report their health, as real ones do
         await _fake_call(fakes, "/_fake/siren/heartbeats", HEALTHY | {"sirens": [s.id for s in sirens()]})
         await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+async def _callbacks_posted(fakes: str, patience: float = 30.0) -> None:
+    """Wait, within `patience` seconds, until the fake Twilio has posted every status callback."""
+    deadline = time.monotonic() + patience
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(fakes + "/_fake/twilio/callbacks", params={"since": 10**9}) as resp:
+                if (await resp.json())["pending"] == 0:
+                    return
+            await asyncio.sleep(0.1)  # the fake's own workers, in another process: polled
 
 
 async def _watch(http: aiohttp.ClientSession, status_url: str) -> dict:
