@@ -102,6 +102,7 @@ def build(
     app[web_mod.RECORDER] = progress.Recorder(db, clock)
     app[web_mod.METRICS] = disp.metrics = metrics.Metrics(disp.channels)
     app[web_mod.AUTH_FAILURES] = web_mod.auth_failures()
+    app[web_mod.RECEIPTS_REFUSED] = web_mod.receipts_refused()
     app.on_response_prepare.append(web_mod.edges)
     app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(

@@ -185,3 +185,14 @@ async def test_an_ack_with_a_bad_field_is_a_4xx_naming_it(daemon, logged, fields
     assert resp.status in (400, 422), await resp.text()
     await refused(resp, resp.status, field, logged)
     assert (await daemon.store.get_delivery(delivery["id"])).state.value == delivery["state"]
+
+
+async def test_a_flood_of_refused_receipts_leaves_a_trace_without_flooding_the_log(daemon, logged):
+    for i in range(100):
+        await daemon.client.post("/v1/receipts/twilio", data=b"{}", headers={"Content-Type": "application/json"})
+        await daemon.client.post("/v1/receipts/twilio", data=f"MessageSid=SM{i}".encode(),
+                                 headers={"Content-Type": FORM, "X-Twilio-Signature": "forged"})
+        await daemon.client.post("/v1/receipts/siren", json=BEAT, headers={"Authorization": f"Bearer nope{i}"})
+    warnings = [line for line in logged.lines() if line["level"] == "warning"]
+    assert 1 <= len(warnings) <= 3, warnings  # the first at once, the rest summed when the interval ends
+    assert warnings[0]["event"] == "receipts refused" and warnings[0]["count"] == 1

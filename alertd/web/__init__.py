@@ -39,6 +39,7 @@ CLOCK: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
 RECORDER: web.AppKey[progress.Recorder] = web.AppKey("recorder")
 METRICS: web.AppKey[metrics_mod.Metrics] = web.AppKey("metrics")
 AUTH_FAILURES: web.AppKey[metrics_mod.Tally] = web.AppKey("auth_failures")
+RECEIPTS_REFUSED: web.AppKey[metrics_mod.Tally] = web.AppKey("receipts_refused")
 STREAMS: web.AppKey[collections.Counter] = web.AppKey("streams")  # live event streams, by token id
 
 PROBLEM_JSON = "application/problem+json"
@@ -137,6 +138,14 @@ def auth_failures() -> metrics_mod.Tally:
     def say(count: int, reasons: dict[str, int], clients: list[str]) -> None:
         log.warning("authentication failed", count=count, reasons=reasons, clients=clients,
                     per_seconds=AUTH_LOG_SECONDS)
+
+    return metrics_mod.Tally(AUTH_LOG_SECONDS, say)
+
+
+def receipts_refused() -> metrics_mod.Tally:
+    """The refused receipts' log: the receipt routes take no bearer token, so anyone may post to them."""
+    def say(count: int, reasons: dict[str, int], clients: list[str]) -> None:
+        log.warning("receipts refused", count=count, reasons=reasons, clients=clients, per_seconds=AUTH_LOG_SECONDS)
 
     return metrics_mod.Tally(AUTH_LOG_SECONDS, say)
 

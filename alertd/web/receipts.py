@@ -47,15 +47,20 @@ def _signed(settings: web_mod.Settings, request: web.Request, form: dict[str, st
     )
 
 
+def _refused(request: web.Request, why: str) -> None:
+    """Logged at most once per interval with the count: anyone may post here, a flood included."""
+    request.app[web_mod.RECEIPTS_REFUSED].add(why, request.remote)
+
+
 async def _form(request: web.Request) -> dict[str, str]:
     """The callback's form, or a 4xx naming what cannot be read (a body too large is aiohttp's 413)."""
     if request.content_type != FORM:
-        log.warning("twilio callback refused: not a form", remote=request.remote, content_type=request.content_type)
+        _refused(request, "twilio: not a form")
         raise errors.UnsupportedMediaType(f"a Twilio callback is {FORM}", field="Content-Type")
     try:
         form = await request.post()
     except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
-        log.warning("twilio callback refused: unreadable body", remote=request.remote, error=str(exc))
+        _refused(request, "twilio: unreadable body")
         raise errors.BadRequest(f"the body cannot be read as a form: {exc}", field="body") from None
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -64,13 +69,13 @@ async def _form(request: web.Request) -> dict[str, str]:
 async def twilio(request: web.Request) -> web.Response:
     form = await _form(request)
     if not _signed(request.app[web_mod.SETTINGS], request, form):
-        log.warning("twilio callback refused: bad signature", remote=request.remote)
+        _refused(request, "twilio: bad signature")
         raise errors.Forbidden("the X-Twilio-Signature does not match", field="X-Twilio-Signature")
     sid, status = form.get("MessageSid"), form.get("MessageStatus", "")
     if not sid:
         raise errors.BadRequest("MessageSid is required", field="MessageSid")
     if not SID.fullmatch(sid):
-        log.warning("twilio callback refused: malformed MessageSid", remote=request.remote)
+        _refused(request, "twilio: malformed MessageSid")
         raise errors.BadRequest("MessageSid must be 1 to 64 letters and digits", field="MessageSid")
     state = twilio_sms.twilio_status_to_state(status)
     if state is model.State.FAILED:
@@ -218,7 +223,7 @@ def gateway(request: web.Request) -> str:
         accepts = getattr(channel, "accepts_receipt", None)
         if accepts is not None and accepts(token):
             return name
-    log.warning("siren receipt refused: unknown token", remote=request.remote)
+    _refused(request, "siren: unknown token")
     raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
 
 
