@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pathlib
 import re
@@ -234,6 +235,9 @@ async def test_an_idle_keep_alive_connection_closes_and_garbage_is_answered_and_
             writer.close()
             assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:100]
         assert b"Server: alertd" in answer and b"X-Content-Type-Options: nosniff" in answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"Content-Type: application/problem+json" in head, head  # a problem, as every error
+        assert json.loads(body)["status"] == 400 and b"Bad Header" not in body  # the input is not echoed
         lines = [line for line in log.read_text().splitlines() if "request" in line.lower()]
         assert 1 <= len(lines) <= 3, lines[:5]
     finally:

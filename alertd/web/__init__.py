@@ -11,6 +11,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import http
 import itertools
 import json
 from collections.abc import Callable
@@ -318,8 +319,12 @@ class Connection(web_protocol.RequestHandler):
             super().log_exception(*args, **kwargs)
 
     def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
-        """aiohttp's own answers (a request it cannot parse) get the security headers too."""
-        answer = super().handle_error(request, status, exc, message)
+        """aiohttp's own answers (a request it cannot parse) are problems like every error, with the
+        security headers, and never echo the bytes that came (aiohttp's own text quotes them)."""
+        super().handle_error(request, status, exc, message)  # logs, and refuses a half-sent answer
+        detail = "The request cannot be read as HTTP." if status < 500 else None
+        answer = problem(status, "about:blank", http.HTTPStatus(status).phrase, detail)
+        answer.force_close()
         tighten(request.path, answer.headers)
         return answer
 
