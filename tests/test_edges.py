@@ -66,6 +66,8 @@ async def test_every_route_answers_with_the_security_headers_and_no_banner(daemo
                 method, concrete(path), headers=daemon.headers.get(who, {}), data=b"{}" if method != "GET" else None,
             )
             assert_tight(resp, f"{method} {path} as {who} → {resp.status}")
+            if resp.status == 401:  # RFC 9110: a 401 says how to authenticate
+                assert resp.headers.get("WWW-Authenticate", "").startswith("Bearer"), f"{method} {path}"
             seen.add(resp.status)
     assert {200, 401}.issubset(seen)  # both answers and refusals went through the checks
 

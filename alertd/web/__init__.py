@@ -88,11 +88,14 @@ async def problems(request: web.Request, handler):
         return await handler(request)
     except errors.ProblemError as exc:
         title = (type(exc).__doc__ or "").strip().splitlines()[0]
-        return problem(
+        answer = problem(
             exc.status, exc.type, title, exc.message if exc.message != title else None,
             field=exc.field, errors=exc.errors, more_errors=exc.more_errors,
             outside=getattr(exc, "outside", None), outside_area=getattr(exc, "outside_area", None),
         )
+        if exc.status == 401:  # RFC 9110: a 401 names the way to authenticate
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="alertd"'
+        return answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
