@@ -114,6 +114,9 @@ class Dispatcher:
         for name, event in self._wake.items():
             if channel is None or channel == name:
                 event.set()
+        for lane in self._lanes:  # a feeder waiting for room claims now: new work may be more urgent
+            if channel is None or channel == lane.name:
+                lane.below.set()
 
     def cancel(self, alert_id: str) -> None:
         """From now on this process hands no delivery of the alert to a channel, except siren
@@ -344,7 +347,8 @@ class Lane:
         self.d = dispatcher
         self.name = name
         self.channel = dispatcher.channels[name]
-        self.queue: asyncio.Queue[model.Delivery] = asyncio.Queue()
+        # Most urgent first (`priority`): a new urgent alert claimed behind a queued round overtakes it.
+        self.queue: asyncio.PriorityQueue[tuple[int, dt.datetime, int, model.Delivery]] = asyncio.PriorityQueue()
         self.done: list[model.Outcome] = []
         self.busy = 0  # deliveries a sender has taken and not finished
         self.below = asyncio.Event()  # `held` fell below `self.mark`
@@ -385,11 +389,11 @@ class Lane:
         wake.clear()  # before the claim: a wake-up during it is not lost
         batch = await self._claim()
         for delivery in batch:
-            self.queue.put_nowait(delivery)
-        if batch:
-            await self._until_below(2 * self.channel.concurrency)
+            self.queue.put_nowait((delivery.priority, delivery.next_at, delivery.id, delivery))
+        if batch or self.held >= 2 * self.channel.concurrency:
+            await self._until_below(2 * self.channel.concurrency, wake)
         elif self.held:
-            await self._until_below(1)
+            await self._until_below(1, wake)
         elif until_idle:
             return False
         else:
@@ -447,11 +451,15 @@ class Lane:
         if lost:
             log.warning("leases lost before renewal", channel=self.name, count=len(lost), delivery_ids=lost[:20])
 
-    async def _until_below(self, mark: int, timeout: float | None = None) -> None:
-        """Wait until the lane holds fewer than `mark` deliveries. The senders only wake the feeder
-        when it crosses the mark, not after every call: one task switch saved per message."""
+    async def _until_below(
+        self, mark: int, woken: asyncio.Event | None = None, timeout: float | None = None
+    ) -> None:
+        """Wait until the lane holds fewer than `mark` deliveries, or new work is `woken` (it may be
+        more urgent than what the lane holds: the claim tops the lane up to three rounds, no more).
+        The senders only wake the feeder when it crosses the mark, not after every call: one task
+        switch saved per message."""
         async with asyncio.timeout(timeout):
-            while self.held >= mark:
+            while self.held >= mark and not (woken is not None and woken.is_set()):
                 self.mark = mark
                 self.below.clear()
                 await self.below.wait()
@@ -460,7 +468,7 @@ class Lane:
 
     async def _sender(self) -> None:
         while True:
-            delivery = await self.queue.get()
+            *_, delivery = await self.queue.get()
             if self.d._stopping:  # not begun: given back, as `_settle` does
                 self.done.append(model.Outcome(delivery.id, model.State.PENDING, next_at=self.d.clock()))
                 continue
@@ -485,9 +493,9 @@ class Lane:
         """On stop: give back what no sender took, let the calls on the wire end, record it all."""
         now = self.d.clock()
         while not self.queue.empty():
-            self.done.append(model.Outcome(self.queue.get_nowait().id, model.State.PENDING, next_at=now))
+            self.done.append(model.Outcome(self.queue.get_nowait()[-1].id, model.State.PENDING, next_at=now))
         with contextlib.suppress(TimeoutError):
-            await self._until_below(1, self.d.settings.grace)  # the queue is empty: held is busy
+            await self._until_below(1, timeout=self.d.settings.grace)  # the queue is empty: held is busy
         if self.done:
             done, self.done = self.done, []
             await self.d.store.record(done, now)
