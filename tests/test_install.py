@@ -80,7 +80,7 @@ def test_the_installed_alertd_is_the_wheel_not_the_source_tree(installed, tmp_pa
 def test_the_demo_runs_from_a_wheel_in_another_folder(installed, tmp_path):
     out = run(installed, "alertd", "demo", "--once", "--subscribers", "200", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    settled = out.stdout.split("settled in", 1)[1]
+    settled = out.stdout.split("settled in", 1)[1].splitlines()[0]
     totals = ast.literal_eval(settled.split(": ", 1)[1].strip())
     assert {state: n for state, n in totals.items() if n and state not in demo.SETTLED} == {}, totals
     assert totals["sent"] + totals["delivered"] > 0 and totals["failed"] == 0, totals
