@@ -53,6 +53,15 @@ async def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def up(base: str) -> bool:
+    """The daemon at `base` answers its health check."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 def sending_processes(pid: int) -> list[int]:
     return [int(c) for t in pathlib.Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
@@ -83,14 +92,7 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
 
     daemon = start_daemon(path)
     async with aiohttp.ClientSession(headers=headers) as http:
-        async def up():
-            try:
-                async with http.get(base + "/healthz") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(up, 20, "the daemon to listen")
+        await wait_until(lambda: up(base), 20, "the daemon to listen")
         async with http.post(base + "/v1/alerts", json=helpers.order(channels=["sms"], expires=None)) as r:
             assert r.status == 202, await r.text()
             alert_id = (await r.json())["id"]
@@ -113,7 +115,7 @@ async def test_sigkill_mid_fanout_then_restart_reaches_everyone(tmp_path, fakes_
 
         daemon = start_daemon(path)
         try:
-            await wait_until(up, 20, "the restarted daemon")
+            await wait_until(lambda: up(base), 20, "the restarted daemon")
 
             async def completed():
                 async with http.get(f"{base}/v1/alerts/{alert_id}") as r:

@@ -152,16 +152,13 @@ class Overtake(metrics_mod.Observer):
             self.issued.add_done_callback(lambda _: setattr(self, "planned_at", self.count))
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
-async def test_a_new_urgent_alert_overtakes_a_fan_out_under_way_which_then_completes(daemon, concurrency):
-    lyon = await add_lyon_crowd(daemon.store)
-    await plan(daemon, alert("old", urgency="Future", severity="Minor", zones=(helpers.LYON,)))
-    # One call at a time, the order the fake receives them is the order they were sent; with more,
-    # the lane holds three rounds, and the urgent alert must not wait behind the two queued.
+async def fan_out_overtaken(daemon, concurrency: int, after: int) -> tuple[list[str], Overtake]:
+    """Drain an SMS lane of `concurrency` calls at a time, planning the urgent alert after its
+    `after`-th send; the addresses in the order the fake received them."""
     sms = test_channel_twilio.make_channel(daemon.fakes_url, max_concurrency=concurrency)
     lane = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, clock=daemon.clock)
     daemon.dispatcher = lane
-    lane.metrics = overtake = Overtake(daemon, after=10)
+    lane.metrics = overtake = Overtake(daemon, after=after)
     await sms.start()
     try:
         await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
@@ -169,7 +166,16 @@ async def test_a_new_urgent_alert_overtakes_a_fan_out_under_way_which_then_compl
         await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
     finally:
         await sms.close()
-    received = [r["to"] for r in await daemon.sms.received()]
+    return [r["to"] for r in await daemon.sms.received()], overtake
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_a_new_urgent_alert_overtakes_a_fan_out_under_way_which_then_completes(daemon, concurrency):
+    lyon = await add_lyon_crowd(daemon.store)
+    await plan(daemon, alert("old", urgency="Future", severity="Minor", zones=(helpers.LYON,)))
+    # One call at a time, the order the fake receives them is the order they were sent; with more,
+    # the lane holds three rounds, and the urgent alert must not wait behind the two queued.
+    received, overtake = await fan_out_overtaken(daemon, concurrency, after=10)
     paris = {"+33612345678", "+33622334455", "+33633445566"}
     firsts = [i for i, to in enumerate(received) if to in paris]
     # Within about a round of its planning (which the fan-out's sends run beside): not behind the rest.
@@ -214,18 +220,7 @@ async def test_an_urgent_alert_does_not_wait_behind_the_rounds_a_full_lane_holds
     lyon = await add_lyon_crowd(daemon.store, 20)
     await plan(daemon, alert("old", urgency="Future", severity="Minor", zones=(helpers.LYON,)))
     await daemon.sms.fail(delay=0.3, times=None)  # a slow provider: rounds of 2 calls, 0.3 s each
-    sms = test_channel_twilio.make_channel(daemon.fakes_url, max_concurrency=2)
-    lane = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, clock=daemon.clock)
-    daemon.dispatcher = lane
-    lane.metrics = overtake = Overtake(daemon, after=1)  # planned during the second round
-    await sms.start()
-    try:
-        await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
-        await overtake.issued
-        await asyncio.wait_for(lane.run_until_idle(daemon.clock.advance_to), 60)
-    finally:
-        await sms.close()
-    received = [r["to"] for r in await daemon.sms.received()]
+    received, overtake = await fan_out_overtaken(daemon, 2, after=1)  # planned during the second round
     firsts = [i for i, to in enumerate(received) if to not in lyon]
     # The lane held three rounds (6) when it was planned, the second on the wire: it goes in the
     # third, ahead of the round queued, as room is made for it (the last of its three a round on).

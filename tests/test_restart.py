@@ -71,14 +71,7 @@ async def test_a_restarted_daemon_hears_every_callback_for_what_it_sends(tmp_pat
     log = tmp_path / "daemon.log"
     daemon = start_daemon(path, log)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        async def up():
-            try:
-                async with http.get(base + "/healthz") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await test_crash.wait_until(up, 20, "the daemon to listen")
+        await test_crash.wait_until(lambda: test_crash.up(base), 20, "the daemon to listen")
         async with http.post(base + "/v1/alerts", json=helpers.order(channels=["sms"], expires=None)) as r:
             assert r.status == 202, await r.text()
             alert_id = (await r.json())["id"]
@@ -102,7 +95,7 @@ async def test_a_restarted_daemon_hears_every_callback_for_what_it_sends(tmp_pat
 
         daemon = start_daemon(path, log)
         try:
-            await test_crash.wait_until(up, 20, "the restarted daemon")
+            await test_crash.wait_until(lambda: test_crash.up(base), 20, "the restarted daemon")
 
             async def completed():
                 async with http.get(f"{base}/v1/alerts/{alert_id}") as r:

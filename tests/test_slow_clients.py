@@ -80,14 +80,6 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def up(base: str) -> bool:
-    try:
-        async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as r:
-            return r.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
 async def half_request(port: int, held: list) -> None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
@@ -139,7 +131,7 @@ async def test_an_alert_gets_through_1100_idle_half_requests_at_once(tmp_path, f
     held: list[asyncio.StreamWriter] = []
     try:
         with own_fd_limit(FLOOD + 512):
-            await test_crash.wait_until(lambda: up(base), 20, "the daemon to listen")
+            await test_crash.wait_until(lambda: test_crash.up(base), 20, "the daemon to listen")
             held = await flood(port, FLOOD)
             fds_held = open_fds(daemon.pid)
             accepted, siren_after = await post_an_alert(base, token, sirens, siren_id)
@@ -173,7 +165,7 @@ async def test_a_slowloris_is_dropped_after_the_header_timeout_and_a_slow_body_a
     base, log = f"http://127.0.0.1:{port}", tmp_path / "daemon.log"
     daemon = start_daemon(path, log)
     try:
-        await test_crash.wait_until(lambda: up(base), 20, "the daemon to listen")
+        await test_crash.wait_until(lambda: test_crash.up(base), 20, "the daemon to listen")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         started = time.monotonic()
         for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: alertd\r\n"):  # a slowloris: a line now and then
@@ -217,7 +209,7 @@ async def test_an_idle_keep_alive_connection_closes_and_garbage_is_answered_and_
     base, log = f"http://127.0.0.1:{port}", tmp_path / "daemon.log"
     daemon = start_daemon(path, log)
     try:
-        await test_crash.wait_until(lambda: up(base), 20, "the daemon to listen")
+        await test_crash.wait_until(lambda: test_crash.up(base), 20, "the daemon to listen")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: alertd\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -256,11 +248,11 @@ async def test_out_of_file_descriptors_the_daemon_says_so_a_few_times_and_keeps_
     held: list[asyncio.StreamWriter] = []
     try:
         with own_fd_limit(FLOOD + 512):
-            await test_crash.wait_until(lambda: up(base), 20, "the daemon to listen")
+            await test_crash.wait_until(lambda: test_crash.up(base), 20, "the daemon to listen")
             held = await flood(port, FLOOD)
             fds_held = open_fds(daemon.pid)
             accepted, siren_after = await post_an_alert(base, token, sirens, siren_id)
-            await test_crash.wait_until(lambda: up(base), 10, "the daemon to answer again")
+            await test_crash.wait_until(lambda: test_crash.up(base), 10, "the daemon to answer again")
             async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
                 refused = float(re.search(r"^alertd_accept_errors_total (\S+)$", await r.text(), re.M)[1])
             lines = fd_lines(log)
