@@ -144,12 +144,16 @@ class Dispatcher:
 
     # -- one delivery ----------------------------------------------------------------------------
 
-    async def deliver(self, channel: channels_mod.Channel, delivery: model.Delivery) -> model.Outcome | None:
+    async def deliver(
+        self, channel: channels_mod.Channel, delivery: model.Delivery, lease_until: dt.datetime | None = None
+    ) -> model.Outcome | None:
         """Send one claimed delivery and decide its outcome. Never raises for the delivery's sake.
-        None when the lease ran out before the call: the delivery is another claimer's now."""
+        None when the lease ran out before the call: the delivery is another claimer's now.
+        `lease_until`: the lease as the lane last renewed it, when it did since the claim."""
         alert = await self._alert(delivery.alert_id)
         now = self.clock()
-        if delivery.lease_until is not None and delivery.lease_until <= now:
+        lease = lease_until or delivery.lease_until
+        if lease is not None and lease <= now:
             log.warning("lease ran out before the send", channel=delivery.channel, delivery_id=delivery.id)
             return None
         stop = self._stop(alert, delivery, now)  # checked last thing before the call
@@ -476,8 +480,7 @@ class Lane:
             try:
                 # Not `self.done.append(await ...)`: that binds the list before the await, and the
                 # feeder swaps `self.done` for a fresh one while the call is on the wire.
-                lease = self.owned.get(delivery.id, delivery.lease_until)
-                outcome = await self.d.deliver(self.channel, dataclasses.replace(delivery, lease_until=lease))
+                outcome = await self.d.deliver(self.channel, delivery, self.owned.get(delivery.id))
                 if outcome is not None:
                     self.done.append(outcome)
                 else:
