@@ -99,9 +99,12 @@ SETTLED = frozenset({State.SENT, State.DELIVERED, State.FAILED, State.EXPIRED, S
 
 
 class Role(enum.StrEnum):
-    ISSUER = "issuer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
+    """What a user may do. A person may hold several."""
+
+    ISSUER = "issuer"  # composes and sends alerts
+    APPROVER = "approver"  # releases another person's alert that awaits approval
+    OPERATOR = "operator"  # watches alerts, deliveries and sirens
+    ADMIN = "admin"  # everything, and the audit log
 
 
 @dataclasses.dataclass(frozen=True)
