@@ -26,7 +26,10 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from alertd import channels as channels_mod, errors, metrics as metrics_mod, model, planner, render, retry, store as store_mod
+from alertd import (
+    channels as channels_mod, errors, fair, metrics as metrics_mod, model, planner, priority, render, retry,
+    store as store_mod,
+)
 
 log = structlog.get_logger("alertd.dispatcher")
 
@@ -43,6 +46,7 @@ class Settings:
     plan_chunk: int = 1000  # rows per planning transaction: short, so other writers wait little
     idle_poll: float = 1.0  # seconds; a safety net, the lanes are woken on new work
     test_recipients: tuple[str, ...] = ()  # who gets CAP `test` and `system` alerts
+    plannings: int = 2  # plannings under way at once; the next goes by its cell's share (`fair`)
 
 
 class Dispatcher:
@@ -68,6 +72,8 @@ class Dispatcher:
         self._alerts: dict[str, model.Alert] = {}
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._planning: dict[str, asyncio.Task] = {}  # by alert id
+        self.recent = fair.Recent()  # each cell's alerts planned lately
+        self._gate = fair.Gate(settings.plannings)
         self._failed_plans: dict[str, tuple[int, float]] = {}  # alert id: (failures, next try)
         self._workers: list[asyncio.Task] = []
         self._lanes: set[Lane] = set()
@@ -84,18 +90,22 @@ class Dispatcher:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
         if alert.id in self._planning:
             return self._planning[alert.id]
-        task = asyncio.create_task(self._plan(alert), name=f"plan-{alert.id}")
+        # A retry of a failed planning is not one more alert of its cell.
+        nth = self.recent.note(alert.cell, self.clock().timestamp()) if alert.id not in self._failed_plans else 1
+        task = asyncio.create_task(self._plan(alert, nth), name=f"plan-{alert.id}")
         self._planning[alert.id] = task
         task.add_done_callback(lambda _: self._planning.pop(alert.id, None))
         return task
 
-    async def _plan(self, alert: model.Alert) -> None:
+    async def _plan(self, alert: model.Alert, nth: int) -> None:
         try:
             route = planner.routes(alert, self.kinds())
-            await planner.plan(
-                self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
-                tests=self.settings.test_recipients, on_chunk=self.wake,
-            )
+            # A cancel first: it stops what a flood may have started.
+            async with self._gate.turn((alert.msg_type is not model.MsgType.CANCEL, priority.share(nth))):
+                await planner.plan(
+                    self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
+                    tests=self.settings.test_recipients, on_chunk=self.wake, nth=nth,
+                )
             self._failed_plans.pop(alert.id, None)
         except Exception:
             # The alert stays `planning` in the store; housekeeping resumes it from its cursor,

@@ -135,14 +135,16 @@ async def plan(
     clock: Callable[[], dt.datetime],
     tests: Sequence[str] = (),
     on_chunk: Callable[[], None] = lambda: None,
+    nth: int = 1,
 ) -> None:
     """Write every delivery of `alert`, resuming where an interrupted planning stopped, then mark
-    the alert active. `on_chunk` is called after each committed chunk (to wake the senders)."""
+    the alert active. `on_chunk` is called after each committed chunk (to wake the senders); `nth`:
+    the alert's place among its cell's recent ones (`priority.share`)."""
     after = await store.plan_cursor(alert.id)
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
     once = fixed(alert, route, await store.list_sirens(), tests) if after is None else []
-    ranks = await _ranks(store, alert)
+    ranks = priority.shared(await _ranks(store, alert), nth)
     if after is None:
         await _first(store, alert, once, tests, clock(), ranks)
     who = audience(alert, tests)

@@ -8,21 +8,28 @@ fan-out under way, and the older fan-out resumes once the urgent one is out. The
    equal sum going to the more urgent;
 3. at equal urgency and severity, a national alert (zone `*`) before a local one;
 4. an update or a cancel before the alert(s) it replaces: it takes the best place among its own and
-   theirs, just ahead of theirs.
+   theirs, just ahead of theirs;
+5. at the same place, the alert of a cell that planned fewer alerts lately: one cell's flood does
+   not delay another cell's alerts (`share`). This comes last, so it never reorders the above: a
+   flooding cell's siren commands still go before any SMS, and its Extreme alerts before another
+   cell's Minor ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from alertd import model
 
 URGENCY = ("Immediate", "Expected", "Future", "Unknown", "Past")
 SEVERITY = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
-SIREN = 0
+# A cell's share levels (`share`): each place of points 1-4 spans this many ranks.
+LEVELS = 16
+WINDOW = 60.0  # seconds: a cell's alerts planned within this count against its share
+SIREN = 0  # a siren command of a cell's first alert in the window, and every siren's cancel
 # For the deliveries planned before priorities existed: an ordinary local alert of unknown
 # urgency and severity (`rank` of such an alert).
-DEFAULT = 184
+DEFAULT = 184 * LEVELS
 
 
 def standing(alert: model.Alert) -> int:
@@ -33,20 +40,35 @@ def standing(alert: model.Alert) -> int:
     return ((urgency + severity) * (len(URGENCY) + 1) + urgency) * 2 + local
 
 
-def rank(alert: model.Alert, kind: model.Kind, replaces: Iterable[model.Alert] = ()) -> int:
+def share(nth: int) -> int:
+    """The level of a cell's `nth` alert planned within `WINDOW` (1: its first), added to its
+    deliveries' rank: 0 for the first, then one more each time the count doubles (2-3: 1, 4-7: 2,
+    ..., at most LEVELS - 1). Another cell's first alert goes before a flooding cell's second, and a
+    cell that sends a few alerts stays ahead of one that sends thousands."""
+    return min(LEVELS - 1, max(1, nth).bit_length() - 1)
+
+
+def rank(alert: model.Alert, kind: model.Kind, replaces: Iterable[model.Alert] = (), nth: int = 1) -> int:
     """The priority of the alert's deliveries of `kind`; `replaces` are the alerts an update or a
-    cancel replaces (their pending deliveries go after its own)."""
+    cancel replaces (their pending deliveries go after its own); `nth`: see `share`."""
     if kind is model.Kind.SIREN:
-        return SIREN
-    if alert.msg_type is model.MsgType.ALERT:
-        return 2 + 2 * standing(alert)
-    return 1 + 2 * min([standing(alert), *(standing(a) for a in replaces)])
+        place = 0
+    elif alert.msg_type is model.MsgType.ALERT:
+        place = 2 + 2 * standing(alert)
+    else:
+        place = 1 + 2 * min([standing(alert), *(standing(a) for a in replaces)])
+    return SIREN + place * LEVELS + share(nth)
 
 
 def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[model.Kind, int]:
-    """`rank` for every kind."""
+    """`rank` for every kind, for the first alert of its cell."""
     replaced = list(replaces)
     return {kind: rank(alert, kind, replaced) for kind in model.Kind}
+
+
+def shared(ranks: Mapping[model.Kind, int], nth: int) -> dict[model.Kind, int]:
+    """`ranks` (of a first alert) for the cell's `nth` alert within the window."""
+    return {kind: value + share(nth) for kind, value in ranks.items()}
 
 
 def _place(order: tuple[str, ...], value: str) -> int:

@@ -72,7 +72,7 @@ def test_an_update_or_cancel_ranks_just_before_what_it_replaces_even_when_it_say
     downgrade = update_of(earlier, "u", urgency="Future", severity="Minor")
     cancel = update_of(earlier, "c", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor")
     for later in (downgrade, cancel):
-        assert priority.rank(later, model.Kind.SMS, [earlier]) == priority.rank(earlier, model.Kind.SMS) - 1
+        assert priority.rank(later, model.Kind.SMS, [earlier]) == priority.rank(earlier, model.Kind.SMS) - priority.LEVELS
     # An update ranks by its own standing when that is higher.
     upgrade = update_of(earlier, "u2")
     assert priority.rank(upgrade, model.Kind.SMS, [earlier]) < priority.rank(alert("x"), model.Kind.SMS)
