@@ -20,8 +20,9 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, render, retry, store, systemd, web as web_mod
+from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, quota, render, retry, store, systemd, web as web_mod
 from alertd.channels import remote
+from alertd.web import quota as web_quota
 
 log = structlog.get_logger("alertd.app")
 
@@ -109,6 +110,7 @@ def build(
         cfg.server.public_url, twilio_tokens(cfg), max_streams_per_token=cfg.server.max_streams_per_token,
     )
     app[web_mod.STREAMS] = collections.Counter()
+    app[web_quota.QUOTA] = quota.Quota()
     app[web_mod.CONNECTIONS] = web_mod.Connections(limits(cfg.server), app[web_mod.METRICS])
     app.add_routes(web_mod.routes())
     app[WORKERS] = Workers()

@@ -165,3 +165,11 @@ class StoreError(AlertdError):
 
 class UnsupportedStore(ConfigError):
     """No store for that URL scheme."""
+
+
+class TooManyRequests(ProblemError):
+    """Too many orders from this cell: try again later."""
+
+    status = 429
+    type = "https://alertd.example/problems/too-many-orders"
+    retry_after: int = 1  # whole seconds until the caller may try again (the `Retry-After` header)

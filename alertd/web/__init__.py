@@ -95,6 +95,8 @@ async def problems(request: web.Request, handler):
         )
         if exc.status == 401:  # RFC 9110: a 401 names the way to authenticate
             answer.headers["WWW-Authenticate"] = 'Bearer realm="alertd"'
+        if (retry_after := getattr(exc, "retry_after", None)) is not None:  # RFC 9110: when to try again
+            answer.headers["Retry-After"] = str(retry_after)
         return answer
     except web.HTTPException as exc:
         if exc.status < 400:
