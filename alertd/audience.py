@@ -1,8 +1,13 @@
 """The audience: subscribers as `POST /v1/subscribers` and the CSV import take them, and their
-phone numbers, normalised to E.164 once, here.
+phone numbers, normalised to E.164 once, here; and which test recipients a test reaches.
 
 The schema is pydantic, like orders' (and shares its field types); it is also the source of the
 API's Subscriber schema.
+
+A CAP `test` or `system` alert is for the configured test recipients only (`[alerts]
+test_recipients`: subscribers and sirens by id), never the public, whatever its area: and of those,
+only the ones inside its area (`testers`), which the order's checks keep inside the caller's
+jurisdiction. A cell's test reaches its own test phones and sirens, not another cell's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import phonenumbers
 import pydantic
 from pydantic import ConfigDict, Field
 
-from alertd import errors, model, orders
+from alertd import errors, geo, model, orders
 
 MAX_SUBSCRIBERS = 10_000
 
@@ -128,3 +133,25 @@ def _recipient(subscriber: Subscriber) -> model.Recipient:
 
 def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
     return Subscriber.model_json_schema(ref_template=ref_template)
+
+
+def inside(area: model.Area, zones: tuple[str, ...], lat: float | None, lon: float | None) -> bool:
+    """Whether a recipient or a siren in `zones`, at (`lat`, `lon`) if known, lies in the area:
+    in one of its zones, or inside one of its shapes."""
+    if any(model.zone_within(mine, zone) for mine in zones for zone in area.zones):
+        return True
+    if not area.shaped or lat is None or lon is None:
+        return False
+    return geo.Shapes.of(area.polygons, area.circles).contains_point(lat, lon)
+
+
+def testers(area: model.Area, recipients: list[model.Recipient]) -> list[str]:
+    """The ids of the test recipients (looked up by their configured ids) that a test alert over
+    `area` reaches."""
+    return [r.id for r in recipients if inside(area, r.zones, r.lat, r.lon)]
+
+
+def test_sirens(area: model.Area, sirens: list[model.Siren], tests: list[str] | tuple[str, ...]) -> list[model.Siren]:
+    """The configured test sirens inside the area: those a test alert tells to run their test."""
+    wanted = set(tests)
+    return [s for s in sirens if s.id in wanted and inside(area, (s.zone,), s.lat, s.lon)]

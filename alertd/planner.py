@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy
 import structlog
 
-from alertd import errors, geo, model, priority, store as store_mod
+from alertd import audience as audience_mod, errors, geo, model, priority, store as store_mod
 
 log = structlog.get_logger("alertd.planner")
 
@@ -76,7 +76,8 @@ def fixed(
     planned = []
     command = siren_command(alert)
     if model.Kind.SIREN in routes and command:
-        chosen = _test_sirens(sirens, tests) if alert.status in TO_TESTERS else _sirens_in(alert.area, sirens)
+        chosen = audience_mod.test_sirens(alert.area, list(sirens), tests) if alert.status in TO_TESTERS \
+            else _sirens_in(alert.area, sirens)
         planned += [
             model.NewDelivery(alert.id, routes[model.Kind.SIREN], model.Kind.SIREN, s.id, s.id, "", command)
             for s in chosen
@@ -93,10 +94,6 @@ def fixed(
     return planned
 
 
-def _test_sirens(sirens: Iterable[model.Siren], tests: Sequence[str]) -> list[model.Siren]:
-    return [s for s in sirens if s.id in set(tests)]
-
-
 def _sirens_in(area: model.Area, sirens: Iterable[model.Siren]) -> list[model.Siren]:
     shapes = geo.Shapes.of(area.polygons, area.circles) if area.shaped else None
     return [
@@ -109,8 +106,8 @@ def _sirens_in(area: model.Area, sirens: Iterable[model.Siren]) -> list[model.Si
 async def target(store: store_mod.Store, alert: model.Alert, tests: Sequence[str]) -> None:
     """Write the alert's own targets (for a `targets` audience): idempotent, so a planning that
     resumes before its first chunk simply writes them again."""
-    if alert.status in TO_TESTERS:
-        await store.add_targets(alert.id, ids=tests)
+    if alert.status in TO_TESTERS:  # those of the test recipients inside its area, and no one else
+        await store.add_targets(alert.id, ids=audience_mod.testers(alert.area, await store.recipients(list(tests))))
         return
     inside: list[str] = []
     if alert.area.shaped:

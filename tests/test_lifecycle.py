@@ -197,11 +197,11 @@ async def test_an_exercise_reaches_participants_only(daemon, area, who):
 
 async def test_a_test_goes_to_the_test_recipients_only(daemon):
     settings = daemon.dispatcher.settings
-    daemon.dispatcher.settings = dataclasses.replace(settings, test_recipients=("p-en", "siren-lyon-1"))
+    daemon.dispatcher.settings = dataclasses.replace(settings, test_recipients=("p-en", "siren-paris-1"))
     await daemon.send(status="test")
     await daemon.drain()
     assert await sms_to(daemon) == [phone("p-en")]
-    assert [(s["to"], s["command"]) for s in await daemon.siren.received()] == [("siren-lyon-1", "test")]
+    assert [(s["to"], s["command"]) for s in await daemon.siren.received()] == [("siren-paris-1", "test")]
 
 
 async def test_a_draft_is_rendered_on_demand_and_never_sent(daemon):
