@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from alertd import dispatcher as dispatcher_mod, metrics as metrics_mod, model, priority, store as store_mod
+from alertd import dispatcher as dispatcher_mod, fair, metrics as metrics_mod, model, priority, store as store_mod
 from alertd.store import sql
 from tests import helpers, test_channel_twilio
 
@@ -82,6 +82,60 @@ def test_the_default_for_deliveries_planned_before_priorities_is_an_unknown_loca
     assert priority.DEFAULT == priority.rank(alert("a", urgency="Unknown", severity="Unknown"), model.Kind.SMS)
 
 
+def test_a_cells_nth_alert_in_a_minute_ranks_below_another_cells_first_at_the_same_urgency():
+    extreme = alert("x")
+    for kind in (model.Kind.SIREN, model.Kind.SMS):
+        assert priority.rank(extreme, kind, nth=1) < priority.rank(extreme, kind, nth=2)
+    # A few alerts stay ahead of a flood: a cell's 20th before another's 32nd, and each doubling is a step.
+    assert [priority.share(n) for n in (1, 2, 3, 4, 7, 8, 20, 32, 2000)] == [0, 1, 1, 2, 2, 3, 4, 5, 10]
+    assert priority.share(10**9) == priority.LEVELS - 1 and priority.share(0) == 0
+
+
+def test_the_share_never_reorders_sirens_urgency_national_or_updates():
+    flood, first = 10**6, 1
+    minor = alert("m", urgency="Future", severity="Minor")
+    # A flooding cell's siren command still goes before anyone's SMS, its Extreme before a Severe.
+    assert priority.rank(minor, model.Kind.SIREN, nth=flood) < priority.rank(alert("x"), model.Kind.SMS, nth=first)
+    assert priority.rank(alert("x"), model.Kind.SMS, nth=flood) < priority.rank(
+        alert("s", severity="Severe"), model.Kind.SMS, nth=first)
+    national = alert("n", zones=(model.NATIONAL,), urgency="Expected", severity="Severe")
+    local = alert("l", urgency="Expected", severity="Severe")
+    assert priority.rank(national, model.Kind.SMS, nth=flood) < priority.rank(local, model.Kind.SMS, nth=first)
+    earlier = alert("e", urgency="Expected", severity="Severe")
+    update = update_of(earlier, "u", urgency="Future", severity="Minor")
+    assert priority.rank(update, model.Kind.SMS, [earlier], nth=flood) < priority.rank(earlier, model.Kind.SMS)
+    assert priority.shared(priority.ranks(earlier), 4) == {k: priority.rank(earlier, k, nth=4) for k in model.Kind}
+
+
+def test_recent_counts_a_cells_alerts_within_the_window_and_forgets_idle_cells():
+    recent = fair.Recent(window=60)
+    assert [recent.note("a", t) for t in (0, 1, 2)] == [1, 2, 3]
+    assert recent.note("b", 2) == 1  # another cell counts on its own
+    assert recent.note("a", 61) == 2  # the alerts of 0 and 1 s left the window
+    recent.note("c", 200)  # a minute on: the idle cells are forgotten
+    assert len(recent) == 1 and recent.count("a", 200) == 0
+
+
+async def test_the_gate_lets_the_lowest_key_in_first_and_skips_who_gave_up():
+    gate, order, release = fair.Gate(1), [], asyncio.Event()
+
+    async def planning(name: str, key: tuple[int, ...]) -> None:
+        async with gate.turn(key):
+            order.append(name)
+            if name == "first":
+                await release.wait()  # holds the turn while the others queue
+
+    first = asyncio.create_task(planning("first", (1, 9)))
+    waiting = [asyncio.create_task(planning(n, k)) for n, k in (("flood", (1, 9)), ("other", (1, 0)),
+                                                                 ("gone", (0, 0)), ("cancel", (0, 5)))]
+    await asyncio.sleep(0)
+    waiting[2].cancel()
+    release.set()
+    await asyncio.gather(first, *waiting, return_exceptions=True)
+    assert order == ["first", "cancel", "other", "flood"]
+    assert gate.held == 0
+
+
 # -- claims, on both stores --------------------------------------------------------------------------
 
 
@@ -132,6 +186,16 @@ async def test_a_cancel_goes_before_alerts_of_the_rank_it_stops(daemon):
     await plan(daemon, alert("other", urgency="Expected", severity="Severe", zones=(helpers.LYON,)))
     await plan(daemon, update_of(earlier, "cancel", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor"))
     assert await claim_order(daemon) == ["cancel"] * 3 + ["other"] * 11
+
+
+async def test_another_cells_first_alert_is_claimed_before_the_rest_of_a_cells_flood(daemon):
+    for i in range(6):
+        await plan(daemon, alert(f"flood-{i}", model.Kind.SMS, model.Kind.SIREN, cell="cell-a"))
+    await plan(daemon, alert("other", model.Kind.SMS, model.Kind.SIREN, cell="cell-b"))
+    sirens = await claim_order(daemon, "siren")
+    assert sirens == ["flood-0", "other"] + [f"flood-{i}" for i in range(1, 6)] * 1  # one Paris siren each
+    sms = await claim_order(daemon)
+    assert sms[:6] == ["flood-0"] * 3 + ["other"] * 3 and sms[6:] == [f"flood-{i}" for i in range(1, 6) for _ in range(3)]
 
 
 # -- sent, through a lane ----------------------------------------------------------------------------
