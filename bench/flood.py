@@ -162,15 +162,16 @@ async def phases(b: fanout.Bench, token_a: str, token_b: str, args) -> None:
     during = sum(flood.answers.values())
     await clients
     elapsed = time.perf_counter() - started
+    await b.until_count("siren", SIRENS_A * flood.answers.get(202, 0) + args.alerts, 600)
+    drained = time.perf_counter() - started
     label = "A's rate raised, every order admitted" if args.admit_all else "default per-cell rate"
     print(f"cell A: {args.flood} orders from {args.clients} clients in {elapsed:.1f} s ({label}):"
           f" {flood.answers.get(202, 0)} admitted, {flood.answers.get(429, 0)} refused with 429"
           + "".join(f", {n} answered {s}" for s, n in sorted(flood.answers.items()) if s not in (202, 429))
-          + f"; B's {args.alerts} alerts were posted between A's answers {B_STARTS_AFTER} and {during}")
+          + f"; B's {args.alerts} alerts were posted between A's answers {B_STARTS_AFTER} and {during};"
+          f" A's last siren command {drained:.1f} s after its first order")
     priority.show("B 202 latency", posts, 50)
     priority.show("B first siren", firsts, 1000)
-    if os.environ.get("FLOOD_DEBUG"):
-        print([round(f, 3) for f in firsts], [round(p, 3) for p in posts])
 
 
 if __name__ == "__main__":
