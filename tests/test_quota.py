@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from alertd import people, quota
+from alertd import model, people, quota
+from tests import helpers
 
 RATE = people.Rate(per_minute=60, burst=3)  # one order a second, three at once
 
@@ -45,3 +46,43 @@ def test_full_buckets_are_forgotten_so_memory_stays_bounded():
     q.take("busy", RATE, 10.0)  # ten seconds on, every other bucket has refilled: forgotten
     assert len(q) == 1
     assert [q.take("busy", RATE, 10.0) for _ in range(3)] == [None, None, 1.0]  # and its own is kept
+
+
+# -- at POST /v1/alerts ------------------------------------------------------------------------------
+
+
+async def cell_token(daemon, cell: str, zones: list[str], rate: people.Rate) -> dict[str, str]:
+    return helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, zones, cell=cell, rate=rate))
+
+
+async def post(daemon, headers: dict[str, str], **order):
+    return await daemon.client.post("/v1/alerts", headers=headers, json=helpers.order(**order))
+
+
+async def test_an_order_beyond_the_cells_rate_is_refused_with_429_and_retry_after_and_nothing_is_kept(daemon):
+    paris = await cell_token(daemon, "Flood", ["75"], people.Rate(per_minute=2, burst=2))
+    assert [(await post(daemon, paris)).status for _ in range(2)] == [202, 202]
+    refused = await post(daemon, paris)
+    assert refused.status == 429 and refused.headers["Content-Type"].startswith("application/problem+json")
+    assert refused.headers["Retry-After"] == "30"  # two a minute: the next in 30 s
+    problem = await refused.json()
+    assert problem["status"] == 429 and problem["type"].endswith("/too-many-orders")
+    assert "try again in 30 s" in problem["detail"]
+    await daemon.drain()
+    assert len((await (await daemon.get("/v1/alerts")).json())["alerts"]) == 2
+    daemon.clock.advance(30)
+    assert (await post(daemon, paris)).status == 202
+
+
+async def test_one_cells_flood_does_not_refuse_another_cells_orders(daemon):
+    paris = await cell_token(daemon, "Flood", ["75"], people.Rate(per_minute=1, burst=1))
+    lyon = await cell_token(daemon, "Other", ["69"], people.Rate(per_minute=1, burst=1))
+    assert [(await post(daemon, paris)).status for _ in range(3)] == [202, 429, 429]
+    assert (await post(daemon, lyon, area={"zones": ["69123"]})).status == 202
+
+
+async def test_retry_after_is_a_whole_number_of_seconds_and_at_least_one(daemon):
+    fast = await cell_token(daemon, "Fast", ["75"], people.Rate(per_minute=600, burst=1))
+    assert (await post(daemon, fast)).status == 202
+    refused = await post(daemon, fast)
+    assert refused.status == 429 and refused.headers["Retry-After"] == "1"  # 0.1 s, rounded up
