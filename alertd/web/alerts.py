@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from alertd import auth, cap, cap_alert, errors, lifecycle, model, orders, planner, render, web as web_mod
+from alertd.web import quota as web_quota
 
 log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
@@ -221,6 +222,7 @@ def _summary(request: web.Request, alert: model.Alert) -> dict:
 async def create(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    await web_quota.admit(request, token)
     checked = await _order(request, token)
     alert = checked.alert
     if alert.status is model.Status.DRAFT:
