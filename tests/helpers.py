@@ -47,7 +47,9 @@ def load_config(tmp: Path, fakes: str, port: int, **kw) -> config.Config:
 NO_APPROVAL = {key: "none" for key in people.APPROVAL_KEYS}
 
 
-async def add_token(db, role: model.Role, zones: list[str], cell: str = "Préfecture test", **cell_options) -> str:
+async def add_token(
+    db, role: model.Role, zones: list[str], cell: str = "Préfecture test", **cell_options
+) -> str:
     """A token as tests had before users existed: of a trusted machine client holding `role`, in the
     cell named `cell` over `zones` (id `<slug>-<zones>`, made on first use, approving nothing)."""
     key = "-".join("national" if z == "*" else z.lower() for z in zones)

@@ -80,7 +80,8 @@ class PeopleContract:
         await store.add_token(token)
         found = await store.caller_by_hash(token.secret_hash)
         assert found == people.Caller(token, alice, await store.get_cell("pref-69"))
-        assert (found.user, found.cell, found.cell_name, found.zones) == ("alice", "pref-69", "Préfecture du Rhône", ("69",))
+        assert (found.user, found.cell, found.zones) == ("alice", "pref-69", ("69",))
+        assert found.cell_name == "Préfecture du Rhône"
         assert token.expires_at == NOW + dt.timedelta(days=people.PERSON_TOKEN_DAYS)
         assert await store.caller_by_hash("hash-2") is None
         with pytest.raises(errors.Conflict):

@@ -32,8 +32,9 @@ async def drawn(daemon):
         model.Siren("siren-square", "92012", "Square", 48.86, 2.35),
         model.Siren("siren-far", "92012", "Far", 48.89, 2.40),
     ])
-    plaintext = await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "92", "69"], cell="Préfecture de police",
-                                        boundary=(PARIS_BOX,))
+    plaintext = await helpers.add_token(
+        daemon.store, model.Role.ISSUER, ["75", "92", "69"], cell="Préfecture de police", boundary=(PARIS_BOX,)
+    )
     daemon.headers["drawn"] = helpers.auth_header(plaintext)
     return daemon
 
@@ -255,7 +256,9 @@ async def test_a_draft_approved_is_sent_as_of_the_approval(daemon):
     assert alert["sent"] == (helpers.START + dt.timedelta(seconds=60)).isoformat()
     entries = (await (await daemon.get(f"/v1/audit?subject={draft['id']}", who="admin")).json())["entries"]
     assert [(e["action"], e["cell"], e["user"]) for e in entries] == [
-        ("approved", "mairie-75056", "issuer@mairie-75056"), ("created", "prefecture-test-75", "issuer@prefecture-test-75")]
+        ("approved", "mairie-75056", "issuer@mairie-75056"),
+        ("created", "prefecture-test-75", "issuer@prefecture-test-75"),
+    ]
     again = await daemon.client.post(f"/v1/alerts/{draft['id']}/approve", headers=approver)
     assert again.status == 409  # issued once
 

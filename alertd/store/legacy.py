@@ -38,7 +38,8 @@ class OldToken:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> OldToken:
         return cls(
-            id=row["id"], cell=row["cell"] or "", role=model.Role(row["role"]), zones=tuple(json.loads(row["zones"] or "[]")),
+            id=row["id"], cell=row["cell"] or "", role=model.Role(row["role"]),
+            zones=tuple(json.loads(row["zones"] or "[]")),
             boundary=tuple(tuple(tuple(p) for p in ring) for ring in json.loads(row["boundary"] or "[]")),
             created_at=model.to_utc(row["created_at"]),
         )

@@ -146,7 +146,8 @@ class PeopleStore:
     @staticmethod
     async def _write_senders(conn: Any, cell: people.Cell) -> None:
         await conn.executemany(
-            "INSERT INTO cell_senders (sender, cell_id) VALUES ($1, $2)", [(s, cell.id) for s in dict.fromkeys(cell.senders)]
+            "INSERT INTO cell_senders (sender, cell_id) VALUES ($1, $2)",
+            [(s, cell.id) for s in dict.fromkeys(cell.senders)],
         )
 
     async def get_cell(self, cell_id: str) -> people.Cell:

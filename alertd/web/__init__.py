@@ -20,7 +20,9 @@ from typing import Any
 import structlog
 from aiohttp import http_exceptions, web, web_protocol
 
-from alertd import auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, people, progress, render, store as store_mod
+from alertd import (
+    auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, people, progress, render, store as store_mod,
+)
 
 log = structlog.get_logger("alertd.web")
 
