@@ -314,12 +314,15 @@ def token_list(args) -> int:
 
 def token_revoke(args) -> int:
     async def work(db) -> bool:
-        if await db.revoke_token(args.id):
-            await db.add_audit(cli_base.local_entry("token_revoked", args.id))
-            return True
-        if not any(t.id == args.id for t in await db.list_tokens()):
+        token = next((t for t in await db.list_tokens() if t.id == args.id), None)
+        if token is None:
             raise errors.NotFound(f"no token {args.id}: `alertd token list` shows them", field="id")
-        return False
+        if not await db.revoke_token(token.id):
+            return False
+        user = next((u for u in await db.list_users() if u.id == token.user), None)
+        await db.add_audit(cli_base.local_entry("token_revoked", token.id, user=user and user.name,
+                                                cell=user and user.cell))
+        return True
 
     if _run(args, work):
         print(f"revoked token {args.id}: it no longer authenticates")

@@ -243,7 +243,10 @@ def test_token_list_shows_no_secret_and_revoke_stops_it(alertd, tmp_path, capsys
     assert alertd("token", "list", "--user", "alice") == 0
     (header, row) = output(capsys).splitlines()
     assert row.split()[:3] == [token_id, "alice", "pref-69"] and row.split()[-1] == "yes"
-    assert stored(tmp_path, "audit", 1)[0].action == "token_revoked"
+    entry = stored(tmp_path, "audit", 1)[0]
+    assert (entry.action, entry.subject, entry.detail["user"]) == ("token_revoked", token_id, "alice")
+    assert alertd("token", "revoke", token_id) == 0  # nothing more to do
+    assert "already revoked" in capsys.readouterr().err
 
 
 def test_revoking_an_unknown_token(alertd, tmp_path, capsys):
