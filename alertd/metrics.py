@@ -35,7 +35,7 @@ OPEN = frozenset({model.State.PENDING, model.State.SENDING})
 SIREN_STATES = sirenstate.STATES
 # Why a bearer token was refused: none given, not an alertd token, no such token (or a wrong
 # secret), revoked, expired.
-AUTH_FAILURES = ("missing", "malformed", "unknown", "revoked", "expired")
+AUTH_FAILURES = ("missing", "malformed", "unknown", "revoked", "expired", "disabled")
 # Why the server closed a connection itself: no complete request head in time, a body not received
 # in time (answered 408), the one idle the longest closed to make room (at the cap, or out of file
 # descriptors), a new one closed at the cap with every connection busy.

@@ -307,33 +307,6 @@ class Siren:
 
 
 @dataclasses.dataclass(frozen=True)
-class Token:
-    """A bearer token's record. Only the hash of the secret is ever stored."""
-
-    id: str
-    cell: str
-    role: Role
-    zones: tuple[str, ...]  # INSEE commune codes, département codes, or "*"
-    secret_hash: str
-    created_at: dt.datetime
-    revoked: bool = False
-    boundary: tuple[Ring, ...] = ()  # the jurisdiction's outline, for areas drawn as shapes
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Token:
-        return cls(
-            id=row["id"],
-            cell=row["cell"],
-            role=Role(row["role"]),
-            zones=tuple(json.loads(row["zones"])),
-            secret_hash=row["secret_hash"],
-            created_at=to_utc(row["created_at"]),
-            revoked=bool(row["revoked"]),
-            boundary=tuple(tuple(tuple(p) for p in ring) for ring in json.loads(row["boundary"] or "[]")),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class Delivery:
     """One message of one alert to one address over one configured channel."""
 

@@ -408,15 +408,19 @@ def _paths() -> dict[str, Any]:
             {200: _json("Sirens.", _ref("Sirens"))},
         )},
         "/v1/me": {"get": _op(
-            "The caller's token: cell, role, zones.",
-            {200: _json("The token.", _object(token_id=_str(), cell=_str(), role=_enum(model.Role),
-                                              zones={"type": "array", "items": {"type": "string"}}))},
+            "Who the caller is: the token, its user, the user's cell (id and name), roles and zones.",
+            {200: _json("The caller.", _object(
+                token_id=_str(), cell=_str("The cell's id."), cell_name=_str(), user=_str("The user's name."),
+                roles={"type": "array", "items": _enum(model.Role)},
+                zones={"type": "array", "items": {"type": "string"}},
+                expires_at=_nullable_str("When the token stops working.", format="date-time"),
+            ))},
         )},
         "/v1/audit": {"get": _op(
             "The audit log, newest first (admin): who did what, when, from which address. Read only.",
             {200: _json("A page of entries.", _object(entries={"type": "array", "items": _object(
                 id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
-                action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
+                user=_nullable_str("The user's name."), action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
             )}, next={"type": ["integer", "null"]}))},
             400, 403,
             parameters=[

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from alertd import auth, config, demo, model, testing, web as web_mod
+from alertd import auth, config, demo, errors, model, people, testing, web as web_mod
 
 START = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -44,8 +44,46 @@ def load_config(tmp: Path, fakes: str, port: int, **kw) -> config.Config:
     return config.load(str(write_config(tmp, fakes, port, **kw)), env={})
 
 
-async def add_token(db, role: model.Role, zones: list[str], cell: str = "Préfecture test") -> str:
-    plaintext, token = auth.new_token(cell, role, zones, START)
+NO_APPROVAL = {key: "none" for key in people.APPROVAL_KEYS}
+
+
+async def add_token(
+    db, role: model.Role, zones: list[str], cell: str = "Préfecture test", **cell_options
+) -> str:
+    """A token as tests had before users existed: of a trusted machine client holding `role`, in the
+    cell named `cell` over `zones` (id `<slug>-<zones>`, made on first use, approving nothing)."""
+    key = "-".join("national" if z == "*" else z.lower() for z in zones)
+    cell_id = f"{people.slug(cell)}-{key}"[:64].strip("-")
+    try:
+        await db.get_cell(cell_id)
+    except errors.NotFound:
+        options = {"approval": NO_APPROVAL} | cell_options
+        await db.add_cell(auth.new_cell(cell_id, cell, zones, START, **options))
+    name = f"{role.value}@{cell_id}"
+    try:
+        user = await db.get_user(name)
+    except errors.NotFound:
+        user = auth.new_user(name, cell_id, [role], START, machine=True, trusted=True)
+        await db.add_user(user)
+    plaintext, token = auth.new_token(user, START)
+    await db.add_token(token)
+    return plaintext
+
+
+async def add_cell(db, cell_id: str, zones: list[str], name: str | None = None, senders=None, approval=None,
+                   rate=None, **options) -> people.Cell:
+    """A cell with the default approval policy (an actual alert waits for a second person) unless told."""
+    cell = auth.new_cell(cell_id, name or cell_id, zones, START, senders=senders or (), approval=approval,
+                         rate=rate, **options)
+    await db.add_cell(cell)
+    return cell
+
+
+async def add_person(db, name: str, cell_id: str, *roles: model.Role, expires: dt.timedelta | None = None) -> str:
+    """A person of the cell holding `roles`, and the plaintext of a token of theirs."""
+    user = auth.new_user(name, cell_id, roles, START)
+    await db.add_user(user)
+    plaintext, token = auth.new_token(user, START, expires)
     await db.add_token(token)
     return plaintext
 

@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+import store_people_contract
 
 from alertd import errors, model, planner
 
@@ -46,7 +47,7 @@ def summary(deliveries) -> set[tuple]:
     return {(d.channel, d.target, d.address, d.locale, d.command) for d in deliveries}
 
 
-class StoreContract:
+class StoreContract(store_people_contract.PeopleContract):
     @pytest.fixture
     async def store(self):
         raise NotImplementedError("a store implementation's test module provides an opened, empty store")
@@ -74,15 +75,6 @@ class StoreContract:
         batch = await store.claim(channel, owner, at, 100, LEASE)
         await store.record([model.Outcome(d.id, S.SENT, provider_id=f"P{d.id}") for d in batch], at)
         return batch
-
-    # -- tokens -----------------------------------------------------------------------------------
-    async def test_token_roundtrip(self, store):
-        token = model.Token("t1", "cell-75", model.Role.ISSUER, ("75", "92012"), "hash-1", NOW)
-        await store.add_token(token)
-        assert await store.token_by_hash("hash-1") == token
-        assert await store.token_by_hash("hash-2") is None
-        with pytest.raises(errors.Conflict):
-            await store.add_token(dataclasses.replace(token, secret_hash="hash-3"))
 
     # -- audience ---------------------------------------------------------------------------------
     async def test_recipients_by_ids(self, store):

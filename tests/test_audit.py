@@ -16,10 +16,11 @@ async def test_orders_cancels_and_imports_are_audited(daemon):
     assert actions[:2] == [("cancelled", sent["id"]), ("created", sent["id"])]
     assert ("subscribers_imported", None) in actions  # the fixture's import
     created = entries[1]
-    assert created["cell"] == "Préfecture test" and created["address"] == "127.0.0.1" and created["token_id"]
+    assert (created["cell"], created["user"]) == ("prefecture-test-75", "issuer@prefecture-test-75")
+    assert created["address"] == "127.0.0.1" and created["token_id"]
     assert created["detail"]["status"] == "actual"
     status = await daemon.status(sent["id"])
-    assert status["cancelled_by"]["cell"] == "Préfecture test"
+    assert status["cancelled_by"]["cell"] == "prefecture-test-75"
 
 
 async def test_a_cap_cancel_audits_each_alert_it_stops(daemon):

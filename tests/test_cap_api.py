@@ -121,7 +121,8 @@ async def test_a_json_alert_comes_out_as_valid_cap(daemon):
     out = await daemon.client.get(f"/v1/alerts/{sent['id']}.xml")  # public and actual: no token needed
     xml = await out.read()
     doc = cap.parse(xml)
-    assert (doc.identifier, doc.sender, doc.sent) == ("FR-75-JSON", "prefecture-test", helpers.START)
+    # The sender is the cell's (its id, for the cells tests make).
+    assert (doc.identifier, doc.sender, doc.sent) == ("FR-75-JSON", "prefecture-test-75", helpers.START)
     assert b"<sent>2026-11-26T10:00:00-00:00</sent>" in xml  # CAP 1.2 spells UTC -00:00
     assert doc.infos[0].parameters[0] == ("template", "shelter_in_place")
     assert doc.infos[0].areas[0].geocodes == (("INSEE", "75056"),)

@@ -7,6 +7,7 @@ Needs Debian's chromium (`apt-get install -y --no-install-recommends chromium`) 
 
 from __future__ import annotations
 
+import datetime as dt
 import pathlib
 import re
 import time
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright, expect
 
-from alertd import app as app_mod, demo, model, testing, web as web_mod
+from alertd import app as app_mod, demo, model, people, testing, web as web_mod
 from alertd.web import console
 from tests import helpers
 
@@ -46,7 +47,10 @@ async def test_the_page_and_every_asset_it_loads_are_served_from_alertd_alone(da
 
 async def test_me_tells_the_console_who_signed_in(daemon):
     me = await (await daemon.get("/v1/me", who="issuer")).json()
-    assert me["role"] == "issuer" and me["cell"] == "Préfecture test" and me["zones"] == ["75"]
+    assert me["roles"] == ["issuer"] and me["zones"] == ["75"]
+    assert (me["cell"], me["cell_name"]) == ("prefecture-test-75", "Préfecture test")
+    assert me["user"] == "issuer@prefecture-test-75"
+    assert me["expires_at"] == (helpers.START + dt.timedelta(days=people.MACHINE_TOKEN_DAYS)).isoformat()
     assert (await daemon.client.get("/v1/me")).status == 401
 
 
@@ -176,11 +180,11 @@ async def test_sign_in_watch_an_alert_complete_and_cancel_another(served, browse
     await expect(page.locator("#dialog")).to_contain_text("Annuler")
     await page.screenshot(path=ARTIFACTS / "console-cancel-dialog.png")
     await page.click("#confirm-cancel")
-    await expect(page.locator("#cancel-result")).to_contain_text("Préfecture test", timeout=WAIT)
+    await expect(page.locator("#cancel-result")).to_contain_text("prefecture-test-national", timeout=WAIT)
     await page.screenshot(path=ARTIFACTS / "console-cancelled.png")
     await page.click("#cancel-result button")
     await expect(page.locator(".head [data-state=cancelled]")).to_be_visible(timeout=WAIT)
-    await expect(page.locator("#cancelled")).to_contain_text("Préfecture test")
+    await expect(page.locator("#cancelled")).to_contain_text("prefecture-test-national")
     await expect(page.locator("tr[data-channel=sms] td[data-state=cancelled]")).to_have_text(str(PEOPLE), timeout=WAIT)
 
     # An operator reads but may not cancel, and sees the sirens; in English when asked.

@@ -3,7 +3,6 @@ authentications are counted in /metrics and logged at a bounded rate."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -13,7 +12,7 @@ import pytest
 import structlog
 from prometheus_client import parser as prometheus_parser
 
-from alertd import auth, logs, model
+from alertd import logs, model
 from tests import helpers
 
 pytestmark = pytest.mark.parametrize("daemon", ["sqlite"], indirect=True)
@@ -108,8 +107,8 @@ async def failures(daemon) -> dict[str, float]:
 
 
 async def test_a_thousand_failed_authentications_are_counted_and_logged_a_few_times(daemon, log_lines):
-    plaintext, token = auth.new_token("Préfecture test", model.Role.ISSUER, ["75"], helpers.START)
-    await daemon.store.add_token(dataclasses.replace(token, revoked=True))
+    plaintext = await helpers.add_token(daemon.store, model.Role.ISSUER, ["75"])
+    assert await daemon.store.revoke_token(plaintext.split("_")[1])
     revoked = helpers.auth_header(plaintext)
     tries = [
         ({}, "missing"), ({"Authorization": "Basic dXNlcjpwYXNz"}, "malformed"),

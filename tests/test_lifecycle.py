@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from alertd import auth, model
+from alertd import model
 from tests import helpers
 
 LYON = helpers.LYON
@@ -32,9 +32,9 @@ async def drawn(daemon):
         model.Siren("siren-square", "92012", "Square", 48.86, 2.35),
         model.Siren("siren-far", "92012", "Far", 48.89, 2.40),
     ])
-    plaintext, token = auth.new_token("Préfecture de police", model.Role.ISSUER, ["75", "92", "69"], helpers.START,
-                                      boundary=(PARIS_BOX,))
-    await daemon.store.add_token(token)
+    plaintext = await helpers.add_token(
+        daemon.store, model.Role.ISSUER, ["75", "92", "69"], cell="Préfecture de police", boundary=(PARIS_BOX,)
+    )
     daemon.headers["drawn"] = helpers.auth_header(plaintext)
     return daemon
 
@@ -148,9 +148,9 @@ async def test_a_cancel_before_the_fan_out_leaves_nothing_to_send(daemon):
 
 
 @pytest.mark.parametrize("change, field_message", [
-    ({"references": [{"sender": "prefecture-test", "identifier": "nope", "sent": helpers.START.isoformat()}]},
+    ({"references": [{"sender": "prefecture-test-75", "identifier": "nope", "sent": helpers.START.isoformat()}]},
      "no alert"),
-    ({"identifier": "self", "references": [{"sender": "prefecture-test", "identifier": "self",
+    ({"identifier": "self", "references": [{"sender": "prefecture-test-75", "identifier": "self",
                                            "sent": helpers.START.isoformat()}]}, "itself"),
     ({"status": "exercise"}, "status"),
 ])
@@ -255,7 +255,10 @@ async def test_a_draft_approved_is_sent_as_of_the_approval(daemon):
     assert alert["status"] == "actual" and alert["state"] == "completed"
     assert alert["sent"] == (helpers.START + dt.timedelta(seconds=60)).isoformat()
     entries = (await (await daemon.get(f"/v1/audit?subject={draft['id']}", who="admin")).json())["entries"]
-    assert [(e["action"], e["cell"]) for e in entries] == [("approved", "Mairie"), ("created", "Préfecture test")]
+    assert [(e["action"], e["cell"], e["user"]) for e in entries] == [
+        ("approved", "mairie-75056", "issuer@mairie-75056"),
+        ("created", "prefecture-test-75", "issuer@prefecture-test-75"),
+    ]
     again = await daemon.client.post(f"/v1/alerts/{draft['id']}/approve", headers=approver)
     assert again.status == 409  # issued once
 

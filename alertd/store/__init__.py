@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import errors, model, priority
+from alertd import errors, model, people as people_mod, priority  # `people` is alertd.store.people
 from alertd.store import audit, progress, sirens
 
 
@@ -42,10 +42,44 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise `errors.StoreError` when the store is unreachable."""
 
-    # -- tokens ----------------------------------------------------------------------------------
-    async def add_token(self, token: model.Token) -> None: ...
+    # -- cells, users and tokens (alertd.store.people) -------------------------------------------
+    async def add_cell(self, cell: people_mod.Cell) -> None:
+        """`errors.Conflict` (field `id`) when the id is taken, (field `senders`) when one of its
+        senders is another cell's: no two cells sign with the same CAP sender."""
 
-    async def token_by_hash(self, secret_hash: str) -> model.Token | None: ...
+    async def update_cell(self, cell: people_mod.Cell) -> None:
+        """Replace the cell of that id (same checks as `add_cell`); `errors.NotFound` when absent."""
+
+    async def get_cell(self, cell_id: str) -> people_mod.Cell:
+        """Raise `errors.NotFound` when absent."""
+
+    async def list_cells(self) -> list[people_mod.Cell]:
+        """By id."""
+
+    async def add_user(self, user: people_mod.User) -> None:
+        """`errors.Conflict` (field `name`) when the name is taken; `errors.NotFound` when its cell is absent."""
+
+    async def get_user(self, name: str) -> people_mod.User:
+        """By name; raise `errors.NotFound` when absent."""
+
+    async def list_users(self, cell: str | None = None) -> list[people_mod.User]:
+        """By name; only the cell's (by id) when given."""
+
+    async def disable_user(self, name: str) -> people_mod.User:
+        """The user, disabled: its tokens authenticate no more. `errors.NotFound` when absent."""
+
+    async def add_token(self, token: people_mod.Token) -> None:
+        """`errors.NotFound` when its user is absent."""
+
+    async def list_tokens(self, user: str | None = None) -> list[people_mod.Token]:
+        """Oldest first; only the user's (by name) when given."""
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """False when absent or revoked already."""
+
+    async def caller_by_hash(self, secret_hash: str) -> people_mod.Caller | None:
+        """The token with that secret hash, its user and the user's cell (one query), whatever their
+        state (revoked, expired, disabled: `auth.check` decides)."""
 
     # -- audience --------------------------------------------------------------------------------
     async def upsert_recipients(self, recipients: Sequence[model.Recipient]) -> int:

@@ -29,7 +29,7 @@ GENESIS = "0" * 64
 class Entry:
     """One thing someone did. `subject` is what it was done to (an alert id, a token id…)."""
 
-    cell: str
+    cell: str  # the cell's id (its display name in entries from before cells were records)
     # created (an order: alert, update or cancel), updated and cancelled (the alert replaced or
     # stopped), token_created, subscribers_imported, sirens_imported
     action: str
@@ -38,6 +38,7 @@ class Entry:
     subject: str | None = None
     detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     address: str | None = None  # the client's IP address, or "local" for the command line
+    user: str | None = None  # the user's name (None in entries from before users existed, and locally)
     id: int | None = None
     hash: str | None = None
 
@@ -45,19 +46,22 @@ class Entry:
         """What the hash covers: every fact of the entry, in a fixed form."""
         facts = [self.at.isoformat(), self.cell, self.token_id, self.action, self.subject, dict(self.detail),
                  self.address]
+        if self.user is not None:  # so that the entries written before users existed still verify
+            facts.append({"user": self.user})
         return json.dumps(facts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "at": self.at.isoformat(), "cell": self.cell, "token_id": self.token_id,
-            "action": self.action, "subject": self.subject, "detail": dict(self.detail), "address": self.address,
+            "user": self.user, "action": self.action, "subject": self.subject, "detail": dict(self.detail),
+            "address": self.address,
         }
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Entry:
         return cls(
             id=row["id"], at=model.to_utc(row["at"]), cell=row["cell"], token_id=row["token_id"],
-            action=row["action"], subject=row["subject"], detail=json.loads(row["detail"]),
+            user=row["user_name"], action=row["action"], subject=row["subject"], detail=json.loads(row["detail"]),
             address=row["address"], hash=row["hash"],
         )
 
@@ -86,9 +90,9 @@ class AuditStore:
         last = await conn.fetch("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
         prev = last[0]["hash"] if last else GENESIS
         await conn.execute(
-            "INSERT INTO audit (at, cell, token_id, action, subject, detail, address, prev_hash, hash)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            self._t(entry.at), entry.cell, entry.token_id, entry.action, entry.subject,
+            "INSERT INTO audit (at, cell, token_id, user_name, action, subject, detail, address, prev_hash, hash)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            self._t(entry.at), entry.cell, entry.token_id, entry.user, entry.action, entry.subject,
             json.dumps(dict(entry.detail), ensure_ascii=False), entry.address, prev, chained(prev, entry),
         )
 

@@ -12,10 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import errors, model, store as store_mod
-from alertd.store import audit, planning, progress, sirens, sql
+from alertd.store import audit, legacy, people, planning, progress, sirens, sql
+
+# What runs after a migration's statements, in its transaction: the data it moves (store, conn).
+STEPS = {people.MIGRATION[0]: legacy.migrate_old_tokens}
 
 
-class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore, sirens.SirenStore):
+class SQLStore(
+    planning.PlanningStore, progress.ProgressStore, audit.AuditStore, sirens.SirenStore, people.PeopleStore
+):
     """Every `Store` method, over `sql.Conn`s from the driver subclass (`_tx`, `_conn`)."""
 
     dialect: sql.Dialect
@@ -72,24 +77,12 @@ class SQLStore(planning.PlanningStore, progress.ProgressStore, audit.AuditStore,
                 if version > current:
                     for statement in statements:
                         await conn.execute(statement)
+                    if version in STEPS:
+                        await STEPS[version](self, conn)
                     await conn.execute(
                         "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
                         version, self._t(model.utcnow()),
                     )
-
-    # -- tokens ------------------------------------------------------------------------------------
-    async def add_token(self, token: model.Token) -> None:
-        await self._execute(
-            "INSERT INTO tokens (id, cell, role, zones, secret_hash, created_at, revoked, boundary)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            token.id, token.cell, token.role.value, json.dumps(list(token.zones)), token.secret_hash,
-            self._t(token.created_at), token.revoked,
-            json.dumps([[list(p) for p in ring] for ring in token.boundary]) if token.boundary else None,
-        )
-
-    async def token_by_hash(self, secret_hash: str) -> model.Token | None:
-        rows = await self._fetch("SELECT * FROM tokens WHERE secret_hash = $1", secret_hash)
-        return model.Token.from_row(rows[0]) if rows else None
 
     # -- audience ----------------------------------------------------------------------------------
     async def upsert_recipients(self, recipients: Sequence[model.Recipient]) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from alertd import errors, model, priority
-from alertd.store import audit, progress, sirens
+from alertd.store import audit, people, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
 STOPPED = "('cancelled', 'updated', 'expired')"  # alerts whose pending deliveries never go
@@ -92,6 +92,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         f"UPDATE deliveries SET priority = {priority.SIREN} WHERE kind = 'siren'",
         "CREATE INDEX deliveries_claim_priority ON deliveries (channel, state, priority, next_at, id)",
     )),
+    people.MIGRATION,  # cells and users; every token belongs to a user (`legacy` moves the old ones)
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at,"\

@@ -20,7 +20,9 @@ from typing import Any
 import structlog
 from aiohttp import http_exceptions, web, web_protocol
 
-from alertd import auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, model, progress, render, store as store_mod
+from alertd import (
+    auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, people, progress, render, store as store_mod,
+)
 
 log = structlog.get_logger("alertd.web")
 
@@ -109,13 +111,14 @@ async def problems(request: web.Request, handler):
         return problem(500, "about:blank", "Internal Server Error", "the error was logged")
 
 
-async def caller(request: web.Request) -> model.Token:
-    """The authenticated token of the request, or `errors.Unauthenticated` (counted and logged)."""
+async def caller(request: web.Request) -> people.Caller:
+    """Who makes the request (token, user, cell), or `errors.Unauthenticated` (counted and logged):
+    a revoked or expired token, or a disabled user's, is refused from that very moment."""
     header = request.headers.get("Authorization")
     try:
         token_id, secret_hash = auth.parse_bearer(header)
-        token = await request.app[STORE].token_by_hash(secret_hash)
-        return auth.check(token, secret_hash, token_id)
+        found = await request.app[STORE].caller_by_hash(secret_hash)
+        return auth.check(found, secret_hash, token_id, now(request))
     except errors.Unauthenticated as exc:
         reason = failure_reason(header, exc)
         request.app[METRICS].auth_failures.labels(reason).inc()
@@ -154,11 +157,13 @@ def receipts_refused() -> metrics_mod.Tally:
     return metrics_mod.Tally(AUTH_LOG_SECONDS, say)
 
 
-def audit_entry(request: web.Request, token: model.Token, action: str, subject: str | None = None,
+def audit_entry(request: web.Request, caller: people.Caller, action: str, subject: str | None = None,
                 **detail: Any) -> store_mod.audit.Entry:
-    """An audit entry for what `token`'s holder did through this request."""
-    return store_mod.audit.Entry(cell=token.cell, token_id=token.id, action=action, at=now(request), subject=subject,
-                       detail=detail, address=request.remote)
+    """An audit entry for what `caller` (a user of a cell, by token) did through this request."""
+    return store_mod.audit.Entry(
+        cell=caller.cell, user=caller.user, token_id=caller.id, action=action, at=now(request), subject=subject,
+        detail=detail, address=request.remote,
+    )
 
 
 def now(request: web.Request) -> dt.datetime:

@@ -12,8 +12,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/audit")
 async def index(request: web.Request) -> web.Response:
-    token = await web_mod.caller(request)
-    auth.require_role(token, model.Role.ADMIN)
+    caller = await web_mod.caller(request)
+    auth.require_role(caller, model.Role.ADMIN)
     limit = alerts._int(request, "limit", 100, 1, alerts.MAX_PAGE)
     before = alerts._int(request, "before", 2**62, 1, 2**62)
     entries = await request.app[web_mod.STORE].audit(

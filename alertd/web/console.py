@@ -33,6 +33,11 @@ routes.static("/console", STATIC)
 
 @routes.get("/v1/me")
 async def me(request: web.Request) -> web.Response:
-    """The caller's token as the console shows it (role decides which buttons it offers)."""
-    token = await web_mod.caller(request)
-    return web.json_response({"token_id": token.id, "cell": token.cell, "role": token.role.value, "zones": list(token.zones)})
+    """Who the caller is, as the console shows it (the roles decide which buttons it offers)."""
+    caller = await web_mod.caller(request)
+    expires = caller.token.expires_at
+    return web.json_response({
+        "token_id": caller.id, "cell": caller.cell, "cell_name": caller.cell_name, "user": caller.user,
+        "roles": sorted(r.value for r in caller.roles), "zones": list(caller.zones),
+        "expires_at": expires.isoformat() if expires else None,
+    })

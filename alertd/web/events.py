@@ -75,13 +75,13 @@ def _held(request: web.Request, token_id: str):
 
 @routes.get("/v1/alerts/{id}/events")
 async def stream(request: web.Request) -> web.StreamResponse:
-    token, alert = await alerts._readable(request)
+    caller, alert = await alerts._readable(request)
     after = resume_after(request)
     limit = request.app[web_mod.SETTINGS].max_streams_per_token
-    if request.app[web_mod.STREAMS][token.id] >= limit:
+    if request.app[web_mod.STREAMS][caller.id] >= limit:
         request.app[web_mod.METRICS].streams_refused.inc()
         return refused(limit)
-    with _held(request, token.id):
+    with _held(request, caller.id):
         return await _stream(request, alert, after)
 
 

@@ -50,8 +50,8 @@ async def states(request: web.Request) -> list[siren_store.SirenState]:
 @routes.get("/v1/sirens")
 async def index(request: web.Request) -> web.Response:
     """Every siren of the caller's jurisdiction: its state, and its last command (any alert)."""
-    token = await web_mod.caller(request)  # any role: each sees the sirens of its jurisdiction
-    mine = [s for s in await states(request) if not auth.outside(token, [s.zone])]
+    caller = await web_mod.caller(request)  # any role: each sees the sirens of its jurisdiction
+    mine = [s for s in await states(request) if not auth.outside(caller, [s.zone])]
     return web.json_response({"sirens": [siren_json(s, s.last_command) for s in mine]})
 
 

@@ -14,8 +14,8 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/subscribers")
 async def upsert(request: web.Request) -> web.Response:
-    token = await web_mod.caller(request)
-    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    caller = await web_mod.caller(request)
+    auth.require_role(caller, model.Role.ISSUER, model.Role.ADMIN)
     alerts.json_body(request)
     body = await request.read()
     recipients = await alerts.read_off_loop(len(body), audience.parse_subscribers, body)
@@ -24,8 +24,8 @@ async def upsert(request: web.Request) -> web.Response:
     # outside its jurisdiction nor take over (re-route) a subscriber of another cell.
     existing = await store.recipients([r.id for r in recipients])
     zones = {z for r in [*recipients, *existing] for z in r.zones}
-    auth.check_jurisdiction(token, sorted(zones), field="zones")
+    auth.check_jurisdiction(caller, sorted(zones), field="zones")
     count = await store.upsert_recipients(recipients)
-    await store.add_audit(web_mod.audit_entry(request, token, "subscribers_imported", count=count))
-    log.info("subscribers imported", count=count, cell=token.cell)
+    await store.add_audit(web_mod.audit_entry(request, caller, "subscribers_imported", count=count))
+    log.info("subscribers imported", count=count, cell=caller.cell, user=caller.user)
     return web.json_response({"imported": count})

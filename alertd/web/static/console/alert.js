@@ -31,11 +31,11 @@ export function show(root, id, me) {
   function drawHead() {
     const a = st.alert;
     const who = a.cancelled_by ? a.cancelled_by.cell || a.cancelled_by : st.cancelledBy;
-    const cancel = CAN_CANCEL.includes(me.role) && CANCELLABLE.includes(a.state)
+    const cancel = me.roles.some((r) => CAN_CANCEL.includes(r)) && CANCELLABLE.includes(a.state)
       ? h('button', {id: 'cancel', type: 'button', class: 'danger', onclick: confirmCancel}, t('cancel.button')) : null;
     const meta = [`${t('alert.sent')} ${dateTime(a.sent)}`, a.cell || a.sender, t('status.' + a.status),
       [a.severity, a.urgency, a.certainty].map((v) => t('cap.' + v)).join(' / '), a.expires && `${t('alert.expires')} ${dateTime(a.expires)}`];
-    const approve = CAN_CANCEL.includes(me.role) && a.state === 'draft'
+    const approve = me.roles.some((r) => CAN_CANCEL.includes(r)) && a.state === 'draft'
       ? h('button', {id: 'approve', type: 'button', class: 'primary', onclick: approveDraft}, t('approve.button')) : null;
     fill(part.head,
       h('div', {class: 'title'}, h('h1', {}, a.event), badge(a.state), approve, cancel),
@@ -170,7 +170,7 @@ export function show(root, id, me) {
     let message;
     try {
       const answer = await api(`${path}/cancel`, {method: 'POST', signal});
-      st.cancelledBy = answer.cancelled_by ? answer.cancelled_by.cell || answer.cancelled_by : me.cell;
+      st.cancelledBy = answer.cancelled_by ? answer.cancelled_by.cell || answer.cancelled_by : me.cell_name;
       st.alert = {...st.alert, ...answer};
       message = [t('cancel.done', {at: dateTime(answer.cancelled_at), who: st.cancelledBy}),
         t('cancel.stopped', {n: answer.stopped, sirens: answer.siren_cancels})];

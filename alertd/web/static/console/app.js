@@ -39,7 +39,7 @@ function signin(message) {
 function header() {
   document.getElementById('nav').hidden = !me;
   document.getElementById('signout').hidden = !me;
-  document.getElementById('who').textContent = me ? `${me.cell} · ${t('role.' + me.role)}` : '';
+  document.getElementById('who').textContent = me ? `${me.user} · ${me.cell_name} · ${me.roles.map((r) => t('role.' + r)).join(', ')}` : '';
   document.getElementById('lang').textContent = lang() === 'fr' ? 'English' : 'Français';
   for (const link of document.querySelectorAll('#nav a')) {
     link.classList.toggle('here', location.hash.startsWith(link.getAttribute('href')));

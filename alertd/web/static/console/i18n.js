@@ -3,7 +3,7 @@
 const TEXT = {
   fr: {
     'nav.alerts': 'Alertes', 'nav.sirens': 'Sirènes', 'signout': 'Se déconnecter', 'close': 'Fermer',
-    'role.issuer': 'émetteur', 'role.operator': 'opérateur', 'role.admin': 'administrateur',
+    'role.issuer': 'émetteur', 'role.operator': 'opérateur', 'role.admin': 'administrateur', 'role.approver': 'approbateur',
     'signin.title': 'Console alertd', 'signin.token': 'Jeton d’accès',
     'signin.hint': 'Jeton d’opérateur ou d’émetteur. Il n’est gardé que le temps de cet onglet.',
     'signin.submit': 'Se connecter', 'signin.refused': 'Ce jeton n’est pas reconnu.',
@@ -53,7 +53,7 @@ const TEXT = {
   },
   en: {
     'nav.alerts': 'Alerts', 'nav.sirens': 'Sirens', 'signout': 'Sign out', 'close': 'Close',
-    'role.issuer': 'issuer', 'role.operator': 'operator', 'role.admin': 'admin',
+    'role.issuer': 'issuer', 'role.operator': 'operator', 'role.admin': 'admin', 'role.approver': 'approver',
     'signin.title': 'alertd console', 'signin.token': 'Access token',
     'signin.hint': 'An operator or issuer token. It is kept for this tab only.',
     'signin.submit': 'Sign in', 'signin.refused': 'This token is not recognised.',
