@@ -122,7 +122,8 @@ def test_cell_add_without_a_configuration_creates_no_store(tmp_path, capsys, mon
 
 
 @pytest.mark.parametrize("argv", [
-    CELL, ["user", "list"], ["token", "create", "--user", "x"], ["token", "revoke", "x"], ["audit"], ["audit", "--verify"], ["subscribers", "import", "people.csv"], ["sirens", "import", "s.csv"],
+    CELL, ["user", "list"], ["token", "create", "--user", "x"], ["token", "revoke", "x"], ["audit"],
+    ["audit", "--verify"], ["subscribers", "import", "people.csv"], ["sirens", "import", "s.csv"],
 ])
 def test_commands_on_a_store_that_was_never_created_refuse_and_create_nothing(tmp_path, capsys, argv):
     (tmp_path / "people.csv").write_text("id,phone,push_token,locale,zones\na1,0612345678,,fr,75056\n")
