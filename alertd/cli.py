@@ -1,4 +1,5 @@
-"""The `alertd` command: serve, demo, send, status, tokens, audience imports, check-config, fakes."""
+"""The `alertd` command: serve, demo, send, status, cells, users and tokens (`cli_people`), audience
+imports, the audit log, check-config, fakes."""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import getpass
-import signal
 import json
 import os
-import re
+import signal
 import sys
 from collections.abc import Sequence
 
 import aiohttp
 
-from alertd import app as app_mod, auth, config, errors, importing, logs, model, store as store_mod, systemd
-from alertd.store import audit, sqlite as sqlite_store
+from alertd import app as app_mod, cli_base, cli_people, config, errors, importing, logs, model, systemd
 
 EXIT_USAGE = 2
 
@@ -49,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         c.set_defaults(func=func)
         if config_arg:
-            c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"), help="TOML file")
+            cli_base.config_arg(c)
         return c
 
     cmd("serve", serve, "Run the daemon.")
@@ -66,22 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("send", send, "Post an alert order (JSON, or CAP 1.2 XML) to a running daemon.")
     c.add_argument("file")
-    c.add_argument("--expires-in", type=duration, metavar="DURATION",
+    c.add_argument("--expires-in", type=cli_base.duration, metavar="DURATION",
                    help="a JSON order expires this long from now (2h, 90m, 1h30m, 1d), whatever it says")
     _client_args(c)
     c = cmd("status", status, "Show an alert's progress.")
     c.add_argument("id")
     _client_args(c)
 
-    token = sub.add_parser("token", help="Manage bearer tokens.").add_subparsers(metavar="ACTION")
-    c = token.add_parser("create", help="Create a token; it is printed once, only its hash is kept.")
-    c.set_defaults(func=token_create)
-    c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"))
-    c.add_argument("--cell", required=True, help="the crisis cell, e.g. 'Préfecture de police'")
-    c.add_argument("--role", required=True, choices=[r.value for r in model.Role])
-    c.add_argument("--zones", required=True, help="INSEE commune or département codes, comma-separated, or '*'")
-    c.add_argument("--boundary", metavar="FILE.geojson",
-                   help="the jurisdiction's outline (GeoJSON Polygon or MultiPolygon): lets the cell draw areas")
+    cli_people.register(sub)
 
     c = cmd("audit", audit_log, "Show the audit log (newest first), or check that its chain holds.", False)
     c.add_argument("--config", "-c", default=os.environ.get("ALERTD_CONFIG"))
@@ -105,17 +95,11 @@ def _client_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--token", default=os.environ.get("ALERTD_TOKEN"), help="bearer token (or ALERTD_TOKEN)")
 
 
-def _load(args) -> config.Config:
-    cfg = config.load(args.config)
-    logs.configure(cfg.log.level, cfg.log.format)
-    return cfg
-
-
 # -- daemon --------------------------------------------------------------------------------------
 
 
 def serve(args) -> int:
-    cfg = _load(args)
+    cfg = cli_base.load(args)
     try:
         asyncio.run(_serve(cfg))
     except (errors.AlertdError, OSError) as exc:  # a channel that cannot start, a port taken …
@@ -179,83 +163,8 @@ def demo(args) -> int:
 # -- store administration --------------------------------------------------------------------------
 
 
-async def _with_store(cfg: config.Config, work):
-    """`work(store)` on the daemon's existing store: only `serve` (and `demo`) create one, so a
-    token or an import never lands in a store the daemon will not read."""
-    if not await _store_exists(cfg.store.url):
-        raise errors.StoreError(f"no alertd store at {_place(cfg.store.url)}: `alertd serve` creates it; give "
-                                "the daemon's configuration with --config or $ALERTD_CONFIG")
-    db = store_mod.open_store(cfg.store.url)
-    await db.open()
-    try:
-        return await work(db)
-    finally:
-        await db.close()
-
-
-def _is_sqlite(url: str) -> bool:
-    return url.split(":", 1)[0].lower() == "sqlite"
-
-
-def _place(url: str) -> str:
-    """Where a store is, for a person: a SQLite path relative to the current folder made absolute."""
-    return os.path.abspath(sqlite_store.path_of(url)) if _is_sqlite(url) else config.hide_password(url)
-
-
-async def _store_exists(url: str) -> bool:
-    """Whether `url` holds an alertd store, looked at without creating anything."""
-    if _is_sqlite(url):
-        path = sqlite_store.path_of(url)
-        return os.path.isfile(path) and os.path.getsize(path) > 0
-    import asyncpg
-
-    try:
-        conn = await asyncpg.connect(url)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise errors.StoreError(f"PostgreSQL store unreachable: {exc}") from None
-    try:
-        return await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-    finally:
-        await conn.close()
-
-
-def _read(path: str) -> bytes:
-    """A file named on the command line: one missing or unreadable is a one-line error."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise errors.AlertdError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _boundary(path: str) -> tuple[model.Ring, ...]:
-    try:
-        data = json.loads(_read(path).decode("utf-8-sig"))
-    except ValueError as exc:  # UnicodeDecodeError is one
-        raise errors.Invalid(f"{path}: not JSON: {exc}", field="boundary") from None
-    return auth.boundary_from_geojson(data)
-
-
-def token_create(args) -> int:
-    cfg = _load(args)
-    zones = [z.strip() for z in args.zones.split(",") if z.strip()]
-    boundary = _boundary(args.boundary) if args.boundary else ()
-    plaintext, token = auth.new_token(args.cell, model.Role(args.role), zones, model.utcnow(), boundary)
-    entry = _local_entry("token_created", token.id, cell=token.cell, role=token.role.value, zones=list(token.zones))
-
-    async def store(db) -> None:
-        await db.add_token(token)
-        await db.add_audit(entry)
-
-    asyncio.run(_with_store(cfg, store))
-    print(plaintext)
-    print(f"token {token.id} for {token.cell} ({token.role.value}, zones {','.join(token.zones)}); "
-          "shown once, only its hash is stored", file=sys.stderr)
-    return 0
-
-
 def import_csv(args, noun: str, reader) -> int:
-    cfg = _load(args)
+    cfg = cli_base.load(args)
     try:
         result = reader(args.file)
     except OSError as exc:
@@ -266,18 +175,12 @@ def import_csv(args, noun: str, reader) -> int:
 
     async def store(db) -> int:
         count = await getattr(db, upsert)(list(result.items))
-        await db.add_audit(_local_entry(f"{noun}_imported", None, count=count, file=os.path.basename(args.file)))
+        await db.add_audit(cli_base.local_entry(f"{noun}_imported", None, count=count, file=os.path.basename(args.file)))
         return count
 
-    count = asyncio.run(_with_store(cfg, store))
+    count = asyncio.run(cli_base.with_store(cfg, store))
     print(f"imported {count} {noun}; {len(result.problems)} problems reported")
     return 1 if result.problems else 0
-
-
-def _local_entry(action: str, subject: str | None, **detail) -> audit.Entry:
-    """An audit entry for what someone did on this machine's command line (no token: the OS user)."""
-    return audit.Entry(cell=f"local:{getpass.getuser()}", action=action, at=model.utcnow(), subject=subject,
-                       detail=detail, address="local")
 
 
 async def _verify(db) -> tuple[bool, int | None]:
@@ -285,9 +188,9 @@ async def _verify(db) -> tuple[bool, int | None]:
 
 
 def audit_log(args) -> int:
-    cfg = _load(args)
+    cfg = cli_base.load(args)
     if args.verify:
-        empty, broken = asyncio.run(_with_store(cfg, _verify))
+        empty, broken = asyncio.run(cli_base.with_store(cfg, _verify))
         if empty:
             print("the audit log is empty: nothing to verify (a log emptied by hand would look the same)",
                   file=sys.stderr)
@@ -298,7 +201,7 @@ def audit_log(args) -> int:
             return 1
         print("the audit chain holds")
         return 0
-    entries = asyncio.run(_with_store(
+    entries = asyncio.run(cli_base.with_store(
         cfg, lambda db: db.audit(args.limit, None, args.cell, args.action, args.subject)
     ))
     if not entries:
@@ -334,18 +237,6 @@ async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tupl
         raise errors.AlertdError(f"{url} did not answer JSON: is alertd listening there?") from None
 
 
-_DURATION = re.compile(r"(?:(?P<days>\d+)d)?(?:(?P<hours>\d+)h)?(?:(?P<minutes>\d+)m)?(?:(?P<seconds>\d+)s)?")
-
-
-def duration(text: str) -> dt.timedelta:
-    """`2h`, `90m`, `1h30m`, `1d`, `45s`: a positive span of time."""
-    match = _DURATION.fullmatch(text.strip())
-    span = dt.timedelta(**{k: int(v) for k, v in match.groupdict().items() if v}) if match else dt.timedelta()
-    if span <= dt.timedelta():
-        raise argparse.ArgumentTypeError(f"expected a duration such as 2h, 90m or 1h30m, not {text!r}")
-    return span
-
-
 def with_expiry(body: bytes, expires_in: dt.timedelta, now: dt.datetime) -> bytes:
     """A JSON order's body with `expires` set `expires_in` after `now` (CAP documents keep their own)."""
     if body.lstrip().startswith(b"<"):
@@ -362,7 +253,7 @@ def with_expiry(body: bytes, expires_in: dt.timedelta, now: dt.datetime) -> byte
 
 def send(args) -> int:
     base, headers = _target(args)
-    body = _read(args.file)
+    body = cli_base.read(args.file)
     if args.expires_in:
         body = with_expiry(body, args.expires_in, model.utcnow())
     # A CAP 1.2 document is XML: its first non-blank byte is `<` (a JSON order's is `{`).

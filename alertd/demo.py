@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from alertd import app as app_mod, auth, config, logs, model, web as web_mod
+from alertd import app as app_mod, auth, config, logs, model, people, web as web_mod
 
 COMMUNES = {"75056": "Paris", "69123": "Lyon", "13055": "Marseille"}
 LOCALES = ["fr"] * 11 + ["en"] * 4 + ["es"] * 3 + ["ar"] * 2  # a plausible mix
@@ -145,6 +145,28 @@ def order() -> dict:
     }
 
 
+# The demo's (and the benchmarks') cells: nobody is there to approve an alert, so none waits.
+NO_APPROVAL = {key: people.Approval.NONE for key in people.APPROVAL_KEYS}
+UNLIMITED = people.Rate(per_minute=60_000, burst=10_000)  # a benchmark posts orders as fast as it can
+
+
+async def add_cell(db, cell_id: str, name: str, zones: list[str], now: dt.datetime,
+                   rate: people.Rate = people.Rate()) -> people.Cell:
+    cell = auth.new_cell(cell_id, name, zones, now, approval=NO_APPROVAL, rate=rate)
+    await db.add_cell(cell)
+    return cell
+
+
+async def add_client(db, name: str, cell_id: str, role: model.Role, now: dt.datetime, trusted: bool = True) -> str:
+    """A machine client of the cell holding `role` (trusted: its alerts need no second person), and
+    the plaintext of its token."""
+    user = auth.new_user(name, cell_id, frozenset({role}), now, machine=True, trusted=trusted)
+    await db.add_user(user)
+    plaintext, token = auth.new_token(user, now)
+    await db.add_token(token)
+    return plaintext
+
+
 def bar(done: int, total: int, width: int = 30) -> str:
     filled = width * done // total if total else width
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
@@ -205,10 +227,9 @@ async def run(once: bool, count: int = 2000, port: int = 0) -> int:
 async def _drive(app: web.Application, url: str, fakes: str, count: int, once: bool) -> int:
     db = app[web_mod.STORE]
     now = model.utcnow()
-    issuer, issuer_token = auth.new_token("Démo — cellule de crise", model.Role.ISSUER, list(COMMUNES), now)
-    operator, operator_token = auth.new_token("Démo — opérateurs", model.Role.OPERATOR, ["*"], now)
-    await db.add_token(issuer_token)
-    await db.add_token(operator_token)
+    await add_cell(db, "demo", "Démo — cellule de crise", list(COMMUNES), now)
+    issuer = await add_client(db, "demo-issuer", "demo", model.Role.ISSUER, now)
+    operator = await add_client(db, "demo-operator", "demo", model.Role.OPERATOR, now, trusted=False)
     await db.upsert_sirens(sirens())
     await _fake_call(fakes, "/_fake/siren/heartbeats", HEALTHY | {"sirens": [s.id for s in sirens()]})
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {issuer}"}) as http:

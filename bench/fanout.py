@@ -32,7 +32,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alertd import auth, channels, demo, model, store as store_mod  # noqa: E402
+from alertd import channels, demo, model, store as store_mod  # noqa: E402
 from alertd.channels import fcm_push, twilio_sms  # noqa: E402
 
 SMS_CONCURRENCY, PUSH_CONCURRENCY = 100, 100
@@ -54,9 +54,8 @@ async def seed(url: str, n: int, big: int) -> str:
         for start in range(0, len(people), 10_000):
             await db.upsert_recipients(people[start:start + 10_000])
         await db.upsert_sirens([model.Siren(f"siren-{k}", ZONE_SIRENS) for k in range(3)])
-        plaintext, token = auth.new_token("Bench", model.Role.ISSUER, ["*"], model.utcnow())
-        await db.add_token(token)
-        return plaintext
+        await demo.add_cell(db, "bench", "Bench", ["*"], model.utcnow(), rate=demo.UNLIMITED)
+        return await demo.add_client(db, "bench", "bench", model.Role.ISSUER, model.utcnow())
     finally:
         await db.close()
 

@@ -33,7 +33,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alertd import auth, demo, model, store as store_mod  # noqa: E402
+from alertd import demo, model, store as store_mod  # noqa: E402
 from bench import fanout  # noqa: E402  (read-only: its daemon set-up and helpers)
 
 ZONE_BIG = "69123"
@@ -55,9 +55,8 @@ async def seed(url: str, big: int, urgent: int) -> str:
         for start in range(0, len(people), 10_000):
             await db.upsert_recipients(people[start:start + 10_000])
         await db.upsert_sirens([model.Siren(f"siren-{k:02d}", commune(k)) for k in range(urgent)])
-        plaintext, token = auth.new_token("Bench", model.Role.ISSUER, ["*"], model.utcnow())
-        await db.add_token(token)
-        return plaintext
+        await demo.add_cell(db, "bench", "Bench", ["*"], model.utcnow(), rate=demo.UNLIMITED)
+        return await demo.add_client(db, "bench", "bench", model.Role.ISSUER, model.utcnow())
     finally:
         await db.close()
 

@@ -40,13 +40,13 @@ async def test_only_admins_read_it_and_nobody_edits_it(daemon):
         assert resp.status == 405
 
 
-def test_the_command_line_audits_tokens_and_shows_the_log(tmp_path, capsys):
-    assert cli.main(["token", "create", "--config", config_file(tmp_path), "--cell", "Mairie de Lyon",
-                     "--role", "issuer", "--zones", "69123"]) == 0
+def test_the_command_line_audits_what_it_does_and_shows_the_log(tmp_path, capsys):
+    assert cli.main(["cell", "add", "lyon", "--config", config_file(tmp_path), "--name", "Mairie de Lyon",
+                     "--zones", "69123"]) == 0
     capsys.readouterr()
     assert cli.main(["audit", "--config", config_file(tmp_path)]) == 0
     line = capsys.readouterr().out.strip()
-    assert "token_created" in line and "local:" in line and '"Mairie de Lyon"' in line
+    assert "cell_created" in line and "local:" in line and '"Mairie de Lyon"' in line
     assert cli.main(["audit", "--config", config_file(tmp_path), "--verify"]) == 0
     with_store(tmp_path, lambda db: db._execute("UPDATE audit SET cell = 'x'"))
     assert cli.main(["audit", "--config", config_file(tmp_path), "--verify"]) == 1

@@ -1,4 +1,5 @@
-"""The `alertd` command line: tokens, imports, config checks, send/status, and the demo."""
+"""The `alertd` command line: imports, config checks, send/status, and the demo (cells, users and
+tokens: test_cli_people)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from alertd import auth, cli, model, orders, store as store_mod
+from alertd import cli, cli_base, model, orders, store as store_mod
 from tests import helpers
 
 
@@ -40,23 +41,6 @@ def with_store(tmp_path, work, url: str | None = None):
             await db.close()
 
     return asyncio.run(run())
-
-
-def test_token_create_prints_the_token_once_and_stores_only_its_hash(tmp_path, capsys):
-    assert cli.main(["token", "create", "--config", config_file(tmp_path), "--cell", "Mairie de Lyon",
-                     "--role", "issuer", "--zones", "69123"]) == 0
-    plaintext = capsys.readouterr().out.strip()
-    token_id, secret_hash = auth.parse_bearer(f"Bearer {plaintext}")
-    token = with_store(tmp_path, lambda db: db.token_by_hash(secret_hash))
-    assert token.cell == "Mairie de Lyon" and token.zones == ("69123",) and token.role is model.Role.ISSUER
-    assert plaintext.split("_")[-1] not in token.secret_hash
-    assert plaintext not in (tmp_path / "alertd.db").read_bytes().decode("latin1")
-
-
-def test_token_create_refuses_bad_zones(tmp_path, capsys):
-    assert cli.main(["token", "create", "--config", config_file(tmp_path), "--cell", "X",
-                     "--role", "issuer", "--zones", "Lyon"]) == 1
-    assert "zones" in capsys.readouterr().err
 
 
 def test_subscribers_import_keeps_good_rows_and_reports_bad_ones(tmp_path, capsys):
@@ -103,17 +87,6 @@ def test_the_demo_runs_the_whole_path_once():
     assert "status callback(s) lost" not in out.stderr  # the daemon heard every one before it stopped
 
 
-def test_token_create_with_a_drawn_boundary(tmp_path, capsys):
-    geojson = tmp_path / "paris.geojson"  # GeoJSON: longitude first
-    geojson.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
-                       '[[[2.22, 48.80], [2.47, 48.80], [2.47, 48.92], [2.22, 48.92], [2.22, 48.80]]]}}')
-    assert cli.main(["token", "create", "--config", config_file(tmp_path), "--cell", "Préfecture de police",
-                     "--role", "issuer", "--zones", "75", "--boundary", str(geojson)]) == 0
-    _, secret_hash = auth.parse_bearer(f"Bearer {capsys.readouterr().out.strip()}")
-    token = with_store(tmp_path, lambda db: db.token_by_hash(secret_hash))
-    assert token.boundary == (((48.80, 2.22), (48.80, 2.47), (48.92, 2.47), (48.92, 2.22), (48.80, 2.22)),)
-
-
 async def test_send_takes_a_cap_document(daemon, tmp_path, capsys):
     from tests import test_cap_api
 
@@ -128,7 +101,7 @@ async def test_send_takes_a_cap_document(daemon, tmp_path, capsys):
 
 # -- commands that need the daemon's store refuse when there is none -------------------------------
 
-TOKEN = ["token", "create", "--cell", "Mairie de Lyon", "--role", "issuer", "--zones", "69123"]
+CELL = ["cell", "add", "lyon", "--name", "Mairie de Lyon", "--zones", "69123"]
 
 
 def one_line_error(capsys) -> str:
@@ -139,17 +112,18 @@ def one_line_error(capsys) -> str:
     return line
 
 
-def test_token_create_without_a_configuration_creates_no_store(tmp_path, capsys, monkeypatch):
+def test_cell_add_without_a_configuration_creates_no_store(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ALERTD_CONFIG", raising=False)
-    assert cli.main(TOKEN) == 1
+    assert cli.main(CELL) == 1
     line = one_line_error(capsys)
     assert f"no alertd store at {tmp_path / 'alertd.db'}" in line and "--config" in line
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv", [
-    TOKEN, ["audit"], ["audit", "--verify"], ["subscribers", "import", "people.csv"], ["sirens", "import", "s.csv"],
+    CELL, ["user", "list"], ["token", "create", "--user", "x"], ["token", "revoke", "x"], ["audit"],
+    ["audit", "--verify"], ["subscribers", "import", "people.csv"], ["sirens", "import", "s.csv"],
 ])
 def test_commands_on_a_store_that_was_never_created_refuse_and_create_nothing(tmp_path, capsys, argv):
     (tmp_path / "people.csv").write_text("id,phone,push_token,locale,zones\na1,0612345678,,fr,75056\n")
@@ -162,15 +136,15 @@ def test_commands_on_a_store_that_was_never_created_refuse_and_create_nothing(tm
 
 
 def test_a_configuration_file_that_does_not_exist_is_an_error(tmp_path, capsys):
-    assert cli.main([*TOKEN, "--config", str(tmp_path / "nowhere.toml")]) == 1
+    assert cli.main([*CELL, "--config", str(tmp_path / "nowhere.toml")]) == 1
     assert "nowhere.toml: cannot read" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_postgresql_database_without_the_alertd_schema_is_not_a_store(pg_schema_url, tmp_path, capsys):
-    assert cli.main([*TOKEN, "--config", storeless_config(tmp_path, pg_schema_url)]) == 1
+    assert cli.main([*CELL, "--config", storeless_config(tmp_path, pg_schema_url)]) == 1
     assert "no alertd store at postgresql://" in one_line_error(capsys)
-    assert cli.main([*TOKEN, "--config", config_file(tmp_path, pg_schema_url)]) == 0  # once serve made it
+    assert cli.main([*CELL, "--config", config_file(tmp_path, pg_schema_url)]) == 0  # once serve made it
 
 
 def test_verifying_an_empty_audit_log_says_it_is_empty(tmp_path, capsys):
@@ -192,9 +166,9 @@ def test_a_bad_boundary_file_is_a_one_line_error(tmp_path, capsys, content, says
     if content is not None:
         boundary.write_bytes(content)
     cfg = config_file(tmp_path)
-    assert cli.main([*TOKEN, "--config", cfg, "--boundary", str(boundary)]) == 1
+    assert cli.main([*CELL, "--config", cfg, "--boundary", str(boundary)]) == 1
     assert says in one_line_error(capsys)
-    assert with_store(tmp_path, lambda db: db.audit(10)) == []  # no token was made
+    assert with_store(tmp_path, lambda db: db.audit(10)) == []  # no cell was made
 
 
 def test_a_missing_csv_file_is_a_one_line_error(tmp_path, capsys):
@@ -226,7 +200,7 @@ def test_the_readme_order_is_the_shipped_example_and_is_valid_today():
     ("1d", dt.timedelta(days=1)), ("45s", dt.timedelta(seconds=45)),
 ])
 def test_durations(text, delta):
-    assert cli.duration(text) == delta
+    assert cli_base.duration(text) == delta
 
 
 @pytest.mark.parametrize("text", ["", "2", "h", "-2h", "0m", "2 hours", "1.5h", "2h1d"])

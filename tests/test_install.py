@@ -116,17 +116,26 @@ def test_the_installed_daemon_serves_the_example_configuration(installed, tmp_pa
     (tmp_path / "alertd.toml").write_text(shown, encoding="utf-8")
     env = os.environ | {"ALERTD_CONFIG": "alertd.toml", "ALERTD_SERVER__LISTEN": f"127.0.0.1:{port}",
                         "ALERTD_SERVER__PUBLIC_URL": url, "ALERTD_LOG__LEVEL": "warning"}
-    token = ["alertd", "token", "create", "--cell", "Préfecture du Rhône", "--role", "issuer", "--zones", "69"]
-    before = subprocess.run([str(installed / token[0]), *token[1:]], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=60)
+    def alertd(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(installed / "alertd"), *argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    # The README's first steps: a cell, a user of it, and that user's token.
+    cell = ("cell", "add", "pref-69", "--name", "Préfecture du Rhône", "--zones", "69")
+    before = alertd(*cell)
     assert before.returncode == 1 and "no alertd store" in before.stderr  # nothing made it yet
     daemon = subprocess.Popen([str(installed / "alertd"), "serve"], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert listening(url, daemon), daemon.communicate(timeout=10)
-        after = subprocess.run([str(installed / token[0]), *token[1:]], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=60)
-        assert after.returncode == 0 and after.stdout.startswith("alertd_"), after.stderr
+        for step in (cell, ("user", "add", "alice", "--cell", "pref-69", "--role", "issuer")):
+            done = alertd(*step)
+            assert done.returncode == 0, done.stderr
+        token = alertd("token", "create", "--user", "alice")
+        assert token.returncode == 0 and token.stdout.startswith("alertd_"), token.stderr
+        request = urllib.request.Request(url + "/v1/alerts", headers={"Authorization": f"Bearer {token.stdout.strip()}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
     finally:
         daemon.terminate()
         out, err = daemon.communicate(timeout=30)
