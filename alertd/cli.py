@@ -70,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("status", status, "Show an alert's progress.")
     c.add_argument("id")
     _client_args(c)
+    c = cmd("approve", approve, "Approve an alert awaiting a second person (or issue a draft).")
+    c.add_argument("id")
+    c.add_argument("--status", choices=("actual", "exercise", "test", "system"),
+                   help="a draft's status as issued (default actual)")
+    _client_args(c)
+    c = cmd("reject", reject, "Reject an alert awaiting approval: it is never sent.")
+    c.add_argument("id")
+    c.add_argument("--reason", required=True, help="why, for the audit and the person who sent it")
+    _client_args(c)
+    c = cmd("cancel", cancel, "Cancel an alert: nothing more is sent, sirens get a cancel command.")
+    c.add_argument("id")
+    _client_args(c)
 
     cli_people.register(sub)
 
@@ -261,6 +273,27 @@ def send(args) -> int:
     code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if code < 300 else 1
+
+
+def _post(args, action: str, body: dict | None = None) -> int:
+    """POST /v1/alerts/{id}/{action}; print the answer (a problem on stderr)."""
+    base, headers = _target(args)
+    kw = {"json": body} if body else {}
+    code, answer = asyncio.run(_request("POST", f"{base}/v1/alerts/{args.id}/{action}", headers, **kw))
+    print(json.dumps(answer, indent=2, ensure_ascii=False), file=sys.stdout if code < 300 else sys.stderr)
+    return 0 if code < 300 else 1
+
+
+def approve(args) -> int:
+    return _post(args, "approve", {"status": args.status} if args.status else None)
+
+
+def reject(args) -> int:
+    return _post(args, "reject", {"reason": args.reason})
+
+
+def cancel(args) -> int:
+    return _post(args, "cancel")
 
 
 def status(args) -> int:
