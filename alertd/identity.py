@@ -6,19 +6,29 @@ triplet (sender, identifier, sent) names one message: posted again, it is the fi
 document's whitespace and attribute order do not matter: the orders are compared once read); the
 same sender and identifier with other content, or another `sent`, is another message reusing an
 identifier CAP says is unique per sender, and is refused. The `Idempotency-Key` header is therefore
-ignored for CAP bodies. A JSON order is signed by its cell and keyed by that header (or its
-identifier); its `sent` is when alertd received it.
+ignored for CAP bodies. A JSON order is signed with its cell's first sender and keyed by that header
+(or its identifier); its `sent` is when alertd received it.
 
 Plain decisions on values; the web layer calls them around the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from alertd import cap, errors, model, people
 
 SENDER, IDENTIFIER, SENT = "/alert/sender", "/alert/identifier", "/alert/sent"  # where CAP problems point
+
+
+def signed(caller: people.Caller, alert: model.Alert, is_cap: bool, now: dt.datetime, skew: dt.timedelta) -> model.Alert:
+    """The alert as the caller's cell signs it: a JSON order with the cell's first sender (a sender
+    belongs to one cell, its id may not), a CAP document as it came once `check_document` passed."""
+    if not is_cap:
+        return dataclasses.replace(alert, sender=caller.sender)
+    check_document(caller, alert, now, skew)
+    return alert
 
 
 def check_document(caller: people.Caller, alert: model.Alert, now: dt.datetime, skew: dt.timedelta) -> None:

@@ -172,3 +172,17 @@ async def test_a_cap_test_reaches_only_the_test_recipients_of_the_callers_jurisd
     refused = await problem(await post_cap(daemon, document("FR-75-T2", status="System", area=LYON_AREA)), 403)
     assert refused["type"] == errors.OutsideJurisdiction.type
     assert await testers.reached(daemon) == (["+33622334455"], [], [])
+
+
+async def test_a_json_order_is_signed_with_its_cells_first_sender(daemon):
+    daemon.headers["sdis"] = helpers.auth_header(await helpers.add_token(
+        daemon.store, model.Role.ISSUER, ["75"], cell="SDIS", senders=["sdis-test-75@interieur.gouv.fr", "sdis-75-bis"]))
+    resp = await daemon.post("/v1/alerts", who="sdis", json=helpers.order(identifier="SDIS-1"))
+    alert = await daemon.status((await problem(resp, 202))["id"])
+    assert (alert["cell"], alert["sender"]) == ("sdis-75", "sdis-test-75@interieur.gouv.fr")  # not its id
+    # So a CAP update of it, signed with the same sender, finds it.
+    triplet = f"sdis-test-75@interieur.gouv.fr,SDIS-1,{NOW}"
+    update = document("SDIS-1-U", sender="sdis-test-75@interieur.gouv.fr", msg_type="Update", references=triplet)
+    assert (await post_cap(daemon, update, who="sdis")).status == 202
+    await daemon.drain()
+    assert (await daemon.status(alert["id"]))["state"] == "updated"

@@ -149,8 +149,7 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
     new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=web_mod.now(request))
     kinds = request.app[web_mod.DISPATCHER].kinds()
     alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new)
-    if kept:
-        identity.check_document(token, alert, new["now"], request.app[web_mod.SETTINGS].cap_sent_skew)
+    alert = identity.signed(token, alert, kept is not None, new["now"], request.app[web_mod.SETTINGS].cap_sent_skew)
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
