@@ -22,7 +22,9 @@ from alertd import cap, errors, model, people
 SENDER, IDENTIFIER, SENT = "/alert/sender", "/alert/identifier", "/alert/sent"  # where CAP problems point
 
 
-def signed(caller: people.Caller, alert: model.Alert, is_cap: bool, now: dt.datetime, skew: dt.timedelta) -> model.Alert:
+def signed(
+    caller: people.Caller, alert: model.Alert, is_cap: bool, now: dt.datetime, skew: dt.timedelta
+) -> model.Alert:
     """The alert as the caller's cell signs it: a JSON order with the cell's first sender (a sender
     belongs to one cell, its id may not), a CAP document as it came once `check_document` passed."""
     if not is_cap:
@@ -57,7 +59,9 @@ def check_replay(stored: model.Alert, alert: model.Alert, is_cap: bool) -> None:
     """Refuse a post whose key found `stored` unless it is the same order: replaying the first alert
     for a different one would silently drop the second."""
     if is_cap and stored.sent != alert.sent:
-        raise errors.IdentifierReused(_reused(stored, f"(this message says {_time(alert.sent)})"), field=SENT, alert_id=stored.id)
+        raise errors.IdentifierReused(
+            _reused(stored, f"(this message says {_time(alert.sent)})"), field=SENT, alert_id=stored.id
+        )
     if order_of(stored) == order_of(alert):
         return
     if is_cap:

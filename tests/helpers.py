@@ -151,8 +151,9 @@ class Daemon:
         """Fakes reset (no Twilio callbacks: "sent" stays "sent"), a token per role, PEOPLE and SIRENS."""
         await self.sms.reset()
         await self.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
-        self.headers["issuer"] = auth_header(await add_token(self.store, model.Role.ISSUER, ["75"], senders=ISSUER_SENDERS))
-        self.headers["operator"] = auth_header(await add_token(self.store, model.Role.OPERATOR, ["*"], senders=NATIONAL_SENDERS))
+        issuer = await add_token(self.store, model.Role.ISSUER, ["75"], senders=ISSUER_SENDERS)
+        operator = await add_token(self.store, model.Role.OPERATOR, ["*"], senders=NATIONAL_SENDERS)
+        self.headers["issuer"], self.headers["operator"] = auth_header(issuer), auth_header(operator)
         self.headers["admin"] = auth_header(await add_token(self.store, model.Role.ADMIN, ["*"]))
         resp = await self.post("/v1/subscribers", who="admin", json=PEOPLE)
         assert resp.status == 200, await resp.text()

@@ -46,7 +46,8 @@ def document(identifier="FR-75-0001", sender=helpers.PARIS_SENDER, sent=NOW, msg
 
 
 async def post_cap(daemon, body: bytes, who="issuer", path="/v1/alerts", headers=None):
-    return await daemon.post(path, who=who, data=body, headers={"Content-Type": "application/cap+xml"} | (headers or {}))
+    headers = {"Content-Type": "application/cap+xml"} | (headers or {})
+    return await daemon.post(path, who=who, data=body, headers=headers)
 
 
 async def stored(daemon) -> list[dict]:
@@ -176,7 +177,7 @@ async def test_a_cap_test_reaches_only_the_test_recipients_of_the_callers_jurisd
 
 async def test_a_json_order_is_signed_with_its_cells_first_sender(daemon):
     daemon.headers["sdis"] = helpers.auth_header(await helpers.add_token(
-        daemon.store, model.Role.ISSUER, ["75"], cell="SDIS", senders=["sdis-test-75@interieur.gouv.fr", "sdis-75-bis"]))
+        daemon.store, model.Role.ISSUER, ["75"], cell="SDIS", senders=["sdis-test-75@interieur.gouv.fr", "sdis-bis"]))
     resp = await daemon.post("/v1/alerts", who="sdis", json=helpers.order(identifier="SDIS-1"))
     alert = await daemon.status((await problem(resp, 202))["id"])
     assert (alert["cell"], alert["sender"]) == ("sdis-75", "sdis-test-75@interieur.gouv.fr")  # not its id
