@@ -108,6 +108,7 @@ def build(
     app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(
         cfg.server.public_url, twilio_tokens(cfg), max_streams_per_token=cfg.server.max_streams_per_token,
+        cap_sent_skew=dt.timedelta(hours=cfg.alerts.cap_sent_skew_hours),
     )
     app[web_mod.STREAMS] = collections.Counter()
     app[web_quota.QUOTA] = quota.Quota()

@@ -108,6 +108,9 @@ class Dispatcher:
 class Alerts:
     # CAP status `test` and `system` go to these subscribers (and sirens, by id) only.
     test_recipients: Names = ()
+    # A CAP document sent more than this many hours before or after now is refused (a stale replay,
+    # or a sending system's wrong clock); JSON orders are sent as of their arrival.
+    cap_sent_skew_hours: float = 24.0
 
 
 @dataclasses.dataclass(frozen=True)

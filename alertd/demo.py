@@ -48,6 +48,9 @@ level = "warning"
 [dispatcher]
 {dispatcher}
 
+[alerts]
+{alerts}
+
 [channels.sms]
 plugin = "twilio"
 account_sid = "{account_sid}"
@@ -72,12 +75,13 @@ receipt_token = "{receipt_token}"
 
 
 def config_toml(
-    port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "", siren: str = ""
+    port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "", siren: str = "",
+    alerts: str = "",
 ) -> str:
     """A configuration of the daemon on the fake providers, for the demo, the tests and the benchmark;
-    `dispatcher`, `sms`, `push` and `siren` are extra TOML lines for those sections."""
+    `dispatcher`, `alerts`, `sms`, `push` and `siren` are extra TOML lines for those sections."""
     return CONFIG.format(
-        port=port, store=store, fakes=fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren,
+        port=port, store=store, fakes=fakes, dispatcher=dispatcher, alerts=alerts, sms=sms, push=push, siren=siren,
         account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, project_id=PROJECT_ID, receipt_token=RECEIPT_TOKEN,
     )
 

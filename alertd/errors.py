@@ -173,3 +173,26 @@ class TooManyRequests(ProblemError):
     status = 429
     type = "https://alertd.example/problems/too-many-orders"
     retry_after: int = 1  # whole seconds until the caller may try again (the `Retry-After` header)
+
+
+# -- the identity of a CAP message (alertd.identity) --------------------------------------------
+
+
+class ForeignSender(Forbidden):
+    """The CAP sender is not one of the caller's cell's senders."""
+
+    type = "https://alertd.example/problems/foreign-sender"
+    sender: str = ""
+
+
+class IdentifierReused(Conflict):
+    """This sender already used this CAP identifier for a different message; CAP identifiers are unique per sender."""
+
+    type = "https://alertd.example/problems/identifier-reused"
+    alert_id: str = ""  # the alert first stored under that sender and identifier
+
+
+class SentOutOfRange(Invalid):
+    """The CAP message's sent time is too far from now."""
+
+    type = "https://alertd.example/problems/sent-out-of-range"

@@ -176,7 +176,7 @@ DEFAULT_CATEGORY = "Safety"  # CAP category of an order that names none
 class Alert:
     id: str
     identifier: str
-    sender: str  # CAP sender: no spaces, commas, < or & (`cap_sender` of the cell for JSON orders)
+    sender: str  # CAP sender: no spaces, commas, < or & (the cell's first sender for JSON orders)
     sent: dt.datetime
     status: Status
     event: str

@@ -538,7 +538,8 @@ def _post_alert() -> dict[str, Any]:
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
         "description": "Posting again with the same key (without one: the same `identifier`) returns the first "
-        "alert instead of a second one; the same key with another order is refused (422).",
+        "alert instead of a second one; the same key with another order is refused (422). Ignored for a CAP "
+        "document, whose key is its triplet (`<sender>`, `<identifier>`, `<sent>`).",
     }
     accepted = _json("Accepted: the fan-out is under way.", _ref("Accepted")) | {"headers": {
         "Location": _header("The alert's path."),
@@ -547,9 +548,21 @@ def _post_alert() -> dict[str, Any]:
     }}
     return _op(
         "Issue an alert: a JSON order (`application/json`) or a CAP 1.2 document (`application/cap+xml`; "
-        "`application/xml` and `text/xml` are read as CAP too).",
-        {202: accepted},
-        400, 403, 415, 422,
+        "`application/xml` and `text/xml` are read as CAP too). A CAP document's `<sender>` must be one of the "
+        "cell's senders; its triplet (`<sender>`, `<identifier>`, `<sent>`) is its identity: posted again, it "
+        "answers the first alert.",
+        {202: accepted, 403: _problem_response(
+            "The token may not send, the area leaves its jurisdiction (`outside-jurisdiction`), or a CAP "
+            "document's `<sender>` is not one of the cell's senders (`foreign-sender`, field `/alert/sender`)."
+        ), 409: _problem_response(
+            "A CAP document reuses its sender's identifier for a different message (`identifier-reused`, field "
+            "`/alert/identifier`) or with another `<sent>` (field `/alert/sent`)."
+        ), 422: _problem_response(
+            "The order is not valid; `field` and `errors` say where. Among others: an idempotency key already "
+            "used for another JSON order (`idempotency-key-reused`), a CAP `<sent>` further from now than "
+            "`[alerts] cap_sent_skew_hours` (`sent-out-of-range`, field `/alert/sent`)."
+        )},
+        400, 415,
         parameters=[key],
         requestBody=_order_body(),
     )

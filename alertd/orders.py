@@ -377,7 +377,8 @@ def _problem(error: Any) -> dict[str, Any]:
 
 
 def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.datetime) -> model.Alert:
-    """The frozen alert an accepted order becomes; its CAP sender is made from the cell's name."""
+    """The frozen alert an accepted order becomes; its CAP sender is made from the cell's id (the web
+    layer signs it with the cell's first sender: `identity.signed`)."""
     return model.Alert(
         id=alert_id,
         identifier=order.identifier or alert_id,

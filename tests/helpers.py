@@ -30,13 +30,14 @@ class ManualClock:
 
 def write_config(
     tmp: Path, fakes: str, port: int, store: str | None = None,
-    dispatcher: str = "batch_size = 100", sms: str = "", push: str = "", siren: str = "",
+    dispatcher: str = "batch_size = 100", sms: str = "", push: str = "", siren: str = "", alerts: str = "",
 ) -> Path:
-    """A configuration on the fakes; `dispatcher`, `sms`, `push` and `siren` are extra TOML lines for
-    those sections."""
+    """A configuration on the fakes; `dispatcher`, `alerts`, `sms`, `push` and `siren` are extra TOML
+    lines for those sections."""
     path = tmp / "alertd.toml"
     store = store or f"sqlite:///{tmp / 'alertd.db'}"
-    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren))
+    path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren,
+                                     alerts=alerts))
     return path
 
 
@@ -118,6 +119,16 @@ PEOPLE = [
     {"id": "p-ar", "phone": "+33633445566", "push_token": "dead-tok-ar", "locale": "ar", "zones": [PARIS]},
     {"id": "p-lyon", "phone": "+33644556677", "push_token": "tok-lyon", "locale": "fr", "zones": [LYON]},
 ]
+# The CAP senders of the cells `populate` makes (the first, the cell's id, signs their JSON orders; a
+# sender belongs to one cell): Paris's issuer signs as the Paris prefecture, the national cell as the
+# other publishers of tests/cap (COGIC for the Paris prefecture's documents, which draw shapes).
+PARIS_SENDER = "prefecture-75@interieur.gouv.fr"
+NATIONAL_SENDER = "cogic@interieur.gouv.fr"
+ISSUER_SENDERS = ("prefecture-test-75", PARIS_SENDER)
+NATIONAL_SENDERS = ("prefecture-test-national", NATIONAL_SENDER, "sdis-75@interieur.gouv.fr",
+                    *(f"prefecture-{d}@interieur.gouv.fr" for d in ("13", "69", "76", "92")),
+                    "BoM-Sender@bom.gov.au", "cap-pac@canada.ca", "eoc@miamidade.gov", "opendata@dwd.de",
+                    "vigilance@meteo.fr")
 SIRENS = [model.Siren("siren-paris-1", PARIS, "Hôtel de Ville"), model.Siren("siren-lyon-1", LYON, "Bellecour")]
 
 
@@ -140,8 +151,9 @@ class Daemon:
         """Fakes reset (no Twilio callbacks: "sent" stays "sent"), a token per role, PEOPLE and SIRENS."""
         await self.sms.reset()
         await self.sms._call("POST", "/_fake/twilio/callbacks", {"enabled": False})
-        self.headers["issuer"] = auth_header(await add_token(self.store, model.Role.ISSUER, ["75"]))
-        self.headers["operator"] = auth_header(await add_token(self.store, model.Role.OPERATOR, ["*"]))
+        issuer = await add_token(self.store, model.Role.ISSUER, ["75"], senders=ISSUER_SENDERS)
+        operator = await add_token(self.store, model.Role.OPERATOR, ["*"], senders=NATIONAL_SENDERS)
+        self.headers["issuer"], self.headers["operator"] = auth_header(issuer), auth_header(operator)
         self.headers["admin"] = auth_header(await add_token(self.store, model.Role.ADMIN, ["*"]))
         resp = await self.post("/v1/subscribers", who="admin", json=PEOPLE)
         assert resp.status == 200, await resp.text()

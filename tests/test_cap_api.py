@@ -19,6 +19,12 @@ SENT = "2026-11-26T11:00:00+01:00"  # the test clock's now, in Paris time
 EXPIRES = "2026-11-26T14:00:00+01:00"
 
 
+@pytest.fixture
+def alerts_settings() -> str:
+    """tests/cap holds documents sent in 2030, years after the test clock: no skew refuses them here."""
+    return "cap_sent_skew_hours = 100000"
+
+
 def document(identifier="FR-75-0001", msg_type="Alert", status="Actual", scope="Public", references="",
              infos=None, extra="") -> bytes:
     refs = f"<references>{references}</references>" if references else ""
@@ -55,6 +61,14 @@ def info(language, headline, instruction, area="<geocode><valueName>INSEE</value
 INFO_FR = info("fr-FR", "Crue de la Seine", "Montez dans les étages.")
 INFO_EN = info("en-US", "Seine flood", "Go to upper floors.")
 CHANNELS = "<parameter><valueName>channels</valueName><value>sms siren</value></parameter>"
+
+
+def published(name: str) -> bytes:
+    """A valid document of tests/cap, for the national cell: the Paris prefecture's are re-signed by
+    COGIC (a sender belongs to one cell, and Paris's is the issuer's; they draw shapes, which only a
+    boundless cell may)."""
+    paris = f"<sender>{helpers.PARIS_SENDER}</sender>".encode()
+    return (CORPUS / "valid" / name).read_bytes().replace(paris, f"<sender>{helpers.NATIONAL_SENDER}</sender>".encode())
 
 
 async def post_cap(daemon, body: bytes, who="issuer"):
@@ -100,7 +114,7 @@ OUR_TEMPLATES = {b">inondation<": b">shelter_in_place<", b">confinement<": b">sh
 @pytest.mark.parametrize("name", ["crue-paris-fr.xml", "multilingue-crue.xml", "exercice-seveso.xml",
                                   "ressources-canicule.xml", "test-sirenes.xml"])
 async def test_round_trip_cap_in_store_cap_out(daemon, name):
-    original = (CORPUS / "valid" / name).read_bytes()
+    original = published(name)
     for theirs, ours in OUR_TEMPLATES.items():
         original = original.replace(theirs, ours)
     resp = await post_cap(daemon, original, who="admin")
@@ -256,7 +270,7 @@ PUBLISHED = ["eccc-orages-montreal-en-fr-ca.xml", "bom-canicule-sydney-en-au.xml
 
 @pytest.mark.parametrize("name", PUBLISHED)
 async def test_a_publisher_s_document_is_accepted_and_given_back_as_received(daemon, name):
-    original = (CORPUS / "valid" / name).read_bytes()
+    original = published(name)
     resp = await post_cap(daemon, original, who="admin")
     assert resp.status == 202, await resp.text()
     alert_id = (await resp.json())["id"]
@@ -280,7 +294,7 @@ async def test_each_reader_gets_the_text_closest_to_their_language(daemon):
     ])
     assert resp.status == 200, await resp.text()
     for name in ("eccc-orages-montreal-en-fr-ca.xml", "ipaws-evacuation-miami-dade-en-es-419.xml"):
-        resp = await post_cap(daemon, (CORPUS / "valid" / name).read_bytes(), who="admin")  # shapes: a boundless token
+        resp = await post_cap(daemon, published(name), who="admin")  # shapes: a boundless token
         assert resp.status == 202, await resp.text()
     await daemon.drain()
     sms = {r["to"]: r["body"] for r in await daemon.sms.received()}
@@ -351,7 +365,7 @@ async def test_the_category_comes_from_the_order_or_the_document(daemon):
     assert {i.categories for i in cap.parse(xml).infos} == {("Safety",)}
     resp = await daemon.post("/v1/alerts", json=helpers.order(category="Weather"))
     assert resp.status == 422 and (await resp.json())["field"] == "category"
-    resp = await post_cap(daemon, (CORPUS / "valid" / "crue-paris-fr.xml").read_bytes().replace(
+    resp = await post_cap(daemon, published("crue-paris-fr.xml").replace(
         b">inondation<", b">shelter_in_place<"), who="admin")
     from_cap = await resp.json()
     assert (await daemon.status(from_cap["id"]))["category"] == "Met"

@@ -50,7 +50,7 @@ async def daemon(tmp_path, fakes_url):
 
 def _document(identifier: str, area: str, extra: str = "", expires: str = "2026-11-26T14:00:00+01:00") -> bytes:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="{CAP_NS}"><identifier>{identifier}</identifier><sender>prefecture-75@interieur.gouv.fr</sender>
+<alert xmlns="{CAP_NS}"><identifier>{identifier}</identifier><sender>cogic@interieur.gouv.fr</sender>
 <sent>2026-11-26T11:00:00+01:00</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>{extra}
 <info><language>fr-FR</language><category>Met</category><event>Inondation</event><urgency>Immediate</urgency>
 <severity>Severe</severity><certainty>Observed</certainty><expires>{expires}</expires>

@@ -23,7 +23,7 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from twilio import request_validator
 
 from alertd import audience, demo, errors, orders, web as web_mod
-from tests import helpers
+from tests import helpers, test_cap_identity as cap_identity
 
 pytestmark = pytest.mark.parametrize("daemon", ["sqlite"], indirect=True)
 
@@ -292,6 +292,10 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/receipts/siren", 403, who="issuer", json={"type": "heartbeat"})
 
     await c.call("post", "/v1/alerts/{id}/approve", 409, who="issuer", id=draft_id)  # approved already
+    cap_body = {"headers": {"Content-Type": "application/cap+xml"}}
+    await c.call("post", "/v1/alerts", 202, who="issuer", data=cap_identity.document("FR-75-CONF"), **cap_body)
+    reused = cap_identity.document("FR-75-CONF", headline="Autre crue")  # the same identifier, another message
+    await c.call("post", "/v1/alerts", 409, who="issuer", data=reused, **cap_body)
 
     bad = helpers.order(severity="Apocalyptic")
     await c.call("post", "/v1/alerts", 422, who="issuer", json=bad)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from aiohttp import web
 
-from alertd import auth, cap, cap_alert, errors, lifecycle, model, orders, planner, render, web as web_mod
+from alertd import auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
 from alertd.web import quota as web_quota
 
 log = structlog.get_logger("alertd.web.alerts")
@@ -149,6 +149,7 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
     new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=web_mod.now(request))
     kinds = request.app[web_mod.DISPATCHER].kinds()
     alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new)
+    alert = identity.signed(token, alert, kept is not None, new["now"], request.app[web_mod.SETTINGS].cap_sent_skew)
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
@@ -227,14 +228,13 @@ async def create(request: web.Request) -> web.Response:
     alert = checked.alert
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
-    key = request.headers.get("Idempotency-Key") or alert.identifier
+    key = identity.key(alert, request.headers.get("Idempotency-Key"), checked.cap is not None)
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
                                 msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references])
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
     request.app[web_mod.METRICS].accepted(stored, created)
-    if not created and _order_of(stored) != _order_of(alert):
-        # Replaying the first alert for a different order would silently drop the second one.
-        raise errors.IdempotencyKeyReused(field="Idempotency-Key", alert_id=stored.id)
+    if not created:
+        identity.check_replay(stored, alert, checked.cap is not None)
     if created and stored.state is model.AlertState.PLANNING:
         if stored.msg_type is not model.MsgType.ALERT:
             await _stop_earlier(request, token, stored)
@@ -244,12 +244,6 @@ async def create(request: web.Request) -> web.Response:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(_summary(request, stored), status=202, headers=headers)
-
-
-def _order_of(alert: model.Alert) -> dict:
-    """What the issuer asked for: the alert without what alertd gave it (id, time, state)."""
-    mine = ("id", "identifier", "sent", "state", "cancelled_at")
-    return {k: v for k, v in alert.to_json().items() if k not in mine}
 
 
 def _visible(token: model.Token, alert: model.Alert) -> bool:
