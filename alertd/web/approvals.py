@@ -66,7 +66,10 @@ async def approve(request: web.Request) -> web.Response:
     caller, alert = await alerts._readable(request)
     if alert.state is model.AlertState.DRAFT:
         return await _issue(request, caller, alert)
-    approval.check_approver(caller, None)  # the role before the state: a non-approver learns nothing more
+    if alert.approval is None:  # never awaited a second person: only a draft could have been issued
+        auth.require_role(caller, model.Role.ISSUER, model.Role.ADMIN, model.Role.APPROVER)
+    else:  # the role before the state: a non-approver learns nothing more of the request
+        approval.check_approver(caller, None)
     if alert.state is not model.AlertState.AWAITING_APPROVAL or alert.approval is None:
         raise errors.Conflict(f"alert {alert.id!r} is {alert.state.value}, not awaiting approval", field="state")
     approval.check_approver(caller, alert.approval.requested_by)
@@ -167,11 +170,12 @@ ISSUABLE = ("actual", "exercise", "test", "system")
 
 @routes.post("/v1/alerts/{id}/reject")
 async def reject(request: web.Request) -> web.Response:
-    """End an alert awaiting approval, with a reason: by an approver, or its creator withdrawing it."""
+    """End an alert awaiting approval, with a reason: by an approver or an admin (it stops an alert:
+    the safe way), or by its creator withdrawing it."""
     caller, alert = await alerts._readable(request)
     requested_by = alert.approval.requested_by if alert.approval else None
     if caller.user != requested_by:
-        approval.check_approver(caller, None)
+        auth.require_role(caller, model.Role.APPROVER, model.Role.ADMIN)
     alerts.json_body(request)
     reason = approval.reason(orders.parse_object(await request.read()))
     if alert.state is not model.AlertState.AWAITING_APPROVAL or alert.approval is None:
