@@ -51,11 +51,16 @@ async def _reach(request: web.Request, alert: model.Alert) -> dict[str, int]:
     return await planner.reach(request.app[web_mod.STORE], alert, route, dispatcher.settings.test_recipients)
 
 
+async def _render(request: web.Request, caller: people.Caller, alert: model.Alert) -> list[render.Rendered]:
+    """Every message of the alert, rendered now, after the order's checks of its area and channels."""
+    kinds = request.app[web_mod.DISPATCHER].kinds()
+    return await alerts.off_loop(_weight(alert.area), alerts._check, caller, alert, kinds,
+                                 request.app[web_mod.RENDERER])
+
+
 async def _fresh(request: web.Request, caller: people.Caller, alert: model.Alert) -> model.Approval:
     """What the alert would send now, as a request: to compare with what the approver saw."""
-    kinds = request.app[web_mod.DISPATCHER].kinds()
-    rendered = await alerts.off_loop(_weight(alert.area), alerts._check, caller, alert, kinds,
-                                     request.app[web_mod.RENDERER])
+    rendered = await _render(request, caller, alert)
     return approval.request(alert, rendered, await _reach(request, alert), caller, web_mod.now(request))
 
 
@@ -121,6 +126,7 @@ async def _release(request: web.Request, caller: people.Caller, alert: model.Ale
 async def _issue(request: web.Request, caller: people.Caller, draft: model.Alert) -> web.Response:
     """A draft issued as of now. When the caller's cell asks a second person for alerts of that
     status, the caller must be an approver other than the draft's author: their issue is the approval."""
+    auth.require_role(caller, model.Role.ISSUER, model.Role.ADMIN, model.Role.APPROVER)  # before its body
     now = web_mod.now(request)
     alert = dataclasses.replace(draft, status=await _issued_status(request), sent=now,
                                 state=model.AlertState.PLANNING)
@@ -128,8 +134,6 @@ async def _issue(request: web.Request, caller: people.Caller, draft: model.Alert
     required = caller.approval_for(alert.status, cancel_of_own=own) is people.Approval.REQUIRED
     if required:
         approval.check_approver(caller, draft.created_by)
-    else:
-        auth.require_role(caller, model.Role.ISSUER, model.Role.ADMIN, model.Role.APPROVER)
     if alert.is_expired(now):
         raise errors.Conflict("the draft expired before it was approved", field="expires")
     alert = await alerts._chain(request, caller, alert)  # its references, checked again as issued
@@ -140,7 +144,7 @@ async def _issue(request: web.Request, caller: people.Caller, draft: model.Alert
             dataclasses.replace(record, requested_by=draft.created_by or "", requested_cell=draft.cell), caller, now))
         detail |= {"requested_by": draft.created_by, "digest": record.digest}
     else:
-        await _fresh(request, caller, alert)  # every message still renders
+        await _render(request, caller, alert)  # every message still renders
         detail["approval_reason"] = approval.why_none(caller, alert.status, own)
     if not await request.app[web_mod.STORE].issue_draft(alert, _entry(request, caller, "approved", alert, **detail)):
         raise errors.Conflict(f"alert {draft.id!r} is no longer a draft", field="state")
@@ -199,10 +203,7 @@ async def cancel(request: web.Request) -> web.Response:
     if alert.state in model.UNRELEASED or caller.approval_for(alert.status, cancel_of_own=own) is people.Approval.NONE:
         return await _cancel_now(request, caller, alert)
     order = _cancel_order(caller, alert, web_mod.now(request))
-    kinds = request.app[web_mod.DISPATCHER].kinds()
-    rendered = await alerts.off_loop(_weight(order.area), alerts._check, caller, order, kinds,
-                                     request.app[web_mod.RENDERER])
-    record = approval.request(order, rendered, await _reach(request, order), caller, web_mod.now(request))
+    record = await _fresh(request, caller, order)
     order = dataclasses.replace(order, approval=record)
     entry = _entry(request, caller, "created", order, references=[alert.id], approval="required",
                    expires_at=record.expires_at.isoformat())
