@@ -250,3 +250,21 @@ async def test_a_draft_issued_as_actual_takes_a_second_person(daemon):
     shown = await daemon.status(draft["id"])
     assert (shown["created_by"], shown["approval"]["requested_by"], shown["approval"]["approved_by"]) == \
         ("alice", "alice", "dora")
+
+
+async def test_an_update_waits_for_a_second_person_and_the_original_stays_in_force(daemon):
+    await cells(daemon)
+    sent = await order(daemon)
+    assert (await approve(daemon, sent["id"], "bruno")).status == 202
+    await daemon.drain()
+    await daemon.sms.reset()
+    shown = await daemon.status(sent["id"])
+    earlier = {"sender": shown["sender"], "identifier": shown["identifier"], "sent": shown["sent"]}
+    update = await order(daemon, msg_type="update", references=[earlier], identifier="update-1")
+    assert update["state"] == "awaiting_approval"
+    assert await nothing_sent(daemon)
+    assert (await daemon.status(sent["id"]))["state"] == "completed"  # not replaced yet
+    assert (await approve(daemon, update["id"], "carla")).status == 202
+    await daemon.drain()
+    assert (await daemon.status(sent["id"]))["state"] == "updated"
+    assert len(await daemon.sms.received()) == 3

@@ -101,7 +101,8 @@ async def _refuse_expired(request: web.Request, alert: model.Alert) -> None:
     now = web_mod.now(request)
     if not approval.expired(alert.approval, now):
         return
-    await request.app[web_mod.STORE].expire_approvals(now)
+    for alert_id in await request.app[web_mod.STORE].expire_approvals(now):
+        request.app[web_mod.RECORDER].touch(alert_id)
     raise errors.ApprovalExpired(field="state", expires_at=alert.approval.expires_at.isoformat())
 
 
@@ -189,6 +190,7 @@ async def reject(request: web.Request) -> web.Response:
     entry = _entry(request, caller, "rejected", ended, reason=reason, requested_by=requested_by)
     if not await request.app[web_mod.STORE].move_alert(alert.id, model.AlertState.AWAITING_APPROVAL, ended, entry):
         raise errors.Conflict(f"alert {alert.id!r} is no longer awaiting approval", field="state")
+    request.app[web_mod.RECORDER].touch(alert.id)  # its open streams hear it ended
     log.info("alert rejected", alert_id=alert.id, cell=caller.cell)
     return web.json_response(ended.to_json())
 
