@@ -104,7 +104,7 @@ class Dispatcher:
             async with self._gate.turn((alert.msg_type is not model.MsgType.CANCEL, priority.share(nth))):
                 await planner.plan(
                     self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
-                    tests=self.settings.test_recipients, on_chunk=self.wake, nth=nth,
+                    tests=self.settings.test_recipients, on_chunk=self.wake, nth=nth, renderer=self.renderer,
                 )
             self._failed_plans.pop(alert.id, None)
         except Exception:
@@ -304,11 +304,13 @@ class Dispatcher:
         return min(self.settings.idle_poll, max(0.0, (due - self.clock()).total_seconds()))
 
     async def housekeeping(self) -> None:
-        """Expire what outlived its alert, fail the siren activations never acknowledged, report the
+        """Expire what outlived its alert (approval requests too), fail the siren activations never acknowledged, report the
         sirens gone silent, mark finished alerts completed, resume failed plannings. Run periodically."""
         await self.resume()
         now = self.clock()
         await self.store.expire_due(now)
+        for alert_id in await self.store.expire_approvals(now):
+            log.warning("approval request expired: the alert will never be sent", alert_id=alert_id)
         if dropped := await self.store.drop_unreached(now):
             log.info("all-clears not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)

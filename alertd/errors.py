@@ -101,6 +101,24 @@ class Conflict(ProblemError):
     type = "https://alertd.example/problems/conflict"
 
 
+class SelfApproval(Forbidden):
+    """You created this alert; a second person must approve it."""
+
+    type = "https://alertd.example/problems/self-approval"
+
+
+class ApprovalExpired(Conflict):
+    """Nobody approved the alert in time: it will never be sent."""
+
+    type = "https://alertd.example/problems/approval-expired"
+
+
+class ApprovalChanged(Conflict):
+    """What the alert would send changed since it was put before you: read it again, then approve."""
+
+    type = "https://alertd.example/problems/approval-changed"
+
+
 class UnknownTemplate(Invalid):
     """No template by that name for that channel and locale."""
 

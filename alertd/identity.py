@@ -71,7 +71,7 @@ def check_replay(stored: model.Alert, alert: model.Alert, is_cap: bool) -> None:
 
 def order_of(alert: model.Alert) -> dict:
     """What the issuer asked for: the alert without what alertd gave it (id, time, state)."""
-    mine = ("id", "identifier", "sent", "state", "cancelled_at")
+    mine = ("id", "identifier", "sent", "state", "cancelled_at", "cell_name", "created_by", "approval")
     return {k: v for k, v in alert.to_json().items() if k not in mine}
 
 

@@ -59,10 +59,21 @@ class AlertState(enum.StrEnum):
     UPDATED = "updated"  # a later alert (CAP Update) replaced it
     EXPIRED = "expired"  # its `expires` passed before it was cancelled or updated
     DRAFT = "draft"  # stored and rendered on demand, never sent
+    AWAITING_APPROVAL = "awaiting_approval"  # waits for a second person; nothing planned yet
+    REJECTED = "rejected"  # its approval was refused: never sent
+    APPROVAL_EXPIRED = "approval_expired"  # nobody approved it in time: never sent
+    REFUSED = "refused"  # planning found its content differs from what was approved: never sent
 
 
 # An alert in one of these states sends nothing more (except siren cancels).
-FINAL = frozenset({AlertState.CANCELLED, AlertState.UPDATED, AlertState.EXPIRED})
+FINAL = frozenset({
+    AlertState.CANCELLED, AlertState.UPDATED, AlertState.EXPIRED, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED,
+    AlertState.REFUSED,
+})
+# Alerts that were never released: nothing of theirs is public, nothing of theirs goes out.
+UNRELEASED = frozenset({
+    AlertState.DRAFT, AlertState.AWAITING_APPROVAL, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED, AlertState.REFUSED,
+})
 
 
 class MsgType(enum.StrEnum):
@@ -173,6 +184,45 @@ DEFAULT_CATEGORY = "Safety"  # CAP category of an order that names none
 
 
 @dataclasses.dataclass(frozen=True)
+class Approval:
+    """The second person's part in an alert: what was put before them (the rendered messages, each
+    locale × channel as the API shows them, the area and the audience counts per channel), their
+    digests, and who asked, approved or rejected it, when. `digest` covers what the approver saw;
+    `content_digest` only the messages and the area, which planning checks again (the audience may
+    move a little between approval and planning: people subscribe)."""
+
+    requested_by: str
+    requested_cell: str
+    requested_at: dt.datetime
+    expires_at: dt.datetime
+    digest: str
+    content_digest: str
+    messages: tuple[Mapping[str, Any], ...] = ()
+    area: Area = Area()
+    audience: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    approved_by: str | None = None
+    approved_cell: str | None = None
+    approved_at: dt.datetime | None = None
+    rejected_by: str | None = None
+    rejected_cell: str | None = None
+    rejected_at: dt.datetime | None = None
+    reason: str | None = None
+
+    TIMES = ("requested_at", "expires_at", "approved_at", "rejected_at")
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self) | {"area": self.area.to_json(), "messages": [dict(m) for m in self.messages],
+                                           "audience": dict(self.audience)}
+        return data | {k: getattr(self, k).isoformat() if getattr(self, k) else None for k in self.TIMES}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Approval:
+        values = dict(data) | {k: to_utc(data.get(k)) for k in cls.TIMES}
+        return cls(**values | {"area": Area.from_json(data["area"]), "audience": dict(data.get("audience") or {}),
+                               "messages": tuple(dict(m) for m in data.get("messages") or ())})
+
+
+@dataclasses.dataclass(frozen=True)
 class Alert:
     id: str
     identifier: str
@@ -198,6 +248,9 @@ class Alert:
     cancelled_at: dt.datetime | None = None
     cell: str = ""  # the crisis cell whose token issued it, as people call it
     category: str = DEFAULT_CATEGORY  # CAP category of the event (for a CAP document, its first info's first)
+    cell_name: str = ""  # the cell's display name
+    created_by: str | None = None  # the user who ordered it (None for alerts from before users existed)
+    approval: Approval | None = None  # the second person's part, when its cell asks for one
 
     def to_json(self) -> dict[str, Any]:
         """The alert as the API shows it (and as the store keeps it)."""
@@ -225,6 +278,9 @@ class Alert:
             "topics": self.topics,
             "state": self.state.value,
             "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
+            "cell_name": self.cell_name,
+            "created_by": self.created_by,
+            "approval": self.approval.to_json() if self.approval else None,
         }
 
     @classmethod
@@ -255,6 +311,9 @@ class Alert:
             state=AlertState(values.get("state", "planning")),
             token_id=values.get("token_id"),
             cancelled_at=to_utc(values.get("cancelled_at")),
+            cell_name=values.get("cell_name") or "",
+            created_by=values.get("created_by"),
+            approval=Approval.from_json(values["approval"]) if values.get("approval") else None,
         )
 
     def is_expired(self, now: dt.datetime) -> bool:

@@ -60,6 +60,7 @@ def _schemas() -> dict[str, Any]:
             status_url=_str("Where to follow the alert.", format="uri"),
         ),
         "Alert": _ALERT,
+        "Approval": _APPROVAL,
         # Flat, not `allOf` the alert: a client generator makes one class of it.
         "AlertStatus": _with(
             _ALERT, counts=_COUNTS, totals=_TOTALS, cancelled_by=_CANCELLED_BY,
@@ -247,6 +248,26 @@ _ALERT = _object(
     topics={"type": "boolean"},
     state=_enum(model.AlertState),
     cancelled_at=_nullable_str(format="date-time"),
+    cell_name=_str("The issuing cell's display name."),
+    created_by=_nullable_str("The user who ordered it."),
+    approval={"oneOf": [{"type": "null"}, _ref("Approval")],
+              "description": "The second person's part, when the cell asks for one: what they are (were) shown."},
+)
+
+_NULLABLE_TIME = _nullable_str(format="date-time")
+_APPROVAL = _object(
+    requested_by=_str("Who ordered it (the first person)."), requested_cell=_str(),
+    requested_at=_str(format="date-time"),
+    expires_at=_str("Not approved by then, it is never sent (state `approval_expired`).", format="date-time"),
+    digest=_str("SHA-256 of the messages, area and audience shown to the approver."),
+    content_digest=_str("SHA-256 of the messages and area: planning checks it again, and refuses anything else."),
+    messages={"type": "array", "items": _ref("Preview"), "description": "Every locale × channel, as rendered."},
+    area=_ref("Area"),
+    audience={"type": "object", "additionalProperties": {"type": "integer"},
+              "description": "Messages per channel its planning would write, as counted when shown."},
+    approved_by=_nullable_str(), approved_cell=_nullable_str(), approved_at=_NULLABLE_TIME,
+    rejected_by=_nullable_str(), rejected_cell=_nullable_str(), rejected_at=_NULLABLE_TIME,
+    reason=_nullable_str("Why it was rejected."),
 )
 
 _NUMBER = {"type": ["number", "null"]}
@@ -373,7 +394,8 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts/{id}": {"parameters": one, "get": _get_alert()},
         "/v1/alerts/{id}/deliveries": {"parameters": one, "get": _deliveries()},
         "/v1/alerts/{id}/messages": {"parameters": one, "get": _op(
-            "The alert's text in each locale over each of its channels, rendered now (drafts too).",
+            "The alert's text in each locale over each of its channels: for an alert that needs a second person, "
+            "exactly those put before the approver; otherwise rendered now (drafts too).",
             {200: _json("One message per locale and channel.", _ref("Messages"))},
             404, 422,
         )},
@@ -443,9 +465,20 @@ def _paths() -> dict[str, Any]:
             {200: {"description": "Atom 1.0.", "content": {"application/atom+xml": {"schema": {"type": "string"}}}}},
         )},
         "/v1/alerts/{id}/cancel": {"parameters": one, "post": _cancel()},
+        "/v1/alerts/{id}/reject": {"parameters": one, "post": _op(
+            "End an alert awaiting approval, with a reason (an approver, or its creator withdrawing it): state "
+            "`rejected`, never sent; audited as `rejected`.",
+            {200: _json("The rejected alert.", _ref("Alert"))},
+            400, 403, 404, 409, 415, 422,
+            requestBody=_body(_object(reason=_str("Why (at most 1000 characters).", maxLength=1000, minLength=1))),
+        )},
         "/v1/alerts/{id}/approve": {"parameters": one, "post": _op(
-            "Issue a draft as of now (issuer or admin whose jurisdiction covers it); audited as `approved`. "
-            "A body, if any, is `application/json`.",
+            "Release an alert awaiting a second person: an approver of its cell (or of a cell covering its area) "
+            "other than its creator (403 `self-approval` for the creator, 403 for a non-approver whatever the "
+            "state). 409 when the request expired (state `approval_expired`), or when what it would send changed "
+            "since it was shown (`approval-changed`: the request is renewed, read it again). Or issue a draft as of "
+            "now (issuer or admin; an approver other than its author when the cell asks a second person for that "
+            "status). Audited as `approved`, naming both people. A body, if any, is `application/json`.",
             {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
             400, 403, 404, 409, 415, 422,
             requestBody={"required": False, "content": {"application/json": {"schema": _object(
@@ -492,7 +525,9 @@ def _cancel() -> dict[str, Any]:
     return _op(
         "Cancel an alert: pending deliveries are dropped, sirens are told to stop. Cancelling it again "
         "answers the same, with nothing more to stop.",
-        {200: _json("The cancelled alert.", _ref("Cancelled"))},
+        {200: _json("The cancelled alert.", _ref("Cancelled")),
+         202: _json("The cell asks a second person for this cancel: a CAP Cancel of it, awaiting approval; "
+                    "the alert stays in force until that is approved.", _ref("Alert"))},
         403, 404,
     )
 
@@ -541,7 +576,9 @@ def _post_alert() -> dict[str, Any]:
         "alert instead of a second one; the same key with another order is refused (422). Ignored for a CAP "
         "document, whose key is its triplet (`<sender>`, `<identifier>`, `<sent>`).",
     }
-    accepted = _json("Accepted: the fan-out is under way.", _ref("Accepted")) | {"headers": {
+    accepted = _json("Accepted: the fan-out is under way, or (state `awaiting_approval`) the cell asks a second "
+                     "person for it: nothing is planned or sent until an approver releases it "
+                     "(`POST /v1/alerts/{id}/approve`).", _ref("Accepted")) | {"headers": {
         "Location": _header("The alert's path."),
         "Idempotent-Replayed": _header("`true` when this is the first alert posted with the key, again.",
                                        {"const": "true"}, required=False),

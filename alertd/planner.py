@@ -7,13 +7,15 @@ and the store's uniqueness on (alert, channel, target, command) makes a replayed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy
 import structlog
 
-from alertd import audience as audience_mod, errors, geo, model, priority, store as store_mod
+from alertd import approval, audience as audience_mod, errors, geo, model, priority, render, store as store_mod
+from alertd.store import audit
 
 log = structlog.get_logger("alertd.planner")
 
@@ -109,18 +111,46 @@ async def target(store: store_mod.Store, alert: model.Alert, tests: Sequence[str
     if alert.status in TO_TESTERS:  # those of the test recipients inside its area, and no one else
         await store.add_targets(alert.id, ids=audience_mod.testers(alert.area, await store.recipients(list(tests))))
         return
-    inside: list[str] = []
-    if alert.area.shaped:
-        shapes = geo.Shapes.of(alert.area.polygons, alert.area.circles)
-        rows = await store.located(shapes.bounds())
-        if rows:
-            mask = shapes.contains(
-                numpy.fromiter((r["lat"] for r in rows), float, len(rows)),
-                numpy.fromiter((r["lon"] for r in rows), float, len(rows)),
-            )
-            inside = [r["id"] for r, hit in zip(rows, mask) if hit]
     earlier = [r.alert_id for r in alert.references if r.alert_id] if alert.msg_type is model.MsgType.UPDATE else []
-    await store.add_targets(alert.id, ids=inside, zones=alert.area.zones, reached_by=earlier)
+    await store.add_targets(alert.id, ids=await _inside(store, alert.area), zones=alert.area.zones, reached_by=earlier)
+
+
+async def _inside(store: store_mod.Store, area: model.Area) -> list[str]:
+    """The located recipients inside the area's shapes."""
+    if not area.shaped:
+        return []
+    shapes = geo.Shapes.of(area.polygons, area.circles)
+    rows = await store.located(shapes.bounds())
+    if not rows:
+        return []
+    mask = shapes.contains(
+        numpy.fromiter((r["lat"] for r in rows), float, len(rows)),
+        numpy.fromiter((r["lon"] for r in rows), float, len(rows)),
+    )
+    return [r["id"] for r, hit in zip(rows, mask) if hit]
+
+
+async def reach(
+    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], tests: Sequence[str] = (),
+) -> dict[str, int]:
+    """How many messages of each of the alert's kinds its planning would write now: what an
+    approver is shown (the audience moves as people subscribe; the counts say it as of now)."""
+    who = audience(alert, tests)
+    counted: dict[str, int] = {"sms": 0, "push": 0}
+    if alert.status in TO_TESTERS:
+        counted = await store.count_audience(ids=audience_mod.testers(alert.area, await store.recipients(list(tests))))
+    elif alert.msg_type is model.MsgType.CANCEL:
+        earlier = await incident(store, await _same_status(store, alert))
+        counted = await store.count_audience(reached_by=earlier, exercise_only=alert.status is model.Status.EXERCISE)
+    elif who.walk != "nobody":
+        earlier = [r.alert_id for r in alert.references if r.alert_id] if alert.msg_type is model.MsgType.UPDATE else []
+        counted = await store.count_audience(
+            everyone=who.walk == "everyone", zones=alert.area.zones, ids=await _inside(store, alert.area),
+            reached_by=earlier, exercise_only=who.exercise_only,
+        )
+    for once in fixed(alert, route, await store.list_sirens(), tests):
+        counted[once.kind.value] = counted.get(once.kind.value, 0) + 1
+    return {kind.value: counted.get(kind.value, 0) for kind in alert.channels}
 
 
 async def plan(
@@ -133,10 +163,14 @@ async def plan(
     tests: Sequence[str] = (),
     on_chunk: Callable[[], None] = lambda: None,
     nth: int = 1,
+    renderer: render.Renderer | None = None,
 ) -> None:
     """Write every delivery of `alert`, resuming where an interrupted planning stopped, then mark
     the alert active. `on_chunk` is called after each committed chunk (to wake the senders); `nth`:
-    the alert's place among its cell's recent ones (`priority.share`)."""
+    the alert's place among its cell's recent ones (`priority.share`). With `renderer`, an alert
+    a second person approved is planned only if its messages and area are still those approved."""
+    if renderer is not None and not await _as_approved(store, alert, renderer, clock()):
+        return
     after = await store.plan_cursor(alert.id)
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
@@ -153,6 +187,29 @@ async def plan(
     # Only from `planning`: a cancel that landed meanwhile must stay a cancel.
     if await store.set_alert_state(alert.id, model.AlertState.ACTIVE, only_from=model.AlertState.PLANNING):
         log.info("planned", alert_id=alert.id)
+
+
+async def _as_approved(store: store_mod.Store, alert: model.Alert, renderer: render.Renderer, now: dt.datetime) -> bool:
+    """Whether the alert may be planned: no approval asked, or the messages it would send now and
+    its area are those the second person approved. Otherwise it is `refused`, and nothing is sent."""
+    record = alert.approval
+    if record is None or record.approved_by is None:
+        return True
+    try:
+        messages = [approval.message(r) for r in render.check_order(renderer, alert)]
+    except errors.ProblemError as exc:
+        messages, problem = [], str(exc)
+    else:
+        problem = None
+    if problem is None and approval.content_digest(messages, alert.area) == record.content_digest:
+        return True
+    log.error("alert refused: its content differs from what was approved", alert_id=alert.id,
+              approved_by=record.approved_by, problem=problem)
+    entry = audit.Entry(cell=alert.cell, action="refused", at=now, subject=alert.id, address="alertd",
+                        detail={"reason": "content differs from what was approved", "approved_by": record.approved_by})
+    await store.move_alert(alert.id, model.AlertState.PLANNING, dataclasses.replace(alert, state=model.AlertState.REFUSED),
+                           entry)
+    return False
 
 
 async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind, int]:

@@ -69,10 +69,10 @@ class Recorder:
             return False
         counts = await self.store.counts(alert_id)
         last = await self.store.last_progress(alert_id)
-        if alert.state is model.AlertState.DRAFT or (
+        if alert.state in (model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL) or (
             progress_store.settled(alert.state, counts) and not self._awaiting_receipts(counts, last)
         ):
-            self._followed.discard(alert_id)  # nothing moves any more (a draft: until it is sent)
+            self._followed.discard(alert_id)  # nothing moves any more (a draft, an alert awaiting approval: until it is sent)
         if last is not None and (last.state, last.counts) == (alert.state.value, counts):
             return False
         await self.store.record_progress(alert_id, alert.state.value, counts, self.clock())

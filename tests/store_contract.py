@@ -603,3 +603,51 @@ class StoreContract(store_people_contract.PeopleContract):
         await store.create_alert(make_alert("A9"), "k", audit_entry=entry)  # a replay: no second entry
         await store.cancel_alert("A1", LATER, audit.Entry("cell-75", "cancelled", LATER, subject="A1"))
         assert [(e.action, e.subject) for e in await store.audit()] == [("cancelled", "A1"), ("created", "A1")]
+
+    # -- approvals ----------------------------------------------------------------------------------
+    @staticmethod
+    def awaiting(alert_id: str = "A1", minutes: int = 15, **fields) -> model.Alert:
+        record = model.Approval(
+            requested_by="alice", requested_cell="pref-75", requested_at=NOW,
+            expires_at=NOW + dt.timedelta(minutes=minutes), digest="d" * 64, content_digest="c" * 64,
+            messages=({"locale": "fr", "channel": "sms", "title": "", "body": "Abritez-vous"},),
+            area=model.Area(("75056",)), audience={"sms": 2},
+        )
+        return make_alert(alert_id, state=model.AlertState.AWAITING_APPROVAL, approval=record, **fields)
+
+    async def test_an_approval_record_round_trips_and_a_move_is_a_compare_and_set(self, store):
+        from alertd.store import audit
+
+        waiting = self.awaiting(created_by="alice", cell_name="Préfecture de police")
+        await store.create_alert(waiting, "k")
+        assert await store.get_alert("A1") == waiting
+        approved = dataclasses.replace(waiting, state=model.AlertState.PLANNING, approval=dataclasses.replace(
+            waiting.approval, approved_by="bruno", approved_cell="pref-75", approved_at=LATER))
+        entry = audit.Entry("pref-75", "approved", LATER, subject="A1", user="bruno")
+        assert await store.move_alert("A1", model.AlertState.AWAITING_APPROVAL, approved, entry)
+        assert not await store.move_alert("A1", model.AlertState.AWAITING_APPROVAL, approved, entry)  # moved already
+        assert await store.get_alert("A1") == approved
+        assert [(e.action, e.user) for e in await store.audit()] == [("approved", "bruno")]  # one entry, not two
+        with pytest.raises(errors.NotFound):
+            await store.move_alert("nope", model.AlertState.AWAITING_APPROVAL, approved)
+
+    async def test_approval_requests_past_their_time_expire_with_an_audit_entry(self, store):
+        await store.create_alert(self.awaiting("A1", minutes=5), "k1")
+        await store.create_alert(self.awaiting("A2", minutes=30), "k2")
+        assert await store.expire_approvals(NOW + dt.timedelta(minutes=4)) == []
+        assert await store.expire_approvals(NOW + dt.timedelta(minutes=5)) == ["A1"]
+        assert await store.expire_approvals(NOW + dt.timedelta(minutes=6)) == []  # once
+        assert (await store.get_alert("A1")).state is model.AlertState.APPROVAL_EXPIRED
+        assert (await store.get_alert("A2")).state is model.AlertState.AWAITING_APPROVAL
+        assert [(e.action, e.subject) for e in await store.audit()] == [("approval_expired", "A1")]
+
+    async def test_the_audience_is_counted_as_a_planning_would_write_it(self, store):
+        await self.seed(store)
+        assert await store.count_audience(zones=["75056"]) == {"sms": 2, "push": 1}
+        assert await store.count_audience(zones=["92"]) == {"sms": 2, "push": 1}  # a2 and c1, by département
+        assert await store.count_audience(everyone=True) == {"sms": 4, "push": 3}
+        assert await store.count_audience(ids=["b1"], zones=["2A004"]) == {"sms": 1, "push": 1}
+        assert await store.count_audience() == {"sms": 0, "push": 0}
+        assert await store.count_audience(everyone=True, exercise_only=True) == {"sms": 0, "push": 0}
+        await self.plan(store, make_alert("R1", zones=("69123",)))  # reached b1 by push
+        assert await store.count_audience(reached_by=["R1"]) == {"sms": 0, "push": 1}

@@ -104,6 +104,9 @@ async def served(tmp_path, fakes_url):
     ])
     tokens = {role: await helpers.add_token(db, role, zones) for role, zones in (
         (model.Role.ISSUER, ["*"]), (model.Role.OPERATOR, ["*"]))}
+    await helpers.add_cell(db, "pref-75", ["75"], name="Préfecture de police")  # an actual alert waits for a second person
+    tokens["alice"] = await helpers.add_person(db, "alice", "pref-75", model.Role.ISSUER, model.Role.APPROVER)
+    tokens["bruno"] = await helpers.add_person(db, "bruno", "pref-75", model.Role.APPROVER)
     sms = testing.FakeControl(fakes_url, "twilio")
     await sms.reset()
     await sms.fail(delay=0.05, times=None)  # no status: each SMS succeeds, 50 ms later
@@ -235,3 +238,38 @@ async def test_a_siren_that_did_not_sound_or_awaits_a_retry_is_not_shown_ready(s
                                                                                        timeout=WAIT)
     finally:
         await sirens.reset()
+
+
+async def test_an_actual_alert_of_a_person_waits_for_a_second_one(served, browser):
+    """alice sends an actual alert: it awaits approval; her own approval is refused, the reason
+    shown; bruno (approver) approves it, and the deliveries reach the fakes."""
+    base, tokens, sms = served
+    await sms.reset()
+    page = await browser.new_page(viewport=LAPTOP, locale="fr-FR")
+    problems = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmation asked before releasing it
+    waiting = await send(base, tokens["alice"], channels=["sms"], identifier="two-people")
+
+    await sign_in(page, base, tokens["alice"])
+    await page.goto(f"{base}/console#/alerts/{waiting}")
+    await expect(page.locator(".head [data-state=awaiting_approval]")).to_be_visible(timeout=WAIT)
+    await expect(page.locator("#approval")).to_contain_text("créée par alice")
+    await expect(page.locator("#audience")).to_contain_text(f"SMS {PEOPLE}")
+    await expect(page.locator("article.message[data-channel=sms]")).to_contain_text("crue de la Seine")
+    await page.click("#approve")
+    await expect(page.locator("#approval-error")).to_contain_text("a second person must approve it", timeout=WAIT)
+    await expect(page.locator(".head [data-state=awaiting_approval]")).to_be_visible()
+    await page.screenshot(path=ARTIFACTS / "console-awaiting-approval.png")
+    assert await sms.received() == []
+
+    await page.click("#signout")
+    await sign_in(page, base, tokens["bruno"])
+    await page.goto(f"{base}/console#/alerts/{waiting}")
+    await expect(page.locator("#approve")).to_be_visible(timeout=WAIT)
+    await page.click("#approve")
+    await expect(page.locator("#approval")).to_contain_text("approuvée par bruno", timeout=WAIT)
+    await expect(page.locator(".head [data-state=completed]")).to_be_visible(timeout=WAIT)
+    assert len(await sms.received()) == PEOPLE
+    await page.screenshot(path=ARTIFACTS / "console-approved.png")
+    assert problems == []

@@ -22,7 +22,7 @@ from prometheus_client import parser as prometheus_parser
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from twilio import request_validator
 
-from alertd import audience, demo, errors, orders, web as web_mod
+from alertd import audience, demo, errors, model, orders, web as web_mod
 from tests import helpers, test_cap_identity as cap_identity
 
 pytestmark = pytest.mark.parametrize("daemon", ["sqlite"], indirect=True)
@@ -211,6 +211,7 @@ async def test_every_operation_answers_as_documented(daemon, conformance):
     await c.call("get", "/v1/openapi.json", 200)
     alert_id, draft_id = await successes(c)
     await refusals(c, alert_id, draft_id)
+    await two_people(c)
     await pages(c, alert_id)
     for method, path in sorted(operations(c.doc)):
         await unauthenticated(c, method, path)
@@ -305,6 +306,30 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     unknown = {"type": "heartbeat", "siren_id": "siren-nowhere", "at": helpers.START.isoformat()}
     await c.call("post", "/v1/receipts/siren", 422, headers=gateway(), json=unknown)
     await too_large(c, fresh["id"])
+
+
+async def two_people(c: Conformance) -> None:
+    """An alert awaiting a second person, its approval, a rejection and a cancel awaiting approval."""
+    d = c.daemon
+    await helpers.add_cell(d.store, "pref-75", ["75"], name="Préfecture de police")
+    for name, role in (("alice", model.Role.ISSUER), ("bruno", model.Role.APPROVER), ("carla", model.Role.APPROVER)):
+        d.headers[name] = helpers.auth_header(await helpers.add_person(d.store, name, "pref-75", role))
+    _, waiting = await c.call("post", "/v1/alerts", 202, who="alice", json=helpers.order())
+    assert waiting["state"] == "awaiting_approval"
+    await c.call("get", "/v1/alerts/{id}", 200, who="operator", id=waiting["id"])
+    await c.call("post", "/v1/alerts/{id}/approve", 403, who="alice", id=waiting["id"])  # her own
+    await c.call("post", "/v1/alerts/{id}/reject", 403, who="operator", id=waiting["id"], json={"reason": "no"})
+    await c.call("post", "/v1/alerts/{id}/reject", 400, who="bruno", id=waiting["id"], data=b"{not json",
+                 headers={"Content-Type": "application/json"})
+    await c.call("post", "/v1/alerts/{id}/reject", 415, who="bruno", id=waiting["id"], data=b"{}",
+                 headers={"Content-Type": "text/plain"})
+    await c.call("post", "/v1/alerts/{id}/reject", 422, who="bruno", id=waiting["id"], json={})
+    await c.call("post", "/v1/alerts/{id}/approve", 202, who="bruno", id=waiting["id"])
+    await c.call("post", "/v1/alerts/{id}/reject", 409, who="bruno", id=waiting["id"], json={"reason": "late"})
+    await settle(d)
+    _, cancel = await c.call("post", "/v1/alerts/{id}/cancel", 202, who="alice", id=waiting["id"])
+    await c.call("get", "/v1/alerts/{id}/messages", 200, who="operator", id=cancel["id"])
+    await c.call("post", "/v1/alerts/{id}/reject", 200, who="carla", id=cancel["id"], json={"reason": "still needed"})
 
 
 async def too_large(c: Conformance, draft_id: str) -> None:

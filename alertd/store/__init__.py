@@ -138,6 +138,26 @@ class Store(Protocol):
         as is dropped: it said Draft) and append `audit_entry`, in one transaction. False when
         the alert is no longer a draft."""
 
+    # -- approvals -------------------------------------------------------------------------------
+    async def move_alert(
+        self, alert_id: str, from_state: model.AlertState, alert: model.Alert, audit_entry: audit.Entry | None = None,
+    ) -> bool:
+        """Store `alert` (state, approval record, data) in place of the alert `alert_id` if that is
+        still in `from_state`, with `audit_entry`, in one transaction; False when it moved meanwhile.
+        Raises `errors.NotFound` when the alert does not exist."""
+
+    async def expire_approvals(self, now: dt.datetime) -> list[str]:
+        """Move the alerts whose approval request ran out to `approval_expired`, each with an audit
+        entry `approval_expired`; their ids."""
+
+    async def count_audience(
+        self, everyone: bool = False, zones: Sequence[str] = (), ids: Sequence[str] = (),
+        reached_by: Sequence[str] = (), exercise_only: bool = False,
+    ) -> dict[str, int]:
+        """{"sms": n, "push": n}: the recipients a planning would write an SMS and a push for, among
+        everyone or those in `zones` (any covering code), the ids given, and those the alerts
+        `reached_by` reached; with `exercise_only`, only exercise participants."""
+
     # -- planning --------------------------------------------------------------------------------
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         """`id`, `lat`, `lon` of the located recipients in the box (min_lat, min_lon, max_lat, max_lon)."""

@@ -24,7 +24,9 @@ MIGRATION = (3, (
 ))
 
 # The states an alert's progress still moves in; any other state is final.
-LIVE = frozenset({model.AlertState.PLANNING, model.AlertState.ACTIVE, model.AlertState.DRAFT})
+LIVE = frozenset({
+    model.AlertState.PLANNING, model.AlertState.ACTIVE, model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL,
+})
 OPEN = frozenset({model.State.PENDING, model.State.SENDING})
 
 Counts = Mapping[str, Mapping[str, int]]  # {channel: {state: n}}

@@ -18,7 +18,8 @@ from alertd import errors, model, priority
 from alertd.store import audit, people, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
-STOPPED = "('cancelled', 'updated', 'expired')"  # alerts whose pending deliveries never go
+# Alerts whose pending deliveries never go (`refused`: planning found content other than approved).
+STOPPED = "('cancelled', 'updated', 'expired', 'refused', 'rejected', 'approval_expired')"
 
 SCHEMA_VERSION = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY, applied_at {time} NOT NULL)"""
@@ -93,6 +94,10 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE INDEX deliveries_claim_priority ON deliveries (channel, state, priority, next_at, id)",
     )),
     people.MIGRATION,  # cells and users; every token belongs to a user (`legacy` moves the old ones)
+    (10, (
+        # Few alerts ever await a second person: housekeeping finds them without walking every alert.
+        "CREATE INDEX alerts_awaiting ON alerts (seq) WHERE state = 'awaiting_approval'",
+    )),
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at,"\

@@ -174,12 +174,12 @@ def now(request: web.Request) -> dt.datetime:
 
 
 def routes() -> list[web.AbstractRouteDef]:
-    from alertd.web import alerts, audit, cap, console, events, meta, metrics, receipts, sirens, subscribers
+    from alertd.web import alerts, approvals, audit, cap, console, events, meta, metrics, receipts, sirens, subscribers
 
     return [
         *audit.routes,
         *cap.routes,  # before alerts: `/v1/alerts/{id}.xml` would match `/v1/alerts/{id}`
-        *alerts.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
+        *alerts.routes, *approvals.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
         *console.routes, *metrics.routes,
     ]
 

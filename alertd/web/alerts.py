@@ -18,8 +18,8 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from aiohttp import web
 
-from alertd import auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
-from alertd.web import quota as web_quota
+from alertd import approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
+from alertd.web import approvals, quota as web_quota
 
 log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
@@ -225,12 +225,15 @@ async def create(request: web.Request) -> web.Response:
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     await web_quota.admit(request, token)
     checked = await _order(request, token)
-    alert = checked.alert
+    alert = dataclasses.replace(checked.alert, cell_name=token.cell_name, created_by=token.user)
+    asked: dict = {}
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
+    else:  # the two-person rule: it may wait for a second person (`approvals`)
+        alert, asked = await approvals.ask(request, token, alert, checked.rendered)
     key = identity.key(alert, request.headers.get("Idempotency-Key"), checked.cap is not None)
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
-                                msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references])
+                                msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references], **asked)
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
     request.app[web_mod.METRICS].accepted(stored, created)
     if not created:
@@ -293,9 +296,13 @@ async def _cancelled_by(store, alert: model.Alert) -> dict | None:
 
 @routes.get("/v1/alerts/{id}/messages")
 async def messages(request: web.Request) -> web.Response:
-    """The alert's text in each locale over each of its channels, rendered now (drafts too)."""
+    """The alert's text in each locale over each of its channels: those put before its approver if
+    it needs a second person (what is approved is what is sent), else rendered now (drafts too)."""
     _, alert = await _readable(request)
-    return web.json_response({"messages": [_rendered(r) for r in render.check_order(request.app[web_mod.RENDERER], alert)]})
+    if alert.approval is not None:
+        return web.json_response({"messages": [dict(m) for m in alert.approval.messages]})
+    rendered = render.check_order(request.app[web_mod.RENDERER], alert)
+    return web.json_response({"messages": [approval.message(r) for r in rendered]})
 
 
 @routes.get("/v1/alerts/{id}/deliveries")
@@ -314,85 +321,13 @@ async def deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": [d.to_json() for d in page], "next": nxt})
 
 
-@routes.post("/v1/alerts/{id}/approve")
-async def approve(request: web.Request) -> web.Response:
-    """Issue a draft: an issuer or admin whose jurisdiction covers it approves it, as `actual` unless
-    the body says `{"status": "exercise"}` (or test, system). It is sent as of now."""
-    token, draft = await _readable(request)
-    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    if draft.state is not model.AlertState.DRAFT:
-        raise errors.Conflict(f"alert {draft.id!r} is {draft.state.value}, not a draft", field="state")
-    now = web_mod.now(request)
-    alert = dataclasses.replace(
-        draft, status=await _issued_status(request), sent=now, state=model.AlertState.PLANNING
-    )
-    if alert.is_expired(now):
-        raise errors.Conflict("the draft expired before it was approved", field="expires")
-    alert = await _chain(request, token, alert)  # its references, checked again as issued
-    await off_loop(_weight(alert.area), _check, token, alert, request.app[web_mod.DISPATCHER].kinds(),
-                   request.app[web_mod.RENDERER])
-    entry = web_mod.audit_entry(request, token, "approved", alert.id, status=alert.status.value, drafted_by=draft.cell)
-    if not await request.app[web_mod.STORE].issue_draft(alert, entry):
-        raise errors.Conflict(f"alert {draft.id!r} is no longer a draft", field="state")
-    if alert.msg_type is not model.MsgType.ALERT:
-        await _stop_earlier(request, token, alert)
-    request.app[web_mod.DISPATCHER].submit(alert)
-    log.info("draft approved", alert_id=alert.id, cell=token.cell, status=alert.status.value)
-    return web.json_response(_summary(request, alert), status=202)
-
-
-def _weight(area: model.Area) -> int:
-    """About the bytes of the order that drew `area`: what its checks cost."""
-    return 20 * (sum(len(ring) for ring in area.polygons) + len(area.circles))
-
-
-async def _issued_status(request: web.Request) -> model.Status:
-    body = await request.read()
-    if body.strip():
-        json_body(request)
-    data = orders.parse_object(body) if body.strip() else {}
-    status = data.get("status", "actual")
-    if set(data) - {"status"} or status not in ISSUABLE:
-        raise errors.Invalid(f"status must be one of {', '.join(ISSUABLE)}", field="status")
-    return model.Status(status)
-
-
-ISSUABLE = ("actual", "exercise", "test", "system")
-
-
-@routes.post("/v1/alerts/{id}/cancel")
-async def cancel(request: web.Request) -> web.Response:
-    token, alert = await _readable(request)
-    auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
-    store = request.app[web_mod.STORE]
-    dispatcher = request.app[web_mod.DISPATCHER]
-    await dispatcher.halt(alert.id)  # before the store: no call of ours begins after this line
-    now = web_mod.now(request)
-    stopped = await store.cancel_alert(alert.id, now, web_mod.audit_entry(request, token, "cancelled", alert.id))
-    request.app[web_mod.RECORDER].touch(alert.id)  # a completed alert cancelled later: its streams hear of it
-    sirens = await store.plan_siren_cancel(alert.id, now)
-    dispatcher.wake()
-    log.info("alert cancelled", alert_id=alert.id, cell=token.cell, stopped=stopped, sirens=sirens)
-    alert = await store.get_alert(alert.id)
-    return web.json_response(alert.to_json() | {
-        "stopped": stopped, "siren_cancels": sirens, "cancelled_by": await _cancelled_by(store, alert),
-    })
-
-
 @routes.post("/v1/preview")
 async def preview(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     # What a preview renders is what may be sent: only those who may send see it (and spend its CPU).
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     checked = await _order(request, token)
-    return web.json_response({"messages": [_rendered(r) for r in checked.rendered]})
-
-
-def _rendered(r: render.Rendered) -> dict:
-    return {
-        "locale": r.locale, "channel": r.kind.value, "title": r.title, "body": r.body,
-        "encoding": r.encoding, "segments": r.segments, "size": r.size,
-    }
+    return web.json_response({"messages": [approval.message(r) for r in checked.rendered]})
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:

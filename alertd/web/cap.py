@@ -23,15 +23,14 @@ FEED_SIZE = 200
 
 
 # Alerts no longer in force: replaced by an update, stopped by a cancel (the Update and Cancel
-# messages themselves are in the feed), ran out, or never issued.
-NOT_IN_FORCE = frozenset({
-    model.AlertState.DRAFT, model.AlertState.UPDATED, model.AlertState.CANCELLED, model.AlertState.EXPIRED,
-})
+# messages themselves are in the feed), ran out, or never released (`model.UNRELEASED`).
+NOT_IN_FORCE = frozenset({model.AlertState.UPDATED, model.AlertState.CANCELLED, model.AlertState.EXPIRED})
 
 
 def _public(alert: model.Alert) -> bool:
-    """Anyone may read it: an actual alert (not an exercise, a test or a draft)."""
-    return alert.status is model.Status.ACTUAL and alert.state is not model.AlertState.DRAFT
+    """Anyone may read it: an actual alert released (not an exercise, a test, a draft, nor one still
+    awaiting, refused or denied its second person)."""
+    return alert.status is model.Status.ACTUAL and alert.state not in model.UNRELEASED
 
 
 def _in_force(alert: model.Alert, now) -> bool:

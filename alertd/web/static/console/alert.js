@@ -1,5 +1,6 @@
 // One alert: counts per state and channel live from its event stream, the reach curve, the area
-// and its sirens, its messages as sent, the failed deliveries, and the cancel button.
+// and its sirens, its messages as sent (or as put before its approver), the failed deliveries, who
+// created and approved it, and the approve, reject and cancel buttons.
 
 import {api, follow} from './api.js';
 import {area as areaText, badge} from './alerts.js';
@@ -10,6 +11,7 @@ import {fill, h, section} from './dom.js';
 import {dateTime, number, t} from './i18n.js';
 
 const CAN_CANCEL = ['issuer', 'admin'];
+const CAN_ISSUE_DRAFT = ['issuer', 'admin', 'approver'];
 const CANCELLABLE = ['planning', 'active', 'completed', 'draft']; // a completed alert may still have sirens sounding
 const RELOAD_MS = 2000; // sirens and failures follow the counts, at most this often
 // And the sirens also as often as on the sirens page: their state moves without the alert's counts
@@ -35,13 +37,34 @@ export function show(root, id, me) {
       ? h('button', {id: 'cancel', type: 'button', class: 'danger', onclick: confirmCancel}, t('cancel.button')) : null;
     const meta = [`${t('alert.sent')} ${dateTime(a.sent)}`, a.cell || a.sender, t('status.' + a.status),
       [a.severity, a.urgency, a.certainty].map((v) => t('cap.' + v)).join(' / '), a.expires && `${t('alert.expires')} ${dateTime(a.expires)}`];
-    const approve = me.roles.some((r) => CAN_CANCEL.includes(r)) && a.state === 'draft'
-      ? h('button', {id: 'approve', type: 'button', class: 'primary', onclick: approveDraft}, t('approve.button')) : null;
+    const awaiting = a.state === 'awaiting_approval';
+    const approver = me.roles.includes('approver');
+    // The creator sees the button too: the API's refusal says why a second person must approve.
+    const approve = (a.state === 'draft' && me.roles.some((r) => CAN_ISSUE_DRAFT.includes(r))) || (awaiting && approver)
+      ? h('button', {id: 'approve', type: 'button', class: 'primary', onclick: approveAlert}, t('approve.button')) : null;
+    const reject = awaiting && (approver || me.user === a.created_by)
+      ? h('button', {id: 'reject', type: 'button', class: 'ghost', onclick: rejectAlert}, t('reject.button')) : null;
     fill(part.head,
-      h('div', {class: 'title'}, h('h1', {}, a.event), badge(a.state), approve, cancel),
+      h('div', {class: 'title'}, h('h1', {}, a.event), badge(a.state), approve, reject, cancel),
       h('p', {class: 'meta'}, meta.filter(Boolean).join(' · ')),
+      approvalLines(a),
+      h('p', {class: 'error', id: 'approval-error', role: 'alert'}, st.approvalError || ''),
       a.cancelled_at ? h('p', {class: 'cancelled', id: 'cancelled'},
         t('cancel.done', {at: dateTime(a.cancelled_at), who: who || t('cancel.someone')})) : null);
+  }
+
+  function approvalLines(a) { // who created it, who approved or rejected it, until when it waits
+    const r = a.approval;
+    const created = a.created_by ? t('approval.created', {who: a.created_by, cell: a.cell_name || a.cell}) : null;
+    if (!r) return created ? h('p', {class: 'meta', id: 'approval'}, created) : null;
+    const lines = [created];
+    if (r.approved_by) lines.push(t('approval.approved', {who: r.approved_by, cell: r.approved_cell, at: dateTime(r.approved_at)}));
+    if (r.rejected_by) lines.push(t('approval.rejected', {who: r.rejected_by, cell: r.rejected_cell, reason: r.reason}));
+    if (a.state === 'awaiting_approval') lines.push(t('approval.until', {at: dateTime(r.expires_at)}));
+    if (a.state === 'approval_expired') lines.push(t('approval.expired', {at: dateTime(r.expires_at)}));
+    const counts = Object.entries(r.audience).map(([kind, n]) => `${t('kind.' + kind)} ${number(n)}`).join(', ');
+    return h('div', {id: 'approval'}, h('p', {class: 'meta'}, lines.filter(Boolean).join(' · ')),
+      a.state === 'awaiting_approval' ? h('p', {class: 'meta', id: 'audience'}, t('approval.audience', {counts})) : null);
   }
 
   function drawCounts() {
@@ -155,14 +178,27 @@ export function show(root, id, me) {
     dialog.showModal();
   }
 
-  async function approveDraft() { // a draft goes out as an actual alert, as of now
+  async function approveAlert() { // a draft goes out as an actual alert, as of now; an awaiting one is released
     if (!window.confirm(t('approve.confirm', {event: st.alert.event, area: areaText(st.alert)}))) return;
+    await act(`${path}/approve`);
+  }
+
+  async function rejectAlert() {
+    const reason = window.prompt(t('reject.reason', {event: st.alert.event}));
+    if (reason && reason.trim()) await act(`${path}/reject`, {reason});
+  }
+
+  async function act(url, body) { // the alert as it is afterwards, or the API's refusal shown in its head
     try {
-      await api(`${path}/approve`, {method: 'POST', signal});
-      window.location.reload();
+      await api(url, {method: 'POST', body, signal});
+      st.approvalError = '';
     } catch (err) {
-      window.alert(err.message);
+      st.approvalError = err.message;
     }
+    st.alert = await api(path, {signal}).catch(() => st.alert);
+    st.counts = st.alert.counts || st.counts;
+    schedule();
+    loadTexts();
   }
 
   async function cancel() {
@@ -170,6 +206,10 @@ export function show(root, id, me) {
     let message;
     try {
       const answer = await api(`${path}/cancel`, {method: 'POST', signal});
+      if (answer.state === 'awaiting_approval') { // a Cancel of it, for a second person to approve
+        window.location.hash = `#/alerts/${encodeURIComponent(answer.id)}`;
+        return;
+      }
       st.cancelledBy = answer.cancelled_by ? answer.cancelled_by.cell || answer.cancelled_by : me.cell_name;
       st.alert = {...st.alert, ...answer};
       message = [t('cancel.done', {at: dateTime(answer.cancelled_at), who: st.cancelledBy}),
