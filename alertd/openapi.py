@@ -417,7 +417,8 @@ def _paths() -> dict[str, Any]:
             ))},
         )},
         "/v1/audit": {"get": _op(
-            "The audit log, newest first (admin): who did what, when, from which address. Read only.",
+            "The audit log, newest first (admin): who did what, when, from which address. Read only. A national "
+            "cell's admin reads every cell's entries, another admin its own cell's only (another `cell`: 403).",
             {200: _json("A page of entries.", _object(entries={"type": "array", "items": _object(
                 id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
                 user=_nullable_str("The user's name."), action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),

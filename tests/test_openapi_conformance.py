@@ -140,13 +140,18 @@ class Conformance:
         async with asyncio.timeout(30):
             resp = await self.daemon.client.request(method.upper(), url, headers=headers, **kw)
             raw = await resp.read()
-        where = f"{method.upper()} {url} -> {resp.status}"
-        assert resp.status == status, f"{where}, not {status}: {raw[:500]!r}"
+        assert resp.status == status, f"{method.upper()} {url} -> {resp.status}, not {status}: {raw[:500]!r}"
+        return resp, self.check(method, path, resp, raw, url)
+
+    def check(self, method: str, path: str, resp, raw: bytes, url: str | None = None) -> Any:
+        """The answer `resp` (its `status`, `headers`, `content_type` and `charset`) and its body
+        `raw` to `method` `path` (of the document), checked; the body, JSON decoded or text."""
+        where = f"{method.upper()} {url or path} -> {resp.status}"
         spec = self.response(method, path, resp.status, where)
         self.headers(spec, resp, where)
         body = self.content(spec, resp, raw, where)
         self.seen.add((method, path, str(resp.status)))
-        return resp, body
+        return body
 
     def response(self, method: str, path: str, status: int, where: str) -> dict:
         item = self.doc["paths"][path]
