@@ -546,10 +546,15 @@ def _post_alert() -> dict[str, Any]:
         "Idempotent-Replayed": _header("`true` when this is the first alert posted with the key, again.",
                                        {"const": "true"}, required=False),
     }}
+    too_many = _problem_response(
+        "The cell posted more orders than its rate lets through (a burst at once, then so many a minute): "
+        "post again after `Retry-After` seconds.",
+        **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 1})},
+    )
     return _op(
         "Issue an alert: a JSON order (`application/json`) or a CAP 1.2 document (`application/cap+xml`; "
         "`application/xml` and `text/xml` are read as CAP too).",
-        {202: accepted},
+        {202: accepted, 429: too_many},
         400, 403, 415, 422,
         parameters=[key],
         requestBody=_order_body(),

@@ -22,7 +22,7 @@ from prometheus_client import parser as prometheus_parser
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from twilio import request_validator
 
-from alertd import audience, demo, errors, orders, web as web_mod
+from alertd import audience, demo, errors, model, orders, people, web as web_mod
 from tests import helpers
 
 pytestmark = pytest.mark.parametrize("daemon", ["sqlite"], indirect=True)
@@ -297,6 +297,10 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/receipts/siren", 403, who="issuer", json={"type": "heartbeat"})
 
     await c.call("post", "/v1/alerts/{id}/approve", 409, who="issuer", id=draft_id)  # approved already
+    slow = helpers.auth_header(await helpers.add_token(c.daemon.store, model.Role.ISSUER, ["75"], cell="Mairie",
+                                                       rate=people.Rate(per_minute=1, burst=1)))
+    await c.call("post", "/v1/alerts", 202, json=helpers.order(), headers=slow)
+    await c.call("post", "/v1/alerts", 429, json=helpers.order(), headers=slow)  # the cell's rate
 
     bad = helpers.order(severity="Apocalyptic")
     await c.call("post", "/v1/alerts", 422, who="issuer", json=bad)
