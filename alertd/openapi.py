@@ -160,12 +160,19 @@ _ORDER_RULES_TEXT = (
 )
 
 
+# orders.Area._somewhere
+_AREA_RULES = {"anyOf": [{"required": [n], "properties": {n: {"minItems": 1}}} for n in ("zones", "polygons", "circles")]}
+_AREA_RULES_TEXT = " At least one zone, polygon or circle."
+
+
 def order_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
     """The order's schema, admitting exactly what `orders.parse` accepts: pydantic's, with the rules
     the order's validators check across fields, and dicts keyed by a pattern refusing other keys
     (as pydantic does)."""
     schema = orders.schema(ref_template)
     _closed_patterns(schema)
+    area = schema["$defs"]["Area"]
+    area |= copy.deepcopy(_AREA_RULES) | {"description": area.get("description", "") + _AREA_RULES_TEXT}
     description = schema.get("description", "") + _ORDER_RULES_TEXT
     return schema | {"description": description, "allOf": copy.deepcopy(_ORDER_RULES)}
 
@@ -380,6 +387,7 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts/{id}.xml": {"parameters": one, "get": _op(
             "The alert as CAP 1.2, as it was sent (never re-dated). Public actual alerts need no token.",
             {200: {"description": "A CAP 1.2 alert.", "content": {CAP: {"schema": {"type": "string"}}}}}, 404,
+            security=[{}, {"bearer": []}],  # a token only for what is not public
         )},
         "/v1/alerts/{id}/events": {"parameters": one, "get": _op(
             "Live progress as Server-Sent Events: a `snapshot` (alert and counts), then one `progress` event per "
@@ -537,7 +545,7 @@ def _post_alert() -> dict[str, Any]:
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": web_alerts.MAX_KEY},
         "description": "Posting again with the same key (without one: the same `identifier`) returns the first "
         "alert instead of a second one; the same key with another order is refused (422).",
     }

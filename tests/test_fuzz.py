@@ -23,6 +23,8 @@ from requests import structures
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi import checks as openapi_checks
+
 
 from alertd import model
 from tests import helpers
@@ -36,6 +38,13 @@ PER_CALLER = 420 * SCALE
 CALLERS = ("no token", "operator", "approver", "issuer", "admin")
 MAY_NOT_SEND = {"no token", "operator"}
 TIMEOUT = 20  # seconds: an answer slower than that is a failure, not a hang
+# schemathesis's checks that disagree with what the document says alertd does:
+NOT_CHECKED = [
+    # "A request valid by the schema succeeds": an order valid by the schema is still refused for what
+    # no schema can tell (an unknown template, a CAP document's own rules, a zone outside the caller's
+    # jurisdiction, an unknown alert), with the documented 403, 404, 409 or 422.
+    openapi_checks.positive_data_acceptance,
+]
 STREAMS = "/v1/alerts/{id}/events"  # an alert's stream lasts until the alert is over: random ids only
 
 
@@ -80,19 +89,20 @@ class Fuzz:
         def one(case, real) -> None:
             if real and "id" in (case.path_parameters or {}) and case.path != STREAMS:
                 case.path_parameters["id"] = real
-            case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"} | headers
-            resp = case.call(base_url=self.base_url, session=session, timeout=TIMEOUT)
+            resp = case.call(base_url=self.base_url, session=session, headers=headers, timeout=TIMEOUT)
             tally[resp.status_code] += 1
-            self.check(who, case, resp)
+            self.check(who, case, resp, headers)
 
         one()
 
-    def check(self, who: str, case, resp: schemathesis.Response) -> None:
+    def check(self, who: str, case, resp: schemathesis.Response, headers: dict[str, str]) -> None:
         where = f"{case.method} {case.formatted_path} as {who} -> {resp.status_code}"
         try:
             assert resp.status_code < 500, "a server error"
             self.conformance.check(case.method.lower(), case.path, Answer.of(resp), resp.content, case.formatted_path)
-        except AssertionError as exc:
+            case.validate_response(resp, headers=headers, transport_kwargs={"headers": headers, "timeout": TIMEOUT},
+                                   excluded_checks=NOT_CHECKED)
+        except (AssertionError, schemathesis.errors.FailureGroup) as exc:
             self.failures.append(f"{where}: {exc}\n    {case.as_curl_command(base_url=self.base_url)}")
 
 
@@ -108,7 +118,9 @@ async def test_fuzzed_requests_answer_as_documented_and_only_senders_reach_provi
     draft = await daemon.send(status="draft")
     await settle(daemon)
     base_url = str(daemon.client.make_url("")).rstrip("/")
-    fuzz = Fuzz(schemathesis.openapi.from_dict(doc), base_url, Conformance(daemon, doc), [alert["id"], draft["id"]])
+    # The caller's own token or none: schemathesis neither makes one up nor leaves it out.
+    config = schemathesis.config.SchemathesisConfig.from_dict({"generation": {"with-security-parameters": False}})
+    fuzz = Fuzz(schemathesis.openapi.from_dict(doc, config=config), base_url, Conformance(daemon, doc), [alert["id"], draft["id"]])
     before = await received(daemon)
     for who in CALLERS:
         await asyncio.to_thread(fuzz.run, who, headers[who])

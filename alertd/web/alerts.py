@@ -26,6 +26,7 @@ routes = web.RouteTableDef()
 
 MAX_PAGE = 1000
 MAX_ALERTS = 500  # a page of alerts: each carries its whole order
+MAX_KEY = 200  # characters of an Idempotency-Key
 
 
 CAP_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
@@ -222,12 +223,13 @@ def _summary(request: web.Request, alert: model.Alert) -> dict:
 async def create(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    key = _idempotency_key(request)
     await web_quota.admit(request, token)
     checked = await _order(request, token)
     alert = checked.alert
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
-    key = request.headers.get("Idempotency-Key") or alert.identifier
+    key = key or alert.identifier
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
                                 msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references])
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
@@ -244,6 +246,14 @@ async def create(request: web.Request) -> web.Response:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(_summary(request, stored), status=202, headers=headers)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    """The `Idempotency-Key` header, if given: 1 to `MAX_KEY` characters (stored with the alert)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise errors.BadRequest(f"an Idempotency-Key has 1 to {MAX_KEY} characters", field="Idempotency-Key")
+    return key
 
 
 def _order_of(alert: model.Alert) -> dict:
