@@ -161,7 +161,9 @@ _ORDER_RULES_TEXT = (
 
 
 # orders.Area._somewhere
-_AREA_RULES = {"anyOf": [{"required": [n], "properties": {n: {"minItems": 1}}} for n in ("zones", "polygons", "circles")]}
+_AREA_RULES = {"anyOf": [
+    {"required": [name], "properties": {name: {"minItems": 1}}} for name in ("zones", "polygons", "circles")
+]}
 _AREA_RULES_TEXT = " At least one zone, polygon or circle."
 
 

@@ -55,7 +55,8 @@ def test_the_command_line_audits_what_it_does_and_shows_the_log(tmp_path, capsys
 
 
 async def test_an_admin_reads_its_own_cells_entries_and_a_national_admin_every_cells(daemon):
-    lyon = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ADMIN, ["69"], cell="Préfecture du Rhône"))
+    plaintext = await helpers.add_token(daemon.store, model.Role.ADMIN, ["69"], cell="Préfecture du Rhône")
+    lyon = helpers.auth_header(plaintext)
     sent = await daemon.send()  # by the issuer of prefecture-test-75
     resp = await daemon.client.get("/v1/audit", headers=lyon)
     assert resp.status == 200

@@ -62,7 +62,8 @@ def _closed(node: Any) -> Any:
     closed = {k: v if k in ("if", "then", "else", "not") else _closed(v) for k, v in node.items()}
     types = node.get("type", ())
     is_object = "object" in (types if isinstance(types, list) else [types])
-    if is_object and "properties" in node and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(node):
+    open_ = not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(node)
+    if is_object and "properties" in node and open_:
         closed["additionalProperties"] = False
     return closed
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from alertd import auth, errors, model, web as web_mod
+from alertd import auth, errors, model, people, web as web_mod
 from alertd.web import alerts
 
 routes = web.RouteTableDef()
@@ -27,7 +27,7 @@ async def index(request: web.Request) -> web.Response:
     return web.json_response({"entries": [e.to_json() for e in entries], "next": nxt})
 
 
-def _cell(caller, asked: str | None) -> str | None:
+def _cell(caller: people.Caller, asked: str | None) -> str | None:
     """The cell whose entries the caller reads: the one asked for, within what it may read."""
     if model.NATIONAL in caller.zones:
         return asked
