@@ -161,12 +161,21 @@ _ORDER_RULES_TEXT = (
 )
 
 
+# orders.Area._somewhere
+_AREA_RULES = {"anyOf": [
+    {"required": [name], "properties": {name: {"minItems": 1}}} for name in ("zones", "polygons", "circles")
+]}
+_AREA_RULES_TEXT = " At least one zone, polygon or circle."
+
+
 def order_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
     """The order's schema, admitting exactly what `orders.parse` accepts: pydantic's, with the rules
     the order's validators check across fields, and dicts keyed by a pattern refusing other keys
     (as pydantic does)."""
     schema = orders.schema(ref_template)
     _closed_patterns(schema)
+    area = schema["$defs"]["Area"]
+    area |= copy.deepcopy(_AREA_RULES) | {"description": area.get("description", "") + _AREA_RULES_TEXT}
     description = schema.get("description", "") + _ORDER_RULES_TEXT
     return schema | {"description": description, "allOf": copy.deepcopy(_ORDER_RULES)}
 
@@ -402,6 +411,7 @@ def _paths() -> dict[str, Any]:
         "/v1/alerts/{id}.xml": {"parameters": one, "get": _op(
             "The alert as CAP 1.2, as it was sent (never re-dated). Public actual alerts need no token.",
             {200: {"description": "A CAP 1.2 alert.", "content": {CAP: {"schema": {"type": "string"}}}}}, 404,
+            security=[{}, {"bearer": []}],  # a token only for what is not public
         )},
         "/v1/alerts/{id}/events": {"parameters": one, "get": _op(
             "Live progress as Server-Sent Events: a `snapshot` (alert and counts), then one `progress` event per "
@@ -439,7 +449,8 @@ def _paths() -> dict[str, Any]:
             ))},
         )},
         "/v1/audit": {"get": _op(
-            "The audit log, newest first (admin): who did what, when, from which address. Read only.",
+            "The audit log, newest first (admin): who did what, when, from which address. Read only. A national "
+            "cell's admin reads every cell's entries, another admin its own cell's only (another `cell`: 403).",
             {200: _json("A page of entries.", _object(entries={"type": "array", "items": _object(
                 id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
                 user=_nullable_str("The user's name."), action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
@@ -571,7 +582,7 @@ def _post_alert() -> dict[str, Any]:
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": web_alerts.MAX_KEY},
         "description": "Posting again with the same key (without one: the same `identifier`) returns the first "
         "alert instead of a second one; the same key with another order is refused (422). Ignored for a CAP "
         "document, whose key is its triplet (`<sender>`, `<identifier>`, `<sent>`).",
@@ -583,12 +594,17 @@ def _post_alert() -> dict[str, Any]:
         "Idempotent-Replayed": _header("`true` when this is the first alert posted with the key, again.",
                                        {"const": "true"}, required=False),
     }}
+    too_many = _problem_response(
+        "The cell posted more orders than its rate lets through (a burst at once, then so many a minute): "
+        "post again after `Retry-After` seconds.",
+        **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 1})},
+    )
     return _op(
         "Issue an alert: a JSON order (`application/json`) or a CAP 1.2 document (`application/cap+xml`; "
         "`application/xml` and `text/xml` are read as CAP too). A CAP document's `<sender>` must be one of the "
         "cell's senders; its triplet (`<sender>`, `<identifier>`, `<sent>`) is its identity: posted again, it "
         "answers the first alert.",
-        {202: accepted, 403: _problem_response(
+        {202: accepted, 429: too_many, 403: _problem_response(
             "The token may not send, the area leaves its jurisdiction (`outside-jurisdiction`), or a CAP "
             "document's `<sender>` is not one of the cell's senders (`foreign-sender`, field `/alert/sender`)."
         ), 409: _problem_response(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from alertd import cli
+from alertd import cli, model
+from tests import helpers
 from tests.test_cli import config_file, with_store
 
 
@@ -51,3 +52,16 @@ def test_the_command_line_audits_what_it_does_and_shows_the_log(tmp_path, capsys
     with_store(tmp_path, lambda db: db._execute("UPDATE audit SET cell = 'x'"))
     assert cli.main(["audit", "--config", config_file(tmp_path), "--verify"]) == 1
     assert "breaks at entry 1" in capsys.readouterr().err
+
+
+async def test_an_admin_reads_its_own_cells_entries_and_a_national_admin_every_cells(daemon):
+    plaintext = await helpers.add_token(daemon.store, model.Role.ADMIN, ["69"], cell="Préfecture du Rhône")
+    lyon = helpers.auth_header(plaintext)
+    sent = await daemon.send()  # by the issuer of prefecture-test-75
+    resp = await daemon.client.get("/v1/audit", headers=lyon)
+    assert resp.status == 200
+    assert (await resp.json())["entries"] == []  # nothing of prefecture-test-75's: not the alert, not its user
+    refused = await daemon.client.get("/v1/audit?cell=prefecture-test-75", headers=lyon)
+    assert refused.status == 403 and (await refused.json())["field"] == "cell"
+    national = await (await daemon.get("/v1/audit?cell=prefecture-test-75", who="admin")).json()
+    assert [(e["action"], e["subject"]) for e in national["entries"]] == [("created", sent["id"])]

@@ -149,6 +149,15 @@ async def test_a_reused_idempotency_key_with_another_order_is_refused(daemon):
     assert len(await daemon.store.list_alerts()) == 1
 
 
+@pytest.mark.parametrize("key", ["", "k" * 201])
+async def test_an_idempotency_key_is_1_to_200_characters(daemon, key):
+    resp = await daemon.post("/v1/alerts", json=helpers.order(), headers={"Idempotency-Key": key})
+    await problem(resp, 400, "Idempotency-Key")
+    await nothing_happened(daemon)
+    longest = {"Idempotency-Key": "k" * 200}
+    assert (await daemon.post("/v1/alerts", json=helpers.order(), headers=longest)).status == 202
+
+
 async def test_deeply_nested_json_is_a_bad_request(daemon):
     body = b"[" * 100_000
     resp = await daemon.post("/v1/alerts", data=body, headers={"Content-Type": "application/json"})

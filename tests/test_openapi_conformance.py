@@ -22,7 +22,7 @@ from prometheus_client import parser as prometheus_parser
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from twilio import request_validator
 
-from alertd import audience, demo, errors, model, orders, web as web_mod
+from alertd import audience, demo, errors, model, orders, people, web as web_mod
 from tests import helpers, test_cap_identity as cap_identity
 
 pytestmark = pytest.mark.parametrize("daemon", ["sqlite"], indirect=True)
@@ -52,14 +52,18 @@ def _absolute(node: Any) -> Any:
 
 def _closed(node: Any) -> Any:
     """Every object schema that lists its properties refuses others: an answer carrying a field the
-    document does not name is drift too. (A schema built with `allOf` of such objects would need
-    `unevaluatedProperties` instead; the document has none in its answers.)"""
+    document does not name is drift too. A rule on some properties of an object (no `type` of its
+    own, as in `anyOf`) stays open: it speaks of those alone. (A schema built with `allOf` of
+    objects would need `unevaluatedProperties` instead; the document has none in its answers.)"""
     if isinstance(node, list):
         return [_closed(v) for v in node]
     if not isinstance(node, dict):
         return node
     closed = {k: v if k in ("if", "then", "else", "not") else _closed(v) for k, v in node.items()}
-    if "properties" in node and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(node):
+    types = node.get("type", ())
+    is_object = "object" in (types if isinstance(types, list) else [types])
+    open_ = not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(node)
+    if is_object and "properties" in node and open_:
         closed["additionalProperties"] = False
     return closed
 
@@ -140,13 +144,18 @@ class Conformance:
         async with asyncio.timeout(30):
             resp = await self.daemon.client.request(method.upper(), url, headers=headers, **kw)
             raw = await resp.read()
-        where = f"{method.upper()} {url} -> {resp.status}"
-        assert resp.status == status, f"{where}, not {status}: {raw[:500]!r}"
+        assert resp.status == status, f"{method.upper()} {url} -> {resp.status}, not {status}: {raw[:500]!r}"
+        return resp, self.check(method, path, resp, raw, url)
+
+    def check(self, method: str, path: str, resp, raw: bytes, url: str | None = None) -> Any:
+        """The answer `resp` (its `status`, `headers`, `content_type` and `charset`) and its body
+        `raw` to `method` `path` (of the document), checked; the body, JSON decoded or text."""
+        where = f"{method.upper()} {url or path} -> {resp.status}"
         spec = self.response(method, path, resp.status, where)
         self.headers(spec, resp, where)
         body = self.content(spec, resp, raw, where)
         self.seen.add((method, path, str(resp.status)))
-        return resp, body
+        return body
 
     def response(self, method: str, path: str, status: int, where: str) -> dict:
         item = self.doc["paths"][path]
@@ -297,6 +306,10 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/alerts", 202, who="issuer", data=cap_identity.document("FR-75-CONF"), **cap_body)
     reused = cap_identity.document("FR-75-CONF", headline="Autre crue")  # the same identifier, another message
     await c.call("post", "/v1/alerts", 409, who="issuer", data=reused, **cap_body)
+    slow = helpers.auth_header(await helpers.add_token(c.daemon.store, model.Role.ISSUER, ["75"], cell="Mairie",
+                                                       rate=people.Rate(per_minute=1, burst=1)))
+    await c.call("post", "/v1/alerts", 202, json=helpers.order(), headers=slow)
+    await c.call("post", "/v1/alerts", 429, json=helpers.order(), headers=slow)  # the cell's rate
 
     bad = helpers.order(severity="Apocalyptic")
     await c.call("post", "/v1/alerts", 422, who="issuer", json=bad)
@@ -360,7 +373,8 @@ async def pages(c: Conformance, alert_id: str) -> None:
 async def unauthenticated(c: Conformance, method: str, path: str) -> None:
     """Without a token, an operation that requires one answers 401."""
     op = c.doc["paths"][path][method]
-    if op.get("security", c.doc["security"]) and path != "/v1/alerts/{id}.xml":  # public CAP needs none
+    security = op.get("security", c.doc["security"])
+    if security and {} not in security:  # `{}`: a token is optional (public CAP)
         await c.call(method, path, 401, id=NOWHERE, json={})
 
 
@@ -412,6 +426,8 @@ def _orders() -> list[tuple[str, dict]]:
              for name in orders.Order.model_fields]
     return cases + [
         ("alert without event", {k: v for k, v in alert.items() if k != "event"}),
+        ("alert with an area of nothing", alert | {"area": {"description": "Paris"}}),
+        ("alert with an area of empty lists", alert | {"area": {"zones": [], "polygons": [], "circles": []}}),
         ("alert with texts and template", alert | {"texts": TEXTS}),
         ("alert with texts, template null", alert | {"texts": TEXTS, "template": None}),
         ("alert with neither texts nor template", {k: v for k, v in alert.items() if k != "template"}),

@@ -26,6 +26,7 @@ routes = web.RouteTableDef()
 
 MAX_PAGE = 1000
 MAX_ALERTS = 500  # a page of alerts: each carries its whole order
+MAX_KEY = 200  # characters of an Idempotency-Key
 
 
 CAP_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
@@ -223,6 +224,7 @@ def _summary(request: web.Request, alert: model.Alert) -> dict:
 async def create(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
+    key = _idempotency_key(request)
     await web_quota.admit(request, token)
     checked = await _order(request, token)
     alert = dataclasses.replace(checked.alert, cell_name=token.cell_name, created_by=token.user)
@@ -231,7 +233,7 @@ async def create(request: web.Request) -> web.Response:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
     else:  # the two-person rule: it may wait for a second person (`approvals`)
         alert, asked = await approvals.ask(request, token, alert, checked.rendered)
-    key = identity.key(alert, request.headers.get("Idempotency-Key"), checked.cap is not None)
+    key = identity.key(alert, key, checked.cap is not None)
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
                                 msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references], **asked)
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
@@ -247,6 +249,15 @@ async def create(request: web.Request) -> web.Response:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return web.json_response(_summary(request, stored), status=202, headers=headers)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    """The `Idempotency-Key` header, if given: 1 to `MAX_KEY` characters (stored with the alert)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise errors.BadRequest(f"an Idempotency-Key has 1 to {MAX_KEY} characters", field="Idempotency-Key")
+    return key
+
 
 
 def _visible(token: model.Token, alert: model.Alert) -> bool:
