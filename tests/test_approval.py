@@ -268,3 +268,35 @@ async def test_an_update_waits_for_a_second_person_and_the_original_stays_in_for
     await daemon.drain()
     assert (await daemon.status(sent["id"]))["state"] == "updated"
     assert len(await daemon.sms.received()) == 3
+
+
+async def test_the_cli_approves_and_rejects_as_its_token_s_person(daemon, capsys):
+    """`alertd approve` / `alertd reject` act as the person the token belongs to: the creator's own
+    approval fails (exit 1, the problem on stderr), a second person's releases the alert."""
+    import asyncio
+    import json
+    import re
+
+    from alertd import cli
+
+    def printed(text: str) -> dict:  # the daemon, in this process, logs beside the CLI's answer
+        return json.loads(re.search(r"^\{$.*?^\}$", text, re.S | re.M)[0])
+
+    await cells(daemon)
+    url = f"http://127.0.0.1:{daemon.client.port}"
+
+    def run(who: str, *argv: str) -> int:
+        token = daemon.headers[who]["Authorization"].split()[1]
+        return cli.main([argv[0], "--url", url, "--token", token, *argv[1:]])
+
+    first, second = await order(daemon, who="dora"), await order(daemon)
+    capsys.readouterr()
+    assert await asyncio.to_thread(run, "dora", "approve", first["id"]) == 1  # an approver, but its creator
+    assert printed(capsys.readouterr().err)["type"].endswith("/self-approval")
+    assert await asyncio.to_thread(run, "bruno", "approve", first["id"]) == 0
+    assert printed(capsys.readouterr().out)["state"] != "awaiting_approval"
+    assert await asyncio.to_thread(run, "carla", "reject", second["id"], "--reason", "wrong area") == 0
+    assert printed(capsys.readouterr().out)["state"] == "rejected"
+    await daemon.drain()
+    assert len(await daemon.sms.received()) > 0  # the first went out
+    assert (await daemon.status(second["id"]))["state"] == "rejected"
