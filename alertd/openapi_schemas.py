@@ -8,6 +8,7 @@ views the handlers write them with (`web.views.ANSWERS`). Nothing here names a f
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from pydantic import json_schema
@@ -18,6 +19,7 @@ from alertd.web import views
 REF = "#/components/schemas/{model}"
 
 
+@functools.cache  # the models do not change while alertd runs; `openapi.document` hands out copies
 def components() -> dict[str, Any]:
     """Every schema the document refers to, by name: the models and those they hold."""
     models = [(orders.Order, "validation"), (audience.Subscriber, "validation"),
