@@ -1,22 +1,17 @@
-"""What the API answers: one pydantic model per shape, read from the frozen values (`model`,
-`store`, `people`) at the HTTP edge.
+"""What the API answers: one pydantic view per shape, read from the frozen values at the HTTP edge.
 
-A handler writes its answer with `answer(View.of(...))` and `openapi` documents it with that same
-class's JSON schema (`views.ANSWERS` are the document's response components), so the JSON written
-and the schema published cannot drift apart: a field is in both or in neither. The domain values
-stay frozen dataclasses; these are the boundary shape. Each model's docstring and field
-descriptions are the document's.
-
-Nothing here is validated for the sake of it: the values are alertd's own. Bounds a producer
-keeps (at most `MAX_PROBLEMS` errors) are documented with `json_schema_extra`, not checked again on
-the way out, where a failure would turn an answer into a 500.
+A handler writes `answer(views.X.of(value))`, and the document's schema of that answer is `X`'s
+(`ANSWERS` are its response components): a field is in both or in neither. The domain values stay
+frozen dataclasses; these are the boundary shape, their docstrings and descriptions the document's.
+Types are checked on the way out; bounds the producers keep (at most `MAX_PROBLEMS` errors) are
+only documented (`json_schema_extra`): checked again here, a slip would turn an answer into a 500.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import pydantic
 from aiohttp import web
@@ -39,8 +34,9 @@ class View(pydantic.BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     @classmethod
-    def of(cls, value: Any, **more: Any) -> pydantic.BaseModel:
-        """The view of `value` (a frozen value, or a mapping), with `more` fields beside its own."""
+    def of(cls, value: Any, **more: Any) -> Self:
+        """The view of `value` (a frozen value, or a mapping); `more` gives the fields the value
+        does not hold (an alert's counts beside the alert)."""
         if more:
             value = {name: getattr(value, name) for name in cls.model_fields if hasattr(value, name)} | more
         return cls.model_validate(value)
@@ -62,7 +58,7 @@ class Accepted(View):
     status_url: str = Field(description="Where to follow the alert.", json_schema_extra={"format": "uri"})
 
     @classmethod
-    def of(cls, value: model.Alert, public_url: str) -> Accepted:  # type: ignore[override]
+    def of(cls, value: model.Alert, public_url: str) -> Self:  # type: ignore[override]
         return super().of(value, status_url=f"{public_url.rstrip('/')}/v1/alerts/{value.id}")
 
 
@@ -102,7 +98,7 @@ class AlertReference(View):
     sender: str
     identifier: str
     sent: Time
-    id: str | None = Field(validation_alias=pydantic.AliasChoices("alert_id", "id"),
+    id: str | None = Field(validation_alias="alert_id",
                            description="The alert in this store.")
 
 
@@ -259,8 +255,8 @@ class SirenCommand(View):
     alert_id: str
     command: str | None = Field(description="activate or cancel")
     state: model.State
-    error: str | None = Field(validation_alias=pydantic.AliasChoices("last_error", "error"))
-    at: Time | None = Field(validation_alias=pydantic.AliasChoices("updated_at", "at"))
+    error: str | None = Field(validation_alias="last_error")
+    at: Time | None = Field(validation_alias="updated_at")
 
 
 class SirenHealth(View):
@@ -295,7 +291,8 @@ class Siren(View):
     health: SirenHealth
 
     @classmethod
-    def of(cls, value: Any, last: model.Delivery | None) -> Siren:  # type: ignore[override]
+    def of(cls, value: Any, last: model.Delivery | None) -> Self:  # type: ignore[override]
+        """A siren's state (`store.sirens.SirenState`) and the command shown beside it."""
         return super().of(value, id=value.siren_id, status=value.state, last=last, health=value)
 
 
