@@ -126,7 +126,8 @@ class Approval(View):
         description="SHA-256 of the messages and area: planning checks it again, and refuses anything else.")
     messages: list[Preview] = Field(description="Every locale × channel, as rendered.")
     area: AlertArea
-    audience: dict[str, int] = Field(description="Messages per channel its planning would write, as counted when shown.")
+    audience: dict[str, int] = Field(
+        description="Messages per channel its planning would write, as counted when shown.")
     approved_by: str | None
     approved_cell: str | None
     approved_at: Time | None
@@ -384,11 +385,12 @@ def _absent_unless_known(schema: dict[str, Any]) -> None:
 
 
 class Problem(View):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details: what is not known is left out, never null."""
 
     model_config = ConfigDict(json_schema_extra=_absent_unless_known)
 
-    type: str = Field(description="A stable URI naming the kind of problem.", json_schema_extra={"format": "uri-reference"})
+    type: str = Field(description="A stable URI naming the kind of problem.",
+                      json_schema_extra={"format": "uri-reference"})
     title: str
     status: int
     detail: str = ""
