@@ -407,22 +407,6 @@ class Delivery:
             priority=row["priority"],
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "channel": self.channel,
-            "kind": self.kind.value,
-            "target": self.target,
-            "address": mask(self.address) if self.kind is not Kind.SIREN else self.address,
-            "locale": self.locale,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "next_at": self.next_at.isoformat() if self.next_at else None,
-            "last_error": self.last_error,
-            "provider_id": self.provider_id,
-            "command": self.command,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-        }
 
 
 @dataclasses.dataclass(frozen=True)

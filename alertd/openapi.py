@@ -1,6 +1,8 @@
 """The OpenAPI 3.1 document of alertd's HTTP API.
 
-Request bodies come from the pydantic classes in `orders`, so the schema is written once.
+Its schemas are generated from the models the handlers use (`openapi_schemas`): the order and the
+subscriber that validate requests, the views that write answers. The paths table stays explicit:
+methods, parameters, status codes and which schema each one carries.
 """
 
 from __future__ import annotations
@@ -8,10 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alertd import audience, cap_check, model, orders, sirenstate
+from alertd import audience, openapi_schemas
 from alertd.web import alerts as web_alerts
 
-_REF = "#/components/schemas/{model}"
 CAP = "application/cap+xml"
 PROBLEM = "application/problem+json"
 
@@ -30,7 +31,7 @@ def document(public_url: str) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": openapi_schemas.components(),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -43,77 +44,11 @@ def document(public_url: str) -> dict[str, Any]:
     })
 
 
-# -- schemas -----------------------------------------------------------------------------------
-
-
-def _schemas() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for name, schema in (("Order", order_schema(_REF)), ("Subscriber", subscriber_schema(_REF))):
-        schemas |= schema.pop("$defs", {})
-        schemas[name] = schema
-    return schemas | {
-        "Problem": _PROBLEM_SCHEMA,
-        "Accepted": _object(
-            id=_str("The alert's id."),
-            identifier=_str("The CAP identifier."),
-            state=_enum(model.AlertState),
-            status_url=_str("Where to follow the alert.", format="uri"),
-        ),
-        "Alert": _ALERT,
-        "Approval": _APPROVAL,
-        # Flat, not `allOf` the alert: a client generator makes one class of it.
-        "AlertStatus": _with(
-            _ALERT, counts=_COUNTS, totals=_TOTALS, cancelled_by=_CANCELLED_BY,
-            referenced_by={"type": "array", "items": {"type": "string"}, "description": "Later alerts naming this one."},
-        ),
-        "Cancelled": _with(
-            _ALERT, cancelled_by=_CANCELLED_BY,
-            stopped={"type": "integer", "description": "Deliveries dropped before they started."},
-            siren_cancels={"type": "integer", "description": "Sirens told to stop."},
-        ),
-        "AlertList": _object(alerts={
-            "type": "array", "items": _ref("Alert"),
-            "description": "Newest first: of the `limit` newest (older than `before`), those of the caller's "
-            "jurisdiction, so a page may hold fewer than `limit`, even none. The next page: `before` the last one's id.",
-        }),
-        "Delivery": _DELIVERY,
-        "DeliveryPage": _object(
-            deliveries={"type": "array", "items": _ref("Delivery")},
-            next={"type": ["integer", "null"], "description": "Pass as `after` for the next page; null on the last."},
-        ),
-        "Messages": _object(messages={"type": "array", "items": _ref("Preview")}),
-        "Sirens": _object(sirens={"type": "array", "items": _SIREN}),
-        "Readiness": _object(
-            ready={"type": "boolean"},
-            problems={"type": "array", "items": {"type": "string"}, "description": "Why not ready."},
-            queue={"type": ["integer", "null"], "description": "Deliveries pending or on the wire; null if the store "
-                   "does not answer."},
-            channels={"type": "object", "additionalProperties": _enum(model.Kind),
-                      "description": "Each configured channel's kind, by name."},
-        ),
-        "Preview": _object(
-            locale=_str(),
-            channel=_str(),
-            title=_str(),
-            body=_str(),
-            encoding={"type": "string", "examples": ["GSM-7", "UCS-2", "utf-8"]},
-            segments={"type": "integer", "description": "SMS segments (1 for other channels)."},
-            size={"type": "integer", "description": "Bytes of the payload."},
-        ),
-        "Imported": _object(imported={"type": "integer"}),
-    }
+# -- paths -------------------------------------------------------------------------------------
 
 
 def _str(description: str = "", **extra: Any) -> dict[str, Any]:
     return {"type": "string"} | ({"description": description} if description else {}) | extra
-
-
-def _nullable_str(description: str = "", **extra: Any) -> dict[str, Any]:
-    return _str(description, **extra) | {"type": ["string", "null"]}
-
-
-def _enum(values: type) -> dict[str, Any]:
-    return {"type": "string", "enum": [v.value for v in values]}
 
 
 def _object(**properties: Any) -> dict[str, Any]:
@@ -121,218 +56,8 @@ def _object(**properties: Any) -> dict[str, Any]:
 
 
 def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": _REF.format(model=name)}
+    return {"$ref": openapi_schemas.REF.format(model=name)}
 
-
-def _with(schema: dict[str, Any], **properties: Any) -> dict[str, Any]:
-    """An object schema with more (required) properties."""
-    return _object(**properties) | {
-        "properties": schema["properties"] | properties, "required": schema["required"] + list(properties),
-    }
-
-
-# -- the order: what its validators add to the types pydantic writes ----------------------------
-
-_WHOLE = ("event", "urgency", "severity", "certainty", "area", "channels")  # orders.Order._complete
-_GIVEN = {"not": {"type": "null"}}
-
-
-def _given(*names: str) -> dict[str, Any]:
-    return {"required": list(names), "properties": {n: _GIVEN for n in names}}
-
-
-def _msg_type(*values: str) -> dict[str, Any]:
-    return {"required": ["msg_type"], "properties": {"msg_type": {"enum": list(values)}}}
-
-
-_ORDER_RULES = [
-    {  # orders.Order._complete and _template_or_texts
-        "if": _msg_type("cancel"),
-        "then": {"not": _given("template", "texts")},
-        "else": {"allOf": [_given(*_WHOLE), {"oneOf": [_given("template"), _given("texts")]}]},
-    },
-    {"if": _msg_type("update", "cancel"),
-     "then": {"required": ["references"], "properties": {"references": {"minItems": 1}}}},
-]
-_ORDER_RULES_TEXT = (
-    " An alert or an update gives `event`, `urgency`, `severity`, `certainty`, `area` and `channels` (none "
-    "null) and exactly one of `template` and `texts`; a cancel may leave them out or null, and gives at most "
-    "one of `template` and `texts`. An update or a cancel names at least one of `references`."
-)
-
-
-# orders.Area._somewhere
-_AREA_RULES = {"anyOf": [
-    {"required": [name], "properties": {name: {"minItems": 1}}} for name in ("zones", "polygons", "circles")
-]}
-_AREA_RULES_TEXT = " At least one zone, polygon or circle."
-
-
-def order_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
-    """The order's schema, admitting exactly what `orders.parse` accepts: pydantic's, with the rules
-    the order's validators check across fields, and dicts keyed by a pattern refusing other keys
-    (as pydantic does)."""
-    schema = orders.schema(ref_template)
-    _closed_patterns(schema)
-    area = schema["$defs"]["Area"]
-    area |= copy.deepcopy(_AREA_RULES) | {"description": area.get("description", "") + _AREA_RULES_TEXT}
-    description = schema.get("description", "") + _ORDER_RULES_TEXT
-    return schema | {"description": description, "allOf": copy.deepcopy(_ORDER_RULES)}
-
-
-# audience.Subscriber._reachable and _located
-_SUBSCRIBER_RULES = [
-    {"anyOf": [_given("phone"), _given("push_token")]},
-    {"oneOf": [_given("lat", "lon"), {"not": {"anyOf": [_given("lat"), _given("lon")]}}]},
-]
-_SUBSCRIBER_RULES_TEXT = " Give a `phone`, a `push_token` or both; `lat` and `lon` together or neither."
-
-
-def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
-    """The subscriber's schema with the rules its validators check across fields."""
-    schema = audience.subscriber_schema(ref_template)
-    description = schema.get("description", "") + _SUBSCRIBER_RULES_TEXT
-    return schema | {"description": description, "allOf": copy.deepcopy(_SUBSCRIBER_RULES)}
-
-
-def _closed_patterns(node: Any) -> None:
-    if isinstance(node, dict):
-        if "patternProperties" in node:
-            node.setdefault("additionalProperties", False)
-        for value in node.values():
-            _closed_patterns(value)
-    elif isinstance(node, list):
-        for value in node:
-            _closed_patterns(value)
-
-
-_PROBLEM_SCHEMA = {
-    "type": "object",
-    "description": "RFC 9457 problem details.",
-    "properties": {
-        "type": _str("A stable URI naming the kind of problem.", format="uri-reference"),
-        "title": _str(),
-        "status": {"type": "integer"},
-        "detail": _str(),
-        "field": _nullable_str("The dotted path of the field at fault, e.g. `area.zones.0`."),
-        "errors": {
-            "type": "array",
-            "items": _object(field=_nullable_str(), message=_str()),
-            "maxItems": cap_check.MAX_PROBLEMS,
-            "description": f"The validation errors, in the order found: the first {cap_check.MAX_PROBLEMS} "
-            "(`more_errors` counts the others).",
-        },
-        "more_errors": {
-            "type": "integer", "minimum": 1,
-            "description": f"How many errors were found beyond the {cap_check.MAX_PROBLEMS} listed; absent if none.",
-        },
-        "outside": {"type": "array", "items": {"type": "string"}, "description": "Zones outside jurisdiction."},
-    },
-    "required": ["type", "title", "status"],
-}
-
-_ALERT = _object(
-    id=_str(),
-    identifier=_str(),
-    sender=_str("CAP sender: the issuing cell's name made CAP-safe, or the CAP document's own."),
-    cell=_str("The crisis cell whose token issued it."),
-    sent=_str(format="date-time"),
-    status=_enum(model.Status),
-    msg_type=_enum(model.MsgType),
-    references={"type": "array", "items": _object(
-        sender=_str(), identifier=_str(), sent=_str(format="date-time"), id=_nullable_str("The alert in this store."),
-    ), "description": "The earlier alerts this one updates or cancels."},
-    event=_str(),
-    urgency=_str(),
-    severity=_str(),
-    certainty=_str(),
-    expires=_nullable_str(format="date-time"),
-    area=_ref("Area"),
-    channels={"type": "array", "items": _enum(model.Kind)},
-    template=_nullable_str(),
-    params={"type": "object"},
-    texts={"type": "object", "additionalProperties": _ref("Text")},
-    locale=_nullable_str(),
-    category=_str("CAP category of the event.", examples=["Met", "Safety"]),
-    topics={"type": "boolean"},
-    state=_enum(model.AlertState),
-    cancelled_at=_nullable_str(format="date-time"),
-    cell_name=_str("The issuing cell's display name."),
-    created_by=_nullable_str("The user who ordered it."),
-    approval={"oneOf": [{"type": "null"}, _ref("Approval")],
-              "description": "The second person's part, when the cell asks for one: what they are (were) shown."},
-)
-
-_NULLABLE_TIME = _nullable_str(format="date-time")
-_APPROVAL = _object(
-    requested_by=_str("Who ordered it (the first person)."), requested_cell=_str(),
-    requested_at=_str(format="date-time"),
-    expires_at=_str("Not approved by then, it is never sent (state `approval_expired`).", format="date-time"),
-    digest=_str("SHA-256 of the messages, area and audience shown to the approver."),
-    content_digest=_str("SHA-256 of the messages and area: planning checks it again, and refuses anything else."),
-    messages={"type": "array", "items": _ref("Preview"), "description": "Every locale × channel, as rendered."},
-    area=_ref("Area"),
-    audience={"type": "object", "additionalProperties": {"type": "integer"},
-              "description": "Messages per channel its planning would write, as counted when shown."},
-    approved_by=_nullable_str(), approved_cell=_nullable_str(), approved_at=_NULLABLE_TIME,
-    rejected_by=_nullable_str(), rejected_cell=_nullable_str(), rejected_at=_NULLABLE_TIME,
-    reason=_nullable_str("Why it was rejected."),
-)
-
-_NUMBER = {"type": ["number", "null"]}
-_SIREN_STATE = {"type": "string", "enum": list(sirenstate.STATES),
-                "description": "The siren's state: the first that holds, in this order."}
-_SIREN = _object(
-    id=_str(), zone=_str(), label=_str(), lat=_NUMBER, lon=_NUMBER, status=_SIREN_STATE,
-    last=_object(
-        alert_id=_str(), command=_nullable_str("activate or cancel"), state=_enum(model.State),
-        error=_nullable_str(), at=_nullable_str(format="date-time"),
-    ) | {"type": ["object", "null"], "description": "The command shown beside it (in an alert: that alert's latest)."},
-    health=_object(
-        siren_id=_str(), zone=_str(), label=_str(), lat=_NUMBER, lon=_NUMBER, state=_SIREN_STATE,
-        last_heartbeat=_nullable_str("When alertd last heard from it.", format="date-time"),
-        silent={"type": "boolean", "description": "Not heard from within the heartbeat timeout."},
-        battery=_NUMBER, mains={"type": ["boolean", "null"]}, fault={"type": "boolean"}, sabotage={"type": "boolean"},
-        last_ack={"enum": ["activated", "failed", "busy", None]}, last_ack_at=_nullable_str(format="date-time"),
-    ),
-)
-
-_CANCELLED_BY = {
-    "type": ["object", "null"],
-    "description": "Who cancelled it first (from the audit log); null unless cancelled.",
-    "properties": {"cell": _str(), "at": _str(format="date-time")},
-    "required": ["cell", "at"],
-}
-
-_COUNTS = {
-    "type": "object",
-    "description": "Deliveries per channel and state, e.g. {\"sms\": {\"sent\": 10, \"pending\": 2}}.",
-    "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
-}
-_TOTALS = {
-    "type": "object",
-    "description": "Deliveries per state over every channel.",
-    "additionalProperties": {"type": "integer"},
-}
-
-_DELIVERY = _object(
-    id={"type": "integer"},
-    channel=_str("The configured channel's name."),
-    kind=_enum(model.Kind),
-    target=_str("Recipient id, siren id or topic."),
-    address=_str("Masked phone number or push token; siren id."),
-    locale=_str(),
-    state=_enum(model.State),
-    attempts={"type": "integer"},
-    next_at=_nullable_str("When it is tried again, if it is waiting.", format="date-time"),
-    last_error=_nullable_str(),
-    provider_id=_nullable_str(),
-    command=_nullable_str("A siren command: activate or cancel."),
-    updated_at=_nullable_str(format="date-time"),
-)
-
-
-# -- paths -------------------------------------------------------------------------------------
 
 _PROBLEMS = {
     400: "The body is malformed.",
@@ -441,20 +166,12 @@ def _paths() -> dict[str, Any]:
         )},
         "/v1/me": {"get": _op(
             "Who the caller is: the token, its user, the user's cell (id and name), roles and zones.",
-            {200: _json("The caller.", _object(
-                token_id=_str(), cell=_str("The cell's id."), cell_name=_str(), user=_str("The user's name."),
-                roles={"type": "array", "items": _enum(model.Role)},
-                zones={"type": "array", "items": {"type": "string"}},
-                expires_at=_nullable_str("When the token stops working.", format="date-time"),
-            ))},
+            {200: _json("The caller.", _ref("Me"))},
         )},
         "/v1/audit": {"get": _op(
             "The audit log, newest first (admin): who did what, when, from which address. Read only. A national "
             "cell's admin reads every cell's entries, another admin its own cell's only (another `cell`: 403).",
-            {200: _json("A page of entries.", _object(entries={"type": "array", "items": _object(
-                id={"type": "integer"}, at=_str(format="date-time"), cell=_str(), token_id=_nullable_str(),
-                user=_nullable_str("The user's name."), action=_str(), subject=_nullable_str(), detail={"type": "object"}, address=_nullable_str(),
-            )}, next={"type": ["integer", "null"]}))},
+            {200: _json("A page of entries.", _ref("AuditPage"))},
             400, 403,
             parameters=[
                 _query("limit", _page(100), "Page size."),
@@ -517,7 +234,7 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/openapi.json": {"get": _public("This document.", {200: _json("OpenAPI 3.1.", {"type": "object"})})},
         "/healthz": {"get": _public(
-            "The process is alive.", {200: _json("Alive.", _object(status={"const": "alive"}))},
+            "The process is alive.", {200: _json("Alive.", _ref("Alive"))},
         )},
         "/readyz": {
             "get": _public(
@@ -547,7 +264,7 @@ def _preview() -> dict[str, Any]:
     return _op(
         "Render an order (JSON or CAP 1.2, as `POST /v1/alerts` takes it) without sending it, with every check "
         "of `POST /v1/alerts`: for those who may send (issuer or admin; any other role gets 403).",
-        {200: _json("One message per locale and channel.", _ref("Messages"))},
+        {200: _json("One message per locale and channel.", _ref("Previewed"))},
         400, 403, 415, 422,
         requestBody=_order_body(),
     )
@@ -640,7 +357,7 @@ def _deliveries() -> dict[str, Any]:
         400, 404,
         parameters=[
             _query("channel", {"type": "string"}, "Only this configured channel."),
-            _query("state", _enum(model.State), "Only deliveries in this state."),
+            _query("state", _ref("State"), "Only deliveries in this state."),
             _query("after", {"type": "integer", "minimum": 0}, "Cursor from the previous page's `next`."),
             _query("limit", _page(100), "Page size."),
         ],

@@ -300,6 +300,7 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/alerts/{id}/cancel", 403, who="operator", id=alert_id)
     await c.call("post", "/v1/alerts/{id}/approve", 403, who="operator", id=fresh["id"])
     await c.call("post", "/v1/receipts/siren", 403, who="issuer", json={"type": "heartbeat"})
+    await outside_drawn(c)
 
     await c.call("post", "/v1/alerts/{id}/approve", 409, who="issuer", id=draft_id)  # approved already
     cap_body = {"headers": {"Content-Type": "application/cap+xml"}}
@@ -319,6 +320,19 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     unknown = {"type": "heartbeat", "siren_id": "siren-nowhere", "at": helpers.START.isoformat()}
     await c.call("post", "/v1/receipts/siren", 422, headers=gateway(), json=unknown)
     await too_large(c, fresh["id"])
+
+
+PARIS_BOX = ((48.80, 2.22), (48.80, 2.47), (48.92, 2.47), (48.92, 2.22), (48.80, 2.22))
+LEAVING = [[48.85, 2.40], [48.85, 2.52], [48.87, 2.52], [48.87, 2.40], [48.85, 2.40]]  # east of 2.47
+
+
+async def outside_drawn(c: Conformance) -> None:
+    """A drawn area leaving a drawn jurisdiction: the problem shows the part outside, as documented."""
+    drawn = helpers.auth_header(await helpers.add_token(c.daemon.store, model.Role.ISSUER, ["75"], cell="Dessin",
+                                                        boundary=(PARIS_BOX,)))
+    leaving = helpers.order(area={"polygons": [LEAVING]})
+    _, problem = await c.call("post", "/v1/preview", 403, json=leaving, headers=drawn)
+    assert problem["field"] == "area.polygons" and problem["outside_area"]["area_km2"] > 0
 
 
 async def two_people(c: Conformance) -> None:

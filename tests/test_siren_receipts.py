@@ -10,6 +10,7 @@ import structlog
 
 from alertd import demo, model
 from alertd.store import sirens
+from alertd.web import views
 from tests import helpers
 
 RECEIPT_TOKEN = demo.RECEIPT_TOKEN
@@ -259,7 +260,7 @@ async def test_heartbeats_tell_each_sirens_health(daemon):
     assert (now[PARIS_SIREN].state, now[PARIS_SIREN].battery, now[PARIS_SIREN].mains) == ("ready", 0.8, True)
     assert (now["siren-lyon-1"].state, now["siren-lyon-1"].mains) == ("fault", False)
     assert now[PARIS_SIREN].last_heartbeat == daemon.clock()
-    assert now[PARIS_SIREN].to_json()["last_heartbeat"] == daemon.clock().isoformat()
+    assert views.SirenHealth.of(now[PARIS_SIREN]).model_dump(mode="json")["last_heartbeat"] == daemon.clock().isoformat()
 
     older = {"type": "heartbeat", "siren_id": "siren-lyon-1", "at": "2020-01-01T00:00:00Z", "sabotage": True}
     assert (await post_receipt(daemon, older)).status == 204  # out of order: the newer one stands

@@ -50,13 +50,6 @@ class Entry:
             facts.append({"user": self.user})
         return json.dumps(facts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "at": self.at.isoformat(), "cell": self.cell, "token_id": self.token_id,
-            "user": self.user, "action": self.action, "subject": self.subject, "detail": dict(self.detail),
-            "address": self.address,
-        }
-
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Entry:
         return cls(

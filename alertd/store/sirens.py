@@ -89,12 +89,6 @@ class SirenState:
     last_ack_at: dt.datetime | None = None
     last_command: model.Delivery | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """Its health as the API shows it (the last command is shown apart, by the caller)."""
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "last_command"}
-        times = {k: getattr(self, k) and getattr(self, k).isoformat() for k in ("last_heartbeat", "last_ack_at")}
-        return shown | times
-
 
 def from_row(
     row: Mapping[str, Any], last: model.Delivery | None, now: dt.datetime, stale_after: dt.timedelta | None

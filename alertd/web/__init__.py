@@ -23,6 +23,7 @@ from aiohttp import http_exceptions, web, web_protocol
 from alertd import (
     auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, people, progress, render, store as store_mod,
 )
+from alertd.web import views
 
 log = structlog.get_logger("alertd.web")
 
@@ -82,7 +83,8 @@ def problem(status: int, type_: str, title: str, detail: str | None = None, **ex
     if detail:
         body["detail"] = detail
     body.update({k: v for k, v in extra.items() if v is not None})
-    return web.Response(status=status, text=json.dumps(body, default=str), content_type=PROBLEM_JSON)
+    shown = views.Problem.model_validate(body).model_dump(mode="json", exclude_unset=True)  # what is known
+    return web.Response(status=status, text=json.dumps(shown), content_type=PROBLEM_JSON)
 
 
 @web.middleware

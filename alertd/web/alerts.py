@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from alertd import approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
-from alertd.web import approvals, quota as web_quota
+from alertd.web import approvals, quota as web_quota, views
 
 log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
@@ -211,13 +211,8 @@ async def _stop_earlier(request: web.Request, token: model.Token, alert: model.A
     dispatcher.wake()
 
 
-def _summary(request: web.Request, alert: model.Alert) -> dict:
-    return {
-        "id": alert.id,
-        "identifier": alert.identifier,
-        "state": alert.state.value,
-        "status_url": f"{request.app[web_mod.SETTINGS].public_url.rstrip('/')}/v1/alerts/{alert.id}",
-    }
+def _summary(request: web.Request, alert: model.Alert) -> views.Accepted:
+    return views.Accepted.of(alert, request.app[web_mod.SETTINGS].public_url)
 
 
 @routes.post("/v1/alerts")
@@ -248,7 +243,7 @@ async def create(request: web.Request) -> web.Response:
     headers = {"Location": f"/v1/alerts/{stored.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(_summary(request, stored), status=202, headers=headers)
+    return views.answer(_summary(request, stored), status=202, headers=headers)
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -278,7 +273,7 @@ async def index(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     limit = _int(request, "limit", 50, 1, MAX_ALERTS)
     alerts = await request.app[web_mod.STORE].list_alerts(limit, request.query.get("before"))
-    return web.json_response({"alerts": [a.to_json() for a in alerts if _visible(token, a)]})
+    return views.answer(views.AlertList(alerts=[a for a in alerts if _visible(token, a)]))
 
 
 @routes.get("/v1/alerts/{id}")
@@ -290,10 +285,10 @@ async def show(request: web.Request) -> web.Response:
     for states in counts.values():
         for state, n in states.items():
             totals[state] = totals.get(state, 0) + n
-    return web.json_response(alert.to_json() | {
-        "counts": counts, "totals": totals, "referenced_by": await store.referenced_by(alert.id),
-        "cancelled_by": await _cancelled_by(store, alert),
-    })
+    return views.answer(views.AlertStatus.of(
+        alert, counts=counts, totals=totals, referenced_by=await store.referenced_by(alert.id),
+        cancelled_by=await _cancelled_by(store, alert),
+    ))
 
 
 async def _cancelled_by(store, alert: model.Alert) -> dict | None:
@@ -302,7 +297,7 @@ async def _cancelled_by(store, alert: model.Alert) -> dict | None:
         return None
     entries = await store.audit(limit=MAX_PAGE, subject=alert.id, action="cancelled")
     first = entries[-1] if entries else None  # a cancel pressed again later does not take the credit
-    return {"cell": first.cell, "at": first.at.isoformat()} if first else None
+    return {"cell": first.cell, "at": first.at} if first else None
 
 
 @routes.get("/v1/alerts/{id}/messages")
@@ -311,9 +306,9 @@ async def messages(request: web.Request) -> web.Response:
     it needs a second person (what is approved is what is sent), else rendered now (drafts too)."""
     _, alert = await _readable(request)
     if alert.approval is not None:
-        return web.json_response({"messages": [dict(m) for m in alert.approval.messages]})
+        return views.answer(views.Messages(messages=alert.approval.messages))
     rendered = render.check_order(request.app[web_mod.RENDERER], alert)
-    return web.json_response({"messages": [approval.message(r) for r in rendered]})
+    return views.answer(views.Messages(messages=[approval.message(r) for r in rendered]))
 
 
 @routes.get("/v1/alerts/{id}/deliveries")
@@ -329,7 +324,7 @@ async def deliveries(request: web.Request) -> web.Response:
         _int(request, "after", 0, 0, 2**63 - 1), limit,
     )
     nxt = page[-1].id if len(page) == limit else None
-    return web.json_response({"deliveries": [d.to_json() for d in page], "next": nxt})
+    return views.answer(views.DeliveryPage(deliveries=page, next=nxt))
 
 
 @routes.post("/v1/preview")
@@ -338,7 +333,7 @@ async def preview(request: web.Request) -> web.Response:
     # What a preview renders is what may be sent: only those who may send see it (and spend its CPU).
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     checked = await _order(request, token)
-    return web.json_response({"messages": [approval.message(r) for r in checked.rendered]})
+    return views.answer(views.Previewed(messages=[approval.message(r) for r in checked.rendered]))
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from alertd import approval, auth, errors, lifecycle, model, orders, people, planner, render, web as web_mod
-from alertd.web import alerts
+from alertd.web import alerts, views
 
 log = structlog.get_logger("alertd.web.approvals")
 routes = web.RouteTableDef()
@@ -89,7 +89,7 @@ async def approve(request: web.Request) -> web.Response:
     if not await request.app[web_mod.STORE].move_alert(alert.id, model.AlertState.AWAITING_APPROVAL, released, entry):
         raise errors.Conflict(f"alert {alert.id!r} is no longer awaiting approval", field="state")
     await _release(request, caller, released)
-    return web.json_response(alerts._summary(request, released), status=202)
+    return views.answer(alerts._summary(request, released), status=202)
 
 
 def _entry(request: web.Request, caller: people.Caller, action: str, alert: model.Alert, **detail: Any):
@@ -150,7 +150,7 @@ async def _issue(request: web.Request, caller: people.Caller, draft: model.Alert
     if not await request.app[web_mod.STORE].issue_draft(alert, _entry(request, caller, "approved", alert, **detail)):
         raise errors.Conflict(f"alert {draft.id!r} is no longer a draft", field="state")
     await _release(request, caller, alert)
-    return web.json_response(alerts._summary(request, alert), status=202)
+    return views.answer(alerts._summary(request, alert), status=202)
 
 
 def _weight(area: model.Area) -> int:
@@ -192,7 +192,7 @@ async def reject(request: web.Request) -> web.Response:
         raise errors.Conflict(f"alert {alert.id!r} is no longer awaiting approval", field="state")
     request.app[web_mod.RECORDER].touch(alert.id)  # its open streams hear it ended
     log.info("alert rejected", alert_id=alert.id, cell=caller.cell)
-    return web.json_response(ended.to_json())
+    return views.answer(views.Alert.of(ended))
 
 
 @routes.post("/v1/alerts/{id}/cancel")
@@ -211,7 +211,7 @@ async def cancel(request: web.Request) -> web.Response:
                    expires_at=record.expires_at.isoformat())
     stored, _ = await request.app[web_mod.STORE].create_alert(order, order.identifier, None, entry)
     log.info("cancel awaiting approval", alert_id=stored.id, cancels=alert.id, cell=caller.cell)
-    return web.json_response(stored.to_json(), status=202, headers={"Location": f"/v1/alerts/{stored.id}"})
+    return views.answer(views.Alert.of(stored), status=202, headers={"Location": f"/v1/alerts/{stored.id}"})
 
 
 def _cancel_order(caller: people.Caller, alert: model.Alert, now) -> model.Alert:
@@ -241,6 +241,6 @@ async def _cancel_now(request: web.Request, caller: people.Caller, alert: model.
     dispatcher.wake()
     log.info("alert cancelled", alert_id=alert.id, cell=caller.cell, stopped=stopped, sirens=sirens)
     alert = await store.get_alert(alert.id)
-    return web.json_response(alert.to_json() | {
-        "stopped": stopped, "siren_cancels": sirens, "cancelled_by": await alerts._cancelled_by(store, alert),
-    })
+    return views.answer(views.Cancelled.of(
+        alert, stopped=stopped, siren_cancels=sirens, cancelled_by=await alerts._cancelled_by(store, alert),
+    ))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from alertd import auth, errors, model, people, web as web_mod
-from alertd.web import alerts
+from alertd.web import alerts, views
 
 routes = web.RouteTableDef()
 
@@ -24,7 +24,7 @@ async def index(request: web.Request) -> web.Response:
         request.query.get("subject"),
     )
     nxt = entries[-1].id if len(entries) == limit else None
-    return web.json_response({"entries": [e.to_json() for e in entries], "next": nxt})
+    return views.answer(views.AuditPage(entries=entries, next=nxt))
 
 
 def _cell(caller: people.Caller, asked: str | None) -> str | None:

@@ -12,6 +12,7 @@ import pathlib
 from aiohttp import web
 
 from alertd import web as web_mod
+from alertd.web import views
 
 routes = web.RouteTableDef()
 
@@ -35,9 +36,4 @@ routes.static("/console", STATIC)
 async def me(request: web.Request) -> web.Response:
     """Who the caller is, as the console shows it (the roles decide which buttons it offers)."""
     caller = await web_mod.caller(request)
-    expires = caller.token.expires_at
-    return web.json_response({
-        "token_id": caller.id, "cell": caller.cell, "cell_name": caller.cell_name, "user": caller.user,
-        "roles": sorted(r.value for r in caller.roles), "zones": list(caller.zones),
-        "expires_at": expires.isoformat() if expires else None,
-    })
+    return views.answer(views.Me.of(caller, token_id=caller.id, expires_at=caller.token.expires_at))

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from alertd import errors, model, web as web_mod
-from alertd.web import alerts
+from alertd.web import alerts, views
 
 log = structlog.get_logger("alertd.web.events")
 routes = web.RouteTableDef()
@@ -108,7 +108,8 @@ async def _follow(
     last = await store.last_progress(alert_id)
     if after is None:  # the latest seq first: a row written while we read the counts still comes next
         after = last.seq if last else 0
-        snapshot = alert.to_json() | {"counts": await store.counts(alert_id), "seq": after}
+        counts = await store.counts(alert_id)
+        snapshot = views.Alert.of(alert).model_dump(mode="json") | {"counts": counts, "seq": after}
         await response.write(event("snapshot", snapshot, after))
     # Over, unless the alert moved on since (a completed alert cancelled to stop its sirens): then
     # the recorder, touched above, writes its new rows.

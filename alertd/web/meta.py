@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from alertd import errors, openapi, web as web_mod
+from alertd.web import views
 
 routes = web.RouteTableDef()
 
@@ -16,7 +17,7 @@ async def document(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return views.answer(views.Alive(status="alive"))
 
 
 @routes.get("/readyz")
@@ -31,10 +32,5 @@ async def readyz(request: web.Request) -> web.Response:
     if not channels:
         problems.append("channels: none configured")
     status = 503 if problems else 200
-    return web.json_response(
-        {
-            "ready": not problems, "problems": problems, "queue": queue,
-            "channels": {n: k.value for n, k in channels.items()},
-        },
-        status=status,
-    )
+    return views.answer(views.Readiness(ready=not problems, problems=problems, queue=queue, channels=channels),
+                        status=status)

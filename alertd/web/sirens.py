@@ -14,26 +14,11 @@ from aiohttp import web
 
 from alertd import auth, model, web as web_mod
 from alertd.store import sirens as siren_store
-from alertd.web import alerts
+from alertd.web import alerts, views
 
 routes = web.RouteTableDef()
 
 PAGE = 1000
-
-
-def _last(delivery: model.Delivery | None) -> dict | None:
-    if delivery is None:
-        return None
-    return {
-        "alert_id": delivery.alert_id, "command": delivery.command, "state": delivery.state.value,
-        "error": delivery.last_error, "at": delivery.updated_at.isoformat() if delivery.updated_at else None,
-    }
-
-
-def siren_json(siren: siren_store.SirenState, last: model.Delivery | None) -> dict:
-    """`status`: the siren's state; `last`: the command shown beside it; `health`: its heartbeats."""
-    return {"id": siren.siren_id, "zone": siren.zone, "label": siren.label, "lat": siren.lat, "lon": siren.lon,
-            "status": siren.state, "last": _last(last), "health": siren.to_json()}
 
 
 def stale_after(app: web.Application) -> dt.timedelta | None:
@@ -52,7 +37,7 @@ async def index(request: web.Request) -> web.Response:
     """Every siren of the caller's jurisdiction: its state, and its last command (any alert)."""
     caller = await web_mod.caller(request)  # any role: each sees the sirens of its jurisdiction
     mine = [s for s in await states(request) if not auth.outside(caller, [s.zone])]
-    return web.json_response({"sirens": [siren_json(s, s.last_command) for s in mine]})
+    return views.answer(views.Sirens(sirens=[views.Siren.of(s, s.last_command) for s in mine]))
 
 
 @routes.get("/v1/alerts/{id}/sirens")
@@ -67,7 +52,7 @@ async def of_alert(request: web.Request) -> web.Response:
             for delivery in await _all(store, alert.id, channel):
                 latest[delivery.target] = delivery  # in id order: a cancel follows its activate
     sirens = [s for s in await states(request) if s.siren_id in latest]
-    return web.json_response({"sirens": [siren_json(s, latest[s.siren_id]) for s in sirens]})
+    return views.answer(views.Sirens(sirens=[views.Siren.of(s, latest[s.siren_id]) for s in sirens]))
 
 
 async def _all(store, alert_id: str, channel: str) -> list[model.Delivery]:

@@ -6,7 +6,7 @@ import structlog
 from aiohttp import web
 
 from alertd import audience, auth, model, web as web_mod
-from alertd.web import alerts
+from alertd.web import alerts, views
 
 log = structlog.get_logger("alertd.web.subscribers")
 routes = web.RouteTableDef()
@@ -28,4 +28,4 @@ async def upsert(request: web.Request) -> web.Response:
     count = await store.upsert_recipients(recipients)
     await store.add_audit(web_mod.audit_entry(request, caller, "subscribers_imported", count=count))
     log.info("subscribers imported", count=count, cell=caller.cell, user=caller.user)
-    return web.json_response({"imported": count})
+    return views.answer(views.Imported(imported=count))
