@@ -132,7 +132,7 @@ def _warnings(pace: config.Pace, ln: Line, expires: dt.datetime | None) -> list[
                              f"the provider's documented {pace.rate:g} {unit} a second"))
     if ln.ends_at is not None and expires is not None and ln.ends_at > expires:
         found.append(Caveat("ends-after-expiry", channel, (
-            f"at {pace.rate:g} {unit} a second the last of {ln.segments if ln.segments is not None else ln.messages}"
+            f"at {pace.rate:g} {unit} a second the last of {ln.segments if ln.segments is not None else ln.messages:,}"
             f" {unit} goes out after {duration(ln.seconds_to_last or 0)}, at {ln.ends_at.isoformat(timespec='seconds')}"
             f", later than the alert expires ({expires.isoformat(timespec='seconds')}): those after it are never sent"
         )))

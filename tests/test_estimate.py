@@ -82,7 +82,7 @@ def test_a_fan_out_that_would_end_after_the_alert_expires_is_warned_of():
     assert forecast(planned, expires=NOW + dt.timedelta(hours=2))["warnings"] == []
     (warning,) = forecast(planned, expires=NOW + dt.timedelta(minutes=30))["warnings"]
     assert (warning["code"], warning["channel"]) == ("ends-after-expiry", "sms")
-    assert "36000 segments" in warning["detail"] and "1 h" in warning["detail"]
+    assert "36,000 segments" in warning["detail"] and "1 h" in warning["detail"]
     assert forecast(planned)["warnings"] == []  # an alert without `expires` never runs out
 
 
