@@ -19,6 +19,9 @@ from typing import Any
 from alertd import config, model
 
 CENT = decimal.Decimal("0.01")
+# What a forecast warns of: the fan-out would outlast the alert; the rate is the provider's documented
+# one, not the operator's; nobody knows the rate (no time is given).
+ENDS_AFTER_EXPIRY, DEFAULT_RATE, RATE_UNKNOWN = CODES = ("ends-after-expiry", "default-rate", "rate-unknown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Line:
 
 @dataclasses.dataclass(frozen=True)
 class Caveat:
-    code: str  # ends-after-expiry, default-rate, rate-unknown
+    code: str  # one of CODES
     channel: str
     detail: str
 
@@ -125,13 +128,13 @@ def _warnings(pace: config.Pace, ln: Line, expires: dt.datetime | None) -> list[
     channel, found = ln.kind.value, []
     unit = "segments" if ln.kind is model.Kind.SMS else "messages"
     if pace.rate is None:
-        found.append(Caveat("rate-unknown", channel, f"no `rate` configured for the {channel} channel, and its "
+        found.append(Caveat(RATE_UNKNOWN, channel, f"no `rate` configured for the {channel} channel, and its "
                              "provider documents none: how long it takes is unknown"))
     elif pace.rate_is_default:
-        found.append(Caveat("default-rate", channel, f"no `rate` configured for the {channel} channel: assumed "
+        found.append(Caveat(DEFAULT_RATE, channel, f"no `rate` configured for the {channel} channel: assumed "
                              f"the provider's documented {pace.rate:g} {unit} a second"))
     if ln.ends_at is not None and expires is not None and ln.ends_at > expires:
-        found.append(Caveat("ends-after-expiry", channel, (
+        found.append(Caveat(ENDS_AFTER_EXPIRY, channel, (
             f"at {pace.rate:g} {unit} a second the last of {ln.segments if ln.segments is not None else ln.messages:,}"
             f" {unit} goes out after {duration(ln.seconds_to_last or 0)}, at {ln.ends_at.isoformat(timespec='seconds')}"
             f", later than the alert expires ({expires.isoformat(timespec='seconds')}): those after it are never sent"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alertd import audience, cap_check, model, orders, sirenstate
+from alertd import audience, cap_check, estimate, model, orders, sirenstate
 from alertd.web import alerts as web_alerts
 
 _REF = "#/components/schemas/{model}"
@@ -64,6 +64,8 @@ def _schemas() -> dict[str, Any]:
         # Flat, not `allOf` the alert: a client generator makes one class of it.
         "AlertStatus": _with(
             _ALERT, counts=_COUNTS, totals=_TOTALS, cancelled_by=_CANCELLED_BY,
+            estimate={"oneOf": [{"type": "null"}, _ref("Estimate")],
+                      "description": "While awaiting approval: how long and how much, as of now; else null."},
             referenced_by={"type": "array", "items": {"type": "string"}, "description": "Later alerts naming this one."},
         ),
         "Cancelled": _with(
@@ -82,6 +84,8 @@ def _schemas() -> dict[str, Any]:
             next={"type": ["integer", "null"], "description": "Pass as `after` for the next page; null on the last."},
         ),
         "Messages": _object(messages={"type": "array", "items": _ref("Preview")}),
+        "Previewed": _object(messages={"type": "array", "items": _ref("Preview")}, estimate=_ref("Estimate")),
+        "Estimate": _ESTIMATE,
         "Sirens": _object(sirens={"type": "array", "items": _SIREN}),
         "Readiness": _object(
             ready={"type": "boolean"},
@@ -280,6 +284,25 @@ _APPROVAL = _object(
 )
 
 _NUMBER = {"type": ["number", "null"]}
+_FORECAST = _object(
+    recipients={"type": "integer", "description": "Recipients its planning would write a message for now (a "
+                "siren, a zone topic: one each)."},
+    messages={"type": "integer", "description": "Messages: one per recipient, in the locale closest to theirs."},
+    segments={"type": ["integer", "null"], "description": "SMS segments over all its messages; null off SMS."},
+    rate=_NUMBER | {"description": "Messages a second (SMS: segments), from the channel's `rate`; null: unknown."},
+    rate_is_default={"type": "boolean", "description": "`rate` is the provider's documented rate, not configured."},
+    seconds_to_last=_NUMBER | {"description": "Seconds from now until the last message goes out at that rate."},
+    ends_at=_nullable_str("When the last message would go out.", format="date-time"),
+    cost={"oneOf": [{"type": "null"}, _object(amount={"type": "number"}, currency=_str("ISO 4217."))],
+          "description": "At the channel's `price_per_segment` (SMS) and `price_per_message`; null without a price."},
+)
+_ESTIMATE = _object(
+    channels={"type": "object", "additionalProperties": _FORECAST, "description": "By channel kind."},
+    warnings={"type": "array", "items": _object(
+        code={"type": "string", "enum": list(estimate.CODES)}, channel=_str("The channel kind."), detail=_str(),
+    ), "description": "`ends-after-expiry`: the last messages would go after `expires` (and never will); "
+                      "`default-rate`: the provider's documented rate was assumed; `rate-unknown`: no time given."},
+)
 _SIREN_STATE = {"type": "string", "enum": list(sirenstate.STATES),
                 "description": "The siren's state: the first that holds, in this order."}
 _SIREN = _object(
@@ -547,7 +570,8 @@ def _preview() -> dict[str, Any]:
     return _op(
         "Render an order (JSON or CAP 1.2, as `POST /v1/alerts` takes it) without sending it, with every check "
         "of `POST /v1/alerts`: for those who may send (issuer or admin; any other role gets 403).",
-        {200: _json("One message per locale and channel.", _ref("Messages"))},
+        {200: _json("One message per locale and channel, and how long and how much each channel would take.",
+                    _ref("Previewed"))},
         400, 403, 415, 422,
         requestBody=_order_body(),
     )
