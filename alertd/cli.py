@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from alertd import app as app_mod, cli_base, cli_people, config, errors, estimate as estimate_mod, importing, logs, model, systemd
+from alertd import (
+    app as app_mod, cli_base, cli_people, config, errors, estimate as estimate_mod, importing, logs, model, systemd,
+)
 
 EXIT_USAGE = 2
 
@@ -336,7 +338,6 @@ def format_status(alert: dict) -> str:
     for channel, counts in sorted(alert.get("counts", {}).items()):
         lines.append(f"{channel:<10}" + "".join(f"{counts.get(s, 0):>11}" for s in states))
     return "\n".join(lines)
-
 
 
 def format_preview(answer: dict) -> str:
