@@ -18,19 +18,15 @@ def sms_settings() -> str:
     return 'rate = 2\nprice_per_segment = 0.05\ncurrency = "EUR"'
 
 
-async def texts(daemon) -> dict[str, str]:
-    """The SMS each Paris subscriber with a phone gets (fr, en, ar), rendered as the dispatcher does."""
-    alert = helpers.alert("x", *helpers.order()["channels"])
-    renderer = daemon.dispatcher.renderer
-    return {loc: renderer.render_fresh(alert, "sms", loc).body for loc in ("fr", "en", "ar")}
-
-
 async def test_a_preview_says_how_long_and_how_much_per_channel(daemon):
     resp = await daemon.post("/v1/preview", json=helpers.order(template="evacuate"))
     assert resp.status == 200, await resp.text()
-    shown = (await resp.json())["estimate"]
-    segments = sum(render.sms_segments(body) for body in (await texts(daemon)).values())
-    assert segments > 3  # the Arabic SMS is UCS-2, in several parts
+    answer = await resp.json()
+    shown = answer["estimate"]
+    # The Paris subscribers with a phone read French, English and Arabic: each gets its locale's SMS.
+    texts = {m["locale"]: m["body"] for m in answer["messages"] if m["channel"] == "sms"}
+    segments = sum(render.sms_segments(texts[locale]) for locale in ("fr", "en", "ar"))
+    assert segments > 3 and render.sms_encoding(texts["ar"]) == "UCS-2"  # Arabic: UCS-2, in several parts
     sms = shown["channels"]["sms"]
     assert (sms["recipients"], sms["messages"], sms["segments"]) == (3, 3, segments)
     assert (sms["rate"], sms["rate_is_default"], sms["seconds_to_last"]) == (2.0, False, segments / 2)
