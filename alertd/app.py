@@ -74,6 +74,7 @@ def build_dispatcher(
         dispatcher.Settings(
             batch_size=d.batch_size, lease=dt.timedelta(seconds=d.lease_seconds),
             plan_chunk=d.plan_chunk, test_recipients=cfg.alerts.test_recipients,
+            paces={name: section.pace for name, section in cfg.channels.items()},
         ),
         clock=clock,
     )

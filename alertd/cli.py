@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from alertd import app as app_mod, cli_base, cli_people, config, errors, importing, logs, model, systemd
+from alertd import (
+    app as app_mod, cli_base, cli_people, config, errors, estimate as estimate_mod, importing, logs, model, systemd,
+)
 
 EXIT_USAGE = 2
 
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--expires-in", type=cli_base.duration, metavar="DURATION",
                    help="a JSON order expires this long from now (2h, 90m, 1h30m, 1d), whatever it says")
+    _client_args(c)
+    c = cmd("preview", preview, "Render an order without sending it: its texts, and how long and how much per channel.")
+    c.add_argument("file")
+    c.add_argument("--expires-in", type=cli_base.duration, metavar="DURATION",
+                   help="a JSON order expires this long from now (2h, 90m, 1h30m, 1d), whatever it says")
+    c.add_argument("--json", action="store_true", help="print the daemon's answer as it is")
     _client_args(c)
     c = cmd("status", status, "Show an alert's progress.")
     c.add_argument("id")
@@ -263,16 +271,30 @@ def with_expiry(body: bytes, expires_in: dt.timedelta, now: dt.datetime) -> byte
     return json.dumps(order, ensure_ascii=False).encode()
 
 
-def send(args) -> int:
+def _post_order(args, path: str) -> tuple[int, dict]:
+    """POST the order in `args.file` (JSON, or CAP 1.2 XML) to `path`."""
     base, headers = _target(args)
     body = cli_base.read(args.file)
     if args.expires_in:
         body = with_expiry(body, args.expires_in, model.utcnow())
     # A CAP 1.2 document is XML: its first non-blank byte is `<` (a JSON order's is `{`).
     headers["Content-Type"] = "application/cap+xml" if body.lstrip().startswith(b"<") else "application/json"
-    code, answer = asyncio.run(_request("POST", base + "/v1/alerts", headers, data=body))
+    return asyncio.run(_request("POST", base + path, headers, data=body))
+
+
+def send(args) -> int:
+    code, answer = _post_order(args, "/v1/alerts")
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if code < 300 else 1
+
+
+def preview(args) -> int:
+    code, answer = _post_order(args, "/v1/preview")
+    if code >= 300 or args.json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False), file=sys.stdout if code < 300 else sys.stderr)
+        return 0 if code < 300 else 1
+    print(format_preview(answer))
+    return 0
 
 
 def _post(args, action: str, body: dict | None = None) -> int:
@@ -315,6 +337,22 @@ def format_status(alert: dict) -> str:
     lines.append(f"{'channel':<10}" + "".join(f"{s:>11}" for s in states))
     for channel, counts in sorted(alert.get("counts", {}).items()):
         lines.append(f"{channel:<10}" + "".join(f"{counts.get(s, 0):>11}" for s in states))
+    return "\n".join(lines)
+
+
+def format_preview(answer: dict) -> str:
+    """The estimate of a preview as a table, then its warnings."""
+    estimate = answer["estimate"]
+    lines = [f"{len(answer['messages'])} messages rendered (--json shows them)",
+             f"{'channel':<8}{'recipients':>12}{'messages':>12}{'segments':>10}{'per second':>18}{'to the last':>14}"
+             f"{'cost':>16}"]
+    for kind, c in estimate["channels"].items():
+        rate = "unknown" if c["rate"] is None else f"{c['rate']:g}" + (" (default)" if c["rate_is_default"] else "")
+        last = "unknown" if c["seconds_to_last"] is None else estimate_mod.duration(c["seconds_to_last"])
+        cost = f"{c['cost']['amount']:.2f} {c['cost']['currency']}" if c["cost"] else "-"
+        segments = "-" if c["segments"] is None else c["segments"]
+        lines.append(f"{kind:<8}{c['recipients']:>12}{c['messages']:>12}{segments:>10}{rate:>18}{last:>14}{cost:>16}")
+    lines += [f"warning {w['code']} ({w['channel']}): {w['detail']}" for w in estimate["warnings"]]
     return "\n".join(lines)
 
 

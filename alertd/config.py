@@ -129,6 +129,7 @@ class ChannelConfig:
     plugin: str
     settings: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     processes: int = 0  # sending processes of its own (channels.remote); 0: in the daemon's process
+    pace: Pace = dataclasses.field(default_factory=lambda: Pace())  # its rate and prices (below)
 
     def __repr__(self) -> str:
         return f"ChannelConfig(plugin={self.plugin!r}, settings={masked(self.settings)!r}, processes={self.processes})"
@@ -158,7 +159,8 @@ class Config:
         shown: dict[str, Any] = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
         shown["store"]["url"] = hide_password(self.store.url)
         shown["channels"] = {
-            name: {"plugin": c.plugin, "processes": c.processes, **masked(c.settings)}
+            name: {"plugin": c.plugin, "processes": c.processes, **masked(c.settings),
+                   "pace": dataclasses.asdict(c.pace)}
             for name, c in self.channels.items()
         }
         return shown
@@ -377,13 +379,14 @@ def _channels(table: Any, env: Mapping[str, str], problems: list[str]) -> Mappin
         plugin = _plugin(where, section.get("plugin"), installed, problems)
         settings = _settings(where, section, env, problems)
         processes = _processes(where, settings.pop("processes", 0), problems)
+        pace = _pace(where, plugin, section, settings, problems)
         if processes and plugin in IN_DAEMON:
             problems.append(f"{where}.processes: {plugin} sends from the daemon's process: {IN_DAEMON[plugin]}")
         elif processes:
             problems += _portable(where, settings)
         if plugin:
             problems += _missing(where, plugin, section)
-            built[name] = ChannelConfig(plugin, types.MappingProxyType(settings), processes)
+            built[name] = ChannelConfig(plugin, types.MappingProxyType(settings), processes, pace)
     return types.MappingProxyType(built)
 
 
@@ -455,6 +458,65 @@ def _missing(where: str, plugin: str, section: Mapping[str, Any]) -> list[str]:
             need = "required" if len(names) == 1 else f"one of {' or '.join(names)} is required"
             problems.append(f"{where}.{names[0]}: {need} by the {plugin} plugin")
     return problems
+
+
+# -- a channel's pace and prices (issue 12): forecasts now (`estimate`), the dispatcher's pacing later --
+
+# What providers document (PROVIDERS.md), for a channel whose `rate` is not given: Twilio sends about
+# 10 segments a second from one alphanumeric or international sender (a Messaging Service's pool or
+# a short code sends more: give `rate`); FCM takes 600,000 messages a minute per project, or the
+# channel's own `quota_per_minute`. Siren gateways document none: their rate stays unknown.
+DEFAULT_RATES = {"twilio": 10.0, "fcm": 600_000 / 60}
+PACE_KEYS = ("rate", "price_per_segment", "price_per_message", "currency")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """How fast a channel sends, and what it costs: every key optional, never passed to its plugin."""
+
+    rate: float | None = None  # messages a second over the whole channel (SMS: segments); None: unknown
+    rate_is_default: bool = False  # the provider's documented rate, not one the operator gave
+    price_per_segment: float | None = None  # SMS
+    price_per_message: float | None = None
+    currency: str | None = None  # ISO 4217, e.g. "EUR"
+
+
+def _pace(where: str, plugin: str | None, section: Mapping[str, Any], settings: dict, problems: list[str]) -> Pace:
+    values: dict[str, Any] = {}
+    for key in PACE_KEYS:
+        settings.pop(key, None)
+        if key in section:
+            try:
+                values[key] = _pace_value(key, section[key])
+            except ValueError as exc:
+                problems.append(f"{where}.{key}: {exc}")
+    if "currency" not in values and ("price_per_segment" in values or "price_per_message" in values):
+        problems.append(f"{where}.currency: required with a price (ISO 4217, e.g. EUR)")
+    if "rate" in values:
+        return Pace(**values)
+    default = _default_rate(plugin, settings)
+    return Pace(**values, rate=default, rate_is_default=default is not None)
+
+
+def _pace_value(key: str, value: Any) -> Any:
+    if key == "currency":
+        code = str(_typed(str, value)).strip().upper()
+        if not (len(code) == 3 and code.isascii() and code.isalpha()):
+            raise ValueError(f"expected an ISO 4217 currency code such as EUR, got {value!r}")
+        return code
+    number = _typed(float, value)
+    if number < 0 or (key == "rate" and number == 0):
+        raise ValueError(f"must be {'positive' if key == 'rate' else 'zero or more'}, got {number}")
+    return number
+
+
+def _default_rate(plugin: str | None, settings: Mapping[str, Any]) -> float | None:
+    if plugin == "fcm":
+        try:
+            return float(settings.get("quota_per_minute", 600_000)) / 60
+        except (TypeError, ValueError):  # the plugin reports it
+            return DEFAULT_RATES["fcm"]
+    return DEFAULT_RATES.get(plugin or "")
 
 
 # -- secrets ---------------------------------------------------------------------------------------

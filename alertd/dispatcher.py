@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from alertd import (
-    channels as channels_mod, errors, fair, metrics as metrics_mod, model, planner, priority, render, retry,
+    channels as channels_mod, config, errors, fair, metrics as metrics_mod, model, planner, priority, render, retry,
     store as store_mod,
 )
 
@@ -47,6 +47,8 @@ class Settings:
     idle_poll: float = 1.0  # seconds; a safety net, the lanes are woken on new work
     test_recipients: tuple[str, ...] = ()  # who gets CAP `test` and `system` alerts
     plannings: int = 2  # plannings under way at once; the next goes by its cell's share (`fair`)
+    # Each channel's rate and prices, by name (`config.Pace`): forecasts read them (`web.forecast`).
+    paces: Mapping[str, config.Pace] = dataclasses.field(default_factory=dict)
 
 
 class Dispatcher:

@@ -135,22 +135,39 @@ async def reach(
 ) -> dict[str, int]:
     """How many messages of each of the alert's kinds its planning would write now: what an
     approver is shown (the audience moves as people subscribe; the counts say it as of now)."""
+    by_locale = await reach_by_locale(store, alert, route, tests)
+    return {kind: sum(counts.values()) for kind, counts in by_locale.items()}
+
+
+async def reach_by_locale(
+    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], tests: Sequence[str] = (),
+) -> dict[str, dict[str, int]]:
+    """`reach` by the locale each message is rendered for, as planning would write it: the
+    recipient's ("" for a siren command, the alert's own for a zone topic)."""
     who = audience(alert, tests)
-    counted: dict[str, int] = {"sms": 0, "push": 0}
+    counted: dict[str, dict[str, int]] = {}
     if alert.status in TO_TESTERS:
-        counted = await store.count_audience(ids=audience_mod.testers(alert.area, await store.recipients(list(tests))))
+        ids = audience_mod.testers(alert.area, await store.recipients(list(tests)))
+        counted = await store.count_audience_by_locale(ids=ids)
     elif alert.msg_type is model.MsgType.CANCEL:
         earlier = await incident(store, await _same_status(store, alert))
-        counted = await store.count_audience(reached_by=earlier, exercise_only=alert.status is model.Status.EXERCISE)
+        counted = await store.count_audience_by_locale(
+            reached_by=earlier, exercise_only=alert.status is model.Status.EXERCISE)
     elif who.walk != "nobody":
         earlier = [r.alert_id for r in alert.references if r.alert_id] if alert.msg_type is model.MsgType.UPDATE else []
-        counted = await store.count_audience(
+        counted = await store.count_audience_by_locale(
             everyone=who.walk == "everyone", zones=alert.area.zones, ids=await _inside(store, alert.area),
             reached_by=earlier, exercise_only=who.exercise_only,
         )
+    by_kind: dict[str, dict[str, int]] = {kind.value: {} for kind in alert.channels}
+    for locale, counts in counted.items():
+        for kind, n in counts.items():
+            if kind in by_kind and n:
+                by_kind[kind][locale] = n
     for once in fixed(alert, route, await store.list_sirens(), tests):
-        counted[once.kind.value] = counted.get(once.kind.value, 0) + 1
-    return {kind.value: counted.get(kind.value, 0) for kind in alert.channels}
+        if once.kind.value in by_kind:
+            by_kind[once.kind.value][once.locale] = by_kind[once.kind.value].get(once.locale, 0) + 1
+    return by_kind
 
 
 async def plan(

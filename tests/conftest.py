@@ -59,6 +59,12 @@ def siren_settings() -> str:
 
 
 @pytest.fixture
+def sms_settings() -> str:
+    """Extra TOML lines for the daemon's SMS channel; a test module overrides it."""
+    return ""
+
+
+@pytest.fixture
 def alerts_settings() -> str:
     """Extra TOML lines for the daemon's [alerts] section; a test module overrides it (a module posting
     CAP documents dated years from the test clock raises `cap_sent_skew_hours`)."""
@@ -66,11 +72,12 @@ def alerts_settings() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings, alerts_settings):
+async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings, sms_settings, alerts_settings):
     """The daemon on each store, with the fakes, a manual clock and no background work."""
     port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else None
-    cfg = helpers.load_config(tmp_path, fakes_url, port, store=store, siren=siren_settings, alerts=alerts_settings)
+    cfg = helpers.load_config(tmp_path, fakes_url, port, store=store, siren=siren_settings, sms=sms_settings,
+                              alerts=alerts_settings)
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

@@ -651,3 +651,13 @@ class StoreContract(store_people_contract.PeopleContract):
         assert await store.count_audience(everyone=True, exercise_only=True) == {"sms": 0, "push": 0}
         await self.plan(store, make_alert("R1", zones=("69123",)))  # reached b1 by push
         assert await store.count_audience(reached_by=["R1"]) == {"sms": 0, "push": 1}
+
+    async def test_the_audience_is_counted_by_locale_for_the_texts_each_gets(self, store):
+        """Whom a preview's estimate counts the SMS segments of each locale's text for."""
+        await self.seed(store)
+        assert await store.count_audience_by_locale(everyone=True) == {
+            "fr": {"sms": 2, "push": 2}, "en": {"sms": 1, "push": 0}, "de": {"sms": 1, "push": 1},
+        }
+        assert await store.count_audience_by_locale(zones=["92"]) == {"en": {"sms": 1, "push": 0},
+                                                                      "de": {"sms": 1, "push": 1}}
+        assert await store.count_audience_by_locale(zones=["69123"], exercise_only=True) == {}

@@ -86,7 +86,7 @@ async def test_sirens_show_their_last_command_to_operators_of_their_jurisdiction
 async def served(tmp_path, fakes_url):
     """alertd on a real port, workers running, SMS slowed down so that the fan-out takes seconds."""
     port = demo.free_port()
-    cfg = helpers.load_config(tmp_path, fakes_url, port, sms="max_concurrency = 4")
+    cfg = helpers.load_config(tmp_path, fakes_url, port, sms='max_concurrency = 4\nprice_per_segment = 0.05\ncurrency = "EUR"')
     app = app_mod.build(cfg)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -256,6 +256,8 @@ async def test_an_actual_alert_of_a_person_waits_for_a_second_one(served, browse
     await expect(page.locator(".head [data-state=awaiting_approval]")).to_be_visible(timeout=WAIT)
     await expect(page.locator("#approval")).to_contain_text("créée par alice")
     await expect(page.locator("#audience")).to_contain_text(f"SMS {PEOPLE}")
+    await expect(page.locator("#estimate")).to_contain_text("Jusqu’au dernier message : SMS ")  # at Twilio's 10/s
+    await expect(page.locator("#estimate")).to_contain_text("€")
     await expect(page.locator("article.message[data-channel=sms]")).to_contain_text("crue de la Seine")
     await page.click("#approve")
     await expect(page.locator("#approval-error")).to_contain_text("a second person must approve it", timeout=WAIT)

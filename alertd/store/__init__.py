@@ -158,6 +158,13 @@ class Store(Protocol):
         everyone or those in `zones` (any covering code), the ids given, and those the alerts
         `reached_by` reached; with `exercise_only`, only exercise participants."""
 
+    async def count_audience_by_locale(
+        self, everyone: bool = False, zones: Sequence[str] = (), ids: Sequence[str] = (),
+        reached_by: Sequence[str] = (), exercise_only: bool = False,
+    ) -> dict[str, dict[str, int]]:
+        """`count_audience` by recipient locale, as stored: {"fr": {"sms": n, "push": n}, ...}; a
+        locale none of whom would get an SMS or a push is left out."""
+
     # -- planning --------------------------------------------------------------------------------
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         """`id`, `lat`, `lon` of the located recipients in the box (min_lat, min_lon, max_lat, max_lon)."""

@@ -13,13 +13,14 @@ from alertd.store import audit, sql
 
 # Whom a planning would reach, per kind: the recipients in its zones, its own targets (shapes, test
 # recipients) and those the alerts it updates or cancels reached, as `TARGET_REACHED` takes them.
-COUNT_AUDIENCE = """SELECT count(CASE WHEN r.phone IS NOT NULL THEN 1 END) AS sms,
+COUNT_AUDIENCE = """SELECT r.locale, count(CASE WHEN r.phone IS NOT NULL THEN 1 END) AS sms,
     count(CASE WHEN r.push_token IS NOT NULL AND NOT r.push_token_dead THEN 1 END) AS push
     FROM recipients r WHERE ({everyone}
     OR r.id IN (SELECT recipient_id FROM recipient_zones WHERE zone IN (SELECT value FROM {{each}}($1)))
     OR r.id IN (SELECT value FROM {{each}}($2))
     OR r.id IN (SELECT target FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($3))
-        AND kind <> 'siren' AND command = 'send' AND state <> 'failed')){exercise}"""
+        AND kind <> 'siren' AND command = 'send' AND state <> 'failed')){exercise}
+    GROUP BY r.locale"""
 
 
 class ApprovalStore:
@@ -60,7 +61,16 @@ class ApprovalStore:
         reached_by: Sequence[str] = (), exercise_only: bool = False,
     ) -> dict[str, int]:
         """How many recipients a planning over these would write an SMS and a push for."""
+        by_locale = await self.count_audience_by_locale(everyone, zones, ids, reached_by, exercise_only)
+        return {kind: sum(counts.get(kind, 0) for counts in by_locale.values()) for kind in ("sms", "push")}
+
+    async def count_audience_by_locale(
+        self, everyone: bool = False, zones: Sequence[str] = (), ids: Sequence[str] = (),
+        reached_by: Sequence[str] = (), exercise_only: bool = False,
+    ) -> dict[str, dict[str, int]]:
+        """`count_audience` by the recipients' locale (their SMS and push are rendered in it)."""
         text = COUNT_AUDIENCE.format(everyone="TRUE" if everyone else "FALSE",
                                      exercise=" AND r.exercise" if exercise_only else "")
         rows = await self._fetch(text, json.dumps(list(zones)), json.dumps(list(ids)), json.dumps(list(reached_by)))
-        return {"sms": int(rows[0]["sms"]), "push": int(rows[0]["push"])}
+        return {row["locale"]: {"sms": int(row["sms"]), "push": int(row["push"])} for row in rows
+                if row["sms"] or row["push"]}

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from alertd import approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
-from alertd.web import approvals, quota as web_quota, views
+from alertd.web import approvals, forecast, quota as web_quota, views
 
 log = structlog.get_logger("alertd.web.alerts")
 routes = web.RouteTableDef()
@@ -287,8 +287,19 @@ async def show(request: web.Request) -> web.Response:
             totals[state] = totals.get(state, 0) + n
     return views.answer(views.AlertStatus.of(
         alert, counts=counts, totals=totals, referenced_by=await store.referenced_by(alert.id),
-        cancelled_by=await _cancelled_by(store, alert),
+        cancelled_by=await _cancelled_by(store, alert), estimate=await _estimate(request, alert),
     ))
+
+
+async def _estimate(request: web.Request, alert: model.Alert) -> views.Estimate | None:
+    """How long and how much, for an approver to see before releasing it; none once decided."""
+    if alert.state is not model.AlertState.AWAITING_APPROVAL:
+        return None
+    try:
+        return views.Estimate.of(await forecast.forecast(request, alert))
+    except errors.ProblemError as exc:  # no longer renders or routes: approving it says why
+        log.warning("no estimate for an alert awaiting approval", alert_id=alert.id, reason=exc.message)
+        return None
 
 
 async def _cancelled_by(store, alert: model.Alert) -> dict | None:
@@ -333,7 +344,8 @@ async def preview(request: web.Request) -> web.Response:
     # What a preview renders is what may be sent: only those who may send see it (and spend its CPU).
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     checked = await _order(request, token)
-    return views.answer(views.Previewed(messages=[approval.message(r) for r in checked.rendered]))
+    return views.answer(views.Previewed(messages=[approval.message(r) for r in checked.rendered],
+                                        estimate=views.Estimate.of(await forecast.forecast(request, checked.alert))))
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:

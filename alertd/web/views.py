@@ -17,7 +17,7 @@ import pydantic
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
-from alertd import cap_check, model, sirenstate
+from alertd import cap_check, estimate, model, sirenstate
 
 # Written as `isoformat()` writes it (`+00:00`), as the store keeps it and as the API always answered.
 Time = Annotated[
@@ -184,6 +184,8 @@ class AlertStatus(Alert):
     totals: dict[str, int] = Field(description="Deliveries per state over every channel.")
     cancelled_by: CancelledBy | None
     referenced_by: list[str] = Field(description="Later alerts naming this one.")
+    estimate: Estimate | None = Field(description="While awaiting approval: how long and how much, as of now; "
+                                      "else null.")
 
 
 class Cancelled(Alert):
@@ -208,9 +210,51 @@ class Messages(View):
     messages: list[Preview]
 
 
+class Cost(View):
+    amount: float
+    currency: str = Field(description="ISO 4217.")
+
+
+class Forecast(View):
+    """One channel's forecast: how many, how long at its rate, how much."""
+
+    recipients: int = Field(description="Recipients its planning would write a message for now (a siren, a zone "
+                            "topic: one each).")
+    messages: int = Field(description="Messages: one per recipient, in the locale closest to theirs.")
+    segments: int | None = Field(description="SMS segments over all its messages; null off SMS.")
+    rate: float | None = Field(description="Messages a second (SMS: segments), from the channel's `rate`; null: "
+                               "unknown.")
+    rate_is_default: bool = Field(description="`rate` is the provider's documented rate, not configured.")
+    seconds_to_last: float | None = Field(description="Seconds from now until the last message goes out at that rate.")
+    ends_at: Time | None = Field(description="When the last message would go out.")
+    cost: Cost | None = Field(description="At the channel's `price_per_segment` (SMS) and `price_per_message`; null "
+                              "without a price.")
+
+
+class Caveat(View):
+    code: Literal[estimate.CODES] = Field(  # type: ignore[valid-type]
+        description="`ends-after-expiry`: the last messages would go after `expires` (and never will); "
+        "`default-rate`: the provider's documented rate was assumed; `rate-unknown`: no time given.")
+    channel: str = Field(description="The channel kind.")
+    detail: str
+
+
+class Estimate(View):
+    """How long and how much, per channel kind, as of now."""
+
+    channels: dict[str, Forecast] = Field(description="By channel kind.")
+    warnings: list[Caveat]
+
+    @classmethod
+    def of(cls, value: estimate.Estimate) -> Self:  # type: ignore[override]
+        return cls(channels={line.kind.value: Forecast.of(line) for line in value.lines},
+                   warnings=[Caveat.of(w) for w in value.warnings])
+
+
 class Previewed(Messages):
-    """What `POST /v1/preview` answers: the messages an order would send (fields about the order
-    as a whole go here)."""
+    """What `POST /v1/preview` answers: the messages an order would send and the estimate."""
+
+    estimate: Estimate
 
 
 class Delivery(View):

@@ -8,7 +8,7 @@ import * as area from './area.js';
 import {bar, settled, STATES, total} from './bars.js';
 import * as chart from './chart.js';
 import {fill, h, section} from './dom.js';
-import {dateTime, number, t} from './i18n.js';
+import {dateTime, duration, money, number, t} from './i18n.js';
 
 const CAN_CANCEL = ['issuer', 'admin'];
 const CAN_ISSUE_DRAFT = ['issuer', 'admin', 'approver'];
@@ -64,7 +64,19 @@ export function show(root, id, me) {
     if (a.state === 'approval_expired') lines.push(t('approval.expired', {at: dateTime(r.expires_at)}));
     const counts = Object.entries(r.audience).map(([kind, n]) => `${t('kind.' + kind)} ${number(n)}`).join(', ');
     return h('div', {id: 'approval'}, h('p', {class: 'meta'}, lines.filter(Boolean).join(' · ')),
-      a.state === 'awaiting_approval' ? h('p', {class: 'meta', id: 'audience'}, t('approval.audience', {counts})) : null);
+      a.state === 'awaiting_approval' ? h('p', {class: 'meta', id: 'audience'}, t('approval.audience', {counts})) : null,
+      a.state === 'awaiting_approval' ? estimateLines(a.estimate) : null);
+  }
+
+  function estimateLines(e) { // how long and how much, at the channels' rates, before it is released
+    if (!e) return null;
+    const channels = Object.entries(e.channels).map(([kind, c]) => {
+      const time = c.seconds_to_last === null ? t('estimate.unknown') : duration(c.seconds_to_last);
+      return `${t('kind.' + kind)} ${time}${c.cost ? ` (${money(c.cost.amount, c.cost.currency)})` : ''}`;
+    }).join(', ');
+    const late = e.warnings.filter((w) => w.code === 'ends-after-expiry')
+      .map((w) => h('p', {class: 'error', 'data-warning': w.code}, t('estimate.late', {kind: t('kind.' + w.channel)})));
+    return h('div', {id: 'estimate'}, h('p', {class: 'meta'}, t('estimate.time', {channels})), ...late);
   }
 
   function drawCounts() {

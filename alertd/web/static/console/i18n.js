@@ -18,6 +18,8 @@ const TEXT = {
     'approval.rejected': 'rejetée par {who} ({cell}) : {reason}', 'approval.until': 'en attente d’approbation jusqu’à {at}',
     'approval.expired': 'personne ne l’a approuvée avant {at} : elle ne sera jamais diffusée',
     'approval.audience': 'Destinataires prévus : {counts}',
+    'estimate.time': 'Jusqu’au dernier message : {channels}', 'estimate.unknown': 'durée inconnue',
+    'estimate.late': '{kind} : le dernier message partirait après l’expiration de l’alerte, et ne partira donc jamais',
     'reject.button': 'Rejeter', 'reject.reason': 'Pourquoi rejeter « {event} » ?',
     'cancel.awaiting': 'L’annulation attend l’approbation d’une seconde personne.',
     'cap.Extreme': 'extrême', 'cap.Severe': 'grave', 'cap.Moderate': 'modérée', 'cap.Minor': 'mineure',
@@ -75,6 +77,8 @@ const TEXT = {
     'approval.rejected': 'rejected by {who} ({cell}): {reason}', 'approval.until': 'awaiting approval until {at}',
     'approval.expired': 'nobody approved it before {at}: it will never be sent',
     'approval.audience': 'Planned recipients: {counts}',
+    'estimate.time': 'Until the last message: {channels}', 'estimate.unknown': 'time unknown',
+    'estimate.late': '{kind}: the last message would go out after the alert expires, so it never will',
     'reject.button': 'Reject', 'reject.reason': 'Why reject “{event}”?',
     'cancel.awaiting': 'The cancel awaits a second person’s approval.',
     'alert.draft': 'draft', 'alert.sent': 'Ordered', 'alert.expires': 'expires',
@@ -143,6 +147,10 @@ export function translatePage() {
 
 export function number(n) {
   return new Intl.NumberFormat(current).format(n);
+}
+
+export function money(amount, currency) {
+  return new Intl.NumberFormat(current, {style: 'currency', currency}).format(amount);
 }
 
 export function percent(share) {
