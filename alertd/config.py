@@ -10,7 +10,9 @@ Secrets stay out of the file (`settings.resolve`):
 - ``auth_token_file = "/etc/alertd/twilio-token"`` reads the file into ``auth_token`` (a secret the
   plugin declares; other ``*_file`` keys are paths kept as they are);
 - ``auth_token = "credential:twilio-token"`` reads ``$CREDENTIALS_DIRECTORY/twilio-token``, the
-  systemd credential loaded by ``LoadCredential=``; on a ``*_file`` key it gives that file's path.
+  systemd credential loaded by ``LoadCredential=``; on a ``*_file`` key it gives that file's path;
+- a credential named like a variable, ``alertd_channels__sms__auth_token`` (any case), is that key's
+  value, as the variable would be (pydantic-settings' secrets source on ``$CREDENTIALS_DIRECTORY``).
 
 Environment values are strings, converted to the type the model expects (pydantic's lax mode: a
 TOML ``"500"`` reads as 500 too).
@@ -285,7 +287,22 @@ def _read(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[
         except ValueError as exc:  # tomllib.TOMLDecodeError
             problems.append(f"{path}: not valid TOML: {exc}")
     problems += [_unknown(key, "section", [*SECTIONS, "channels"]) for key in toml if key not in Sources.model_fields]
-    return _merged(toml, _Environment(env)()), problems
+    return _merged(_merged(toml, _credentials(env, problems)), _Environment(env)()), problems
+
+
+def _credentials(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """The systemd credentials named like variables (`alertd_channels__sms__auth_token`): each the
+    value of that key, below the variables, above the file."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    try:
+        return pydantic_settings.NestedSecretsSettingsSource(
+            Sources, secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
+        )()
+    except pydantic_settings.SettingsError as exc:
+        problems.append(f"$CREDENTIALS_DIRECTORY: {exc}")
+        return {}
 
 
 def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

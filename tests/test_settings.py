@@ -142,6 +142,22 @@ def test_secrets_from_files_and_systemd_credentials(tmp_path):
     assert gateway.options is siren and gateway.accepts_receipt("gateway-s3cr3t")
 
 
+def test_a_credential_named_like_a_variable_is_that_key(tmp_path):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "alertd_channels__sms__auth_token").write_text("credential-s3cr3t\n")
+    (creds / "twilio-auth-token").write_text("not named like a variable: read only when referenced")
+    path = write(tmp_path, SMS + 'auth_token = "from-the-file"\n')
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert config.load(path, env=env).channels["sms"].settings.auth_token.get_secret_value() == "credential-s3cr3t"
+    # Below the variables, as documented.
+    env["ALERTD_CHANNELS__SMS__AUTH_TOKEN"] = "variable"
+    assert config.load(path, env=env).channels["sms"].settings.auth_token.get_secret_value() == "variable"
+    assert config.check(path, env={"CREDENTIALS_DIRECTORY": path}) == [
+        "$CREDENTIALS_DIRECTORY: secrets_dir must reference a directory, not a file"
+    ]
+
+
 def test_a_secret_never_appears_in_check_config_output(tmp_path, capsys):
     (tmp_path / "token").write_text("file-s3cr3t")
     path = write(tmp_path, """
