@@ -72,8 +72,8 @@ def parse(cls: type, table: Mapping[str, Any], where: str, env: Mapping[str, str
     return value
 
 
-def validate(cls: type, values: Mapping[str, Any], where: str,
-             origins: Mapping[str, str] = types.MappingProxyType({}), reported: list[str] = ()) -> tuple[Any, list[str]]:
+def validate(cls: type, values: Mapping[str, Any], where: str, origins: Mapping[str, str] = types.MappingProxyType({}),
+             reported: Iterable[str] = ()) -> tuple[Any, list[str]]:
     """`cls` (a model or pydantic dataclass) from `values`, or None and the problems. `origins`
     names the variable each dotted key came from; keys already `reported` are not reported again."""
     try:

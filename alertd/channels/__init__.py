@@ -2,7 +2,7 @@
 
 A channel is a class registered under the entry-point group ``alertd.channels``; alertd's own
 built-ins register there exactly as a third party would (see ``pyproject.toml``). A channel takes its
-configuration section (validated by the model it declares as `settings`) and a `Context`, turns one rendered `model.Message` into one provider call,
+configuration section and a `Context`, turns one rendered `model.Message` into one provider call,
 and returns a `model.Receipt` or raises `errors.Transient` / `errors.Permanent` /
 `errors.ChannelMisconfigured`. It never touches the store, the templates or the retry policy. The
 dispatcher keeps up to `concurrency` calls of a channel in flight at once. A channel that holds

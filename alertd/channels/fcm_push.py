@@ -282,7 +282,8 @@ class FCMPush(channels.Base):
         super().__init__(config, context)
         self.project_id = self.options.project_id
         self.timeout = self.options.timeout
-        self.bucket = Bucket.per_minute(self.options.quota_per_minute / context.senders)  # each sending process its share
+        # Each sending process its share.
+        self.bucket = Bucket.per_minute(self.options.quota_per_minute / context.senders)
         self.clock = time.monotonic  # the bucket's time; a test may move it
         self.app: firebase_admin.App | None = None
         self._http: aiohttp.ClientSession | None = None
