@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import marshal
 import os
 import pathlib
@@ -287,7 +288,26 @@ def _read(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[
         except ValueError as exc:  # tomllib.TOMLDecodeError
             problems.append(f"{path}: not valid TOML: {exc}")
     problems += [_unknown(key, "section", [*SECTIONS, "channels"]) for key in toml if key not in Sources.model_fields]
-    return _merged(_merged(toml, _credentials(env, problems)), _Environment(env)()), problems
+    return _merged(_merged(toml, _credentials(env, problems)), _variables(env, problems)), problems
+
+
+def _variables(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """What pydantic-settings reads from the ALERTD_* variables; a section given whole must be JSON."""
+    usable = {}
+    for var, value in env.items():
+        section = var[len(ENV_PREFIX):].lower()
+        if var.upper().startswith(ENV_PREFIX) and section in Sources.model_fields and not _json_table(value):
+            problems.append(f"{section}: ${var} must be a JSON table; give its keys as ${var}__<KEY>")
+        else:
+            usable[var] = value
+    return _Environment(usable)()
+
+
+def _json_table(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _credentials(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

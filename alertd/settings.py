@@ -102,16 +102,21 @@ def describe(exc: pydantic.ValidationError, cls: type, where: str = "",
 def reason(error: Mapping[str, Any], cls: type, loc: list[str]) -> str:
     kind, ctx, parent = error["type"], error.get("ctx") or {}, _at(cls, loc[:-1])
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        near = difflib.get_close_matches(loc[-1], field_names(parent), n=1) if parent else []
+        near = difflib.get_close_matches(loc[-1], list(_fields(parent)), n=1) if parent else []
         return "unknown key" + (f"; did you mean `{near[0]}`?" if near else "")
     if kind == "missing":
         return "required"
     if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error", error["msg"]))
-    shown = "" if loc and _is_secret_field(parent, loc[-1]) else f", got {error['input']!r}"
+    shown = "" if loc and _is_secret_field(parent, loc[-1]) else f", got {_short(error['input'])}"
     if kind == "greater_than":
         return ("must be positive" if ctx.get("gt") == 0 else f"must be greater than {ctx.get('gt')}") + shown
     return EXPECTED.get(kind.removesuffix("_parsing").removesuffix("_type"), error["msg"]) + shown
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 EXPECTED = {
@@ -122,17 +127,8 @@ EXPECTED = {
 }
 
 
-def field_names(cls: type) -> list[str]:
-    """The keys a section may hold: its fields, under their TOML names (`from`)."""
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls)]
-    if isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
-        return [f.alias or name for name, f in cls.model_fields.items()]
-    return []
-
-
 def _fields(cls: type) -> Mapping[str, Any]:
-    """Each key's type."""
+    """The keys a section may hold, under their TOML names (`from`), and their types."""
     if dataclasses.is_dataclass(cls):
         return typing.get_type_hints(cls)
     if isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):

@@ -120,6 +120,11 @@ def test_variables_nested_with_double_underscores_override_the_file(tmp_path):
     assert config.check(path, env={"ALERTD_CHANNELS__SMS__TIMEOUT": "soon"}) == [
         "channels.sms.timeout: expected a number, got 'soon' (from $ALERTD_CHANNELS__SMS__TIMEOUT)"
     ]
+    # A section given whole is JSON, as pydantic-settings reads it; anything else is a problem, not a crash.
+    assert config.load(path, env={"ALERTD_LOG": '{"level": "debug"}'}).log.level == "debug"
+    assert config.check(path, env={"ALERTD_LOG": "debug"}) == [
+        "log: $ALERTD_LOG must be a JSON table; give its keys as $ALERTD_LOG__<KEY>"
+    ]
 
 
 def test_secrets_from_files_and_systemd_credentials(tmp_path):
