@@ -1,6 +1,6 @@
 """The configuration: one TOML file, then `ALERTD_<SECTION>__<KEY>` environment overrides.
 
-pydantic-settings reads both (`Sources`: its TOML source, then its environment source, nested with
+pydantic-settings reads both (`config_sources`: its TOML source, then its environment source, nested with
 ``__``, any case); each section is then validated by its typed model (`Server` …, and for each
 ``[channels.NAME]`` its plugin's ``settings`` model), with `settings.validate`. `load` returns a frozen
 `Config` or raises `errors.ConfigError` carrying every problem of every section at once, each as
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import marshal
 import os
 import pathlib
@@ -33,11 +32,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import pydantic
-import pydantic_settings
 
-from alertd import channels as channels_mod, errors, model, settings
+from alertd import channels as channels_mod, config_sources, errors, model, settings
 
-ENV_PREFIX = "ALERTD_"
+ENV_PREFIX = config_sources.ENV_PREFIX
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
@@ -109,10 +107,10 @@ Positive, PositiveInt = settings.Positive, settings.PositiveInt
 
 # -- the schema ----------------------------------------------------------------------------------
 
-section = pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid"))
+frozen_section = pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid"))
 
 
-@section
+@frozen_section
 class Server:
     listen: Listen = "127.0.0.1:8080"
     public_url: HttpUrl = "http://127.0.0.1:8080"  # where providers call back, as they see us
@@ -125,7 +123,7 @@ class Server:
     max_streams_per_token: PositiveInt = 20
 
 
-@section
+@frozen_section
 class Store:
     url: Annotated[str, pydantic.AfterValidator(_store_url)] = "sqlite:///alertd.db"
 
@@ -133,7 +131,7 @@ class Store:
         return f"Store(url={hide_password(self.url)!r})"
 
 
-@section
+@frozen_section
 class Render:
     templates: str = dataclasses.field(default_factory=default_templates)
     default_locale: str = "fr"
@@ -141,7 +139,7 @@ class Render:
     push_max_bytes: PositiveInt = 4096
 
 
-@section
+@frozen_section
 class Dispatcher:
     batch_size: PositiveInt = 500
     lease_seconds: Positive = 60.0
@@ -151,7 +149,7 @@ class Dispatcher:
     plan_chunk: PositiveInt = 1000  # rows per planning transaction: short, so other writers wait little
 
 
-@section
+@frozen_section
 class Alerts:
     # CAP status `test` and `system` go to these subscribers (and sirens, by id) only.
     test_recipients: Names = ()
@@ -160,13 +158,13 @@ class Alerts:
     cap_sent_skew_hours: Positive = 24.0
 
 
-@section
+@frozen_section
 class Log:
     level: Annotated[str, _one_of(LOG_LEVELS)] = "info"
     format: Annotated[str, _one_of(LOG_FORMATS)] = "auto"
 
 
-@section
+@frozen_section
 class Systemd:
     watchdog: bool = True
 
@@ -219,34 +217,6 @@ def hide_password(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
-class Sources(pydantic_settings.BaseSettings):
-    """What pydantic-settings reads, section by section, before the sections' own models validate it."""
-
-    model_config = pydantic_settings.SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False, extra="ignore",
-    )
-
-    server: dict[str, Any] = {}
-    store: dict[str, Any] = {}
-    render: dict[str, Any] = {}
-    dispatcher: dict[str, Any] = {}
-    alerts: dict[str, Any] = {}
-    channels: dict[str, Any] = {}
-    log: dict[str, Any] = {}
-    systemd: dict[str, Any] = {}
-
-
-class _Environment(pydantic_settings.EnvSettingsSource):
-    """pydantic-settings' environment source, reading the mapping it is given (tests pass their own)."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.given = env
-        super().__init__(Sources)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {key.lower(): value for key, value in self.given.items()}
-
-
 # -- loading -------------------------------------------------------------------------------------
 
 
@@ -264,8 +234,8 @@ def check(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.envir
 
 
 def _parse(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Config, list[str]]:
-    raw, problems = _read(path, env)
-    origins = _origins(env)
+    raw, problems = config_sources.read(path, env)
+    origins = config_sources.origins(env)
     sections = {}
     for name, cls in SECTIONS.items():
         value, found = _section(cls, raw.get(name, {}), name, env, origins)
@@ -273,86 +243,6 @@ def _parse(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple
     chans, found = _channels(raw.get("channels", {}), env, origins)
     problems += found + _templates(sections["render"])
     return Config(channels=chans, **sections), problems
-
-
-def _read(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """The TOML file's tables with the variables' values merged in, and what was wrong reading them."""
-    toml, problems = {}, _strays(env)
-    if path is not None:
-        try:
-            with open(path, "rb"):
-                pass  # the TOML source takes a missing file for an empty one
-            toml = pydantic_settings.TomlConfigSettingsSource(Sources, toml_file=path)()
-        except OSError as exc:
-            problems.append(f"{path}: cannot read: {exc.strerror}")
-        except ValueError as exc:  # tomllib.TOMLDecodeError
-            problems.append(f"{path}: not valid TOML: {exc}")
-    problems += [_unknown(key, "section", [*SECTIONS, "channels"]) for key in toml if key not in Sources.model_fields]
-    return _merged(_merged(toml, _credentials(env, problems)), _variables(env, problems)), problems
-
-
-def _variables(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
-    """What pydantic-settings reads from the ALERTD_* variables; a section given whole must be JSON."""
-    usable = {}
-    for var, value in env.items():
-        section = var[len(ENV_PREFIX):].lower()
-        if var.upper().startswith(ENV_PREFIX) and section in Sources.model_fields and not _json_table(value):
-            problems.append(f"{section}: ${var} must be a JSON table; give its keys as ${var}__<KEY>")
-        else:
-            usable[var] = value
-    return _Environment(usable)()
-
-
-def _json_table(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False
-
-
-def _credentials(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
-    """The systemd credentials named like variables (`alertd_channels__sms__auth_token`): each the
-    value of that key, below the variables, above the file."""
-    directory = env.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        return {}
-    try:
-        return pydantic_settings.NestedSecretsSettingsSource(
-            Sources, secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
-        )()
-    except pydantic_settings.SettingsError as exc:
-        problems.append(f"$CREDENTIALS_DIRECTORY: {exc}")
-        return {}
-
-
-def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        below = merged.get(key)
-        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, Mapping) else value
-    return merged
-
-
-def _strays(env: Mapping[str, str]) -> list[str]:
-    """ALERTD_<SECTION>__<KEY> variables naming no section, which pydantic-settings would pass over."""
-    return [
-        _unknown(section, "section", [*SECTIONS, "channels"]) + f" (from ${var})"
-        for var, section in ((var, var[len(ENV_PREFIX):].partition("__")[0].lower()) for var in sorted(env))
-        if var.upper().startswith(ENV_PREFIX) and "__" in var and section not in Sources.model_fields
-    ]
-
-
-def _origins(env: Mapping[str, str]) -> dict[str, str]:
-    """The variable each dotted key was given by."""
-    return {
-        ".".join(var[len(ENV_PREFIX):].lower().split("__")): var
-        for var in env if var.upper().startswith(ENV_PREFIX) and "__" in var
-    }
-
-
-def _unknown(key: str, what: str, known: list[str]) -> str:
-    near = difflib.get_close_matches(key, known, n=1)
-    return f"{key}: unknown {what}" + (f"; did you mean `{near[0]}`?" if near else "")
 
 
 def _section(cls: type, table: Any, where: str, env: Mapping[str, str], origins: Mapping[str, str]):
@@ -420,8 +310,8 @@ def _plugin(where: str, name: Any, problems: list[str]) -> type[channels_mod.Cha
         problems.append(f"{where}.plugin: required; installed plugins: {listed}")
     elif not isinstance(name, str) or name not in installed:
         near = difflib.get_close_matches(str(name), installed, n=1)
-        hint = f"did you mean `{near[0]}`? " if near else ""
-        problems.append(f"{where}.plugin: unknown plugin {name!r}; {hint}installed plugins: {listed}")
+        hint = f"; did you mean `{near[0]}`?" if near else ""
+        problems.append(f"{where}.plugin: unknown plugin {name!r}{hint} (installed plugins: {listed})")
     else:
         try:
             return channels_mod.load(name)
