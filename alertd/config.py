@@ -1,11 +1,11 @@
 """The configuration: one TOML file, then `ALERTD_<SECTION>__<KEY>` environment overrides.
 
-pydantic-settings reads both (`config_sources`: its TOML source, then its environment source, nested with
-``__``, any case); each section is then validated by its typed model (`Server` …, and for each
-``[channels.NAME]`` its plugin's ``settings`` model), with `settings.validate`. `load` returns a frozen
-`Config` or raises `errors.ConfigError` carrying every problem of every section at once, each as
-``"<dotted.key>: <reason>"`` (an unknown key with "did you mean"); `check` returns the same list.
-Secrets stay out of the file (`settings.resolve`):
+pydantic-settings reads the tables (`config_sources`: the TOML file, systemd credentials, then the
+variables, nested with ``__``, any case); each section is then validated by its typed model
+(`Server` …, and each ``[channels.NAME]`` by its plugin's ``settings`` model) with
+`settings.validate`. `load` returns a frozen `Config` or raises `errors.ConfigError` carrying every
+problem of every section at once, each as ``"<dotted.key>: <reason>"`` (an unknown key with "did you
+mean"); `check` returns the same list. Secrets stay out of the file (`settings.resolve`):
 
 - ``auth_token_file = "/etc/alertd/twilio-token"`` reads the file into ``auth_token`` (a secret the
   plugin declares; other ``*_file`` keys are paths kept as they are);
@@ -300,7 +300,8 @@ def _channel(where: str, section: Any, env: Mapping[str, str], origins: Mapping[
     problems += found + (_portable(where, values) if processes else [])
     value, found = settings.validate(plugin.settings, values, where, origins, problems)
     problems += found
-    return (ChannelConfig(name, value, processes, types.MappingProxyType(values)) if value else None), problems
+    channel = ChannelConfig(name, value, processes, types.MappingProxyType(values)) if value is not None else None
+    return channel, problems
 
 
 def _plugin(where: str, name: Any, problems: list[str]) -> type[channels_mod.Channel] | None:
