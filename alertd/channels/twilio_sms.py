@@ -1,6 +1,6 @@
 """SMS through Twilio's Messages API, with the real `twilio` library's async client.
 
-Configuration (`TwilioSMS.Settings`): ``account_sid``, ``auth_token`` (or ``auth_token_file``),
+Configuration (`Settings`): ``account_sid``, ``auth_token`` (or ``auth_token_file``),
 ``from`` or ``messaging_service_sid``, optional ``base_url`` (another address for the API, e.g. the
 fake), ``timeout`` (s, default 10), ``max_concurrency`` (default 100), ``status_callback = false``
 to ask for no status callbacks.
