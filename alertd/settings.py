@@ -1,7 +1,7 @@
 """Typed settings: what the configuration (`config`) and the channel plugins share.
 
 A section of the configuration is a pydantic model (a channel's: its plugin's ``settings`` model,
-a `Channel` subclass) or a frozen pydantic dataclass, with unknown keys forbidden. `validate` turns
+a `Channel` subclass) or a frozen pydantic dataclass, with unknown keys forbidden (but by `Open`). `validate` turns
 a section's table into that value, or into problems, every one at once, each ``"<dotted.key>:
 <reason>"``, an unknown key with "did you mean" the nearest field. Before validation, `resolve`
 reads the secrets the table points at:
@@ -47,7 +47,7 @@ PositiveInt = Annotated[int, pydantic.BeforeValidator(_not_bool), pydantic.Field
 
 
 class Channel(pydantic.BaseModel):
-    """A built-in channel's settings: every plugin's `max_concurrency`, nothing unknown."""
+    """The base of a plugin's settings model: every channel's `max_concurrency`, nothing unknown."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
