@@ -52,7 +52,7 @@ def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
         context = channels.Context(public_url=cfg.server.public_url, name=name)
         if section.processes:  # the provider calls on other cores
             built[name] = remote.Remote(
-                section.plugin, section.settings, context, section.processes, cfg.log.level, cfg.log.format
+                section.plugin, section.table, context, section.processes, cfg.log.level, cfg.log.format
             )
         else:
             built[name] = channels.load(section.plugin)(section.settings, context)
@@ -81,10 +81,7 @@ def build_dispatcher(
 
 
 def twilio_tokens(cfg: config_mod.Config) -> tuple[str, ...]:
-    return tuple(
-        s.settings["auth_token"] for s in cfg.channels.values()
-        if s.plugin == "twilio" and s.settings.get("auth_token")
-    )
+    return tuple(s.settings.auth_token.get_secret_value() for s in cfg.channels.values() if s.plugin == "twilio")
 
 
 def build(

@@ -119,12 +119,18 @@ def _client_args(c: argparse.ArgumentParser) -> None:
 
 
 def serve(args) -> int:
-    cfg = cli_base.load(args)
+    # Logged, not printed: under systemd every line the daemon writes is JSON.
+    log = logs.get_logger("alertd.cli")
+    try:
+        cfg = cli_base.load(args)
+    except errors.ConfigError as exc:
+        logs.configure()  # the configuration's own log settings may be what is wrong
+        log.error("alertd cannot serve", error="configuration problems", problems=exc.problems or [exc.message])
+        return 1
     try:
         asyncio.run(_serve(cfg))
     except (errors.AlertdError, OSError) as exc:  # a channel that cannot start, a port taken …
-        # Logged, not printed: under systemd every line the daemon writes is JSON.
-        logs.get_logger("alertd.cli").error("alertd cannot serve", error=f"{type(exc).__name__}: {exc}")
+        log.error("alertd cannot serve", error=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
 

@@ -159,7 +159,7 @@ def test_the_skew_is_configured_and_must_be_positive(tmp_path):
     path = helpers.write_config(tmp_path, "http://127.0.0.1:9", demo.free_port(), alerts="cap_sent_skew_hours = 0")
     with pytest.raises(errors.ConfigError) as refused:
         config.load(str(path), env={})
-    assert "alerts.cap_sent_skew_hours: must be positive, got 0.0" in refused.value.problems
+    assert "alerts.cap_sent_skew_hours: must be positive, got 0" in refused.value.problems
 
 
 # -- a test reaches only test recipients inside the caller's jurisdiction ----------------------------

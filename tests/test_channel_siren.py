@@ -222,10 +222,10 @@ def test_acks_and_heartbeats_are_off_unless_asked_for(fakes_url):
     [
         ({"acks": True}, "acks = true needs receipt_token"),
         ({"heartbeats": True}, "heartbeats = true needs receipt_token"),
-        ({"receipt_token": "rt", "acks": "yes"}, "acks must be true or false"),
-        ({"receipt_token": "rt", "acks": True, "ack_timeout": 0}, "ack_timeout must be a positive number"),
+        ({"receipt_token": "rt", "acks": "maybe"}, "channels.siren.acks: expected true or false, got 'maybe'"),
+        ({"receipt_token": "rt", "acks": True, "ack_timeout": 0}, "channels.siren.ack_timeout: must be positive"),
         ({"receipt_token": "rt", "receipt_token_file": "/x"}, "not both"),
-        ({"receipt_token_file": "/nonexistent/token"}, "cannot read receipt_token_file"),
+        ({"receipt_token_file": "/nonexistent/token"}, "receipt_token_file: cannot read secret file"),
     ],
 )
 def test_receipt_settings_that_cannot_work_are_refused(fakes_url, config, problem):

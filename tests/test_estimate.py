@@ -114,7 +114,7 @@ def test_rates_and_prices_are_read_and_never_reach_the_plugin(tmp_path):
     assert chans["push"].pace == config.Pace(rate=10_000.0, rate_is_default=True, price_per_message=0.0,
                                              currency="EUR")
     assert chans["siren"].pace == config.Pace(rate=2.5)
-    assert not set(config.PACE_KEYS) & {key for c in chans.values() for key in c.settings}
+    assert not set(config.PACE_KEYS) & {key for c in chans.values() for key in c.table}
 
 
 def test_without_a_rate_the_documented_defaults_and_none_for_sirens(tmp_path):
@@ -133,8 +133,8 @@ def test_bad_rates_and_prices_are_each_reported(tmp_path):
     path = helpers.write_config(tmp_path, "http://127.0.0.1:9", 8080, sms='rate = 0\ncurrency = "euros"',
                                 push='price_per_message = 0.01', siren='rate = "fast"\nprice_per_segment = -1')
     problems = config.check(str(path), env={})
-    assert "channels.sms.rate: must be positive, got 0.0" in problems
+    assert "channels.sms.rate: must be positive, got 0" in problems
     assert any(p.startswith("channels.sms.currency: expected an ISO 4217") for p in problems)
     assert "channels.push.currency: required with a price (ISO 4217, e.g. EUR)" in problems
     assert any(p.startswith("channels.siren.rate: expected a number") for p in problems)
-    assert "channels.siren.price_per_segment: must be zero or more, got -1.0" in problems
+    assert "channels.siren.price_per_segment: must be zero or more, got -1" in problems

@@ -19,7 +19,9 @@ import importlib.metadata
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from alertd import errors, model
+import pydantic
+
+from alertd import errors, model, settings as settings_mod
 
 GROUP = "alertd.channels"
 
@@ -38,6 +40,9 @@ class Context:
 @runtime_checkable
 class Channel(Protocol):
     kind: ClassVar[model.Kind]
+    # The model of its configuration section: `config` validates `[channels.NAME]` with it, and
+    # the channel is built with its instance (`settings.Channel` forbids unknown keys).
+    settings: ClassVar[type[pydantic.BaseModel]]
     # How many provider calls may be in flight at once; overridable by `max_concurrency`.
     concurrency: int
 
@@ -52,15 +57,21 @@ class Channel(Protocol):
 
 
 class Base:
-    """Convenience base: keeps the configuration and context, reads `max_concurrency`."""
+    """Convenience base: keeps the settings and context, reads `max_concurrency`.
+
+    Built with its `settings` model's instance, or with a mapping it validates (raising
+    `errors.ConfigError`): `options` is the instance, `config` the same as a plain mapping."""
 
     kind: ClassVar[model.Kind]
+    settings: ClassVar[type[pydantic.BaseModel]] = settings_mod.Open
     default_concurrency: ClassVar[int] = 50
 
-    def __init__(self, config: Mapping[str, Any], context: Context) -> None:
-        self.config = config
+    def __init__(self, config: Mapping[str, Any] | pydantic.BaseModel, context: Context) -> None:
+        given = isinstance(config, self.settings)
+        self.options = config if given else settings_mod.parse(self.settings, config, f"channels.{context.name}")
+        self.config: Mapping[str, Any] = settings_mod.plain(self.options)
         self.context = context
-        self.concurrency = int(config.get("max_concurrency", self.default_concurrency))
+        self.concurrency = self.options.max_concurrency or self.default_concurrency
 
     async def start(self) -> None:
         pass

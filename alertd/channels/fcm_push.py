@@ -59,7 +59,7 @@ import httpx
 import structlog
 from firebase_admin import credentials, exceptions, messaging
 
-from alertd import channels, errors, model
+from alertd import channels, errors, model, settings
 
 log = structlog.get_logger("alertd.channels.fcm")
 
@@ -262,21 +262,28 @@ def held(bucket: Bucket, now: float, wait: float) -> errors.Transient:
 # -- the channel ---------------------------------------------------------------------------------
 
 
+class Settings(settings.Channel):
+    project_id: str
+    # The service account's JSON key, a path (a systemd credential's with "credential:NAME"), opened
+    # by firebase-admin; none: no OAuth at all, for the fake.
+    service_account_file: str | None = None
+    base_url: str | None = None
+    timeout: settings.Positive = 10.0
+    quota_per_minute: settings.Positive = QUOTA_PER_MINUTE
+
+
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
+    settings = Settings
     # One keep-alive connection for each call in flight (HTTP/1.1 carries one at a time).
     default_concurrency = 100
 
-    def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
+    def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
         super().__init__(config, context)
-        if not config.get("project_id"):
-            raise errors.ConfigError(f"channel {context.name!r}: project_id is required")
-        self.project_id = config["project_id"]
-        self.timeout = float(config.get("timeout", 10))
-        quota = config.get("quota_per_minute", QUOTA_PER_MINUTE)
-        if isinstance(quota, bool) or not isinstance(quota, (int, float)) or quota <= 0:
-            raise errors.ConfigError(f"channel {context.name!r}: quota_per_minute must be a positive number")
-        self.bucket = Bucket.per_minute(float(quota) / context.senders)  # each sending process its share
+        self.project_id = self.options.project_id
+        self.timeout = self.options.timeout
+        # Each sending process its share.
+        self.bucket = Bucket.per_minute(self.options.quota_per_minute / context.senders)
         self.clock = time.monotonic  # the bucket's time; a test may move it
         self.app: firebase_admin.App | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -287,7 +294,7 @@ class FCMPush(channels.Base):
         return f"FCMPush(name={self.context.name!r}, project_id={self.project_id!r})"
 
     async def start(self) -> None:
-        path = self.config.get("service_account_file")
+        path = self.options.service_account_file
         try:
             cred = credentials.Certificate(path) if path else AnonymousCredential()
         except (OSError, ValueError) as exc:
@@ -297,8 +304,8 @@ class FCMPush(channels.Base):
         options = {"projectId": self.project_id, "httpTimeout": self.timeout}
         self.app = firebase_admin.initialize_app(cred, options, name=name)
         self.service = messaging._get_messaging_service(self.app)
-        if self.config.get("base_url"):
-            base = str(self.config["base_url"]).rstrip("/")
+        if self.options.base_url:
+            base = self.options.base_url.rstrip("/")
             self.service._fcm_url = f"{base}/v1/projects/{self.project_id}/messages:send"
         self.url = self.service._fcm_url
         self.credential = self.app.credential.get_credential()

@@ -24,7 +24,7 @@ Configuration::
     [channels.siren]
     plugin = "siren-http"
     base_url = "http://127.0.0.1:8900/siren"
-    token = "…"                  # bearer token for the gateway (the caller resolves files)
+    token = "…"                  # bearer token for the gateway (or token_file, or "credential:NAME")
     timeout = 5                  # seconds per request
     max_concurrency = 50         # commands in flight
     pattern_activate = "saip_alert"
@@ -44,19 +44,12 @@ import hmac
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
+import pydantic
 
-from alertd import channels, errors, model
-
-# The pattern setting each command reads, and its default (French SAIP signals).
-PATTERN_SETTING = {
-    "activate": ("pattern_activate", "saip_alert"),
-    "cancel": ("pattern_cancel", "saip_end"),
-    "test": ("pattern_test", "saip_test"),
-    "silent_test": ("pattern_test", "saip_test"),
-}
+from alertd import channels, errors, model, settings
 
 # Statuses worth retrying besides 5xx: the siren is busy (409) or the gateway is overloaded.
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
@@ -79,45 +72,47 @@ def classify(status: int, error: str | None, retry_after: float | None) -> error
     return errors.Permanent(message, code=code)
 
 
-def patterns(config: Mapping[str, Any]) -> dict[str, str]:
-    """The signal pattern of each command, from the channel's configuration."""
-    return {cmd: str(config.get(key, default)) for cmd, (key, default) in PATTERN_SETTING.items()}
-
-
-def receipt_token(config: Mapping[str, Any], name: str) -> str | None:
-    """The token the gateway presents on receipts: ``receipt_token``, or the content of
-    ``receipt_token_file`` when the configuration left that file for the channel to read."""
-    token, path = config.get("receipt_token"), config.get("receipt_token_file")
-    where = f"channel {name!r}"
-    if token and path:
-        raise errors.ConfigError(f"{where}: give receipt_token or receipt_token_file, not both")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().rstrip("\r\n")
-        except OSError as exc:
-            raise errors.ConfigError(f"{where}: cannot read receipt_token_file {path!r}: {exc.strerror}") from None
-    return str(token) if token else None
-
-
-def served_zones(config: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
-    """The zones whose sirens this gateway serves: ``zones``, a list of zone codes (or their
-    comma-separated text, from $ALERTD_…), or None when it does not say."""
-    value = config.get("zones")
-    if value is None:
-        return None
+def _zones(value: Any) -> Any:
+    """Zone codes, from a list or from comma-separated text ($ALERTD_…)."""
     items = value.split(",") if isinstance(value, str) else value
     zones = tuple(z.strip() if isinstance(z, str) else z for z in items) if isinstance(items, (list, tuple)) else ()
     if not zones or not all(isinstance(z, str) and ZONE.fullmatch(z) for z in zones):
-        raise errors.ConfigError(
-            f"channel {name!r}: zones must be a non-empty list of zone codes (\"*\", a département or a"
-            f" commune), got {value!r}"
+        raise ValueError(
+            f"zones must be a non-empty list of zone codes (\"*\", a département or a commune), got {value!r}"
         )
     return zones
 
 
+class Settings(settings.Channel):
+    base_url: str
+    token: pydantic.SecretStr  # what alertd presents to the gateway
+    timeout: settings.Positive = 5.0
+    pattern_activate: str = "saip_alert"
+    pattern_cancel: str = "saip_end"
+    pattern_test: str = "saip_test"
+    receipt_token: pydantic.SecretStr | None = None  # what the gateway presents on receipts
+    acks: bool = False
+    ack_timeout: settings.Positive = 60.0
+    heartbeats: bool = False
+    heartbeat_timeout: settings.Positive = 300.0
+    # The zones whose sirens this gateway serves; None: every siren no other gateway claims.
+    zones: Annotated[tuple[str, ...] | None, pydantic.BeforeValidator(_zones)] = None
+
+    @pydantic.model_validator(mode="after")
+    def _receipts_can_arrive(self) -> Settings:
+        for switch, on in (("acks", self.acks), ("heartbeats", self.heartbeats)):
+            if on and self.receipt_token is None:
+                raise ValueError(f"{switch} = true needs receipt_token (or receipt_token_file)")
+        return self
+
+    def patterns(self) -> dict[str, str]:
+        """The signal pattern of each command (defaults: French SAIP signals)."""
+        return {"activate": self.pattern_activate, "cancel": self.pattern_cancel,
+                "test": self.pattern_test, "silent_test": self.pattern_test}
+
+
 def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]) -> list[str]:
-    """The siren channels that may serve `siren`, given each one's `zones` (`served_zones`): those
+    """The siren channels that may serve `siren`, given each one's `zones` (`Settings.zones`): those
     whose zones hold it, or when none does, those that name no zones. Exactly one: its gateway;
     none or several: it has none, and no gateway's report about it is taken."""
     claiming = [
@@ -125,35 +120,6 @@ def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]
         if zones is not None and any(model.zone_within(siren.zone, zone) for zone in zones)
     ]
     return claiming or [name for name, zones in served.items() if zones is None]
-
-
-def receipt_settings(config: Mapping[str, Any], name: str, has_token: bool) -> dict[str, float | None]:
-    """``ack_timeout`` and ``heartbeat_timeout`` in seconds, each None unless its ``acks`` or
-    ``heartbeats`` switch is on. A switch on needs a receipt token: nothing could arrive without it."""
-    settings, problems = {}, []
-    for switch, key, default in (("acks", "ack_timeout", 60.0), ("heartbeats", "heartbeat_timeout", 300.0)):
-        on, seconds = config.get(switch, False), _seconds(config.get(key, default))
-        if not isinstance(on, bool):
-            problems.append(f"channel {name!r}: {switch} must be true or false, got {on!r}")
-        elif on and not has_token:
-            problems.append(f"channel {name!r}: {switch} = true needs receipt_token (or receipt_token_file)")
-        if seconds is None:
-            problems.append(f"channel {name!r}: {key} must be a positive number of seconds, got {config[key]!r}")
-        settings[key] = seconds if on is True else None
-    if problems:
-        raise errors.ConfigError(problems=problems)
-    return settings
-
-
-def _seconds(value: Any) -> float | None:
-    """A positive number of seconds (an environment override arrives as text), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds > 0 else None
 
 
 def command_body(message: model.Message, pattern: str) -> dict[str, Any]:
@@ -170,23 +136,19 @@ class SirenHTTP(channels.Base):
     """Siren commands over HTTP to a gateway speaking alertd's siren-gateway protocol."""
 
     kind = model.Kind.SIREN
+    settings = Settings
 
-    def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
+    def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
         super().__init__(config, context)
-        missing = [key for key in ("base_url", "token") if not config.get(key)]
-        if missing:
-            raise errors.ConfigError(
-                problems=[f"channel {context.name!r}: {key} is required" for key in missing]
-            )
-        self.base_url = str(config["base_url"]).rstrip("/")
-        self.timeout = float(config.get("timeout", 5))
-        self.patterns = patterns(config)
-        self._token = str(config["token"])
-        self._receipt_token = receipt_token(config, context.name)
-        receipts = receipt_settings(config, context.name, self._receipt_token is not None)
-        self.ack_timeout: float | None = receipts["ack_timeout"]  # None: the gateway sends no acks
-        self.heartbeat_timeout: float | None = receipts["heartbeat_timeout"]  # None: no heartbeats
-        self.zones = served_zones(config, context.name)  # None: every siren no other gateway claims
+        o = self.options
+        self.base_url = o.base_url.rstrip("/")
+        self.timeout = o.timeout
+        self.patterns = o.patterns()
+        self._token = o.token.get_secret_value()
+        self._receipt_token = o.receipt_token.get_secret_value() if o.receipt_token else None
+        self.ack_timeout: float | None = o.ack_timeout if o.acks else None  # None: the gateway sends no acks
+        self.heartbeat_timeout: float | None = o.heartbeat_timeout if o.heartbeats else None  # None: no heartbeats
+        self.zones = o.zones  # None: every siren no other gateway claims
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks
@@ -213,7 +175,7 @@ class SirenHTTP(channels.Base):
         pattern = self.patterns.get(message.command)
         if pattern is None:
             raise errors.Permanent(
-                f"a siren cannot {message.command!r}; commands: {', '.join(PATTERN_SETTING)}",
+                f"a siren cannot {message.command!r}; commands: {', '.join(self.patterns)}",
                 code="unsupported_command",
             )
         url = self._siren_url(message.to) + "/commands"

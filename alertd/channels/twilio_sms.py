@@ -1,8 +1,9 @@
 """SMS through Twilio's Messages API, with the real `twilio` library's async client.
 
-Configuration: ``account_sid``, ``auth_token``, ``from`` or ``messaging_service_sid``, optional
-``base_url`` (another address for the API, e.g. the fake), ``timeout`` (s, default 10),
-``max_concurrency`` (default 100), ``status_callback = false`` to ask for no status callbacks.
+Configuration (`Settings`): ``account_sid``, ``auth_token`` (or ``auth_token_file``),
+``from`` or ``messaging_service_sid``, optional ``base_url`` (another address for the API, e.g. the
+fake), ``timeout`` (s, default 10), ``max_concurrency`` (default 100), ``status_callback = false``
+to ask for no status callbacks.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import urllib.parse
 from typing import Any, ClassVar
 
 import aiohttp
+import pydantic
 import structlog
 from twilio import rest
 from twilio.base import exceptions as twilio_exceptions
 from twilio.http import async_http_client, response as twilio_response
 
-from alertd import channels, errors, model
+from alertd import channels, errors, model, settings
 
 log = structlog.get_logger("alertd.channels.twilio")
 
@@ -112,19 +114,37 @@ def basic_auth(login: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{password}".encode("latin1")).decode("ascii")
 
 
+class Settings(settings.Channel):
+    account_sid: str
+    auth_token: pydantic.SecretStr
+    from_: str | None = pydantic.Field(None, alias="from")
+    messaging_service_sid: str | None = None
+    base_url: str | None = None
+    timeout: settings.Positive = 10.0
+    status_callback: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _a_sender(self) -> Settings:
+        if not (self.from_ or self.messaging_service_sid):
+            raise ValueError("one of from or messaging_service_sid is required by the twilio plugin")
+        return self
+
+
 class TwilioSMS(channels.Base):
     kind: ClassVar[model.Kind] = model.Kind.SMS
+    settings: ClassVar[type[pydantic.BaseModel]] = Settings
     default_concurrency: ClassVar[int] = 100
 
     def __init__(self, config: Any, context: channels.Context) -> None:
         super().__init__(config, context)
-        self.sender = sender(config)
-        self.status_callback = status_callback(config, context)
+        self.sender = sender(self.options)
+        self.status_callback = status_callback(self.options, context)
         self.client: rest.Client | None = None
 
     async def start(self) -> None:
-        http = HttpClient(self.config.get("base_url"), float(self.config.get("timeout", 10)), self.concurrency)
-        self.client = rest.Client(self.config["account_sid"], self.config["auth_token"], http_client=http)
+        o = self.options
+        http = HttpClient(o.base_url, o.timeout, self.concurrency)
+        self.client = rest.Client(o.account_sid, o.auth_token.get_secret_value(), http_client=http)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -153,15 +173,13 @@ class TwilioSMS(channels.Base):
         return error
 
 
-def sender(config: Any) -> dict[str, str]:
-    if config.get("from"):
-        return {"from_": config["from"]}
-    if config.get("messaging_service_sid"):
-        return {"messaging_service_sid": config["messaging_service_sid"]}
-    raise errors.ConfigError("the twilio channel needs `from` or `messaging_service_sid`")
+def sender(options: Settings) -> dict[str, str]:
+    if options.from_:
+        return {"from_": options.from_}
+    return {"messaging_service_sid": options.messaging_service_sid}
 
 
-def status_callback(config: Any, context: channels.Context) -> str | None:
-    if config.get("status_callback", True) is False:
+def status_callback(options: Settings, context: channels.Context) -> str | None:
+    if not options.status_callback:
         return None
     return context.public_url.rstrip("/") + "/v1/receipts/twilio"
