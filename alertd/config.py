@@ -36,12 +36,16 @@ LOG_FORMATS = ("auto", "json", "console")
 SECRET_KEYS = frozenset({"auth_token", "token", "receipt_token", "password", "api_key", "authorization"})
 MAX_PROCESSES = 64  # sending processes per channel: more than the cores of any machine this runs on
 # Plugins that must send from the daemon's process, and why.
-IN_DAEMON = {"siren-http": "a gateway's acknowledgements and heartbeats are checked by the daemon's own client"}
+IN_DAEMON = {
+    "siren-http": "a gateway's acknowledgements and heartbeats are checked by the daemon's own client",
+    "cbc": "it sends one message per alert: there is nothing to share out",
+}
 # What each built-in plugin cannot work without; several names mean "one of these".
 REQUIRED = {
     "twilio": (("account_sid",), ("auth_token",), ("from", "messaging_service_sid")),
     "fcm": (("project_id",),),
     "siren-http": (("base_url",), ("token",)),
+    "cbc": (("base_url",), ("zones",)),
 }
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 Names = tuple[str, ...]  # a TOML list of strings, or a comma-separated ALERTD_* value

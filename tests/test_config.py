@@ -238,7 +238,7 @@ def test_a_templates_folder_that_is_missing_or_holds_no_templates_is_a_problem(t
     (empty / "fr").mkdir(parents=True)
     (empty / "fr" / "notes.txt").write_text("not a template")
     assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(empty)}) == [
-        f"render.templates: {empty} holds no templates (<locale>/<name>.<sms|push|siren>.j2)"
+        f"render.templates: {empty} holds no templates (<locale>/<name>.<sms|push|siren|cell_broadcast>.j2)"
     ]
     missing = tmp_path / "missing"
     assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(missing)}) == [

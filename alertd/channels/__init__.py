@@ -37,7 +37,11 @@ class Context:
 
 @runtime_checkable
 class Channel(Protocol):
-    kind: ClassVar[model.Kind]
+    # What it reaches: a built-in `model.Kind` or a kind of its own (`model.KIND_PATTERN`), the
+    # word orders use; and what it sends to: a subscriber's phone or push token (a delivery per
+    # subscriber who has one), a siren, or the area (one delivery per alert: `AreaBroadcast`).
+    kind: ClassVar[str]
+    address: ClassVar[model.Address]
     # How many provider calls may be in flight at once; overridable by `max_concurrency`.
     concurrency: int
 
@@ -54,7 +58,8 @@ class Channel(Protocol):
 class Base:
     """Convenience base: keeps the configuration and context, reads `max_concurrency`."""
 
-    kind: ClassVar[model.Kind]
+    kind: ClassVar[str]
+    address: ClassVar[model.Address]
     default_concurrency: ClassVar[int] = 50
 
     def __init__(self, config: Mapping[str, Any], context: Context) -> None:
@@ -70,6 +75,14 @@ class Base:
 
     async def send(self, message: model.Message) -> model.Receipt:
         raise NotImplementedError
+
+
+@runtime_checkable
+class AreaBroadcast(Channel, Protocol):
+    """A channel whose one message reaches every phone of its `zones` (a cell broadcast): it
+    carries only the alerts whose area covers all of them (`planner.covers`)."""
+
+    zones: tuple[str, ...]
 
 
 def as_result(result: Any) -> model.Receipt | errors.DeliveryError:

@@ -264,6 +264,7 @@ def held(bucket: Bucket, now: float, wait: float) -> errors.Transient:
 
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
+    address = model.Address.PUSH_TOKEN
     # One keep-alive connection for each call in flight (HTTP/1.1 carries one at a time).
     default_concurrency = 100
 

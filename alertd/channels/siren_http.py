@@ -170,6 +170,7 @@ class SirenHTTP(channels.Base):
     """Siren commands over HTTP to a gateway speaking alertd's siren-gateway protocol."""
 
     kind = model.Kind.SIREN
+    address = model.Address.SIREN
 
     def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
         super().__init__(config, context)

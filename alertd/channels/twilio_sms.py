@@ -113,7 +113,8 @@ def basic_auth(login: str, password: str) -> str:
 
 
 class TwilioSMS(channels.Base):
-    kind: ClassVar[model.Kind] = model.Kind.SMS
+    kind: ClassVar[str] = model.Kind.SMS
+    address = model.Address.PHONE
     default_concurrency: ClassVar[int] = 100
 
     def __init__(self, config: Any, context: channels.Context) -> None:

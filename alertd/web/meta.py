@@ -34,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "ready": not problems, "problems": problems, "queue": queue,
-            "channels": {n: k.value for n, k in channels.items()},
+            "channels": {n: str(k) for n, k in channels.items()},
         },
         status=status,
     )
