@@ -88,7 +88,7 @@ def _schemas() -> dict[str, Any]:
             problems={"type": "array", "items": {"type": "string"}, "description": "Why not ready."},
             queue={"type": ["integer", "null"], "description": "Deliveries pending or on the wire; null if the store "
                    "does not answer."},
-            channels={"type": "object", "additionalProperties": _enum(model.Kind),
+            channels={"type": "object", "additionalProperties": _KIND,
                       "description": "Each configured channel's kind, by name."},
         ),
         "Preview": _object(
@@ -110,6 +110,10 @@ def _str(description: str = "", **extra: Any) -> dict[str, Any]:
 
 def _nullable_str(description: str = "", **extra: Any) -> dict[str, Any]:
     return _str(description, **extra) | {"type": ["string", "null"]}
+
+
+# A channel's kind: a built-in or a plugin's own.
+_KIND = {"type": "string", "pattern": model.KIND_PATTERN, "examples": [k.value for k in model.Kind]}
 
 
 def _enum(values: type) -> dict[str, Any]:
@@ -248,7 +252,9 @@ _ALERT = _object(
     certainty=_str(),
     expires=_nullable_str(format="date-time"),
     area=_ref("Area"),
-    channels={"type": "array", "items": _enum(model.Kind)},
+    channels={"type": "array", "items": _KIND},
+    via={"type": "array", "items": {"type": "string"},
+         "description": "The configured channels the order named by name (its other kinds go by the first one)."},
     template=_nullable_str(),
     params={"type": "object"},
     texts={"type": "object", "additionalProperties": _ref("Text")},
@@ -318,7 +324,7 @@ _TOTALS = {
 _DELIVERY = _object(
     id={"type": "integer"},
     channel=_str("The configured channel's name."),
-    kind=_enum(model.Kind),
+    kind=_KIND,
     target=_str("Recipient id, siren id or topic."),
     address=_str("Masked phone number or push token; siren id."),
     locale=_str(),

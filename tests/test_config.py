@@ -48,11 +48,11 @@ def test_no_file_gives_the_defaults():
     assert (cfg.log.level, cfg.log.format, cfg.systemd.watchdog) == ("info", "auto", True)
 
 
-def test_the_example_configuration_is_valid_and_has_the_three_channels():
+def test_the_example_configuration_is_valid_and_has_the_four_channels():
     assert config.check(EXAMPLE, env={}) == []
     cfg = config.load(EXAMPLE, env={})
     assert {name: c.plugin for name, c in cfg.channels.items()} == {
-        "sms": "twilio", "push": "fcm", "siren": "siren-http",
+        "sms": "twilio", "push": "fcm", "siren": "siren-http", "cbc": "cbc",
     }
     assert all(c.settings["base_url"].startswith("http://127.0.0.1:8900") for c in cfg.channels.values())
 
