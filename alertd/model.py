@@ -53,7 +53,7 @@ class Kind(enum.StrEnum):
     CELL_BROADCAST = "cell_broadcast"
 
 
-KIND_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"  # also a channel's name in an order; safe in SQL and file names
+KIND_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"  # safe as an SQL literal and in a template's file name
 
 
 def kind(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy
@@ -65,6 +66,7 @@ SIREN_COMMAND = {
 }
 
 
+NO_BROADCASTS: Mapping[str, Sequence[str]] = types.MappingProxyType({})
 # An area broadcast's command: what a cancel or an update stops (`store.plan_siren_cancel`). A
 # cancel broadcasts nothing new: the stopped alerts' broadcasts are withdrawn.
 BROADCAST = "broadcast"
@@ -97,7 +99,7 @@ def covers(area: model.Area, zones: Sequence[str]) -> bool:
 
 def fixed(
     alert: model.Alert, routes: Mapping[str, str], sirens: Iterable[model.Siren], tests: Sequence[str],
-    broadcasts: Mapping[str, Sequence[str]] = {},
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
 ) -> list[model.NewDelivery]:
     """What an alert sends once, whoever subscribed: its sirens' command, its zone topics and its
     area broadcasts (`broadcasts`: the zones each area channel reaches, by channel name)."""
@@ -162,7 +164,7 @@ async def _inside(store: store_mod.Store, area: model.Area) -> list[str]:
 
 async def reach(
     store: store_mod.Store, alert: model.Alert, route: Mapping[str, str], tests: Sequence[str] = (),
-    broadcasts: Mapping[str, Sequence[str]] = {},
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
 ) -> dict[str, int]:
     """How many messages of each of the alert's kinds its planning would write now: what an
     approver is shown (the audience moves as people subscribe; the counts say it as of now)."""
@@ -195,7 +197,7 @@ async def plan(
     on_chunk: Callable[[], None] = lambda: None,
     nth: int = 1,
     renderer: render.Renderer | None = None,
-    broadcasts: Mapping[str, Sequence[str]] = {},
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
     addresses: Mapping[str, model.Address] = model.ADDRESSES,
 ) -> None:
     """Write every delivery of `alert`, resuming where an interrupted planning stopped, then mark

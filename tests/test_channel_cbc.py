@@ -318,3 +318,22 @@ async def test_a_plugin_kind_that_needs_a_phone_gets_a_delivery_per_subscriber_w
     planned = await daemon.store.deliveries(alert.id)
     assert sorted(d.target for d in planned) == ["p-ar", "p-en", "p-fr"]  # Paris subscribers with a phone
     assert {(d.kind, d.channel) for d in planned} == {("voice", "voice-line")}
+
+
+@pytest.mark.parametrize(("parameters", "kinds"), [
+    ("", ["sms", "push", "siren"]),  # every configured kind but the broadcast: one reaches everyone
+    ("<parameter><valueName>channels</valueName><value>sms cell_broadcast</value></parameter>",
+     ["sms", "cell_broadcast"]),
+])
+async def test_a_cap_document_goes_by_cell_broadcast_only_when_it_names_it(daemon, parameters, kinds):
+    from tests import test_cap_api
+
+    cbc = testing.FakeControl(daemon.fakes_url, "cbc")
+    await cbc.reset()
+    body = test_cap_api.document(infos=test_cap_api.info("fr-FR", "Crue", "Montez", parameters=parameters))
+    resp = await test_cap_api.post_cap(daemon, body)
+    assert resp.status == 202, await resp.text()
+    alert = await daemon.status((await resp.json())["id"])
+    assert alert["channels"] == kinds
+    await daemon.drain()
+    assert len(await cbc.received()) == (1 if "cell_broadcast" in kinds else 0)
