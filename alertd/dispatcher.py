@@ -334,7 +334,7 @@ class Dispatcher:
         for alert_id in await self.store.expire_approvals(now):
             log.warning("approval request expired: the alert will never be sent", alert_id=alert_id)
         if dropped := await self.store.drop_unreached(now):
-            log.info("all-clears not owed: the cancelled alert never reached them", deliveries=dropped)
+            log.info("all-clears or withdrawals not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
             if ack_timeout := getattr(channel, "ack_timeout", None):

@@ -337,3 +337,26 @@ async def test_a_cap_document_goes_by_cell_broadcast_only_when_it_names_it(daemo
     assert alert["channels"] == kinds
     await daemon.drain()
     assert len(await cbc.received()) == (1 if "cell_broadcast" in kinds else 0)
+
+
+async def test_a_broadcast_that_never_went_out_is_not_withdrawn(daemon):
+    """The CBC deletes by identifier alone: a DELETE for a broadcast that failed (say, another alert
+    held the identifier) would withdraw someone else's alert."""
+    cbc = testing.FakeControl(daemon.fakes_url, "cbc")
+    await cbc.reset()
+    await cbc.fail(status=400, code="CBCMSG 'category' unknown", to="4375", times=1)
+    alert = await daemon.send(channels=["cell_broadcast"], template="evacuate")
+    await daemon.drain()
+    assert (await _broadcast_of(daemon, alert["id"]))["state"] == "failed"
+    other = await daemon.send(channels=["cell_broadcast"], template="evacuate", area={"zones": ["75056"]})
+    await daemon.drain()
+    assert await cbc._call("GET", "/_fake/cbc/active") == [4375]  # the other alert's broadcast
+    resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
+    assert resp.status == 200, await resp.text()
+    await daemon.drain()
+    assert await cbc._call("GET", "/_fake/cbc/deleted") == []
+    assert await cbc._call("GET", "/_fake/cbc/active") == [4375]
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries")).json()
+    [withdrawal] = [d for d in page["deliveries"] if d["command"] == "cancel"]
+    assert withdrawal["state"] == "cancelled" and "nothing to withdraw" in withdrawal["last_error"]
+    assert (await _broadcast_of(daemon, other["id"]))["state"] == "sent"

@@ -206,7 +206,8 @@ class Store(Protocol):
 
     async def drop_unreached(self, now: dt.datetime) -> int:
         """Cancel the waiting all-clears (`plan_reached`) whose originals all settled without
-        reaching their recipient; forget the waits of settled deliveries. Returns how many."""
+        reaching their recipient, and the withdrawals (`cancel`) of broadcasts that settled without
+        going out; forget the waits of settled deliveries. Returns how many."""
 
     async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
         """Mark the `earlier` alerts `updated` (unless cancelled or drafts) and cancel their pending

@@ -14,6 +14,7 @@ from alertd import model, priority
 from alertd.store import sql
 
 UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
+UNBROADCAST = "the broadcast never went out: there is nothing to withdraw"
 
 
 class PlanningStore:
@@ -125,6 +126,7 @@ class PlanningStore:
     async def drop_unreached(self, now: dt.datetime) -> int:
         async with self._tx() as conn:
             dropped = await conn.execute(sql.UNREACHED, self._t(now), UNREACHED)
+            dropped += await conn.execute(sql.UNBROADCAST_DONE, self._t(now), UNBROADCAST)
             await conn.execute(sql.REACH_WAITS_DONE)
         return dropped
 

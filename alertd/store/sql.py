@@ -189,9 +189,17 @@ SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
     AND s.channel = d.channel AND s.target = d.target AND s.command IN ('activate', 'broadcast')
     AND s.state IN {OPEN})"""
+# A broadcast's `cancel` deletes the CBC's message of its identifier, whoever broadcast it: only one
+# whose broadcast went out may go (a failed one may have failed for another alert holding it).
+UNBROADCAST = f"""d.command = 'cancel' AND d.kind <> 'siren' AND NOT EXISTS (SELECT 1 FROM deliveries s
+    WHERE s.alert_id = d.alert_id AND s.channel = d.channel AND s.target = d.target AND s.command = 'broadcast'
+    AND s.state IN {REACHED})"""
 # A pending delivery that may go once due, unless it waits. Not for a cancelled alert, unless it stops a siren.
-CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND d.id NOT IN ({REACH_WAITS}) AND (d.command = 'cancel'
-    OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
+CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND NOT ({UNBROADCAST}) AND d.id NOT IN ({REACH_WAITS})
+    AND (d.command = 'cancel' OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
+# ... and once the broadcast settled without going out, nothing is to be withdrawn.
+UNBROADCAST_DONE = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1
+    WHERE id IN (SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND NOT ({SIREN_WAITS}) AND {UNBROADCAST})"""
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
 LAPSED = "d.state = 'sending' AND d.lease_until <= $2"
