@@ -418,23 +418,25 @@ def to_alert(
 
 
 def _channels(named: list[str], kinds: Mapping[str, str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The kinds an order's channels ask for, and the configured channels it named by name. A
-    configured name wins over a kind of the same spelling (`[channels.sms]` is of kind sms anyway)."""
+    """The kinds an order's channels ask for, and the configured channels it named by name. A kind
+    wins over a name of the same spelling (`sms` is the first channel of kind sms), so an order
+    means what the same CAP document would."""
     if kinds is None:
         return tuple(model.kind(c) for c in named), ()
+    kinds_of = set(kinds.values())
     problems = [
         {"field": f"channels.{i}", "message": f"no channel {c!r} is configured: name a kind "
-         f"({', '.join(sorted(set(kinds.values())))}) or a channel ({', '.join(sorted(kinds))})"}
-        for i, c in enumerate(named) if c not in kinds and c not in kinds.values()
+         f"({', '.join(sorted(kinds_of))}) or a channel ({', '.join(sorted(kinds))})"}
+        for i, c in enumerate(named) if c not in kinds and c not in kinds_of
     ]
-    chosen = [model.kind(kinds.get(c, c)) for c in named]
+    chosen = [model.kind(c if c in kinds_of else kinds.get(c, c)) for c in named]
     problems += [
         {"field": f"channels.{i}", "message": f"a second channel of kind {k}: at most one of each kind"}
         for i, k in enumerate(chosen) if k in chosen[:i]
     ]
     if problems:
         raise cap_check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
-    return tuple(chosen), tuple(c for c in named if c in kinds)
+    return tuple(chosen), tuple(c for c in named if c not in kinds_of)
 
 
 def _area(area: Area | None) -> model.Area:
