@@ -118,7 +118,8 @@ def paginate(text: str, language: str = "") -> Pages:
         units = [[GSM7_CODES[c]] if c in GSM7_CODES else [ESCAPE, GSM7_EXTENSION_CODES[c]] for c in text]
         chunks = _cut(units, GSM7_PAGE)
         pages = tuple(_pack7(chunk + [GSM7_CODES[CR]] * (GSM7_PAGE - len(chunk))) for chunk in chunks)
-        return _checked(Pages("GSM-7", GSM7_LANGUAGE_DCS.get(language, GSM7_UNSPECIFIED_DCS), pages, sum(map(len, units))))
+        dcs = GSM7_LANGUAGE_DCS.get(language, GSM7_UNSPECIFIED_DCS)
+        return _checked(Pages("GSM-7", dcs, pages, sum(map(len, units))))
     units = [_utf16(c) for c in text]
     chunks = _cut(units, UCS2_PAGE)
     pages = tuple(b"".join(u.to_bytes(2, "big") for u in chunk + [ord(CR)] * (UCS2_PAGE - len(chunk)))

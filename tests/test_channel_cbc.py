@@ -13,7 +13,8 @@ from alertd import cbs, channels, demo, errors, model, orders, planner, testing
 from alertd.channels import cell_broadcast
 from tests import helpers
 
-CMAS_LEVELS = [(s, u, c) for s in ("Extreme", "Severe") for u in ("Immediate", "Expected") for c in ("Observed", "Likely")]
+CMAS_LEVELS = [(s, u, c) for s in ("Extreme", "Severe") for u in ("Immediate", "Expected")
+               for c in ("Observed", "Likely")]
 
 
 def make_channel(fakes_url: str, **config) -> cell_broadcast.CellBroadcast:

@@ -196,7 +196,8 @@ UNBROADCAST = f"""d.command = 'cancel' AND d.kind <> 'siren' AND NOT EXISTS (SEL
     AND s.state IN {REACHED})"""
 # A pending delivery that may go once due, unless it waits. Not for a cancelled alert, unless it stops a siren.
 CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND NOT ({UNBROADCAST}) AND d.id NOT IN ({REACH_WAITS})
-    AND (d.command = 'cancel' OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
+    AND (d.command = 'cancel'
+    OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
 # ... and once the broadcast settled without going out, nothing is to be withdrawn.
 UNBROADCAST_DONE = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1
     WHERE id IN (SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND NOT ({SIREN_WAITS}) AND {UNBROADCAST})"""

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -162,7 +162,7 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
 
 
 def _read(
-    body: bytes, is_cap: bool, kinds: dict[str, str], new: dict[str, Any], broadcast: set[str] = frozenset(),
+    body: bytes, is_cap: bool, kinds: dict[str, str], new: dict[str, Any], broadcast: Collection[str] = (),
 ) -> tuple[model.Alert, str | None]:
     """The alert a body orders, and the CAP document it came as (JSON) if it is CAP (in a reader).
     A CAP document that names no channels goes over every configured kind but the `broadcast`
