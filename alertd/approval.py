@@ -23,7 +23,7 @@ MAX_REASON = 1000  # characters of a rejection's reason
 def message(r: render.Rendered) -> dict[str, Any]:
     """A rendered message as the API shows it (previews, `/messages`, the approval record)."""
     return {
-        "locale": r.locale, "channel": r.kind.value, "title": r.title, "body": r.body,
+        "locale": r.locale, "channel": str(r.kind), "title": r.title, "body": r.body,
         "encoding": r.encoding, "segments": r.segments, "size": r.size,
     }
 

@@ -30,12 +30,14 @@ LIMITS = cap.Limits(polygons=geo.MAX_POLYGONS, vertices=geo.MAX_VERTICES, circle
 
 
 def to_alert(
-    doc: cap.Document, *, alert_id: str, cell: str, token_id: str, kinds: Sequence[model.Kind], now: dt.datetime
+    doc: cap.Document, *, alert_id: str, cell: str, token_id: str, kinds: Sequence[str], now: dt.datetime,
+    defaults: Sequence[str] | None = None,
 ) -> model.Alert:
-    """The alert a CAP document orders; `kinds` are the configured kinds (the default channels)."""
+    """The alert a CAP document orders; `kinds` are the configured kinds, `defaults` those a
+    document that names none goes over (all of them unless told)."""
     problems = list(_problems(doc, now))
     params, named = _parameters(doc.infos)
-    channels = _channels(named.get("channels"), kinds, problems)
+    channels = _channels(named.get("channels"), kinds, problems, kinds if defaults is None else defaults)
     area = _area(doc.infos, problems) if doc.msg_type != "Cancel" or _has_area(doc) else model.Area()
     if problems:
         raise errors.Invalid(f"{problems[0]['field']}: {problems[0]['message']}", field=problems[0]["field"],
@@ -121,16 +123,17 @@ def _parameters(infos: Sequence[cap.Info]) -> tuple[dict[str, str], dict[str, st
 
 
 def _channels(
-    text: str | None, configured: Sequence[model.Kind], problems: list[dict[str, str]]
-) -> tuple[model.Kind, ...]:
+    text: str | None, configured: Sequence[str], problems: list[dict[str, str]], defaults: Sequence[str]
+) -> tuple[str, ...]:
     if text is None:
-        return tuple(configured)
+        return tuple(defaults)
     names = [n for n in re.split(r"[\s,]+", text) if n]
-    unknown = [n for n in names if n not in {k.value for k in model.Kind}]
+    unknown = [n for n in names if n not in configured]
     if unknown or not names:
-        problems.append(_problem("/alert/info[1]/parameter", f"channels: not sms, push or siren: {' '.join(unknown)}"))
+        problems.append(_problem("/alert/info[1]/parameter", f"channels: no channel configured for "
+                                 f"{' '.join(unknown)} (configured: {' '.join(configured)})"))
         return ()
-    return tuple(dict.fromkeys(model.Kind(n) for n in names))
+    return tuple(dict.fromkeys(model.kind(n) for n in names))
 
 
 def _has_area(doc: cap.Document) -> bool:
@@ -209,7 +212,7 @@ def _infos(alert: model.Alert, words: Mapping[str, model.Text]) -> Iterator[cap.
 def _out_parameters(alert: model.Alert) -> Iterator[tuple[str, str]]:
     if alert.template:
         yield "template", alert.template
-    yield "channels", " ".join(k.value for k in alert.channels)
+    yield "channels", " ".join(str(k) for k in alert.channels)
     if alert.topics:
         yield "topics", "true"
     for name, value in alert.params.items():

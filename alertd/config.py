@@ -41,7 +41,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 MAX_PROCESSES = 64  # sending processes per channel: more than the cores of any machine this runs on
 # Plugins that must send from the daemon's process, and why.
-IN_DAEMON = {"siren-http": "a gateway's acknowledgements and heartbeats are checked by the daemon's own client"}
+IN_DAEMON = {
+    "siren-http": "a gateway's acknowledgements and heartbeats are checked by the daemon's own client",
+    "cbc": "it sends one message per alert: there is nothing to share out",
+}
 
 PACKAGE = pathlib.Path(__file__).resolve().parent
 # The example configuration, shipped with alertd (config/alertd.toml in the repository links to it).

@@ -71,17 +71,28 @@ base_url = "{fakes}/siren"
 token = "demo-gateway-token"
 receipt_token = "{receipt_token}"
 {siren}
+{extra}"""
+
+# A cell broadcast channel on the fake CBC, for a configuration's `extra` lines; `{zones}`: what
+# one broadcast reaches.
+CBC_CHANNEL = """
+[channels.{name}]
+plugin = "cbc"
+base_url = "{fakes}/cbc"
+zones = {zones}
 """
 
 
 def config_toml(
     port: int, store: str, fakes: str, *, dispatcher: str = "", sms: str = "", push: str = "", siren: str = "",
-    alerts: str = "",
+    alerts: str = "", extra: str = "",
 ) -> str:
     """A configuration of the daemon on the fake providers, for the demo, the tests and the benchmark;
-    `dispatcher`, `alerts`, `sms`, `push` and `siren` are extra TOML lines for those sections."""
+    `dispatcher`, `alerts`, `sms`, `push` and `siren` are extra TOML lines for those sections, `extra`
+    more sections (more channels: `CBC_CHANNEL`)."""
     return CONFIG.format(
         port=port, store=store, fakes=fakes, dispatcher=dispatcher, alerts=alerts, sms=sms, push=push, siren=siren,
+        extra=extra,
         account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, project_id=PROJECT_ID, receipt_token=RECEIPT_TOKEN,
     )
 

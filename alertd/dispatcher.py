@@ -38,6 +38,16 @@ log = structlog.get_logger("alertd.dispatcher")
 EARLY_RECEIPTS_KEPT = dt.timedelta(days=1)
 
 
+def facts(alert: model.Alert) -> dict[str, str]:
+    """The alert's CAP facts a channel may act on (push data; a cell broadcast's identifier and
+    how long it repeats)."""
+    found = {
+        "event": alert.event, "severity": alert.severity, "urgency": alert.urgency, "certainty": alert.certainty,
+        "status": str(alert.status), "scope": "national" if model.NATIONAL in alert.area.zones else "local",
+    }
+    return found | ({"expires": alert.expires.isoformat()} if alert.expires else {})
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     batch_size: int = 500
@@ -85,8 +95,19 @@ class Dispatcher:
 
     # -- planning --------------------------------------------------------------------------------
 
-    def kinds(self) -> dict[str, model.Kind]:
+    def kinds(self) -> dict[str, str]:
         return {name: ch.kind for name, ch in self.channels.items()}
+
+    def addresses(self) -> dict[str, model.Address]:
+        """What each configured kind sends to (the first channel of a kind speaks for it)."""
+        found: dict[str, model.Address] = {}
+        for channel in self.channels.values():
+            found.setdefault(channel.kind, channel.address)
+        return found
+
+    def broadcasts(self) -> dict[str, tuple[str, ...]]:
+        """The zones each area channel's one message reaches, by channel name."""
+        return {name: ch.zones for name, ch in self.channels.items() if ch.address is model.Address.AREA}
 
     def submit(self, alert: model.Alert) -> asyncio.Task:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
@@ -107,6 +128,7 @@ class Dispatcher:
                 await planner.plan(
                     self.store, alert, route, chunk=self.settings.plan_chunk, clock=self.clock,
                     tests=self.settings.test_recipients, on_chunk=self.wake, nth=nth, renderer=self.renderer,
+                    broadcasts=self.broadcasts(), addresses=self.addresses(),
                 )
             self._failed_plans.pop(alert.id, None)
         except Exception:
@@ -244,7 +266,7 @@ class Dispatcher:
             title=rendered.title,
             locale=rendered.locale,
             command=command,
-            data={"event": alert.event, "severity": alert.severity},
+            data=facts(alert),
         )
 
     def _outcome(
@@ -314,7 +336,7 @@ class Dispatcher:
         for alert_id in await self.store.expire_approvals(now):
             log.warning("approval request expired: the alert will never be sent", alert_id=alert_id)
         if dropped := await self.store.drop_unreached(now):
-            log.info("all-clears not owed: the cancelled alert never reached them", deliveries=dropped)
+            log.info("all-clears or withdrawals not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
             if ack_timeout := getattr(channel, "ack_timeout", None):

@@ -35,7 +35,7 @@ class Group:
 class Planned:
     """Whom an alert would reach on the channel carrying `kind`, and that channel's pace and prices."""
 
-    kind: model.Kind
+    kind: str  # a `model.Kind` for the built-ins
     pace: config.Pace
     groups: tuple[Group, ...] = ()
 
@@ -50,7 +50,7 @@ class Cost:
 class Line:
     """One channel's forecast."""
 
-    kind: model.Kind
+    kind: str  # a `model.Kind` for the built-ins
     recipients: int
     messages: int
     segments: int | None  # SMS only
@@ -107,7 +107,7 @@ def _price(value: float | None) -> decimal.Decimal:
 
 
 def _warnings(pace: config.Pace, ln: Line, expires: dt.datetime | None) -> list[Caveat]:
-    channel, found = ln.kind.value, []
+    channel, found = str(ln.kind), []
     unit = "segments" if ln.kind is model.Kind.SMS else "messages"
     if pace.rate is None:
         found.append(Caveat(RATE_UNKNOWN, channel, f"no `rate` configured for the {channel} channel, and its "

@@ -62,6 +62,8 @@ def complete(alert: model.Alert, earlier: Sequence[model.Alert]) -> model.Alert:
         for name in INHERITED
         if getattr(alert, name) in (None, (), model.Area())
     }
+    if "channels" in missing:  # over the very channels the order named, if it named them
+        missing["via"] = first.via
     if alert.template is None and not alert.texts:
         missing["template"] = CANCEL_TEMPLATE
         missing["params"] = dict(first.params) | dict(alert.params)

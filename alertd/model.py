@@ -44,11 +44,42 @@ class Status(enum.StrEnum):
 
 
 class Kind(enum.StrEnum):
-    """What a channel reaches: the vocabulary of an order's `channels`."""
+    """The built-in kinds of channel. A plugin may declare a kind of its own (`email`, `voice`):
+    a kind is any name `KIND_PATTERN` allows, and `kind()` gives the built-ins as these members."""
 
     SMS = "sms"
     PUSH = "push"
     SIREN = "siren"
+    CELL_BROADCAST = "cell_broadcast"
+
+
+KIND_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"  # safe as an SQL literal and in a template's file name
+
+
+def kind(name: str) -> str:
+    """A kind as alertd keeps it: a built-in as its `Kind` member (`is` comparisons hold), any
+    other as the plain string it is."""
+    try:
+        return Kind(name)
+    except ValueError:
+        return str(name)
+
+
+class Address(enum.StrEnum):
+    """What a channel sends to, as it declares (`channels.Channel.address`): a subscriber's phone
+    or app install (one delivery per subscriber who has one), or nothing but the area: one
+    message per alert, like a cell broadcast. Sirens are the configured sirens in the area."""
+
+    PHONE = "phone"
+    PUSH_TOKEN = "push_token"
+    SIREN = "siren"
+    AREA = "area"
+
+
+# The built-ins' addresses: what planning assumes when it is not told the configured channels'.
+ADDRESSES = {Kind.SMS: Address.PHONE, Kind.PUSH: Address.PUSH_TOKEN, Kind.SIREN: Address.SIREN,
+             Kind.CELL_BROADCAST: Address.AREA}
+AREA_TARGET = "area"  # the target of an area broadcast's one delivery
 
 
 class AlertState(enum.StrEnum):
@@ -234,7 +265,7 @@ class Alert:
     severity: str
     certainty: str
     area: Area
-    channels: tuple[Kind, ...]
+    channels: tuple[str, ...]  # kinds (`kind`)
     expires: dt.datetime | None = None
     msg_type: MsgType = MsgType.ALERT
     references: tuple[Reference, ...] = ()
@@ -251,6 +282,7 @@ class Alert:
     cell_name: str = ""  # the cell's display name
     created_by: str | None = None  # the user who ordered it (None for alerts from before users existed)
     approval: Approval | None = None  # the second person's part, when its cell asks for one
+    via: tuple[str, ...] = ()  # configured channels the order named, for those of its kinds (else the first)
 
     def to_json(self) -> dict[str, Any]:
         """The alert as the API shows it (and as the store keeps it)."""
@@ -269,7 +301,8 @@ class Alert:
             "expires": self.expires.isoformat() if self.expires else None,
             "area": self.area.to_json(),
             "references": [r.to_json() for r in self.references],
-            "channels": [c.value for c in self.channels],
+            "channels": [str(c) for c in self.channels],
+            "via": list(self.via),
             "template": self.template,
             "params": dict(self.params),
             "texts": {k: dataclasses.asdict(v) for k, v in self.texts.items()},
@@ -301,7 +334,8 @@ class Alert:
             certainty=values["certainty"],
             expires=to_utc(values.get("expires")),
             area=Area.from_json(values["area"]),
-            channels=tuple(Kind(c) for c in values["channels"]),
+            channels=tuple(kind(c) for c in values["channels"]),
+            via=tuple(values.get("via") or ()),
             template=values.get("template"),
             params=dict(values.get("params") or {}),
             texts={k: Text(**v) for k, v in (values.get("texts") or {}).items()},
@@ -372,7 +406,7 @@ class Delivery:
     id: int
     alert_id: str
     channel: str  # the configured channel's name, e.g. "sms"
-    kind: Kind
+    kind: str  # `kind`
     target: str  # recipient id, siren id, or topic name
     address: str  # phone number, push token, siren id or topic
     locale: str
@@ -392,7 +426,7 @@ class Delivery:
             id=row["id"],
             alert_id=row["alert_id"],
             channel=row["channel"],
-            kind=Kind(row["kind"]),
+            kind=kind(row["kind"]),
             target=row["target"],
             address=row["address"],
             locale=row["locale"],
@@ -426,7 +460,7 @@ class NewDelivery:
 
     alert_id: str
     channel: str
-    kind: Kind
+    kind: str
     target: str
     address: str
     locale: str
@@ -439,7 +473,7 @@ class Message:
 
     delivery_id: int
     alert_id: str
-    kind: Kind
+    kind: str
     to: str  # phone number, push token, `/topics/...` name, or siren id
     body: str
     title: str = ""

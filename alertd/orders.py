@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -27,6 +28,7 @@ LOCALE_PATTERN = (
 IDENTIFIER_PATTERN = r"^[^\s,<&]+$"  # CAP 1.2: no spaces, commas or restricted characters
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template variable
 TEMPLATE_PATTERN = r"^[a-z0-9_]+$"
+CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a kind, or a configured channel's name
 MAX_PARAM_LENGTH = 500
 CATEGORIES = tuple(cap_check.ENUMS["category"].split())  # CAP 1.2's
 
@@ -37,6 +39,7 @@ LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
 # Checked as written (any case, `_` or `-`), then kept in the usual form: zh-hant-tw → zh-Hant-TW.
 Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN), pydantic.AfterValidator(model.language_tag)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
+Channel = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 
 # What a user reads instead of a regular expression.
 _PATTERN_MESSAGES = {
@@ -45,6 +48,7 @@ _PATTERN_MESSAGES = {
     LOCALE_PATTERN: "not a language tag (RFC 5646) like fr, fr-CA, es-419 or zh-Hant-TW",
     IDENTIFIER_PATTERN: "must not contain spaces, commas, < or &",
     TEMPLATE_PATTERN: "not a template name: lower-case letters, digits and _",
+    CHANNEL_PATTERN: "not a channel: a kind (sms, push, siren, cell_broadcast...) or a configured channel's name",
     PARAM_NAME_PATTERN: "not a parameter name: letters, digits and _, not starting with a digit",
 }
 
@@ -204,13 +208,15 @@ class Order(pydantic.BaseModel):
         examples=["2030-01-01T18:00:00+01:00"],
     )
     area: Area | None = None
-    channels: list[Literal["sms", "push", "siren"]] | None = Field(
+    channels: list[Channel] | None = Field(
         None,
         min_length=1,
-        max_length=3,
+        max_length=8,
         json_schema_extra={"uniqueItems": True},
-        description="The kinds of channel to fan out over.",
-        examples=[["sms", "push", "siren"]],
+        description="The channels to fan out over: each a kind (sms, push, siren, cell_broadcast, or a plugin's "
+        "kind: the first channel configured for it) or the name of a configured channel (`[channels.NAME]`). "
+        "At most one channel of each kind.",
+        examples=[["sms", "push", "siren"], ["sms", "cbc-national"]],
     )
     template: str | None = Field(
         None,
@@ -376,9 +382,14 @@ def _problem(error: Any) -> dict[str, Any]:
 # -- to the model ------------------------------------------------------------------------------
 
 
-def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.datetime) -> model.Alert:
+def to_alert(
+    order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.datetime,
+    kinds: Mapping[str, str] | None = None,
+) -> model.Alert:
     """The frozen alert an accepted order becomes; its CAP sender is made from the cell's id (the web
-    layer signs it with the cell's first sender: `identity.signed`)."""
+    layer signs it with the cell's first sender: `identity.signed`). `kinds` (configured channel
+    name → kind) resolves channels named by name; without it every channel is taken as a kind."""
+    channels, via = _channels(order.channels or [], kinds)
     return model.Alert(
         id=alert_id,
         identifier=order.identifier or alert_id,
@@ -394,7 +405,8 @@ def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.d
         certainty=order.certainty,
         expires=model.to_utc(order.expires),
         area=_area(order.area),
-        channels=tuple(model.Kind(c) for c in order.channels or ()),
+        channels=channels,
+        via=via,
         template=order.template,
         params=dict(order.params),
         texts={locale: model.Text(t.headline, t.instruction, t.description) for locale, t in (order.texts or {}).items()},
@@ -403,6 +415,28 @@ def to_alert(order: Order, *, alert_id: str, cell: str, token_id: str, now: dt.d
         category=order.category,
         token_id=token_id,
     )
+
+
+def _channels(named: list[str], kinds: Mapping[str, str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The kinds an order's channels ask for, and the configured channels it named by name. A kind
+    wins over a name of the same spelling (`sms` is the first channel of kind sms), so an order
+    means what the same CAP document would."""
+    if kinds is None:
+        return tuple(model.kind(c) for c in named), ()
+    kinds_of = set(kinds.values())
+    problems = [
+        {"field": f"channels.{i}", "message": f"no channel {c!r} is configured: name a kind "
+         f"({', '.join(sorted(kinds_of))}) or a channel ({', '.join(sorted(kinds))})"}
+        for i, c in enumerate(named) if c not in kinds and c not in kinds_of
+    ]
+    chosen = [model.kind(c if c in kinds_of else kinds.get(c, c)) for c in named]
+    problems += [
+        {"field": f"channels.{i}", "message": f"a second channel of kind {k}: at most one of each kind"}
+        for i, k in enumerate(chosen) if k in chosen[:i]
+    ]
+    if problems:
+        raise cap_check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
+    return tuple(chosen), tuple(c for c in named if c not in kinds_of)
 
 
 def _area(area: Area | None) -> model.Area:

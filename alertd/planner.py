@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy
@@ -20,15 +21,16 @@ from alertd.store import audit
 log = structlog.get_logger("alertd.planner")
 
 
-def routes(alert: model.Alert, kinds: Mapping[str, model.Kind]) -> dict[model.Kind, str]:
-    """Which configured channel carries each kind the alert asks for (the first one configured).
+def routes(alert: model.Alert, kinds: Mapping[str, str]) -> dict[str, str]:
+    """Which configured channel carries each kind the alert asks for: the one the order named
+    (`via`), else the first one configured.
 
     `kinds` maps configured channel names to their kind. Raises `errors.Invalid` on `channels`
     when the alert asks for a kind that no configured channel provides."""
-    chosen: dict[model.Kind, str] = {}
+    chosen: dict[str, str] = {kinds[name]: name for name in reversed(alert.via) if name in kinds}
     for name, kind in kinds.items():
         chosen.setdefault(kind, name)
-    missing = [k.value for k in alert.channels if k not in chosen]
+    missing = [str(k) for k in alert.channels if k not in chosen]
     if missing:
         raise errors.Invalid(
             f"no channel configured for {', '.join(missing)}", field="channels", missing=missing
@@ -64,6 +66,12 @@ SIREN_COMMAND = {
 }
 
 
+NO_BROADCASTS: Mapping[str, Sequence[str]] = types.MappingProxyType({})
+# An area broadcast's command: what a cancel or an update stops (`store.plan_siren_cancel`). A
+# cancel broadcasts nothing new: the stopped alerts' broadcasts are withdrawn.
+BROADCAST = "broadcast"
+
+
 def siren_command(alert: model.Alert) -> str | None:
     """What the alert's sirens are told, or None when they are not to hear of it."""
     if alert.msg_type is model.MsgType.CANCEL:
@@ -71,11 +79,35 @@ def siren_command(alert: model.Alert) -> str | None:
     return SIREN_COMMAND.get(alert.status, "test")
 
 
+def check_broadcasts(alert: model.Alert, routes: Mapping[str, str], broadcasts: Mapping[str, Sequence[str]]) -> None:
+    """Refuse (`errors.Invalid` on `channels`) an area broadcast that would reach beyond the
+    alert's area: one broadcast reaches every phone of its channel's `zones`."""
+    wide = [name for name in routes.values() if name in broadcasts and not covers(alert.area, broadcasts[name])]
+    if wide:
+        zones = " ".join(z for name in wide for z in broadcasts[name])
+        raise errors.Invalid(
+            f"channel {wide[0]} broadcasts to all of {zones}: the alert's area covers less", field="channels",
+            channels=wide,
+        )
+
+
+def covers(area: model.Area, zones: Sequence[str]) -> bool:
+    """Whether every one of `zones` lies inside the area's zones (its shapes do not count: a
+    broadcast reaches whole zones)."""
+    return bool(zones) and all(any(model.zone_within(z, a) for a in area.zones) for z in zones)
+
+
 def fixed(
-    alert: model.Alert, routes: Mapping[model.Kind, str], sirens: Iterable[model.Siren], tests: Sequence[str]
+    alert: model.Alert, routes: Mapping[str, str], sirens: Iterable[model.Siren], tests: Sequence[str],
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
 ) -> list[model.NewDelivery]:
-    """What an alert sends once, whoever subscribed: its sirens' command and its zone topics."""
-    planned = []
+    """What an alert sends once, whoever subscribed: its sirens' command, its zone topics and its
+    area broadcasts (`broadcasts`: the zones each area channel reaches, by channel name)."""
+    planned = [
+        model.NewDelivery(alert.id, name, kind, model.AREA_TARGET, "", alert.locale or "", BROADCAST)
+        for kind, name in routes.items()
+        if name in broadcasts and covers(alert.area, broadcasts[name]) and alert.msg_type is not model.MsgType.CANCEL
+    ]
     command = siren_command(alert)
     if model.Kind.SIREN in routes and command:
         chosen = audience_mod.test_sirens(alert.area, list(sirens), tests) if alert.status in TO_TESTERS \
@@ -131,16 +163,18 @@ async def _inside(store: store_mod.Store, area: model.Area) -> list[str]:
 
 
 async def reach(
-    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], tests: Sequence[str] = (),
+    store: store_mod.Store, alert: model.Alert, route: Mapping[str, str], tests: Sequence[str] = (),
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
 ) -> dict[str, int]:
     """How many messages of each of the alert's kinds its planning would write now: what an
     approver is shown (the audience moves as people subscribe; the counts say it as of now)."""
-    by_locale = await reach_by_locale(store, alert, route, tests)
+    by_locale = await reach_by_locale(store, alert, route, tests, broadcasts)
     return {kind: sum(counts.values()) for kind, counts in by_locale.items()}
 
 
 async def reach_by_locale(
-    store: store_mod.Store, alert: model.Alert, route: Mapping[model.Kind, str], tests: Sequence[str] = (),
+    store: store_mod.Store, alert: model.Alert, route: Mapping[str, str], tests: Sequence[str] = (),
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
 ) -> dict[str, dict[str, int]]:
     """`reach` by the locale each message is rendered for, as planning would write it: the
     recipient's ("" for a siren command, the alert's own for a zone topic)."""
@@ -159,21 +193,21 @@ async def reach_by_locale(
             everyone=who.walk == "everyone", zones=alert.area.zones, ids=await _inside(store, alert.area),
             reached_by=earlier, exercise_only=who.exercise_only,
         )
-    by_kind: dict[str, dict[str, int]] = {kind.value: {} for kind in alert.channels}
+    by_kind: dict[str, dict[str, int]] = {str(kind): {} for kind in alert.channels}
     for locale, counts in counted.items():
         for kind, n in counts.items():
             if kind in by_kind and n:
                 by_kind[kind][locale] = n
-    for once in fixed(alert, route, await store.list_sirens(), tests):
-        if once.kind.value in by_kind:
-            by_kind[once.kind.value][once.locale] = by_kind[once.kind.value].get(once.locale, 0) + 1
+    for once in fixed(alert, route, await store.list_sirens(), tests, broadcasts):
+        if str(once.kind) in by_kind:
+            by_kind[str(once.kind)][once.locale] = by_kind[str(once.kind)].get(once.locale, 0) + 1
     return by_kind
 
 
 async def plan(
     store: store_mod.Store,
     alert: model.Alert,
-    route: Mapping[model.Kind, str],
+    route: Mapping[str, str],
     *,
     chunk: int,
     clock: Callable[[], dt.datetime],
@@ -181,23 +215,26 @@ async def plan(
     on_chunk: Callable[[], None] = lambda: None,
     nth: int = 1,
     renderer: render.Renderer | None = None,
+    broadcasts: Mapping[str, Sequence[str]] = NO_BROADCASTS,
+    addresses: Mapping[str, model.Address] = model.ADDRESSES,
 ) -> None:
     """Write every delivery of `alert`, resuming where an interrupted planning stopped, then mark
     the alert active. `on_chunk` is called after each committed chunk (to wake the senders); `nth`:
     the alert's place among its cell's recent ones (`priority.share`). With `renderer`, an alert
-    a second person approved is planned only if its messages and area are still those approved."""
+    a second person approved is planned only if its messages and area are still those approved.
+    `broadcasts`: the zones each area channel reaches; `addresses`: what each kind sends to."""
     if renderer is not None and not await _as_approved(store, alert, renderer, clock()):
         return
     after = await store.plan_cursor(alert.id)
     if after is not None:
         log.info("planning resumed", alert_id=alert.id, after=after)
-    once = fixed(alert, route, await store.list_sirens(), tests) if after is None else []
+    once = fixed(alert, route, await store.list_sirens(), tests, broadcasts) if after is None else []
     ranks = priority.shared(await _ranks(store, alert), nth)
     if after is None:
         await _first(store, alert, once, tests, clock(), ranks)
     who = audience(alert, tests)
     while True:
-        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once, ranks)
+        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once, ranks, addresses=addresses)
         on_chunk()
         if after is None:
             break

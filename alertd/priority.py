@@ -60,10 +60,10 @@ def rank(alert: model.Alert, kind: model.Kind, replaces: Iterable[model.Alert] =
     return SIREN + place * LEVELS + share(nth)
 
 
-def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[model.Kind, int]:
-    """`rank` for every kind, for the first alert of its cell."""
+def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[str, int]:
+    """`rank` for every built-in kind and every kind the alert asks for, for the first alert of its cell."""
     replaced = list(replaces)
-    return {kind: rank(alert, kind, replaced) for kind in model.Kind}
+    return {kind: rank(alert, kind, replaced) for kind in dict.fromkeys([*model.Kind, *alert.channels])}
 
 
 def shared(ranks: Mapping[model.Kind, int], nth: int) -> dict[model.Kind, int]:

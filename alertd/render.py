@@ -23,15 +23,12 @@ from jinja2 import exceptions as jinja_errors
 from jinja2 import sandbox
 from jinja2 import utils as jinja_utils
 
-from alertd import errors, model
+from alertd import cbs, errors, model
 
 # 3GPP TS 23.038 default alphabet (without the escape character) and its extension table, whose
 # characters take two septets each.
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+GSM7_BASIC = frozenset(cbs.GSM7_CODES)
+GSM7_EXTENSION = frozenset(cbs.GSM7_EXTENSION_CODES)
 GSM7 = GSM7_BASIC | GSM7_EXTENSION
 
 # Room left in an FCM message for what the push channel adds besides title and body: the data keys
@@ -39,7 +36,7 @@ GSM7 = GSM7_BASIC | GSM7_EXTENSION
 PUSH_DATA_OVERHEAD = 512
 
 GENERIC = "generic"
-_FILE = re.compile(rf"(?P<name>[a-z0-9][a-z0-9_]*)\.(?P<kind>{'|'.join(k.value for k in model.Kind)})\.j2")
+_FILE = re.compile(rf"(?P<name>[a-z0-9][a-z0-9_]*)\.(?P<kind>{model.KIND_PATTERN.strip('^$')})\.j2")
 
 # How each locale says when an alert expires: (same day as sent, another day, time format).
 EXPIRES = {
@@ -65,7 +62,7 @@ class Rendered:
     title: str
     body: str
     encoding: str = ""  # "GSM-7" or "UCS-2" for SMS
-    segments: int = 0  # SMS only
+    segments: int = 0  # SMS segments, cell broadcast pages
     size: int = 0  # bytes: the push payload estimate, or the UTF-8 body
 
 
@@ -220,7 +217,7 @@ class Renderer:
 
     def render(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
         """`render_fresh`, remembered per (alert id, kind, locale): the dispatcher asks once per delivery."""
-        key = (alert.id, model.Kind(kind), locale)
+        key = (alert.id, model.kind(kind), locale)
         with self._lock:
             if (hit := self._cache.get(key)) is not None:
                 self._cache.move_to_end(key)
@@ -234,7 +231,7 @@ class Renderer:
 
     def render_fresh(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
         """The message for a recipient in `locale`, rendered now (previews and order checks)."""
-        kind = model.Kind(kind)
+        kind = model.kind(kind)
         if alert.template is None:
             return self._render_generic(alert, kind, locale)
         if alert.template not in self._names:
@@ -325,6 +322,8 @@ class Renderer:
         body = " ".join(out.split())
         if not body:
             raise errors.Invalid("The message renders empty.", field=field, kind=kind, locale=locale)
+        if kind is model.Kind.CELL_BROADCAST:
+            return self._broadcast(body, locale, field)
         if kind is not model.Kind.SMS:
             return Rendered(locale, kind, "", body, size=len(body.encode()))
         segments = sms_segments(body)
@@ -334,6 +333,16 @@ class Renderer:
                 field=field, kind=kind, locale=locale, segments=segments, limit=self.sms_max_segments,
             )
         return Rendered(locale, kind, "", body, sms_encoding(body), segments, len(body.encode()))
+
+    def _broadcast(self, body: str, locale: str, field: str) -> Rendered:
+        try:
+            pages = cbs.paginate(body)
+        except errors.MessageTooLong as exc:
+            raise errors.MessageTooLong(f"{exc.message[:-1]} in {locale!r}.", field=field,
+                                        kind=model.Kind.CELL_BROADCAST, locale=locale, pages=exc.pages,
+                                        limit=exc.limit) from None
+        return Rendered(locale, model.Kind.CELL_BROADCAST, "", body, pages.encoding, len(pages.pages),
+                        len(body.encode()))
 
     def _push(self, out: str, locale: str, field: str) -> Rendered:
         lines = [line for line in (" ".join(raw.split()) for raw in out.splitlines()) if line]
@@ -365,7 +374,7 @@ def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, model.Kind]]:
     if not root.is_dir():
         raise errors.ConfigError(f"template folder {root} does not exist")
     return frozenset(
-        (folder.name, match["name"], model.Kind(match["kind"]))
+        (folder.name, match["name"], model.kind(match["kind"]))
         for folder in root.iterdir()
         if folder.is_dir() and not folder.name.startswith((".", "_"))
         for file in folder.iterdir()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from typing import Any
 
 import aiohttp
@@ -83,7 +84,8 @@ class ChannelContract:
         self.kind = channel.kind
 
     def test_declares_kind_and_concurrency(self, channel):
-        assert isinstance(channel.kind, model.Kind)
+        assert isinstance(channel.kind, str) and re.fullmatch(model.KIND_PATTERN, channel.kind)
+        assert isinstance(channel.address, model.Address)
         assert channel.concurrency >= 1
 
     async def test_send_returns_receipt_and_reaches_the_fake(self, channel, fake):

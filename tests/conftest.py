@@ -71,13 +71,20 @@ def alerts_settings() -> str:
     return ""
 
 
+@pytest.fixture
+def extra_settings() -> str:
+    """More TOML sections for the daemon (more channels); a test module overrides it."""
+    return ""
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings, sms_settings, alerts_settings):
+async def daemon(request, tmp_path, fakes_url, pg_schema_url, siren_settings, sms_settings, alerts_settings,
+                 extra_settings):
     """The daemon on each store, with the fakes, a manual clock and no background work."""
     port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else None
     cfg = helpers.load_config(tmp_path, fakes_url, port, store=store, siren=siren_settings, sms=sms_settings,
-                              alerts=alerts_settings)
+                              alerts=alerts_settings, extra=extra_settings)
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     server = test_utils.TestServer(app, host="127.0.0.1", port=port)

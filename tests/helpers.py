@@ -31,13 +31,14 @@ class ManualClock:
 def write_config(
     tmp: Path, fakes: str, port: int, store: str | None = None,
     dispatcher: str = "batch_size = 100", sms: str = "", push: str = "", siren: str = "", alerts: str = "",
+    extra: str = "",
 ) -> Path:
     """A configuration on the fakes; `dispatcher`, `alerts`, `sms`, `push` and `siren` are extra TOML
-    lines for those sections."""
+    lines for those sections, `extra` more sections."""
     path = tmp / "alertd.toml"
     store = store or f"sqlite:///{tmp / 'alertd.db'}"
     path.write_text(demo.config_toml(port, store, fakes, dispatcher=dispatcher, sms=sms, push=push, siren=siren,
-                                     alerts=alerts))
+                                     alerts=alerts, extra=extra))
     return path
 
 

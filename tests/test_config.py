@@ -49,11 +49,11 @@ def test_no_file_gives_the_defaults():
     assert (cfg.log.level, cfg.log.format, cfg.systemd.watchdog) == ("info", "auto", True)
 
 
-def test_the_example_configuration_is_valid_and_has_the_three_channels():
+def test_the_example_configuration_is_valid_and_has_the_four_channels():
     assert config.check(EXAMPLE, env={}) == []
     cfg = config.load(EXAMPLE, env={})
     assert {name: c.plugin for name, c in cfg.channels.items()} == {
-        "sms": "twilio", "push": "fcm", "siren": "siren-http",
+        "sms": "twilio", "push": "fcm", "siren": "siren-http", "cbc": "cbc",
     }
     assert all(c.settings.base_url.startswith("http://127.0.0.1:8900") for c in cfg.channels.values())
 
@@ -239,7 +239,7 @@ def test_a_templates_folder_that_is_missing_or_holds_no_templates_is_a_problem(t
     (empty / "fr").mkdir(parents=True)
     (empty / "fr" / "notes.txt").write_text("not a template")
     assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(empty)}) == [
-        f"render.templates: {empty} holds no templates (<locale>/<name>.<sms|push|siren>.j2)"
+        f"render.templates: {empty} holds no templates (<locale>/<name>.<sms|push|siren|cell_broadcast>.j2)"
     ]
     missing = tmp_path / "missing"
     assert config.check(None, env={"ALERTD_RENDER__TEMPLATES": str(missing)}) == [

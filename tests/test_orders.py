@@ -82,7 +82,7 @@ def test_schema_example_is_a_valid_order():
         ({"colour": "red"}, "colour"),
         ({"status": "real"}, "status"),
         ({"urgency": "immediate"}, "urgency"),
-        ({"channels": ["sms", "fax"]}, "channels.1"),
+        ({"channels": ["sms", "fax machine"]}, "channels.1"),
         ({"channels": ["sms", "sms"]}, "channels"),
         ({"channels": []}, "channels"),
         ({"expires": "2030-06-01T11:59:00Z"}, "expires"),

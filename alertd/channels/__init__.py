@@ -39,7 +39,11 @@ class Context:
 
 @runtime_checkable
 class Channel(Protocol):
-    kind: ClassVar[model.Kind]
+    # What it reaches: a built-in `model.Kind` or a kind of its own (`model.KIND_PATTERN`), the
+    # word orders use; and what it sends to: a subscriber's phone or push token (a delivery per
+    # subscriber who has one), a siren, or the area (one delivery per alert: `AreaBroadcast`).
+    kind: ClassVar[str]
+    address: ClassVar[model.Address]
     # The model of its configuration section: `config` validates `[channels.NAME]` with it, and
     # the channel is built with its instance (`settings.Channel` forbids unknown keys).
     settings: ClassVar[type[pydantic.BaseModel]]
@@ -62,7 +66,8 @@ class Base:
     Built with its `settings` model's instance, or with a mapping it validates (raising
     `errors.ConfigError`): `options` is the instance, `config` the same as a plain mapping."""
 
-    kind: ClassVar[model.Kind]
+    kind: ClassVar[str]
+    address: ClassVar[model.Address]
     settings: ClassVar[type[pydantic.BaseModel]] = settings_mod.Open
     default_concurrency: ClassVar[int] = 50
 
@@ -81,6 +86,14 @@ class Base:
 
     async def send(self, message: model.Message) -> model.Receipt:
         raise NotImplementedError
+
+
+@runtime_checkable
+class AreaBroadcast(Channel, Protocol):
+    """A channel whose one message reaches every phone of its `zones` (a cell broadcast): it
+    carries only the alerts whose area covers all of them (`planner.covers`)."""
+
+    zones: tuple[str, ...]
 
 
 def as_result(result: Any) -> model.Receipt | errors.DeliveryError:

@@ -275,6 +275,7 @@ class Settings(settings.Channel):
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
     settings = Settings
+    address = model.Address.PUSH_TOKEN
     # One keep-alive connection for each call in flight (HTTP/1.1 carries one at a time).
     default_concurrency = 100
 

@@ -68,12 +68,12 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 def dump_message(m: model.Message) -> tuple:
     # str(): plain strings whatever produced them (marshal refuses str subclasses such as Markup).
-    return (m.delivery_id, str(m.alert_id), m.kind.value, str(m.to), str(m.body), str(m.title), str(m.locale),
+    return (m.delivery_id, str(m.alert_id), str(m.kind), str(m.to), str(m.body), str(m.title), str(m.locale),
             str(m.command), {str(k): str(v) for k, v in m.data.items()})
 
 
 def load_message(v: tuple) -> model.Message:
-    return model.Message(v[0], v[1], model.Kind(v[2]), *v[3:])
+    return model.Message(v[0], v[1], model.kind(v[2]), *v[3:])
 
 
 def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
@@ -122,7 +122,7 @@ class Remote:
     """The `channels.Channel` the dispatcher sees for a channel run in `processes` children.
 
     It builds the plugin in the daemon too, never started: that checks the settings at startup and
-    answers what the daemon asks of the channel besides sending (`kind`, `concurrency`, a siren
+    answers what the daemon asks of the channel besides sending (`kind`, `address`, `concurrency`, a siren
     gateway's `receipt_token` …)."""
 
     def __init__(
@@ -131,6 +131,7 @@ class Remote:
     ) -> None:
         self.inner = channels.load(plugin)(settings, context)
         self.kind = self.inner.kind
+        self.address = self.inner.address
         self.concurrency = self.inner.concurrency
         shared = dataclasses.replace(context, senders=processes)
         spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(shared),

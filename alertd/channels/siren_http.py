@@ -137,6 +137,7 @@ class SirenHTTP(channels.Base):
 
     kind = model.Kind.SIREN
     settings = Settings
+    address = model.Address.SIREN
 
     def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
         super().__init__(config, context)

@@ -131,7 +131,8 @@ class Settings(settings.Channel):
 
 
 class TwilioSMS(channels.Base):
-    kind: ClassVar[model.Kind] = model.Kind.SMS
+    kind: ClassVar[str] = model.Kind.SMS
+    address = model.Address.PHONE
     settings: ClassVar[type[pydantic.BaseModel]] = Settings
     default_concurrency: ClassVar[int] = 100
 

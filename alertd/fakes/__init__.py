@@ -1,4 +1,5 @@
-"""Fake Twilio, FCM and siren-gateway servers that behave like the real APIs, on one port.
+"""Fake Twilio, FCM, siren-gateway and cell broadcast centre servers that behave like the real APIs,
+on one port.
 
 The real `twilio` and `firebase-admin` clients are pointed at them (each channel's `base_url`), so
 tests, `alertd demo` and the benchmark exercise the real client libraries over loopback.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from alertd.fakes import common, fcm, siren, twilio
+from alertd.fakes import cbc, common, fcm, siren, twilio
 
 
 def build_app() -> web.Application:
@@ -18,6 +19,7 @@ def build_app() -> web.Application:
     twilio.setup(app)
     fcm.setup(app)
     siren.setup(app)
+    cbc.setup(app)
     return app
 
 

@@ -178,13 +178,15 @@ class Store(Protocol):
     async def plan_chunk(
         self,
         alert: model.Alert,
-        routes: Mapping[model.Kind, str],
+        routes: Mapping[str, str],
         audience: model.Audience,
         after: str | None,
         limit: int,
         now: dt.datetime,
         fixed: Sequence[model.NewDelivery] = (),
-        ranks: Mapping[model.Kind, int] | None = None,
+        ranks: Mapping[str, int] | None = None,
+        *,
+        addresses: Mapping[str, model.Address] = model.ADDRESSES,
     ) -> str | None:
         """Write the deliveries for up to `limit` recipients of `audience` with id > `after` (and,
         when `after` is None, the `fixed` deliveries: sirens, topics), in one transaction with the
@@ -193,7 +195,8 @@ class Store(Protocol):
         None: the alert's state is read (and locked) in the same transaction, so a cancel either
         waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
         to the configured channel name. A recipient is in zone audience when one of its zones equals
-        an audience zone or lies in it (`model.zone_within`). SMS needs a phone; push a live token.
+        an audience zone or lies in it (`model.zone_within`). A kind gets a delivery per recipient that has
+        the address its channel needs (`addresses`): a phone, or a live push token.
         Deliveries start `pending` with `next_at = now`, and the priority `ranks` gives their kind
         (by default `priority.ranks(alert)`): claims take the lowest first."""
 
@@ -210,7 +213,8 @@ class Store(Protocol):
 
     async def drop_unreached(self, now: dt.datetime) -> int:
         """Cancel the waiting all-clears (`plan_reached`) whose originals all settled without
-        reaching their recipient; forget the waits of settled deliveries. Returns how many."""
+        reaching their recipient, and the withdrawals (`cancel`) of broadcasts that settled without
+        going out; forget the waits of settled deliveries. Returns how many."""
 
     async def replace(self, earlier: Sequence[str], by: str, now: dt.datetime) -> int:
         """Mark the `earlier` alerts `updated` (unless cancelled or drafts) and cancel their pending

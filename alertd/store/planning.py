@@ -14,6 +14,7 @@ from alertd import model, priority
 from alertd.store import sql
 
 UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
+UNBROADCAST = "the broadcast never went out: there is nothing to withdraw"
 
 
 class PlanningStore:
@@ -37,13 +38,15 @@ class PlanningStore:
     async def plan_chunk(
         self,
         alert: model.Alert,
-        routes: Mapping[model.Kind, str],
+        routes: Mapping[str, str],
         audience: model.Audience,
         after: str | None,
         limit: int,
         now: dt.datetime,
         fixed: Sequence[model.NewDelivery] = (),
-        ranks: Mapping[model.Kind, int] | None = None,
+        ranks: Mapping[str, int] | None = None,
+        *,
+        addresses: Mapping[str, model.Address] = model.ADDRESSES,
     ) -> str | None:
         ranks = ranks or priority.ranks(alert)
         async with self._tx() as conn:
@@ -55,18 +58,19 @@ class PlanningStore:
                 return None  # cancelled meanwhile: planning more would undo the cancel
             if after is None:
                 await conn.executemany(sql.INSERT_DELIVERY, [
-                    (d.alert_id, d.channel, d.kind.value, d.target, d.address, d.locale, d.command, self._t(now),
+                    (d.alert_id, d.channel, str(d.kind), d.target, d.address, d.locale, d.command, self._t(now),
                      ranks[d.kind])
                     for d in fixed
                 ])
-            last = await self._plan_recipients(conn, alert.id, routes, audience, after or "", limit, now, ranks)
+            per_person = {k: (name, addresses[k]) for k, name in routes.items() if addresses.get(k) in sql.PLAN}
+            last = await self._plan_recipients(conn, alert.id, per_person, audience, after or "", limit, now, ranks)
             for channel in sorted(set(routes.values())):
                 await self._notify(conn, channel)
         return last
 
     async def _plan_recipients(
-        self, conn: sql.Conn, alert_id: str, routes: Mapping[model.Kind, str], audience: model.Audience,
-        after: str, limit: int, now: dt.datetime, ranks: Mapping[model.Kind, int],
+        self, conn: sql.Conn, alert_id: str, routes: Mapping[str, tuple[str, model.Address]],
+        audience: model.Audience, after: str, limit: int, now: dt.datetime, ranks: Mapping[str, int],
     ) -> str | None:
         last = await self._chunk_end(conn, alert_id, audience, after, limit)
         if last is None:
@@ -78,11 +82,13 @@ class PlanningStore:
         }[audience.walk]
         if audience.exercise_only:
             source += sql.EXERCISE_ONLY
-        for kind in (k for k in sql.PLAN if k in routes):
-            # A literal: the placeholders differ by audience, and a rank is a small integer.
-            select = sql.PLAN[kind].replace("{audience}", source).replace("{priority}", str(int(ranks[kind])))
+        for kind, (channel, address) in routes.items():
+            # Literals: the placeholders differ by audience, a rank is a small integer and a kind
+            # matches `model.KIND_PATTERN`.
+            select = sql.PLAN[address].replace("{audience}", source).replace("{priority}", str(int(ranks[kind])))
             await conn.execute(
-                sql.INSERT_PLANNED.replace("{select}", select), alert_id, routes[kind], self._t(now), after, last, *extra,
+                sql.INSERT_PLANNED.replace("{select}", select.replace("{kind}", sql.kind_literal(kind))),
+                alert_id, channel, self._t(now), after, last, *extra,
             )
         await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert_id, last)
         return last
@@ -109,7 +115,7 @@ class PlanningStore:
             if self.dialect.snapshot:  # WAIT_FOR_REACH sees the originals as PLAN_REACHED saw them
                 await conn.execute(self.dialect.snapshot)
             added = await conn.execute(
-                statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([k.value for k in kinds]),
+                statement, alert_id, json.dumps(list(earlier)), self._t(now), json.dumps([str(k) for k in kinds]),
                 rank,
             )
             await conn.execute(sql.WAIT_FOR_REACH, alert_id, json.dumps(list(earlier)))
@@ -120,6 +126,7 @@ class PlanningStore:
     async def drop_unreached(self, now: dt.datetime) -> int:
         async with self._tx() as conn:
             dropped = await conn.execute(sql.UNREACHED, self._t(now), UNREACHED)
+            dropped += await conn.execute(sql.UNBROADCAST_DONE, self._t(now), UNBROADCAST)
             await conn.execute(sql.REACH_WAITS_DONE)
         return dropped
 

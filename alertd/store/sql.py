@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -110,12 +111,21 @@ IN_ZONES = """FROM recipient_zones rz JOIN recipients r ON r.id = rz.recipient_i
 IN_TARGETS = """FROM alert_targets t JOIN recipients r ON r.id = t.recipient_id
     WHERE t.alert_id = $1 AND t.recipient_id > $4 AND t.recipient_id <= $5"""
 EXERCISE_ONLY = " AND r.exercise"  # the one gate between an exercise and the public: every plan passes it
+# The deliveries of a chunk, by the subscriber address the channel's kind needs.
 PLAN = {
-    model.Kind.SMS: "SELECT $1, $2, 'sms', r.id, r.phone, r.locale, 'send', 'pending', 0,"
+    model.Address.PHONE: "SELECT $1, $2, {kind}, r.id, r.phone, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.phone IS NOT NULL",
-    model.Kind.PUSH: "SELECT $1, $2, 'push', r.id, r.push_token, r.locale, 'send', 'pending', 0,"
+    model.Address.PUSH_TOKEN: "SELECT $1, $2, {kind}, r.id, r.push_token, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
 }
+
+
+def kind_literal(kind: str) -> str:
+    """A kind as an SQL literal; only a name `model.KIND_PATTERN` allows may become one."""
+    if not re.fullmatch(model.KIND_PATTERN, kind):
+        raise ValueError(f"not a kind: {kind!r}")
+    return f"'{kind}'"
+
 CHUNK_END_TARGETS = """SELECT max(recipient_id) AS last FROM (SELECT recipient_id FROM alert_targets
     WHERE alert_id = $1 AND recipient_id > $2 ORDER BY recipient_id LIMIT $3) c"""
 TARGET_IDS = "INSERT INTO alert_targets (alert_id, recipient_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -130,10 +140,11 @@ TARGET_REACHED = """INSERT INTO alert_targets (alert_id, recipient_id) SELECT DI
 REACHED = "('sent', 'delivered')"
 # A cancel's own message goes over the very channel and address that reached each recipient, or
 # that may yet reach them: those still `sending` get theirs only once reached (`WAIT_FOR_REACH`).
+# An area broadcast is withdrawn instead (`SIREN_CANCEL`).
 PLAN_REACHED = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT $1, channel, kind, target, address, locale, command, 'pending', 0, CAST($3 AS {{time}}),
     CAST($3 AS {{time}}), CAST($5 AS INTEGER) FROM deliveries WHERE alert_id IN (SELECT value FROM {{each}}($2))
-    AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren'
+    AND kind IN (SELECT value FROM {{each}}($4)) AND kind <> 'siren' AND command <> 'broadcast'
     AND state IN ('sending', 'sent', 'delivered') {{participants}} ON CONFLICT DO NOTHING"""
 # Run after PLAN_REACHED, in its transaction and on its snapshot (`Dialect.snapshot`): each all-clear
 # ($1's) planned from an original ($2's) still `sending`, whose recipient no original has reached,
@@ -166,18 +177,30 @@ CHUNK_END_EVERYONE = "SELECT max(id) AS last FROM (SELECT id FROM recipients WHE
 # One zone at a time, so each read walks the (zone, recipient_id) index in order and stops at $3.
 CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $1 AND recipient_id > $2
     ORDER BY recipient_id LIMIT $3"""
-# A siren whose activation never started (cancelled, expired) has nothing to stop.
+# What a `cancel` stops: a siren's activation, an area broadcast (a cell broadcast is withdrawn).
+STOPPABLE = "((kind = 'siren' AND command = 'activate') OR command = 'broadcast')"
+# A siren or a broadcast that never started (cancelled, expired) has nothing to stop.
 SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
-    CAST($2 AS {{time}}), {priority.SIREN} FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
+    CAST($2 AS {{time}}), {priority.SIREN} FROM deliveries WHERE alert_id = $1 AND {STOPPABLE}
     AND state NOT IN ('cancelled', 'expired') AND target NOT IN (SELECT value FROM {{each}}($3))
     ON CONFLICT DO NOTHING"""
-# A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
+# A `cancel` waits for what it stops to settle, so that it never overtakes it on the wire.
 SIREN_WAITS = f"""d.command = 'cancel' AND EXISTS (SELECT 1 FROM deliveries s WHERE s.alert_id = d.alert_id
-    AND s.channel = d.channel AND s.target = d.target AND s.command = 'activate' AND s.state IN {OPEN})"""
+    AND s.channel = d.channel AND s.target = d.target AND s.command IN ('activate', 'broadcast')
+    AND s.state IN {OPEN})"""
+# A broadcast's `cancel` deletes the CBC's message of its identifier, whoever broadcast it: only one
+# whose broadcast went out may go (a failed one may have failed for another alert holding it).
+UNBROADCAST = f"""d.command = 'cancel' AND d.kind <> 'siren' AND NOT EXISTS (SELECT 1 FROM deliveries s
+    WHERE s.alert_id = d.alert_id AND s.channel = d.channel AND s.target = d.target AND s.command = 'broadcast'
+    AND s.state IN {REACHED})"""
 # A pending delivery that may go once due, unless it waits. Not for a cancelled alert, unless it stops a siren.
-CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND d.id NOT IN ({REACH_WAITS}) AND (d.command = 'cancel'
+CLAIMABLE = f"""d.state = 'pending' AND NOT ({SIREN_WAITS}) AND NOT ({UNBROADCAST}) AND d.id NOT IN ({REACH_WAITS})
+    AND (d.command = 'cancel'
     OR NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.state IN {STOPPED}))"""
+# ... and once the broadcast settled without going out, nothing is to be withdrawn.
+UNBROADCAST_DONE = f"""UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = $1
+    WHERE id IN (SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND NOT ({SIREN_WAITS}) AND {UNBROADCAST})"""
 DUE = f"d.next_at <= $2 AND {CLAIMABLE}"
 # A lapsed lease is claimed whatever its alert: the dispatcher settles a cancelled one without sending.
 LAPSED = "d.state = 'sending' AND d.lease_until <= $2"

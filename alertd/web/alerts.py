@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -149,33 +149,39 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
     body = await request.read()
     new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=web_mod.now(request))
     kinds = request.app[web_mod.DISPATCHER].kinds()
-    alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new)
+    broadcast = {kinds[name] for name in request.app[web_mod.DISPATCHER].broadcasts()}
+    alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new, broadcast)
     alert = identity.signed(token, alert, kept is not None, new["now"], request.app[web_mod.SETTINGS].cap_sent_skew)
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
         raise cap_alert.located(exc) if kept else exc
-    rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER])
+    rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER],
+                              request.app[web_mod.DISPATCHER].broadcasts())
     return Checked(alert, rendered, kept)
 
 
 def _read(
-    body: bytes, is_cap: bool, kinds: dict[str, model.Kind], new: dict[str, Any]
+    body: bytes, is_cap: bool, kinds: dict[str, str], new: dict[str, Any], broadcast: Collection[str] = (),
 ) -> tuple[model.Alert, str | None]:
-    """The alert a body orders, and the CAP document it came as (JSON) if it is CAP (in a reader)."""
+    """The alert a body orders, and the CAP document it came as (JSON) if it is CAP (in a reader).
+    A CAP document that names no channels goes over every configured kind but the `broadcast`
+    ones: one message to every phone of a network is asked for by name."""
     if not is_cap:
-        return orders.to_alert(orders.parse(body, new["now"]), **new), None
+        return orders.to_alert(orders.parse(body, new["now"]), kinds=kinds, **new), None
     doc = cap.parse(body, cap_alert.LIMITS)
-    configured = set(kinds.values())
-    alert = cap_alert.to_alert(doc, kinds=[k for k in model.Kind if k in configured], **new)
+    configured = dict.fromkeys(kinds.values())  # the built-ins first, in their order
+    ordered = [k for k in model.Kind if k in configured] + [k for k in configured if k not in list(model.Kind)]
+    alert = cap_alert.to_alert(doc, kinds=ordered, defaults=[k for k in ordered if k not in broadcast], **new)
     return alert, json.dumps(doc.to_json())
 
 
-def _check(token: model.Token, alert: model.Alert, kinds: dict[str, model.Kind],
-           renderer: render.Renderer) -> list[render.Rendered]:
-    """Authorise the area (GEOS against the jurisdiction), route and render every message."""
+def _check(token: model.Token, alert: model.Alert, kinds: dict[str, str], renderer: render.Renderer,
+           broadcasts: dict[str, tuple[str, ...]]) -> list[render.Rendered]:
+    """Authorise the area (GEOS against the jurisdiction), route (no broadcast beyond the area)
+    and render every message."""
     auth.check_area(token, alert.area)
-    planner.routes(alert, kinds)
+    planner.check_broadcasts(alert, planner.routes(alert, kinds), broadcasts)
     return render.check_order(renderer, alert)
 
 

@@ -48,14 +48,15 @@ async def _cancel_of_own(request: web.Request, caller: people.Caller, alert: mod
 async def _reach(request: web.Request, alert: model.Alert) -> dict[str, int]:
     dispatcher = request.app[web_mod.DISPATCHER]
     route = planner.routes(alert, dispatcher.kinds())
-    return await planner.reach(request.app[web_mod.STORE], alert, route, dispatcher.settings.test_recipients)
+    return await planner.reach(request.app[web_mod.STORE], alert, route, dispatcher.settings.test_recipients,
+                               dispatcher.broadcasts())
 
 
 async def _render(request: web.Request, caller: people.Caller, alert: model.Alert) -> list[render.Rendered]:
     """Every message of the alert, rendered now, after the order's checks of its area and channels."""
     kinds = request.app[web_mod.DISPATCHER].kinds()
     return await alerts.off_loop(_weight(alert.area), alerts._check, caller, alert, kinds,
-                                 request.app[web_mod.RENDERER])
+                                 request.app[web_mod.RENDERER], request.app[web_mod.DISPATCHER].broadcasts())
 
 
 async def _fresh(request: web.Request, caller: people.Caller, alert: model.Alert) -> model.Approval:
@@ -220,7 +221,8 @@ def _cancel_order(caller: people.Caller, alert: model.Alert, now) -> model.Alert
     cancel = model.Alert(
         id=new_id, identifier=new_id, sender=caller.sender, sent=now, status=alert.status, event=alert.event,
         urgency=alert.urgency, severity=alert.severity, certainty=alert.certainty, area=model.Area(),
-        channels=alert.channels, msg_type=model.MsgType.CANCEL, cell=caller.cell, cell_name=caller.cell_name,
+        channels=alert.channels, via=alert.via, msg_type=model.MsgType.CANCEL, cell=caller.cell,
+        cell_name=caller.cell_name,
         references=(model.Reference(alert.sender, alert.identifier, alert.sent, alert.id),),
         created_by=caller.user, token_id=caller.id, state=model.AlertState.AWAITING_APPROVAL, category=alert.category,
     )

@@ -12,16 +12,16 @@ async def forecast(request: web.Request, alert: model.Alert) -> estimate.Estimat
     dispatcher = request.app[web_mod.DISPATCHER]
     route = planner.routes(alert, dispatcher.kinds())
     reached = await planner.reach_by_locale(request.app[web_mod.STORE], alert, route,
-                                            dispatcher.settings.test_recipients)
+                                            dispatcher.settings.test_recipients, dispatcher.broadcasts())
     planned = [
         estimate.Planned(kind, dispatcher.settings.paces.get(route[kind], config.Pace()),
-                         _groups(request, alert, kind, reached[kind.value]))
+                         _groups(request, alert, kind, reached[str(kind)]))
         for kind in alert.channels
     ]
     return estimate.estimate(planned, web_mod.now(request), alert.expires)
 
 
-def _groups(request: web.Request, alert: model.Alert, kind: model.Kind, by_locale: dict[str, int]
+def _groups(request: web.Request, alert: model.Alert, kind: str, by_locale: dict[str, int]
             ) -> tuple[estimate.Group, ...]:
     if kind is not model.Kind.SMS:
         return tuple(estimate.Group(n) for n in by_locale.values())

@@ -26,6 +26,8 @@ Time = Annotated[
     pydantic.WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 Point = tuple[float, float]  # [lat, lon]
+# A channel's kind: a built-in (`model.Kind`) or a plugin's own (`voice`), as the order names it.
+KindName = Annotated[str, Field(pattern=model.KIND_PATTERN, examples=[k.value for k in model.Kind])]
 
 
 class View(pydantic.BaseModel):
@@ -154,7 +156,9 @@ class Alert(View):
     certainty: str
     expires: Time | None
     area: AlertArea
-    channels: list[model.Kind]
+    channels: list[KindName]
+    via: list[str] = Field(description="The configured channels the order named by name, for those of its kinds "
+                           "(the others go by the first channel of their kind).")
     template: str | None
     params: dict[str, Any]
     texts: dict[str, AlertText]
@@ -247,7 +251,7 @@ class Estimate(View):
 
     @classmethod
     def of(cls, value: estimate.Estimate) -> Self:  # type: ignore[override]
-        return cls(channels={line.kind.value: Forecast.of(line) for line in value.lines},
+        return cls(channels={str(line.kind): Forecast.of(line) for line in value.lines},
                    warnings=[Caveat.of(w) for w in value.warnings])
 
 
@@ -262,7 +266,7 @@ class Delivery(View):
 
     id: int
     channel: str = Field(description="The configured channel's name.")
-    kind: model.Kind
+    kind: KindName
     target: str = Field(description="Recipient id, siren id or topic.")
     address: str = Field(description="Masked phone number or push token; siren id.")
     locale: str
@@ -278,7 +282,7 @@ class Delivery(View):
     @classmethod
     def _masked(cls, address: str, info: pydantic.ValidationInfo) -> str:
         """A person's phone number or push token is never shown whole."""
-        return address if info.data.get("kind") is model.Kind.SIREN else model.mask(address)
+        return address if info.data.get("kind") == model.Kind.SIREN else model.mask(address)
 
 
 class DeliveryPage(View):
@@ -356,7 +360,7 @@ class Readiness(View):
     ready: bool
     problems: list[str] = Field(description="Why not ready.")
     queue: int | None = Field(description="Deliveries pending or on the wire; null if the store does not answer.")
-    channels: dict[str, model.Kind] = Field(description="Each configured channel's kind, by name.")
+    channels: dict[str, KindName] = Field(description="Each configured channel's kind, by name.")
 
 
 class Alive(View):
