@@ -86,6 +86,13 @@ class Dispatcher:
     def kinds(self) -> dict[str, model.Kind]:
         return {name: ch.kind for name, ch in self.channels.items()}
 
+    def refuses_topics(self, alert: model.Alert) -> bool:
+        """Whether the alert asks for zone topics of a push channel that sends to none (`channels.Topics`)."""
+        if not alert.topics or model.Kind.PUSH not in alert.channels:
+            return False
+        channel = self.channels[planner.routes(alert, self.kinds())[model.Kind.PUSH]]
+        return not (isinstance(channel, channels_mod.Topics) and channel.sends_topics)
+
     def submit(self, alert: model.Alert) -> asyncio.Task:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
         if alert.id in self._planning:
@@ -100,6 +107,8 @@ class Dispatcher:
     async def _plan(self, alert: model.Alert, nth: int) -> None:
         try:
             route = planner.routes(alert, self.kinds())
+            if self.refuses_topics(alert):  # refused at the order; one stored before is planned without
+                alert = dataclasses.replace(alert, topics=False)
             # A cancel first: it stops what a flood may have started.
             async with self._gate.turn((alert.msg_type is not model.MsgType.CANCEL, priority.share(nth))):
                 await planner.plan(
@@ -139,7 +148,7 @@ class Dispatcher:
         sends from other processes (`channels.remote`) drops the messages it was handed and had not
         begun. In-process channels have begun every call they were handed."""
         self.cancel(alert_id)
-        await asyncio.gather(*(ch.halt(alert_id) for ch in self.channels.values() if hasattr(ch, "halt")))
+        await asyncio.gather(*(ch.halt(alert_id) for ch in self.channels.values() if isinstance(ch, channels_mod.Halts)))
 
     def notice(self, payload: str) -> None:
         """A notice from another instance sharing the store: a channel's name when it planned work
@@ -181,7 +190,7 @@ class Dispatcher:
         if isinstance(result, errors.Halted):  # a channel dropped it for the cancel (`halt`)
             return model.Outcome(delivery.id, model.State.CANCELLED)
         self.metrics.sent(delivery.channel, alert, time.monotonic() - started, result, self.clock())
-        if getattr(result, "dead_address", False):
+        if dead(channel, result):
             await self._forget(delivery.address)
         return self._outcome(delivery, result, alert, self.clock())
 
@@ -315,11 +324,11 @@ class Dispatcher:
             log.info("all-clears not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
-            if ack_timeout := getattr(channel, "ack_timeout", None):
+            if isinstance(channel, channels_mod.Acknowledges) and (ack_timeout := channel.ack_timeout):
                 for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):
                     log.warning("siren failed to sound", alert_id=d.alert_id, siren_id=d.target, error=d.last_error)
                     self.metrics.failed_later(name, "no_ack")
-            if silence := getattr(channel, "heartbeat_timeout", None):
+            if isinstance(channel, channels_mod.Heartbeats) and (silence := channel.heartbeat_timeout):
                 for siren_id in await self.store.newly_silent(now - dt.timedelta(seconds=silence)):
                     log.warning("siren silent", siren_id=siren_id, seconds=silence)
         for alert_id in await self.store.complete_settled():
@@ -345,6 +354,12 @@ class Dispatcher:
             if not due or advance is None:
                 return
             advance(min(due))
+
+
+def dead(channel: channels_mod.Channel, result: model.Receipt | errors.DeliveryError) -> bool:
+    """Whether the send's answer says the address is dead for good (`channels.DeadAddresses`)."""
+    return (isinstance(channel, channels_mod.DeadAddresses) and channel.reports_dead_addresses
+            and isinstance(result, errors.Permanent) and result.dead_address)
 
 
 class Lane:

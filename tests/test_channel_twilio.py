@@ -190,7 +190,7 @@ async def receiver():
         return web.Response(status=204)
 
     app = web.Application()
-    app.router.add_post("/v1/receipts/twilio", handle)
+    app.router.add_post("/v1/receipts/sms", handle)  # the channel's own path: its name
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -218,7 +218,7 @@ async def test_status_callbacks_are_signed_and_reach_the_receipts_url(fakes_url,
     finally:
         await chan.close()
     [received] = await fake.received()
-    assert received["status_callback"] == public_url + "v1/receipts/twilio"
+    assert received["status_callback"] == public_url + "v1/receipts/sms"
     first, second = await next_callback(calls), await next_callback(calls)
     assert [form["MessageStatus"] for form, _ in (first, second)] == ["sent", "delivered"]
     assert all(valid for _, valid in (first, second))

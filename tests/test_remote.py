@@ -14,9 +14,11 @@ import os
 import pathlib
 import signal
 import sys
+import urllib.parse
 
 import pytest
 from aiohttp import test_utils
+from twilio import request_validator
 
 from alertd import app as app_mod, channels, config, demo, errors, model, testing
 from alertd.channels import remote
@@ -333,14 +335,28 @@ async def test_sending_processes_share_the_push_quota_not_multiply_it(fakes_url)
     assert sum(a - arrived[0] < 0.5 for a in arrived) <= 16
 
 
-def test_a_remote_channel_lends_its_settings_not_its_methods(fakes_url):
+def test_a_remote_channel_declares_its_plugins_abilities_not_its_other_attributes(fakes_url):
     chan = remote.Remote("fcm", fcm_settings(fakes_url) | {"max_concurrency": 7}, context("push"), 2)
-    with pytest.raises(AttributeError):  # it would run on a client the daemon never started
-        getattr(chan, "send_batch")
-    assert not hasattr(chan, "send_batch")
     assert (chan.kind, chan.concurrency) == (model.Kind.PUSH, 7)
-    assert (chan.project_id, chan.timeout) == ("alertd-test", 5.0)  # FCMPush's, from the settings
+    assert isinstance(chan, channels.Topics) and isinstance(chan, channels.DeadAddresses)  # FCMPush's
+    assert isinstance(chan, channels.Halts) and not isinstance(chan, channels.Receipts)
+    assert not hasattr(chan, "project_id") and not hasattr(chan, "send_batch")  # nothing looked up by name
     assert [c.proc for c in chan.children] == [None, None]  # none of this started a process
+
+
+async def test_a_remote_channel_verifies_its_receipts_in_the_daemon(fakes_url):
+    """Twilio's callbacks reach the daemon: the plugin built there checks them, with no process."""
+    chan = remote.Remote("twilio", twilio_settings(fakes_url), context("sms"), 1)
+    assert isinstance(chan, channels.Receipts) and chan.receipt_alias == "twilio"
+    url, form = "http://127.0.0.1:9/v1/receipts/sms", {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    token = twilio_settings(fakes_url)["auth_token"]
+    signature = request_validator.RequestValidator(token).compute_signature(url, form)
+    body = urllib.parse.urlencode(form).encode()
+    good = channels.Callback(url, {"x-twilio-signature": signature}, body, "application/x-www-form-urlencoded")
+    assert await chan.receipt(good) == [channels.Status("SM1", model.State.DELIVERED)]
+    with pytest.raises(errors.Forbidden):
+        await chan.receipt(dataclasses.replace(good, headers={"x-twilio-signature": "forged"}))
+    assert [c.proc for c in chan.children] == [None]
 
 
 # -- results crossing the pipe ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import datetime as dt
 
 from aiohttp import web
 
-from alertd import auth, model, web as web_mod
+from alertd import auth, channels as channels_mod, model, web as web_mod
 from alertd.store import sirens as siren_store
 from alertd.web import alerts
 
@@ -38,8 +38,8 @@ def siren_json(siren: siren_store.SirenState, last: model.Delivery | None) -> di
 
 def stale_after(app: web.Application) -> dt.timedelta | None:
     """How long a siren may stay silent: the siren channels' heartbeat timeout (None: no heartbeats)."""
-    timeouts = [getattr(ch, "heartbeat_timeout", None) for ch in app[web_mod.DISPATCHER].channels.values()]
-    known = [t for t in timeouts if t]
+    channels = app[web_mod.DISPATCHER].channels.values()
+    known = [ch.heartbeat_timeout for ch in channels if isinstance(ch, channels_mod.Heartbeats) and ch.heartbeat_timeout]
     return dt.timedelta(seconds=min(known)) if known else None
 
 
