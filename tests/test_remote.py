@@ -42,6 +42,13 @@ def context(name: str) -> channels.Context:
     return channels.Context(public_url="http://127.0.0.1:9", name=name)
 
 
+def callback(form: dict[str, str], url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
+    """A status callback as Twilio would sign it with `TOKEN`."""
+    signature = request_validator.RequestValidator(TOKEN).compute_signature(url, form)
+    body = urllib.parse.urlencode(form).encode()
+    return channels.Callback(url, {"x-twilio-signature": signature}, body, "application/x-www-form-urlencoded")
+
+
 @contextlib.asynccontextmanager
 async def running(plugin: str, settings: dict, name: str, processes: int = 1):
     chan = remote.Remote(plugin, settings, context(name), processes)
@@ -73,8 +80,20 @@ async def twilio(fakes_url):
 class TestTwilioContract(testing.ChannelContract):
     @pytest.fixture
     async def channel(self, fakes_url):
-        async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        async with running("twilio", twilio_settings(fakes_url) | {"timeout": 1}, "sms") as chan:
             yield chan
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def secrets(self):
+        return [TOKEN]
+
+    @pytest.fixture
+    def delivered_callback(self):
+        return lambda sid: callback({"MessageSid": sid, "MessageStatus": "delivered"})
 
     @pytest.fixture
     def fake(self, fakes_url):
@@ -91,8 +110,16 @@ class TestTwilioContract(testing.ChannelContract):
 class TestFCMContract(testing.ChannelContract):
     @pytest.fixture
     async def channel(self, fakes_url):
-        async with running("fcm", fcm_settings(fakes_url), "push") as chan:
+        async with running("fcm", fcm_settings(fakes_url) | {"timeout": 1}, "push") as chan:
             yield chan
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def dead_address_failure(self):
+        return {"status": 404, "code": "UNREGISTERED"}
 
     @pytest.fixture
     def fake(self, fakes_url):
@@ -348,11 +375,7 @@ async def test_a_remote_channel_verifies_its_receipts_in_the_daemon(fakes_url):
     """Twilio's callbacks reach the daemon: the plugin built there checks them, with no process."""
     chan = remote.Remote("twilio", twilio_settings(fakes_url), context("sms"), 1)
     assert isinstance(chan, channels.Receipts) and chan.receipt_alias == "twilio"
-    url, form = "http://127.0.0.1:9/v1/receipts/sms", {"MessageSid": "SM1", "MessageStatus": "delivered"}
-    token = twilio_settings(fakes_url)["auth_token"]
-    signature = request_validator.RequestValidator(token).compute_signature(url, form)
-    body = urllib.parse.urlencode(form).encode()
-    good = channels.Callback(url, {"x-twilio-signature": signature}, body, "application/x-www-form-urlencoded")
+    good = callback({"MessageSid": "SM1", "MessageStatus": "delivered"})
     assert await chan.receipt(good) == [channels.Status("SM1", model.State.DELIVERED)]
     with pytest.raises(errors.Forbidden):
         await chan.receipt(dataclasses.replace(good, headers={"x-twilio-signature": "forged"}))
