@@ -7,8 +7,9 @@ optional voice text. The delivery id travels as the gateway's idempotency key (`
 a delivery sent twice (at-least-once dispatch) does not sound a siren twice. The gateway's
 ``command_id`` is the delivery's provider id.
 
-The gateway reports back to ``POST /v1/receipts/siren`` (`alertd.web.receipts`): acknowledgements
-of commands and heartbeats, authenticated by this channel's ``receipt_token``, and only for its own
+The gateway reports back to ``POST /v1/receipts/siren`` (or ``/v1/receipts/<the channel's name>``;
+`receipt` reads and verifies, `alertd.web.receipts` acts): acknowledgements of commands and
+heartbeats, authenticated by this channel's ``receipt_token``, and only for its own
 sirens: an ack for a command this channel sent, a heartbeat for a siren it serves (`gateways_of`:
 the sirens of its ``zones``; without ``zones``, those no other siren channel claims). Both are
 opt-in, since a gateway that sends neither must not see every siren fail or fall silent:

@@ -3,6 +3,10 @@
 Configuration: ``account_sid``, ``auth_token``, ``from`` or ``messaging_service_sid``, optional
 ``base_url`` (another address for the API, e.g. the fake), ``timeout`` (s, default 10),
 ``max_concurrency`` (default 100), ``status_callback = false`` to ask for no status callbacks.
+
+Twilio posts each message's status to ``/v1/receipts/<the channel's name>`` (the older
+``/v1/receipts/twilio`` still works); `TwilioSMS.receipt` checks the signature with this channel's
+auth token and maps the status (`channels.Receipts`).
 """
 
 from __future__ import annotations
