@@ -148,7 +148,8 @@ class Dispatcher:
         sends from other processes (`channels.remote`) drops the messages it was handed and had not
         begun. In-process channels have begun every call they were handed."""
         self.cancel(alert_id)
-        await asyncio.gather(*(ch.halt(alert_id) for ch in self.channels.values() if isinstance(ch, channels_mod.Halts)))
+        halting = [ch for ch in self.channels.values() if isinstance(ch, channels_mod.Halts)]
+        await asyncio.gather(*(ch.halt(alert_id) for ch in halting))
 
     def notice(self, payload: str) -> None:
         """A notice from another instance sharing the store: a channel's name when it planned work
@@ -358,8 +359,9 @@ class Dispatcher:
 
 def dead(channel: channels_mod.Channel, result: model.Receipt | errors.DeliveryError) -> bool:
     """Whether the send's answer says the address is dead for good (`channels.DeadAddresses`)."""
-    return (isinstance(channel, channels_mod.DeadAddresses) and channel.reports_dead_addresses
-            and isinstance(result, errors.Permanent) and result.dead_address)
+    # The answer first: it is cheap, and rarely says so; a protocol check is not (every send asks).
+    return (isinstance(result, errors.Permanent) and result.dead_address
+            and isinstance(channel, channels_mod.DeadAddresses) and channel.reports_dead_addresses)
 
 
 class Lane:

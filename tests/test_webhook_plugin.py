@@ -83,7 +83,8 @@ async def daemon(request, installed, tmp_path, fakes_url, gateway, pg_schema_url
     store = pg_schema_url if request.param == "postgresql" else f"sqlite:///{tmp_path / 'alertd.db'}"
     toml = demo.config_toml(port, store, fakes_url)
     twilio = toml[toml.index("[channels.sms]"):toml.index("[channels.push]")]
-    sms = f'[channels.sms]\nplugin = "hook-sms"\napi_key = "{API_KEY}"\nsigning_secret = "{SECRET}"\nbase_url = "{gateway}"\n\n'
+    sms = (f'[channels.sms]\nplugin = "hook-sms"\napi_key = "{API_KEY}"\nsigning_secret = "{SECRET}"\n'
+           f'base_url = "{gateway}"\n\n')
     path = tmp_path / "alertd.toml"
     path.write_text(toml.replace(twilio, sms))
     cfg = config.load(str(path), env={})
@@ -122,7 +123,8 @@ async def test_a_forged_report_changes_nothing(daemon, gateway):
     [first, *_] = await testing.FakeControl(gateway, "webhook").received()
     body = json.dumps({"id": first["id"], "status": "delivered"}).encode()
     for headers, status in (({}, 401), ({webhook.SIGNATURE: "0" * 64}, 403)):
-        resp = await daemon.client.post("/v1/receipts/sms", data=body, headers=headers | {"Content-Type": "application/json"})
+        headers |= {"Content-Type": "application/json"}
+        resp = await daemon.client.post("/v1/receipts/sms", data=body, headers=headers)
         assert resp.status == status and (await resp.json())["field"] == webhook.SIGNATURE
     assert (await daemon.status(alert["id"]))["counts"]["sms"]["delivered"] == 0
 

@@ -372,7 +372,8 @@ def _report(item: AckIn | HeartbeatIn, prefix: str) -> channels.Report:
     if isinstance(item, HeartbeatIn):
         return model.Heartbeat(**item.model_dump(exclude={"type"}), field=prefix)
     why = f"siren {item.siren_id} {item.result}: {item.reason or 'no reason given'}"
-    error = {"failed": errors.Permanent(why, code="failed"), "busy": errors.Transient(why, code="busy")}.get(item.result)
+    errors_of = {"failed": errors.Permanent(why, code="failed"), "busy": errors.Transient(why, code="busy")}
+    error = errors_of.get(item.result)
     state = model.State.DELIVERED if item.result == "activated" else model.State.FAILED
     return channels.Status(item.command_id, state, error, delivery_id=item.request_id, target=item.siren_id,
                            at=item.at, word=item.result, field=prefix)

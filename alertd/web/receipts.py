@@ -129,7 +129,8 @@ async def commands(
     """The deliveries the reports name, by delivery id; `errors.Invalid` when a siren is unknown, a
     heartbeat is for a siren this channel does not serve, or a status names no delivery of this
     channel to its target."""
-    sirens = {s.id: s for s in await store.list_sirens()} if any(isinstance(r, model.Heartbeat) for r in reports) else {}
+    beats = any(isinstance(r, model.Heartbeat) for r in reports)
+    sirens = {s.id: s for s in await store.list_sirens()} if beats else {}
     found, problems = {}, []
     for report in reports:
         if isinstance(report, model.Heartbeat):

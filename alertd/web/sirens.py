@@ -39,7 +39,8 @@ def siren_json(siren: siren_store.SirenState, last: model.Delivery | None) -> di
 def stale_after(app: web.Application) -> dt.timedelta | None:
     """How long a siren may stay silent: the siren channels' heartbeat timeout (None: no heartbeats)."""
     channels = app[web_mod.DISPATCHER].channels.values()
-    known = [ch.heartbeat_timeout for ch in channels if isinstance(ch, channels_mod.Heartbeats) and ch.heartbeat_timeout]
+    beating = [ch for ch in channels if isinstance(ch, channels_mod.Heartbeats)]
+    known = [ch.heartbeat_timeout for ch in beating if ch.heartbeat_timeout]
     return dt.timedelta(seconds=min(known)) if known else None
 
 
