@@ -66,8 +66,8 @@ class TestSirenContract(testing.ChannelContract):
             body = {"type": "ack", "command_id": command_id, "siren_id": "siren-75056-1", "request_id": "1",
                     "result": "activated", "at": "2026-11-26T10:00:00Z"}
             headers = {"authorization": f"Bearer {RECEIPT_TOKEN}"}
-            return channels.Callback("http://127.0.0.1/v1/receipts/siren", headers, json.dumps(body).encode(),
-                                     "application/json")
+            return channels.Callback.of("http://127.0.0.1/v1/receipts/siren", headers, json.dumps(body).encode(),
+                                        "application/json")
         return ack
 
     def address(self, i: int) -> str:

@@ -46,7 +46,7 @@ def sms(to: str, body: str = "Mise à l'abri immédiate") -> model.Message:
 def signed_callback(form: dict[str, str], url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
     signature = request_validator.RequestValidator(TOKEN).compute_signature(url, form)
     body = urllib.parse.urlencode(form).encode()
-    return channels.Callback(url, {"x-twilio-signature": signature}, body, twilio_sms.FORM)
+    return channels.Callback.of(url, {"X-Twilio-Signature": signature}, body, twilio_sms.FORM)
 
 
 class TestContract(testing.ChannelContract):

@@ -46,7 +46,7 @@ def callback(form: dict[str, str], url: str = "http://127.0.0.1:9/v1/receipts/sm
     """A status callback as Twilio would sign it with `TOKEN`."""
     signature = request_validator.RequestValidator(TOKEN).compute_signature(url, form)
     body = urllib.parse.urlencode(form).encode()
-    return channels.Callback(url, {"x-twilio-signature": signature}, body, "application/x-www-form-urlencoded")
+    return channels.Callback.of(url, {"X-Twilio-Signature": signature}, body, "application/x-www-form-urlencoded")
 
 
 @contextlib.asynccontextmanager

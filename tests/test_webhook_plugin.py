@@ -31,7 +31,7 @@ def settings(url: str, **more) -> dict:
 
 def signed(report: dict, url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
     body = json.dumps(report).encode()
-    return channels.Callback(url, {webhook.SIGNATURE.lower(): webhook.sign(SECRET, body)}, body, "application/json")
+    return channels.Callback.of(url, {webhook.SIGNATURE: webhook.sign(SECRET, body)}, body, "application/json")
 
 
 class TestWebhookContract(testing.ChannelContract):

@@ -77,12 +77,13 @@ class Webhook(channels.Base):
         signature = callback.header(SIGNATURE)
         if not signature:
             raise errors.Unauthenticated("the gateway signs its reports", field=SIGNATURE)
-        if not hmac.compare_digest(signature, sign(self._secret, callback.body)):
+        body = await callback.read()
+        if not hmac.compare_digest(signature, sign(self._secret, body)):
             raise errors.Forbidden("the signature does not match", field=SIGNATURE)
         if callback.content_type != "application/json":
             raise errors.UnsupportedMediaType("the gateway posts application/json", field="Content-Type")
         try:
-            report = json.loads(callback.body)
+            report = json.loads(body)
             provider_id, state = str(report["id"]), STATES[report["status"]]
         except (ValueError, KeyError, TypeError):
             raise errors.BadRequest("a report is {\"id\", \"status\"}", field="body") from None

@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import email.utils
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from alertd import errors, model
@@ -72,9 +72,19 @@ class Callback:
 
     url: str  # as the provider called it: alertd's public URL with the path and query
     headers: Mapping[str, str]  # names in lower case
-    body: bytes
     content_type: str  # lower case, without parameters
-    charset: str | None = None
+    charset: str | None
+    # The body, read when called: a channel that can tell its provider by the headers alone reads
+    # nothing of what a stranger posts (a body too large is then 413 for its provider only).
+    read: Callable[[], Awaitable[bytes]]
+
+    @classmethod
+    def of(cls, url: str, headers: Mapping[str, str], body: bytes, content_type: str,
+           charset: str | None = None) -> Callback:
+        """A callback whose body is already read."""
+        async def read() -> bytes:
+            return body
+        return cls(url, {k.lower(): v for k, v in headers.items()}, content_type, charset, read)
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")

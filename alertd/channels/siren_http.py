@@ -204,7 +204,7 @@ class SirenHTTP(channels.Base):
             raise errors.Unauthenticated("A siren gateway's receipt token is required.", field="Authorization")
         if not self.accepts_receipt(token):
             raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
-        return [_report(item, prefix) for prefix, item in parse(callback.body)]
+        return [_report(item, prefix) for prefix, item in parse(await callback.read())]
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(

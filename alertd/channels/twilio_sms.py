@@ -158,7 +158,7 @@ class TwilioSMS(channels.Base):
     async def receipt(self, callback: channels.Callback) -> list[channels.Report]:
         """A status callback (`channels.Receipts`): signed with this account's auth token over the
         URL Twilio called, else 403 and nothing of it is taken."""
-        form = read_form(callback)
+        form = await read_form(callback)
         signature = callback.header("X-Twilio-Signature")
         validator = request_validator.RequestValidator(str(self.config.get("auth_token", "")))
         if not (signature and validator.validate(callback.url, form, signature)):
@@ -183,12 +183,13 @@ class TwilioSMS(channels.Base):
         return error
 
 
-def read_form(callback: channels.Callback) -> dict[str, str]:
+async def read_form(callback: channels.Callback) -> dict[str, str]:
     """The callback's form, or a 4xx naming what cannot be read."""
     if callback.content_type != FORM:
         raise errors.UnsupportedMediaType(f"a Twilio callback is {FORM}", field="Content-Type")
+    body = await callback.read()
     try:
-        text = callback.body.decode(callback.charset or "utf-8")
+        text = body.decode(callback.charset or "utf-8")
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=callback.charset or "utf-8")
     except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
         raise errors.BadRequest(f"the body cannot be read as a form: {exc}", field="body") from None

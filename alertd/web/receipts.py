@@ -38,12 +38,12 @@ def _refused(request: web.Request, why: str) -> None:
     request.app[web_mod.RECEIPTS_REFUSED].add(why, request.remote)
 
 
-async def callback(request: web.Request) -> channels_mod.Callback:
-    """The request as a channel reads it (a body too large is aiohttp's 413)."""
+def callback(request: web.Request) -> channels_mod.Callback:
+    """The request as a channel reads it (a body too large is aiohttp's 413; read once, kept)."""
     # Behind a proxy the URL the provider called is the public one, not the one we were reached at.
     url = request.app[web_mod.SETTINGS].public_url.rstrip("/") + request.rel_url.path_qs
     headers = {name.lower(): value for name, value in request.headers.items()}
-    return channels_mod.Callback(url, headers, await request.read(), request.content_type, request.charset)
+    return channels_mod.Callback(url, headers, request.content_type, request.charset, request.read)
 
 
 async def _verified(request: web.Request, name: str, channel: channels_mod.Receipts,
@@ -66,7 +66,7 @@ async def by_alias(request: web.Request) -> web.Response:
               if isinstance(ch, channels_mod.Receipts) and ch.receipt_alias == alias}
     if not takers:
         raise errors.NotFound(f"No configured channel takes receipts at {request.path}.", field="channel")
-    cb, refusals = await callback(request), []
+    cb, refusals = callback(request), []
     for name, channel in takers.items():
         try:
             return await _take(request, name, await _verified(request, name, channel, cb))
@@ -84,7 +84,7 @@ async def by_name(request: web.Request) -> web.Response:
         raise errors.NotFound(f"No configured channel is named {name!r}.", field="channel")
     if not isinstance(channel, channels_mod.Receipts):
         raise errors.NotFound(f"The channel {name!r} takes no receipts.", field="channel")
-    return await _take(request, name, await _verified(request, name, channel, await callback(request)))
+    return await _take(request, name, await _verified(request, name, channel, callback(request)))
 
 
 def _channels(request: web.Request) -> Mapping[str, channels_mod.Channel]:
