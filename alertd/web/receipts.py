@@ -69,9 +69,11 @@ async def by_alias(request: web.Request) -> web.Response:
     cb, refusals = callback(request), []
     for name, channel in takers.items():
         try:
-            return await _take(request, name, await _verified(request, name, channel, cb))
-        except (errors.Unauthenticated, errors.Forbidden) as exc:
+            reports = await _verified(request, name, channel, cb)
+        except (errors.Unauthenticated, errors.Forbidden) as exc:  # not this one's provider
             refusals.append(exc)
+            continue
+        return await _take(request, name, reports)
     raise refusals[0]
 
 
