@@ -80,10 +80,6 @@ def build_dispatcher(
     )
 
 
-def twilio_tokens(cfg: config_mod.Config) -> tuple[str, ...]:
-    return tuple(s.settings.auth_token.get_secret_value() for s in cfg.channels.values() if s.plugin == "twilio")
-
-
 def build(
     cfg: config_mod.Config, *, clock: Callable[[], dt.datetime] = model.utcnow, run_workers: bool = True
 ) -> web.Application:
@@ -105,7 +101,7 @@ def build(
     app.on_response_prepare.append(web_mod.edges)
     app.on_shutdown.append(_end_streams)  # before the server waits for its handlers to finish
     app[web_mod.SETTINGS] = web_mod.Settings(
-        cfg.server.public_url, twilio_tokens(cfg), max_streams_per_token=cfg.server.max_streams_per_token,
+        cfg.server.public_url, max_streams_per_token=cfg.server.max_streams_per_token,
         cap_sent_skew=dt.timedelta(hours=cfg.alerts.cap_sent_skew_hours),
     )
     app[web_mod.STREAMS] = collections.Counter()

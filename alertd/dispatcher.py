@@ -109,6 +109,13 @@ class Dispatcher:
         """The zones each area channel's one message reaches, by channel name."""
         return {name: ch.zones for name, ch in self.channels.items() if ch.address is model.Address.AREA}
 
+    def refuses_topics(self, alert: model.Alert) -> bool:
+        """Whether the alert asks for zone topics of a push channel that sends to none (`channels.Topics`)."""
+        if not alert.topics or model.Kind.PUSH not in alert.channels:
+            return False
+        channel = self.channels[planner.routes(alert, self.kinds())[model.Kind.PUSH]]
+        return not (isinstance(channel, channels_mod.Topics) and channel.sends_topics)
+
     def submit(self, alert: model.Alert) -> asyncio.Task:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
         if alert.id in self._planning:
@@ -123,6 +130,8 @@ class Dispatcher:
     async def _plan(self, alert: model.Alert, nth: int) -> None:
         try:
             route = planner.routes(alert, self.kinds())
+            if self.refuses_topics(alert):  # refused at the order; one stored before is planned without
+                alert = dataclasses.replace(alert, topics=False)
             # A cancel first: it stops what a flood may have started.
             async with self._gate.turn((alert.msg_type is not model.MsgType.CANCEL, priority.share(nth))):
                 await planner.plan(
@@ -163,7 +172,8 @@ class Dispatcher:
         sends from other processes (`channels.remote`) drops the messages it was handed and had not
         begun. In-process channels have begun every call they were handed."""
         self.cancel(alert_id)
-        await asyncio.gather(*(ch.halt(alert_id) for ch in self.channels.values() if hasattr(ch, "halt")))
+        halting = [ch for ch in self.channels.values() if isinstance(ch, channels_mod.Halts)]
+        await asyncio.gather(*(ch.halt(alert_id) for ch in halting))
 
     def notice(self, payload: str) -> None:
         """A notice from another instance sharing the store: a channel's name when it planned work
@@ -205,7 +215,7 @@ class Dispatcher:
         if isinstance(result, errors.Halted):  # a channel dropped it for the cancel (`halt`)
             return model.Outcome(delivery.id, model.State.CANCELLED)
         self.metrics.sent(delivery.channel, alert, time.monotonic() - started, result, self.clock())
-        if getattr(result, "dead_address", False):
+        if dead(channel, result):
             await self._forget(delivery.address)
         return self._outcome(delivery, result, alert, self.clock())
 
@@ -339,11 +349,11 @@ class Dispatcher:
             log.info("all-clears or withdrawals not owed: the cancelled alert never reached them", deliveries=dropped)
         await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
         for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
-            if ack_timeout := getattr(channel, "ack_timeout", None):
+            if isinstance(channel, channels_mod.Acknowledges) and (ack_timeout := channel.ack_timeout):
                 for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):
                     log.warning("siren failed to sound", alert_id=d.alert_id, siren_id=d.target, error=d.last_error)
                     self.metrics.failed_later(name, "no_ack")
-            if silence := getattr(channel, "heartbeat_timeout", None):
+            if isinstance(channel, channels_mod.Heartbeats) and (silence := channel.heartbeat_timeout):
                 for siren_id in await self.store.newly_silent(now - dt.timedelta(seconds=silence)):
                     log.warning("siren silent", siren_id=siren_id, seconds=silence)
         for alert_id in await self.store.complete_settled():
@@ -369,6 +379,13 @@ class Dispatcher:
             if not due or advance is None:
                 return
             advance(min(due))
+
+
+def dead(channel: channels_mod.Channel, result: model.Receipt | errors.DeliveryError) -> bool:
+    """Whether the send's answer says the address is dead for good (`channels.DeadAddresses`)."""
+    # The answer first: it is cheap, and rarely says so; a protocol check is not (every send asks).
+    return (isinstance(result, errors.Permanent) and result.dead_address
+            and isinstance(channel, channels_mod.DeadAddresses) and channel.reports_dead_addresses)
 
 
 class Lane:

@@ -491,6 +491,19 @@ class Receipt:
 
 
 @dataclasses.dataclass(frozen=True)
+class Heartbeat:
+    """A siren's health as its gateway reported it at `at` (the gateway's clock)."""
+
+    siren_id: str
+    at: dt.datetime
+    mains: bool | None = None  # None: the gateway did not say
+    battery: float | None = None  # charge, 0.0–1.0
+    fault: bool = False
+    sabotage: bool = False
+    field: str = dataclasses.field(default="", compare=False)  # where in the gateway's body, for problems
+
+
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     """What the dispatcher decided for one attempted delivery; the store writes these in bulk."""
 

@@ -216,6 +216,7 @@ def _paths() -> dict[str, Any]:
         "/v1/preview": {"post": _preview()},
         "/v1/subscribers": {"post": _subscribers()},
         "/v1/receipts/twilio": {"post": _twilio_receipts()},
+        "/v1/receipts/{channel}": {"post": _channel_receipts()},
         "/v1/receipts/siren": {"post": {
             "summary": "Siren gateway acknowledgements (activated, failed, busy) and heartbeats (mains, battery, "
             "fault, sabotage); one object or a list. Authenticated by the gateway's own receipt token.",
@@ -362,6 +363,35 @@ def _deliveries() -> dict[str, Any]:
             _query("limit", _page(100), "Page size."),
         ],
     )
+
+
+def _channel_receipts() -> dict[str, Any]:
+    channel = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string"},
+               "description": "A configured channel's name (`[channels.<name>]`) whose plugin takes receipts."}
+    early = _problem_response(
+        "A transient failure reported before its send was recorded: post it again after `Retry-After` seconds.",
+        **{"Retry-After": _header("Seconds to wait.", {"type": "integer", "minimum": 0})},
+    )
+    return {
+        "summary": "A provider's report on what a channel sent (delivered, failed …), read and verified by that "
+        "channel's plugin: a Twilio channel's status callbacks (signed with its auth token), a siren gateway's "
+        "acknowledgements and heartbeats (as `/v1/receipts/siren`, with its receipt token), a third-party plugin's "
+        "own callbacks. Its provider authenticates it, not a bearer token of alertd's.",
+        "parameters": [channel],
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+            "application/json": {"schema": {}},
+        }},
+        "responses": {
+            "204": {"description": "Recorded."}, "400": _problem_response("Malformed; `field` says where."),
+            "401": _problem_response("The provider's credentials are missing."),
+            "403": _problem_response("Not the provider's: a bad signature or another token."),
+            "404": _problem_response("No configured channel of that name, or one that takes no receipts."),
+            "409": early,
+            "415": _problem_response("Not a media type the channel's provider posts."),
+            "422": _problem_response("A field is not valid, or names what this channel did not send or serve."),
+        } | _TOO_LARGE,
+    } | _PUBLIC
 
 
 def _twilio_receipts() -> dict[str, Any]:

@@ -38,8 +38,7 @@ def backoff(policy: Policy, attempts: int, jitter: float) -> float:
 
 
 def describe(error: errors.DeliveryError) -> str:
-    code = getattr(error, "code", None)
-    return f"{code}: {error.message}" if code else error.message
+    return f"{error.code}: {error.message}" if error.code else error.message
 
 
 def decide(
@@ -63,7 +62,7 @@ def decide(
     if delivery.attempts >= policy.max_attempts:
         return GiveUp(model.State.FAILED, f"gave up after {delivery.attempts} attempts: {reason}")
     wait = backoff(policy, delivery.attempts, jitter)
-    retry_after = getattr(error, "retry_after", None)
+    retry_after = error.retry_after if isinstance(error, errors.Transient) else None
     if retry_after is not None:
         wait = max(wait, float(retry_after))
     return _retry_before_expiry(now + dt.timedelta(seconds=wait), expires, reason)

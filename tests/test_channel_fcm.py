@@ -72,6 +72,20 @@ def permanent_failure():
 
 
 class TestContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        channel = await started(fakes_url, timeout=1)
+        yield channel
+        await channel.close()
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def dead_address_failure(self):
+        return {"status": 404, "code": "UNREGISTERED"}
+
     def address(self, i: int) -> str:
         return f"fid-{i:04d}-cHVzaA"
 

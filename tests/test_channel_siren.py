@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 import aiohttp
 import pytest
@@ -13,6 +14,7 @@ from alertd import channels, errors, model, testing
 from alertd.channels import siren_http
 
 TOKEN = "gw-token"
+RECEIPT_TOKEN = "gw-receipt-token-5e1d"
 
 
 def make_channel(fakes_url: str, **config) -> siren_http.SirenHTTP:
@@ -47,6 +49,27 @@ def command(delivery_id: int, to: str, verb: str, body: str = "") -> model.Messa
 
 
 class TestSirenContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        chan = make_channel(fakes_url, timeout=1, receipt_token=RECEIPT_TOKEN, acks=True, heartbeats=True)
+        await chan.start()
+        yield chan
+        await chan.close()
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def delivered_callback(self):
+        def ack(command_id: str) -> channels.Callback:
+            body = {"type": "ack", "command_id": command_id, "siren_id": "siren-75056-1", "request_id": "1",
+                    "result": "activated", "at": "2026-11-26T10:00:00Z"}
+            headers = {"authorization": f"Bearer {RECEIPT_TOKEN}"}
+            return channels.Callback.of("http://127.0.0.1/v1/receipts/siren", headers, json.dumps(body).encode(),
+                                        "application/json")
+        return ack
+
     def address(self, i: int) -> str:
         return f"siren-75056-{i}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 
 import aiohttp
 import pytest
@@ -42,10 +43,31 @@ def sms(to: str, body: str = "Mise à l'abri immédiate") -> model.Message:
     return model.Message(delivery_id=1, alert_id="a-1", kind=model.Kind.SMS, to=to, body=body)
 
 
+def signed_callback(form: dict[str, str], url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
+    signature = request_validator.RequestValidator(TOKEN).compute_signature(url, form)
+    body = urllib.parse.urlencode(form).encode()
+    return channels.Callback.of(url, {"X-Twilio-Signature": signature}, body, twilio_sms.FORM)
+
+
 class TestContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        chan = make_channel(fakes_url, timeout=1)
+        await chan.start()
+        yield chan
+        await chan.close()
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
     @pytest.fixture
     def permanent_failure(self):
         return {"status": 400, "code": 21211}
+
+    @pytest.fixture
+    def delivered_callback(self):
+        return lambda sid: signed_callback({"MessageSid": sid, "MessageStatus": "delivered"})
 
     def address(self, i: int) -> str:
         return f"+3361200{i:04d}"
@@ -190,7 +212,7 @@ async def receiver():
         return web.Response(status=204)
 
     app = web.Application()
-    app.router.add_post("/v1/receipts/twilio", handle)
+    app.router.add_post("/v1/receipts/sms", handle)  # the channel's own path: its name
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -218,7 +240,7 @@ async def test_status_callbacks_are_signed_and_reach_the_receipts_url(fakes_url,
     finally:
         await chan.close()
     [received] = await fake.received()
-    assert received["status_callback"] == public_url + "v1/receipts/twilio"
+    assert received["status_callback"] == public_url + "v1/receipts/sms"
     first, second = await next_callback(calls), await next_callback(calls)
     assert [form["MessageStatus"] for form, _ in (first, second)] == ["sent", "delivered"]
     assert all(valid for _, valid in (first, second))

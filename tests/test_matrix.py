@@ -123,6 +123,7 @@ ROUTES = [
     Route("POST /v1/preview", SENDERS, send=a_order, area=True),
     Route("POST /v1/subscribers", SENDERS, send=subscriber, area=True),
     Route("POST /v1/receipts/twilio", expect=lambda caller: 403, send=twilio_unsigned),  # Twilio signs, or 403
+    Route("POST /v1/receipts/{channel}", expect=lambda caller: 403, send=twilio_unsigned),  # as "sms": Twilio's
     Route("POST /v1/receipts/siren", expect=gateway_only, send=heartbeat),
     Route("POST /v1/alerts", SENDERS, 202, send=a_order, area=True, sends=True),
     Route("POST /v1/alerts/{id}/approve", SENDERS | {Role.APPROVER}, 202, on="new draft", sends=True),
@@ -230,7 +231,7 @@ async def answer(c: Conformance, w: World, route: Route, caller: Caller) -> None
     expected = route.status(caller)
     fresh = route.on == "new draft" and expected < 300  # the others are refused the one draft
     target = await w.new_draft() if fresh else {"alert": w.alert, None: ""}.get(route.on, w.draft)
-    url = path.replace("{id}", target)
+    url = path.replace("{id}", target).replace("{channel}", "sms")
     async with asyncio.timeout(30):
         resp = await c.daemon.client.request(method, url, headers=caller.header, **route.send())
         raw = await resp.read()

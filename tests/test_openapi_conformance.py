@@ -34,6 +34,7 @@ OPENMETRICS = "application/openmetrics-text"
 NOT_EXERCISED = {
     # (method, path, status): why no request here gets that answer
     ("post", "/v1/receipts/siren", "409"): "a `busy` ack racing the send of its own command",
+    ("post", "/v1/receipts/{channel}", "409"): "a `busy` ack racing the send of its own command",
     ("get", "/v1/alerts/{id}/messages", "422"): "a stored alert whose template was removed since",
     ("get", "/v1/alerts/{id}/events", "429"): "tests/test_events.py holds every stream of a token open",
 }
@@ -136,10 +137,10 @@ class Conformance:
         self.seen: set[tuple[str, str, str]] = set()
 
     async def call(self, method: str, path: str, status: int, *, who: str | None = None, id: str = "",
-                   query: str = "", headers: dict | None = None, **kw) -> tuple[Any, Any]:
-        """`method` `path` (a path of the document, `{id}` filled with `id`) answering `status`;
-        the answer, checked, and its body (JSON decoded, or text)."""
-        url = path.replace("{id}", id) + (f"?{query}" if query else "")
+                   channel: str = "sms", query: str = "", headers: dict | None = None, **kw) -> tuple[Any, Any]:
+        """`method` `path` (a path of the document, `{id}` filled with `id`, `{channel}` with
+        `channel`) answering `status`; the answer, checked, and its body (JSON decoded, or text)."""
+        url = path.replace("{id}", id).replace("{channel}", channel) + (f"?{query}" if query else "")
         headers = (self.daemon.headers[who] if who else {}) | (headers or {})
         async with asyncio.timeout(30):
             resp = await self.daemon.client.request(method.upper(), url, headers=headers, **kw)
@@ -257,6 +258,8 @@ async def successes(c: Conformance) -> tuple[str, str]:
     await c.call("get", "/v1/alerts/{id}/deliveries", 200, who="operator", id=alert_id, query="limit=2")
     sms = await (await d.get(f"/v1/alerts/{alert_id}/deliveries?channel=sms")).json()
     await twilio(c, {"MessageSid": sms["deliveries"][0]["provider_id"], "MessageStatus": "delivered"}, 204)
+    sent = {"MessageSid": sms["deliveries"][1]["provider_id"], "MessageStatus": "delivered"}
+    await twilio(c, sent, 204, path="/v1/receipts/{channel}")  # the channel's own path: its name
     beat = {"type": "heartbeat", "siren_id": "siren-paris-1", "at": helpers.START.isoformat()}
     await c.call("post", "/v1/receipts/siren", 204, headers=gateway(), json=beat)
     for path in ("/v1/alerts", "/v1/sirens", "/v1/me"):
@@ -283,9 +286,16 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("get", "/v1/alerts/{id}/deliveries", 400, who="operator", id=alert_id, query="state=lost")
     await c.call("get", "/v1/alerts/{id}/events", 400, who="operator", id=alert_id, headers={"Last-Event-ID": "x"})
     await twilio(c, {"MessageStatus": "delivered"}, 400)
+    await twilio(c, {"MessageStatus": "delivered"}, 400, path="/v1/receipts/{channel}")
+    await c.call("post", "/v1/receipts/{channel}", 401, channel="siren", json={"type": "heartbeat"})
+    for nothing in ("nowhere", "push"):  # no such channel; one whose provider never reports back
+        await c.call("post", "/v1/receipts/{channel}", 404, channel=nothing, data={"MessageSid": "SM0"})
     await c.call("get", "/v1/alerts/{id}.xml", 401, id=draft_id)  # an exercise is not public
     await twilio(c, {"MessageSid": "SM0", "MessageStatus": "delivered"}, 403, signature="forged")
     await c.call("post", "/v1/receipts/twilio", 415, json={"MessageSid": "SM0", "MessageStatus": "delivered"})
+    await c.call("post", "/v1/receipts/{channel}", 415, json={"MessageSid": "SM0", "MessageStatus": "delivered"})
+    await twilio(c, {"MessageSid": "SM0", "MessageStatus": "delivered"}, 403, signature="forged",
+                 path="/v1/receipts/{channel}")
     as_text = {"data": json.dumps(helpers.order()).encode(), "headers": {"Content-Type": "text/plain"}}
     for path, who in (("/v1/alerts", "issuer"), ("/v1/preview", "issuer"), ("/v1/subscribers", "admin")):
         await c.call("post", path, 415, who=who, **as_text)
@@ -319,6 +329,7 @@ async def refusals(c: Conformance, alert_id: str, draft_id: str) -> None:
     await c.call("post", "/v1/alerts/{id}/approve", 422, who="issuer", id=fresh["id"], json={"status": "draft"})
     unknown = {"type": "heartbeat", "siren_id": "siren-nowhere", "at": helpers.START.isoformat()}
     await c.call("post", "/v1/receipts/siren", 422, headers=gateway(), json=unknown)
+    await c.call("post", "/v1/receipts/{channel}", 422, channel="siren", headers=gateway(), json=unknown)
     await too_large(c, fresh["id"])
 
 
@@ -420,10 +431,11 @@ def gateway() -> dict[str, str]:
     return {"Authorization": f"Bearer {demo.RECEIPT_TOKEN}"}
 
 
-async def twilio(c: Conformance, form: dict[str, str], status: int, signature: str = demo.AUTH_TOKEN) -> None:
-    url = str(c.daemon.client.make_url("/v1/receipts/twilio"))
+async def twilio(c: Conformance, form: dict[str, str], status: int, signature: str = demo.AUTH_TOKEN,
+                 path: str = "/v1/receipts/twilio") -> None:
+    url = str(c.daemon.client.make_url(path.replace("{channel}", "sms")))
     signed = request_validator.RequestValidator(signature).compute_signature(url, form)
-    await c.call("post", "/v1/receipts/twilio", status, data=form, headers={"X-Twilio-Signature": signed})
+    await c.call("post", path, status, data=form, headers={"X-Twilio-Signature": signed})
 
 
 # -- the order schema is the validator ---------------------------------------------------------

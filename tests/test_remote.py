@@ -14,9 +14,11 @@ import os
 import pathlib
 import signal
 import sys
+import urllib.parse
 
 import pytest
 from aiohttp import test_utils
+from twilio import request_validator
 
 from alertd import app as app_mod, channels, config, demo, errors, model, testing
 from alertd.channels import remote
@@ -38,6 +40,13 @@ def fcm_settings(fakes_url: str) -> dict:
 
 def context(name: str) -> channels.Context:
     return channels.Context(public_url="http://127.0.0.1:9", name=name)
+
+
+def callback(form: dict[str, str], url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
+    """A status callback as Twilio would sign it with `TOKEN`."""
+    signature = request_validator.RequestValidator(TOKEN).compute_signature(url, form)
+    body = urllib.parse.urlencode(form).encode()
+    return channels.Callback.of(url, {"X-Twilio-Signature": signature}, body, "application/x-www-form-urlencoded")
 
 
 @contextlib.asynccontextmanager
@@ -71,8 +80,20 @@ async def twilio(fakes_url):
 class TestTwilioContract(testing.ChannelContract):
     @pytest.fixture
     async def channel(self, fakes_url):
-        async with running("twilio", twilio_settings(fakes_url), "sms") as chan:
+        async with running("twilio", twilio_settings(fakes_url) | {"timeout": 1}, "sms") as chan:
             yield chan
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def secrets(self):
+        return [TOKEN]
+
+    @pytest.fixture
+    def delivered_callback(self):
+        return lambda sid: callback({"MessageSid": sid, "MessageStatus": "delivered"})
 
     @pytest.fixture
     def fake(self, fakes_url):
@@ -89,8 +110,16 @@ class TestTwilioContract(testing.ChannelContract):
 class TestFCMContract(testing.ChannelContract):
     @pytest.fixture
     async def channel(self, fakes_url):
-        async with running("fcm", fcm_settings(fakes_url), "push") as chan:
+        async with running("fcm", fcm_settings(fakes_url) | {"timeout": 1}, "push") as chan:
             yield chan
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def dead_address_failure(self):
+        return {"status": 404, "code": "UNREGISTERED"}
 
     @pytest.fixture
     def fake(self, fakes_url):
@@ -333,14 +362,24 @@ async def test_sending_processes_share_the_push_quota_not_multiply_it(fakes_url)
     assert sum(a - arrived[0] < 0.5 for a in arrived) <= 16
 
 
-def test_a_remote_channel_lends_its_settings_not_its_methods(fakes_url):
+def test_a_remote_channel_declares_its_plugins_abilities_not_its_other_attributes(fakes_url):
     chan = remote.Remote("fcm", fcm_settings(fakes_url) | {"max_concurrency": 7}, context("push"), 2)
-    with pytest.raises(AttributeError):  # it would run on a client the daemon never started
-        getattr(chan, "send_batch")
-    assert not hasattr(chan, "send_batch")
     assert (chan.kind, chan.concurrency) == (model.Kind.PUSH, 7)
-    assert (chan.project_id, chan.timeout) == ("alertd-test", 5.0)  # FCMPush's, from the settings
+    assert isinstance(chan, channels.Topics) and isinstance(chan, channels.DeadAddresses)  # FCMPush's
+    assert isinstance(chan, channels.Halts) and not isinstance(chan, channels.Receipts)
+    assert not hasattr(chan, "project_id") and not hasattr(chan, "send_batch")  # nothing looked up by name
     assert [c.proc for c in chan.children] == [None, None]  # none of this started a process
+
+
+async def test_a_remote_channel_verifies_its_receipts_in_the_daemon(fakes_url):
+    """Twilio's callbacks reach the daemon: the plugin built there checks them, with no process."""
+    chan = remote.Remote("twilio", twilio_settings(fakes_url), context("sms"), 1)
+    assert isinstance(chan, channels.Receipts) and chan.receipt_alias == "twilio"
+    good = callback({"MessageSid": "SM1", "MessageStatus": "delivered"})
+    assert await chan.receipt(good) == [channels.Status("SM1", model.State.DELIVERED)]
+    with pytest.raises(errors.Forbidden):
+        await chan.receipt(dataclasses.replace(good, headers={"x-twilio-signature": "forged"}))
+    assert [c.proc for c in chan.children] == [None]
 
 
 # -- results crossing the pipe ---------------------------------------------------------------------

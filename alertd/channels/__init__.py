@@ -5,9 +5,15 @@ built-ins register there exactly as a third party would (see ``pyproject.toml``)
 configuration section and a `Context`, turns one rendered `model.Message` into one provider call,
 and returns a `model.Receipt` or raises `errors.Transient` / `errors.Permanent` /
 `errors.ChannelMisconfigured`. It never touches the store, the templates or the retry policy. The
-dispatcher keeps up to `concurrency` calls of a channel in flight at once. A channel that holds
-messages before their call begins (`channels.remote`) also offers ``async halt(alert_id)``: return
-once none of the alert's is still to begin, answering those with `errors.Halted`.
+dispatcher keeps up to `concurrency` calls of a channel in flight at once.
+
+What a channel can do besides sending it declares, as one of the protocols below, checked with
+`isinstance` by the dispatcher and the web layer, never looked up by name: `Halts` (it holds
+messages before their call begins), `Receipts` (its provider reports back at
+``POST /v1/receipts/{name}``), `Acknowledges` (each command is acknowledged, within a timeout),
+`Heartbeats` (its gateway reports the health of the sirens it serves), `Topics` (a push channel that
+sends to zone topics) and `DeadAddresses` (its `errors.Permanent` may say the address is dead for
+good). `alertd.testing.ChannelContract` tests each ability a channel declares.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import dataclasses
 import datetime as dt
 import email.utils
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
@@ -60,6 +66,116 @@ class Channel(Protocol):
         """Release clients; called once at shutdown."""
 
 
+@runtime_checkable
+class Halts(Protocol):
+    """A channel that holds messages before their call begins (`channels.remote`)."""
+
+    async def halt(self, alert_id: str) -> None:
+        """Return once none of the alert's messages can still begin; those dropped are answered
+        `errors.Halted` (the dispatcher records them cancelled)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Callback:
+    """A provider's request to ``POST /v1/receipts/{name}``, as plain values: no web layer in a channel."""
+
+    url: str  # as the provider called it: alertd's public URL with the path and query
+    headers: Mapping[str, str]  # names in lower case
+    content_type: str  # lower case, without parameters
+    charset: str | None
+    # The body, read when called: a channel that can tell its provider by the headers alone reads
+    # nothing of what a stranger posts (a body too large is then 413 for its provider only).
+    read: Callable[[], Awaitable[bytes]]
+
+    @classmethod
+    def of(cls, url: str, headers: Mapping[str, str], body: bytes, content_type: str,
+           charset: str | None = None) -> Callback:
+        """A callback whose body is already read."""
+        async def read() -> bytes:
+            return body
+        return cls(url, {k.lower(): v for k, v in headers.items()}, content_type, charset, read)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """A provider's word on one message it accepted, as `Receipts.receipt` maps it."""
+
+    provider_id: str
+    state: model.State  # SENT, DELIVERED or FAILED
+    error: errors.DeliveryError | None = None  # why it failed; a Transient one is retried under the policy
+    # alertd's delivery id when the provider echoes it (a siren gateway's request_id): it must then be a
+    # delivery of this channel, to `target`, or the receipt is refused.
+    delivery_id: str | None = None
+    target: str | None = None
+    at: dt.datetime | None = None  # the provider's time for it
+    word: str = ""  # the provider's own term ("activated"), kept as a siren's last acknowledgement
+    field: str = dataclasses.field(default="", compare=False)  # where in the body ("3." for the fourth of a list)
+
+
+Report = Status | model.Heartbeat
+
+
+@runtime_checkable
+class Receipts(Protocol):
+    """A channel whose provider reports back: alertd serves ``POST /v1/receipts/{name}`` for it (and
+    ``/v1/receipts/{receipt_alias}``, an older path shared by the channels declaring it)."""
+
+    receipt_alias: ClassVar[str | None]
+
+    async def receipt(self, callback: Callback) -> list[Report]:
+        """Verify the callback (`errors.Unauthenticated` / `errors.Forbidden` when it is not the
+        provider's: nothing of it is taken) and map it to reports; `errors.BadRequest`,
+        `errors.UnsupportedMediaType` or `errors.Invalid` naming the field it cannot read."""
+
+
+@runtime_checkable
+class Acknowledges(Protocol):
+    """A channel whose provider acknowledges each command: an `activate` still ``sent`` after
+    `ack_timeout` seconds failed (housekeeping). None: acknowledgements are off."""
+
+    ack_timeout: float | None
+
+
+@runtime_checkable
+class Heartbeats(Protocol):
+    """A channel whose gateway reports its sirens' health (`Receipts`, as `model.Heartbeat`). A siren
+    silent for `heartbeat_timeout` seconds is flagged (None: heartbeats are off). `zones`: the sirens
+    it serves (`gateways_of`); None: every siren no other such channel claims."""
+
+    heartbeat_timeout: float | None
+    zones: tuple[str, ...] | None
+
+
+@runtime_checkable
+class Topics(Protocol):
+    """A push channel that also sends to zone topics (`model.topic`): a message with command
+    ``topic`` whose `to` is the topic's name. Declared with ``sends_topics = True``."""
+
+    sends_topics: ClassVar[bool]
+
+
+@runtime_checkable
+class DeadAddresses(Protocol):
+    """A channel whose `errors.Permanent(dead_address=True)` means the address is dead for good:
+    the dispatcher leaves it out of later alerts. Declared with ``reports_dead_addresses = True``."""
+
+    reports_dead_addresses: ClassVar[bool]
+
+
+def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]) -> list[str]:
+    """The `Heartbeats` channels that may serve `siren`, given each one's `zones`: those whose zones
+    hold it, or when none does, those that name no zones. Exactly one: its gateway; none or several:
+    it has none, and no gateway's report about it is taken."""
+    claiming = [
+        name for name, zones in served.items()
+        if zones is not None and any(model.zone_within(siren.zone, zone) for zone in zones)
+    ]
+    return claiming or [name for name, zones in served.items() if zones is None]
+
+
 class Base:
     """Convenience base: keeps the settings and context, reads `max_concurrency`.
 
@@ -70,6 +186,7 @@ class Base:
     address: ClassVar[model.Address]
     settings: ClassVar[type[pydantic.BaseModel]] = settings_mod.Open
     default_concurrency: ClassVar[int] = 50
+    receipt_alias: ClassVar[str | None] = None  # for `Receipts`
 
     def __init__(self, config: Mapping[str, Any] | pydantic.BaseModel, context: Context) -> None:
         given = isinstance(config, self.settings)

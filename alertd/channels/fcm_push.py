@@ -49,7 +49,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import firebase_admin
@@ -276,6 +276,8 @@ class FCMPush(channels.Base):
     kind = model.Kind.PUSH
     settings = Settings
     address = model.Address.PUSH_TOKEN
+    sends_topics: ClassVar[bool] = True  # `channels.Topics`: command "topic" goes to a topic
+    reports_dead_addresses: ClassVar[bool] = True  # `channels.DeadAddresses`: UNREGISTERED, a token that is none
     # One keep-alive connection for each call in flight (HTTP/1.1 carries one at a time).
     default_concurrency = 100
 

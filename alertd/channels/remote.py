@@ -81,9 +81,11 @@ def dump_result(result: model.Receipt | errors.DeliveryError) -> tuple:
     if isinstance(result, model.Receipt):
         return ("Receipt", str(result.provider_id), str(result.status))
     name = next(name for name, cls in ERRORS.items() if isinstance(result, cls))
-    code, retry_after = result.code, getattr(result, "retry_after", None)
+    code = result.code
+    retry_after = result.retry_after if isinstance(result, errors.Transient) else None
+    dead = isinstance(result, errors.Permanent) and bool(result.dead_address)
     return (name, str(result.message), None if code is None else str(code),
-            None if retry_after is None else float(retry_after), bool(getattr(result, "dead_address", False)))
+            None if retry_after is None else float(retry_after), dead)
 
 
 def load_result(v: tuple) -> model.Receipt | errors.DeliveryError | None:
@@ -122,8 +124,8 @@ class Remote:
     """The `channels.Channel` the dispatcher sees for a channel run in `processes` children.
 
     It builds the plugin in the daemon too, never started: that checks the settings at startup and
-    answers what the daemon asks of the channel besides sending (`kind`, `address`, `concurrency`, a siren
-    gateway's `receipt_token` …)."""
+    answers what the daemon asks of the channel besides sending (`kind`, `address`, `concurrency`,
+    the abilities it declares: `_declare`). It `channels.Halts` itself."""
 
     def __init__(
         self, plugin: str, settings: Mapping[str, Any], context: channels.Context, processes: int,
@@ -133,21 +135,30 @@ class Remote:
         self.kind = self.inner.kind
         self.address = self.inner.address
         self.concurrency = self.inner.concurrency
+        self._declare(self.inner)
         shared = dataclasses.replace(context, senders=processes)
         spec = {"plugin": plugin, "settings": dict(settings), "context": dataclasses.asdict(shared),
                 "log_level": log_level, "log_format": log_format}
         patience = 3 * float(settings.get("timeout", 10))
         self.children = [Child(f"{context.name}-{i}", frame(spec), patience) for i in range(processes)]
 
-    def __getattr__(self, name: str) -> Any:
-        """The plugin's settings-derived attributes (a gateway's `receipt_token` …); not its
-        methods, which would run on a client never started in the daemon."""
-        if name == "inner":  # not built yet (a copy): no recursion
-            raise AttributeError(name)
-        value = getattr(self.inner, name)
-        if callable(value):
-            raise AttributeError(f"{name}: not available on a channel that sends from other processes")
-        return value
+    def _declare(self, inner: channels.Channel) -> None:
+        """The plugin's declared abilities besides sending, as its own: settings, and receipts,
+        which need only settings (never the client, not started in the daemon)."""
+        if isinstance(inner, channels.Receipts):
+            self.receipt_alias = inner.receipt_alias
+            self.receipt = inner.receipt
+        if isinstance(inner, channels.Acknowledges):
+            self.ack_timeout = inner.ack_timeout
+        if isinstance(inner, channels.Heartbeats):
+            self.heartbeat_timeout, self.zones = inner.heartbeat_timeout, inner.zones
+        if isinstance(inner, channels.Topics):
+            self.sends_topics = inner.sends_topics
+        if isinstance(inner, channels.DeadAddresses):
+            self.reports_dead_addresses = inner.reports_dead_addresses
+
+    def __repr__(self) -> str:
+        return f"Remote({self.inner!r}, processes={len(self.children)})"
 
     async def start(self) -> None:
         await asyncio.gather(*(child.start() for child in self.children))

@@ -7,8 +7,9 @@ optional voice text. The delivery id travels as the gateway's idempotency key (`
 a delivery sent twice (at-least-once dispatch) does not sound a siren twice. The gateway's
 ``command_id`` is the delivery's provider id.
 
-The gateway reports back to ``POST /v1/receipts/siren`` (`alertd.web.receipts`): acknowledgements
-of commands and heartbeats, authenticated by this channel's ``receipt_token``, and only for its own
+The gateway reports back to ``POST /v1/receipts/siren`` (or ``/v1/receipts/<the channel's name>``;
+`receipt` reads and verifies, `alertd.web.receipts` acts): acknowledgements of commands and
+heartbeats, authenticated by this channel's ``receipt_token``, and only for its own
 sirens: an ack for a command this channel sent, a heartbeat for a siren it serves (`gateways_of`:
 the sirens of its ``zones``; without ``zones``, those no other siren channel claims). Both are
 opt-in, since a gateway that sends neither must not see every siren fail or fall silent:
@@ -40,11 +41,13 @@ Configuration::
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
 import pydantic
@@ -55,6 +58,7 @@ from alertd import channels, errors, model, settings
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 MISCONFIGURED_STATUSES = frozenset({401, 403})
 ZONE = re.compile(model.ZONE_PATTERN)  # what a gateway's `zones` may name
+MAX_RECEIPTS = 10_000  # per POST: a gateway's heartbeats for all its sirens fit
 
 
 def classify(status: int, error: str | None, retry_after: float | None) -> errors.DeliveryError:
@@ -111,15 +115,7 @@ class Settings(settings.Channel):
                 "test": self.pattern_test, "silent_test": self.pattern_test}
 
 
-def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]) -> list[str]:
-    """The siren channels that may serve `siren`, given each one's `zones` (`Settings.zones`): those
-    whose zones hold it, or when none does, those that name no zones. Exactly one: its gateway;
-    none or several: it has none, and no gateway's report about it is taken."""
-    claiming = [
-        name for name, zones in served.items()
-        if zones is not None and any(model.zone_within(siren.zone, zone) for zone in zones)
-    ]
-    return claiming or [name for name, zones in served.items() if zones is None]
+gateways_of = channels.gateways_of  # which gateway serves a siren: any `channels.Heartbeats`
 
 
 def command_body(message: model.Message, pattern: str) -> dict[str, Any]:
@@ -138,6 +134,7 @@ class SirenHTTP(channels.Base):
     kind = model.Kind.SIREN
     settings = Settings
     address = model.Address.SIREN
+    receipt_alias: ClassVar[str | None] = "siren"  # POST /v1/receipts/siren finds the gateway by its token
 
     def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
         super().__init__(config, context)
@@ -159,6 +156,17 @@ class SirenHTTP(channels.Base):
         """Whether `token` is this gateway's receipt token (compared in constant time)."""
         expected = self._receipt_token
         return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
+
+    async def receipt(self, callback: channels.Callback) -> list[channels.Report]:
+        """A gateway's acknowledgements and heartbeats (`channels.Receipts`): 401 without a bearer
+        token, 403 with another than this channel's ``receipt_token``."""
+        scheme, _, token = callback.header("Authorization").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthenticated("A siren gateway's receipt token is required.", field="Authorization")
+        if not self.accepts_receipt(token):
+            raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
+        return [_report(item, prefix) for prefix, item in parse(await callback.read())]
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -223,3 +231,111 @@ def _failure(resp: aiohttp.ClientResponse, body: Any) -> errors.DeliveryError:
     error = body.get("error") if isinstance(body, dict) else None
     retry_after = channels.retry_after(resp.headers.get("Retry-After"), model.utcnow())
     return classify(resp.status, str(error) if error else None, retry_after)
+
+
+# -- receipts: the gateway's acknowledgements and heartbeats (protocol in `alertd.fakes.siren`) -----
+
+
+def _no_control(value: str) -> str:
+    if any(c < " " or c == "\x7f" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL stores no NUL in text
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError("out of range once in UTC") from None
+
+
+Text = Annotated[pydantic.StrictStr, pydantic.Field(min_length=1, max_length=200), pydantic.AfterValidator(_no_control)]
+Reason = Annotated[pydantic.StrictStr, pydantic.Field(max_length=500), pydantic.AfterValidator(_no_nul)]
+When = Annotated[pydantic.AwareDatetime, pydantic.AfterValidator(_utc)]
+Fraction = Annotated[float, pydantic.Field(strict=True, ge=0, le=1)]
+
+
+class AckIn(pydantic.BaseModel):
+    """A gateway's acknowledgement of one command (`request_id` is the delivery id alertd sent)."""
+
+    model_config = pydantic.ConfigDict(frozen=True)  # fields a gateway adds are ignored
+
+    type: Literal["ack"]
+    command_id: Text
+    siren_id: Text
+    request_id: Text
+    result: Literal["activated", "failed", "busy"]
+    reason: Reason = ""
+    at: When
+
+
+class HeartbeatIn(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    type: Literal["heartbeat"]
+    siren_id: Text
+    at: When
+    mains: pydantic.StrictBool | None = None
+    battery: Fraction | None = None
+    fault: pydantic.StrictBool = False
+    sabotage: pydantic.StrictBool = False
+
+
+_RECEIPT = pydantic.TypeAdapter(Annotated[AckIn | HeartbeatIn, pydantic.Field(discriminator="type")])
+
+
+def parse(body: bytes) -> list[tuple[str, AckIn | HeartbeatIn]]:
+    """A gateway's POST: one receipt or a list of them, each with the prefix of its fields in
+    problems ("" for one object, "3." for the fourth of a list). `errors.BadRequest` when it is no
+    JSON, `errors.Invalid` naming every field at fault."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise errors.BadRequest("The body is not valid UTF-8 JSON.", field="body") from None
+    if isinstance(data, dict):
+        items = [("", data)]
+    else:
+        items = [(f"{i}.", d) for i, d in enumerate(data)] if isinstance(data, list) else []
+    if not items or len(items) > MAX_RECEIPTS:
+        raise errors.BadRequest(f"The body must be a receipt object or a list of 1 to {MAX_RECEIPTS}.", field="body")
+    parsed, problems = [], []
+    for prefix, item in items:
+        try:
+            parsed.append((prefix, _RECEIPT.validate_python(item)))
+        except pydantic.ValidationError as exc:
+            problems += [_problem(prefix, e) for e in exc.errors()]
+    if problems:
+        raise invalid(problems)
+    return parsed
+
+
+def _problem(prefix: str, error: Any) -> dict[str, str]:
+    loc = [str(part) for part in error["loc"][1:]]  # the first part is the receipt's type
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = ["type"]
+    field = (prefix + ".".join(loc)).rstrip(".") or "body"
+    return {"field": field, "message": error["msg"]}
+
+
+def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
+    first = problems[0]
+    return errors.Invalid(f"{first['field']}: {first['message']}", field=first["field"], errors=problems)
+
+
+def _report(item: AckIn | HeartbeatIn, prefix: str) -> channels.Report:
+    """An acknowledgement as the delivery state it means (busy: a transient failure, retried), or a
+    heartbeat."""
+    if isinstance(item, HeartbeatIn):
+        return model.Heartbeat(**item.model_dump(exclude={"type"}), field=prefix)
+    why = f"siren {item.siren_id} {item.result}: {item.reason or 'no reason given'}"
+    errors_of = {"failed": errors.Permanent(why, code="failed"), "busy": errors.Transient(why, code="busy")}
+    error = errors_of.get(item.result)
+    state = model.State.DELIVERED if item.result == "activated" else model.State.FAILED
+    return channels.Status(item.command_id, state, error, delivery_id=item.request_id, target=item.siren_id,
+                           at=item.at, word=item.result, field=prefix)

@@ -4,19 +4,24 @@ Configuration (`Settings`): ``account_sid``, ``auth_token`` (or ``auth_token_fil
 ``from`` or ``messaging_service_sid``, optional ``base_url`` (another address for the API, e.g. the
 fake), ``timeout`` (s, default 10), ``max_concurrency`` (default 100), ``status_callback = false``
 to ask for no status callbacks.
+
+Twilio posts each message's status to ``/v1/receipts/<the channel's name>`` (the older
+``/v1/receipts/twilio`` still works); `TwilioSMS.receipt` checks the signature with this channel's
+auth token and maps the status (`channels.Receipts`).
 """
 
 from __future__ import annotations
 
 import base64
 import contextvars
+import re
 import urllib.parse
 from typing import Any, ClassVar
 
 import aiohttp
 import pydantic
 import structlog
-from twilio import rest
+from twilio import request_validator, rest
 from twilio.base import exceptions as twilio_exceptions
 from twilio.http import async_http_client, response as twilio_response
 
@@ -38,6 +43,9 @@ CODES: dict[int, tuple[type[errors.DeliveryError], str]] = {
     21635: (errors.Permanent, "'To' cannot receive SMS (landline)"),
     30006: (errors.Permanent, "landline or unreachable carrier"),
 }
+
+FORM = "application/x-www-form-urlencoded"  # what Twilio posts, and all it posts
+SID = re.compile(r"[A-Za-z0-9]{1,64}")  # Twilio's are two letters and 32 hex digits
 
 # The Retry-After of the last Twilio response in this task: the library drops response headers
 # when it raises, and each concurrent send runs in its own task, hence its own context.
@@ -135,6 +143,7 @@ class TwilioSMS(channels.Base):
     address = model.Address.PHONE
     settings: ClassVar[type[pydantic.BaseModel]] = Settings
     default_concurrency: ClassVar[int] = 100
+    receipt_alias: ClassVar[str | None] = "twilio"  # the status callbacks' path before it was the channel's name
 
     def __init__(self, config: Any, context: channels.Context) -> None:
         super().__init__(config, context)
@@ -164,6 +173,27 @@ class TwilioSMS(channels.Base):
             raise errors.Transient(f"Twilio unreachable: {type(exc).__name__}", code=type(exc).__name__) from exc
         return model.Receipt(provider_id=created.sid, status=created.status)
 
+    def __repr__(self) -> str:  # the auth token stays out of logs and tracebacks
+        return f"TwilioSMS(name={self.context.name!r}, account_sid={self.options.account_sid!r})"
+
+    async def receipt(self, callback: channels.Callback) -> list[channels.Report]:
+        """A status callback (`channels.Receipts`): signed with this account's auth token over the
+        URL Twilio called, else 403 and nothing of it is taken."""
+        form = await read_form(callback)
+        signature = callback.header("X-Twilio-Signature")
+        validator = request_validator.RequestValidator(self.options.auth_token.get_secret_value())
+        if not (signature and validator.validate(callback.url, form, signature)):
+            raise errors.Forbidden("the X-Twilio-Signature does not match", field="X-Twilio-Signature")
+        sid, status = form.get("MessageSid"), form.get("MessageStatus", "")
+        if not sid:
+            raise errors.BadRequest("MessageSid is required", field="MessageSid")
+        if not SID.fullmatch(sid):
+            raise errors.BadRequest("MessageSid must be 1 to 64 letters and digits", field="MessageSid")
+        state = twilio_status_to_state(status)
+        if state is None:  # still in flight (queued, sending …)
+            return []
+        return [channels.Status(sid, state, undelivered(form, status) if state is model.State.FAILED else None)]
+
     def refused(self, message: model.Message, exc: twilio_exceptions.TwilioException) -> errors.DeliveryError:
         status, code = getattr(exc, "status", 500), getattr(exc, "code", None)
         error = classify(status, code if isinstance(code, int) else None, _retry_after.get())
@@ -172,6 +202,27 @@ class TwilioSMS(channels.Base):
         level("twilio refused", alert_id=message.alert_id, delivery_id=message.delivery_id,
               to=model.mask(message.to), status=status, code=error.code, outcome=type(error).__name__)
         return error
+
+
+async def read_form(callback: channels.Callback) -> dict[str, str]:
+    """The callback's form, or a 4xx naming what cannot be read."""
+    if callback.content_type != FORM:
+        raise errors.UnsupportedMediaType(f"a Twilio callback is {FORM}", field="Content-Type")
+    body = await callback.read()
+    try:
+        text = body.decode(callback.charset or "utf-8")
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=callback.charset or "utf-8")
+    except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
+        raise errors.BadRequest(f"the body cannot be read as a form: {exc}", field="body") from None
+    return dict(pairs)  # a repeated field: its last value
+
+
+def undelivered(form: dict[str, str], status: str) -> errors.DeliveryError:
+    """What Twilio's ErrorCode means, from the classification table."""
+    code = form.get("ErrorCode", "")
+    if not (code.isascii() and code.isdigit() and len(code) <= 10):
+        return errors.Permanent(f"Twilio reported the message {status}", code=status)
+    return classify(400, int(code), None)
 
 
 def sender(options: Settings) -> dict[str, str]:
@@ -183,4 +234,4 @@ def sender(options: Settings) -> dict[str, str]:
 def status_callback(options: Settings, context: channels.Context) -> str | None:
     if not options.status_callback:
         return None
-    return context.public_url.rstrip("/") + "/v1/receipts/twilio"
+    return context.public_url.rstrip("/") + "/v1/receipts/" + urllib.parse.quote(context.name, safe="")

@@ -56,16 +56,7 @@ STATUS = """SELECT s.id, s.zone, s.label, s.lat, s.lon, t.at AS heard_at, t.main
     t.sabotage, t.last_ack, t.last_ack_at FROM sirens s LEFT JOIN siren_status t ON t.siren_id = s.id ORDER BY s.id"""
 
 
-@dataclasses.dataclass(frozen=True)
-class Heartbeat:
-    """A siren's health as its gateway reported it at `at` (the gateway's clock)."""
-
-    siren_id: str
-    at: dt.datetime
-    mains: bool | None = None  # None: the gateway did not say
-    battery: float | None = None  # charge, 0.0–1.0
-    fault: bool = False
-    sabotage: bool = False
+Heartbeat = model.Heartbeat  # a value channels report (`channels.Receipts`), stored here
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,6 @@ log = structlog.get_logger("alertd.web")
 @dataclasses.dataclass(frozen=True)
 class Settings:
     public_url: str
-    twilio_auth_tokens: tuple[str, ...] = ()  # to check the signature of Twilio's callbacks
     max_streams_per_token: int = 20  # live event streams one token may hold open
     cap_sent_skew: dt.timedelta = dt.timedelta(hours=24)  # how far from now a CAP document's `sent` may be
 

@@ -156,6 +156,8 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
         raise cap_alert.located(exc) if kept else exc
+    if request.app[web_mod.DISPATCHER].refuses_topics(alert):
+        raise errors.Invalid("the channel carrying pushes sends to no topics", field="topics")
     rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER],
                               request.app[web_mod.DISPATCHER].broadcasts())
     return Checked(alert, rendered, kept)

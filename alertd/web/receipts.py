@@ -1,50 +1,36 @@
-"""Delivery receipts from providers: Twilio status callbacks, siren gateways' acks and heartbeats.
+"""Delivery receipts from providers, through the channel that sent: ``POST /v1/receipts/{channel}``.
 
-Twilio signs each callback with the account's auth token over the public URL it called; a forged or
-unsigned callback gets 403 and changes nothing. A siren gateway presents its channel's
-``receipt_token`` (the protocol is in `alertd.fakes.siren`): none gets 401, another 403, and nothing
-changes. It reports for its own sirens only: an ack for another channel's command, or a heartbeat for
-a siren another gateway serves (`siren_http.gateways_of`), gets 422 and nothing of the body is taken.
-Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
-Anyone can post here: a body that cannot be read (bytes of no charset, another content type, too
-large, a field no provider would send) gets a 4xx problem naming it and one warning line, never a 500.
+A channel that declares `channels.Receipts` verifies its provider's request and maps it to reports
+(`channels.Status` for a message, `model.Heartbeat` for a siren); this module acts on them. The
+Twilio channel checks the signature with its own auth token over the public URL Twilio called; a
+siren gateway presents its channel's ``receipt_token``. A request that is not the provider's gets
+401/403 and changes nothing. The older paths, ``/v1/receipts/twilio`` and ``/v1/receipts/siren``,
+are served by the channels declaring that `receipt_alias`: the first that recognises the request
+as its provider's takes it (a siren gateway is found by its token).
+
+A report is taken only about what the channel sent: a status naming alertd's delivery (a siren ack's
+``request_id``) must name a delivery of that channel to that target, and a heartbeat must be for a
+siren the channel serves (`channels.gateways_of`); anything else gets 422 and nothing of the body
+is taken. Receipts repeat and arrive out of order: the store only ever moves a delivery forward.
+Anyone can post here: a body that cannot be read gets a 4xx problem naming it and one warning line
+(`_refused`), never a 500.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
 
-import pydantic
 import structlog
 from aiohttp import web
-from twilio import request_validator
 
-from alertd import errors, model, store as store_mod, web as web_mod
-from alertd.channels import siren_http, twilio_sms
-from alertd.store import sirens
+from alertd import channels as channels_mod, errors, model, store as store_mod, web as web_mod
 
 log = structlog.get_logger("alertd.web.receipts")
 routes = web.RouteTableDef()
 
-MAX_RECEIPTS = 10_000  # per POST: a gateway's heartbeats for all its sirens fit
 RETRY_EARLY = 1  # seconds a gateway waits before posting again an ack that came too early
-FORM = "application/x-www-form-urlencoded"  # what Twilio posts, and all it posts
-SID = re.compile(r"[A-Za-z0-9]{1,64}")  # Twilio's are two letters and 32 hex digits
-
-
-def _signed(settings: web_mod.Settings, request: web.Request, form: dict[str, str]) -> bool:
-    # Behind a proxy the URL Twilio called is the public one, not the one we were reached at.
-    url = settings.public_url.rstrip("/") + request.rel_url.path_qs
-    signature = request.headers.get("X-Twilio-Signature", "")
-    return bool(signature) and any(
-        request_validator.RequestValidator(token).validate(url, form, signature)
-        for token in settings.twilio_auth_tokens
-    )
 
 
 def _refused(request: web.Request, why: str) -> None:
@@ -52,160 +38,133 @@ def _refused(request: web.Request, why: str) -> None:
     request.app[web_mod.RECEIPTS_REFUSED].add(why, request.remote)
 
 
-async def _form(request: web.Request) -> dict[str, str]:
-    """The callback's form, or a 4xx naming what cannot be read (a body too large is aiohttp's 413)."""
-    if request.content_type != FORM:
-        _refused(request, "twilio: not a form")
-        raise errors.UnsupportedMediaType(f"a Twilio callback is {FORM}", field="Content-Type")
+def callback(request: web.Request) -> channels_mod.Callback:
+    """The request as a channel reads it (a body too large is aiohttp's 413; read once, kept)."""
+    # Behind a proxy the URL the provider called is the public one, not the one we were reached at.
+    url = request.app[web_mod.SETTINGS].public_url.rstrip("/") + request.rel_url.path_qs
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return channels_mod.Callback(url, headers, request.content_type, request.charset, request.read)
+
+
+async def _verified(request: web.Request, name: str, channel: channels_mod.Receipts,
+                    cb: channels_mod.Callback) -> list[channels_mod.Report]:
     try:
-        form = await request.post()
-    except (ValueError, LookupError) as exc:  # bytes not of its charset, a charset unknown
-        _refused(request, "twilio: unreadable body")
-        raise errors.BadRequest(f"the body cannot be read as a form: {exc}", field="body") from None
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+        return await channel.receipt(cb)
+    except errors.ProblemError as exc:
+        if not isinstance(exc, errors.Unauthenticated):
+            _refused(request, f"{name}: {type(exc).__name__} {exc.field or ''}".rstrip())
+        raise
 
 
 @routes.post("/v1/receipts/twilio")
-async def twilio(request: web.Request) -> web.Response:
-    form = await _form(request)
-    if not _signed(request.app[web_mod.SETTINGS], request, form):
-        _refused(request, "twilio: bad signature")
-        raise errors.Forbidden("the X-Twilio-Signature does not match", field="X-Twilio-Signature")
-    sid, status = form.get("MessageSid"), form.get("MessageStatus", "")
-    if not sid:
-        raise errors.BadRequest("MessageSid is required", field="MessageSid")
-    if not SID.fullmatch(sid):
-        _refused(request, "twilio: malformed MessageSid")
-        raise errors.BadRequest("MessageSid must be 1 to 64 letters and digits", field="MessageSid")
-    state = twilio_sms.twilio_status_to_state(status)
-    if state is model.State.FAILED:
-        moved = await request.app[web_mod.DISPATCHER].undelivered(sid, _error(form, status))
-        log.info("twilio undelivered", provider_id=sid, code=form.get("ErrorCode"), moved_to=moved)
-    elif state is not None:
-        changed = await request.app[web_mod.STORE].apply_receipt(sid, state, None, web_mod.now(request))
-        log.debug("twilio receipt", provider_id=sid, status=status, changed=changed)
+@routes.post("/v1/receipts/siren")
+async def by_alias(request: web.Request) -> web.Response:
+    """The older paths: each channel declaring the alias is asked in turn; the first whose provider
+    the request is from takes it (a 401/403 from each: the first one's)."""
+    alias = request.path.rsplit("/", 1)[1]
+    takers = {n: ch for n, ch in _channels(request).items()
+              if isinstance(ch, channels_mod.Receipts) and ch.receipt_alias == alias}
+    if not takers:
+        raise errors.NotFound(f"No configured channel takes receipts at {request.path}.", field="channel")
+    cb, refusals = callback(request), []
+    for name, channel in takers.items():
+        try:
+            reports = await _verified(request, name, channel, cb)
+        except (errors.Unauthenticated, errors.Forbidden) as exc:  # not this one's provider
+            refusals.append(exc)
+            continue
+        return await _take(request, name, reports)
+    raise refusals[0]
+
+
+@routes.post("/v1/receipts/{channel}")
+async def by_name(request: web.Request) -> web.Response:
+    """Receipts for the configured channel of that name, as its plugin reads them."""
+    name = request.match_info["channel"]
+    channel = _channels(request).get(name)
+    if channel is None:
+        raise errors.NotFound(f"No configured channel is named {name!r}.", field="channel")
+    if not isinstance(channel, channels_mod.Receipts):
+        raise errors.NotFound(f"The channel {name!r} takes no receipts.", field="channel")
+    return await _take(request, name, await _verified(request, name, channel, callback(request)))
+
+
+def _channels(request: web.Request) -> Mapping[str, channels_mod.Channel]:
+    return request.app[web_mod.DISPATCHER].channels
+
+
+async def _take(request: web.Request, name: str, reports: list[channels_mod.Report]) -> web.Response:
+    """Check that every report is about what `name` sent or serves, then act on each."""
+    now, store = web_mod.now(request), request.app[web_mod.STORE]
+    reports = clamped(reports, now)
+    beats = [r for r in reports if isinstance(r, model.Heartbeat)]
+    # Who serves which siren, only for heartbeats: a protocol check costs some 15 µs a channel.
+    deliveries = await commands(store, name, reports, served(_channels(request)) if beats else {})
+    if beats:
+        await store.record_heartbeats(beats, now)
+    early = [s for s in reports if isinstance(s, channels_mod.Status)
+             and not await _apply(request, name, s, deliveries.get(s.delivery_id))]
+    if early:
+        detail = f"{early[0].provider_id!r} is not recorded yet: post its receipt again"
+        title = (errors.Conflict.__doc__ or "").strip()
+        resp = web_mod.problem(409, errors.Conflict.type, title, detail, field=early[0].field + "command_id")
+        resp.headers["Retry-After"] = str(RETRY_EARLY)
+        return resp
     return web.Response(status=204)
 
 
-def _error(form: dict[str, str], status: str) -> errors.DeliveryError:
-    """What Twilio's ErrorCode means, from the channel's classification table."""
-    code = form.get("ErrorCode", "")
-    if not (code.isascii() and code.isdigit() and len(code) <= 10):
-        return errors.Permanent(f"Twilio reported the message {status}", code=status)
-    return twilio_sms.classify(400, int(code), None)
+def clamped(reports: list[channels_mod.Report], now: dt.datetime) -> list[channels_mod.Report]:
+    """Reports dated no later than alertd received them (`now`): one dated ahead would otherwise
+    outrank every true report made before the provider's clock came back to it, a fault included.
+    Reports dated in the past keep the provider's order."""
+    return [dataclasses.replace(r, at=min(r.at, now)) if r.at else r for r in reports]
 
 
-# -- siren gateways ------------------------------------------------------------------------------
+def served(channels: Mapping[str, channels_mod.Channel]) -> dict[str, tuple[str, ...] | None]:
+    """Each `channels.Heartbeats` channel's zones (`channels.gateways_of`); None for one naming none."""
+    return {name: ch.zones for name, ch in channels.items() if isinstance(ch, channels_mod.Heartbeats)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Ack:
-    """A gateway's acknowledgement of one command (`request_id` is the delivery id alertd sent)."""
-
-    command_id: str
-    siren_id: str
-    request_id: str
-    result: str  # activated | failed | busy
-    at: dt.datetime
-    reason: str = ""
-
-
-def _no_control(value: str) -> str:
-    if any(c < " " or c == "\x7f" for c in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:  # PostgreSQL stores no NUL in text
-        raise ValueError("must not contain a NUL character")
-    return value
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    try:
-        return value.astimezone(dt.timezone.utc)
-    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
-        raise ValueError("out of range once in UTC") from None
-
-
-Text = Annotated[pydantic.StrictStr, pydantic.Field(min_length=1, max_length=200), pydantic.AfterValidator(_no_control)]
-Reason = Annotated[pydantic.StrictStr, pydantic.Field(max_length=500), pydantic.AfterValidator(_no_nul)]
-When = Annotated[pydantic.AwareDatetime, pydantic.AfterValidator(_utc)]
-Fraction = Annotated[float, pydantic.Field(strict=True, ge=0, le=1)]
-
-
-class _AckIn(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(frozen=True)  # fields a gateway adds are ignored
-
-    type: Literal["ack"]
-    command_id: Text
-    siren_id: Text
-    request_id: Text
-    result: Literal["activated", "failed", "busy"]
-    reason: Reason = ""
-    at: When
-
-
-class _HeartbeatIn(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(frozen=True)
-
-    type: Literal["heartbeat"]
-    siren_id: Text
-    at: When
-    mains: pydantic.StrictBool | None = None
-    battery: Fraction | None = None
-    fault: pydantic.StrictBool = False
-    sabotage: pydantic.StrictBool = False
-
-
-_RECEIPT = pydantic.TypeAdapter(Annotated[_AckIn | _HeartbeatIn, pydantic.Field(discriminator="type")])
-Receipt = Ack | sirens.Heartbeat
-
-
-def parse_siren(body: bytes) -> list[tuple[str, Receipt]]:
-    """A gateway's POST: one receipt or a list of them, each with the prefix of its fields in
-    problems ("" for one object, "3." for the fourth of a list). `errors.BadRequest` when it is no
-    JSON, `errors.Invalid` naming every field at fault."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise errors.BadRequest("The body is not valid UTF-8 JSON.", field="body") from None
-    if isinstance(data, dict):
-        items = [("", data)]
-    else:
-        items = [(f"{i}.", d) for i, d in enumerate(data)] if isinstance(data, list) else []
-    if not items or len(items) > MAX_RECEIPTS:
-        raise errors.BadRequest(f"The body must be a receipt object or a list of 1 to {MAX_RECEIPTS}.", field="body")
-    parsed, problems = [], []
-    for prefix, item in items:
-        try:
-            parsed.append((prefix, _receipt(_RECEIPT.validate_python(item))))
-        except pydantic.ValidationError as exc:
-            problems += [_problem(prefix, e) for e in exc.errors()]
+async def commands(
+    store: store_mod.Store, channel: str, reports: list[channels_mod.Report],
+    served: Mapping[str, tuple[str, ...] | None],
+) -> dict[str, model.Delivery]:
+    """The deliveries the reports name, by delivery id; `errors.Invalid` when a siren is unknown, a
+    heartbeat is for a siren this channel does not serve, or a status names no delivery of this
+    channel to its target."""
+    beats = any(isinstance(r, model.Heartbeat) for r in reports)
+    sirens = {s.id: s for s in await store.list_sirens()} if beats else {}
+    found, problems = {}, []
+    for report in reports:
+        if isinstance(report, model.Heartbeat):
+            problems += _not_served(report, channel, sirens.get(report.siren_id), served)
+        elif report.delivery_id is not None:
+            delivery = await _command(store, report.delivery_id)
+            if delivery is None or (delivery.channel, delivery.target) != (channel, report.target):
+                message = f"no command {report.delivery_id!r} of this gateway to {report.target!r}"
+                problems.append({"field": report.field + "request_id", "message": message})
+            else:
+                found[report.delivery_id] = delivery
     if problems:
+        log.warning("receipts refused", channel=channel, count=len(problems), first=problems[0]["message"])
         raise invalid(problems)
-    return parsed
+    return found
 
 
-def _receipt(item: _AckIn | _HeartbeatIn) -> Receipt:
-    fields = item.model_dump(exclude={"type"})
-    return Ack(**fields) if isinstance(item, _AckIn) else sirens.Heartbeat(**fields)
-
-
-def _problem(prefix: str, error: Any) -> dict[str, str]:
-    loc = [str(part) for part in error["loc"][1:]]  # the first part is the receipt's type
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc = ["type"]
-    field = (prefix + ".".join(loc)).rstrip(".") or "body"
-    return {"field": field, "message": error["msg"]}
-
-
-def clamped(receipts: list[tuple[str, Receipt]], now: dt.datetime) -> list[tuple[str, Receipt]]:
-    """Receipts dated no later than alertd received them (`now`): one dated ahead would otherwise
-    outrank every true report made before the gateway's clock came back to it, a fault included.
-    Reports dated in the past keep the gateway's order."""
-    return [(prefix, dataclasses.replace(r, at=min(r.at, now))) for prefix, r in receipts]
+def _not_served(beat: model.Heartbeat, channel: str, siren: model.Siren | None,
+                served: Mapping[str, tuple[str, ...] | None]) -> list[dict[str, str]]:
+    """The problem with a heartbeat of `channel` for `siren`, if any."""
+    if siren is None:
+        message = f"unknown siren {beat.siren_id!r}"
+    else:
+        gateways = channels_mod.gateways_of(siren, served)
+        if gateways == [channel]:
+            return []
+        if channel in gateways:  # the configuration does not say which gateway serves it
+            message = f"siren {siren.id!r} has no single gateway: give each siren channel its zones"
+        else:
+            message = f"siren {siren.id!r} is not one this gateway serves"
+    return [{"field": beat.field + "siren_id", "message": message}]
 
 
 def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
@@ -213,112 +172,30 @@ def invalid(problems: list[dict[str, str]]) -> errors.Invalid:
     return errors.Invalid(f"{first['field']}: {first['message']}", field=first["field"], errors=problems)
 
 
-def gateway(request: web.Request) -> str:
-    """The siren channel whose receipt token the request presents: 401 without one, 403 for another."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise errors.Unauthenticated("A siren gateway's receipt token is required.", field="Authorization")
-    for name, channel in request.app[web_mod.DISPATCHER].channels.items():
-        accepts = getattr(channel, "accepts_receipt", None)
-        if accepts is not None and accepts(token):
-            return name
-    _refused(request, "siren: unknown token")
-    raise errors.Forbidden("This is no siren gateway's receipt token.", field="Authorization")
-
-
-def siren_zones(request: web.Request) -> dict[str, tuple[str, ...] | None]:
-    """Each siren channel's zones (`siren_http.gateways_of`); None for one that names none."""
-    channels = request.app[web_mod.DISPATCHER].channels
-    return {name: getattr(ch, "zones", None) for name, ch in channels.items() if ch.kind is model.Kind.SIREN}
-
-
-async def commands(
-    store: store_mod.Store, channel: str, receipts: list[tuple[str, Receipt]],
-    served: Mapping[str, tuple[str, ...] | None],
-) -> dict[str, model.Delivery]:
-    """The deliveries the acks are about, by request id; `errors.Invalid` when a siren is unknown,
-    a heartbeat is for a siren this gateway does not serve, or an ack names no command this
-    gateway's channel sent to that siren."""
-    known = {s.id: s for s in await store.list_sirens()}
-    found, problems = {}, []
-    for prefix, receipt in receipts:
-        siren = known.get(receipt.siren_id)
-        if siren is None:
-            problems.append({"field": prefix + "siren_id", "message": f"unknown siren {receipt.siren_id!r}"})
-        elif isinstance(receipt, sirens.Heartbeat):
-            problems += _not_served(prefix, siren, channel, siren_http.gateways_of(siren, served))
-        else:
-            delivery = await _command(store, receipt.request_id)
-            if delivery is None or (delivery.channel, delivery.target) != (channel, receipt.siren_id):
-                message = f"no command {receipt.request_id!r} of this gateway to siren {receipt.siren_id!r}"
-                problems.append({"field": prefix + "request_id", "message": message})
-            else:
-                found[receipt.request_id] = delivery
-    if problems:
-        log.warning("siren receipts refused", channel=channel, count=len(problems), first=problems[0]["message"])
-        raise invalid(problems)
-    return found
-
-
-def _not_served(prefix: str, siren: model.Siren, channel: str, gateways: list[str]) -> list[dict[str, str]]:
-    """The problem with a heartbeat of `channel` for `siren`, whose possible gateways are `gateways`."""
-    if gateways == [channel]:
-        return []
-    if channel in gateways:  # the configuration does not say which gateway serves it
-        message = f"siren {siren.id!r} has no single gateway: give each siren channel its zones"
-    else:
-        message = f"siren {siren.id!r} is not one this gateway serves"
-    return [{"field": prefix + "siren_id", "message": message}]
-
-
-async def _command(store: store_mod.Store, request_id: str) -> model.Delivery | None:
+async def _command(store: store_mod.Store, delivery_id: str) -> model.Delivery | None:
     # ASCII digits only: "²" is a digit to str.isdigit, not to int().
-    decimal = request_id.isascii() and request_id.isdigit() and len(request_id) < 19
-    return await store.get_delivery(int(request_id)) if decimal else None
+    decimal = delivery_id.isascii() and delivery_id.isdigit() and len(delivery_id) < 19
+    return await store.get_delivery(int(delivery_id)) if decimal else None
 
 
-@routes.post("/v1/receipts/siren")
-async def siren(request: web.Request) -> web.Response:
-    channel = gateway(request)
-    receipts = clamped(parse_siren(await request.read()), web_mod.now(request))
-    store = request.app[web_mod.STORE]
-    deliveries = await commands(store, channel, receipts, siren_zones(request))
-    beats = [r for _, r in receipts if isinstance(r, sirens.Heartbeat)]
-    if beats:
-        await store.record_heartbeats(beats, web_mod.now(request))
-    early = [
-        ack for _, ack in receipts
-        if isinstance(ack, Ack) and not await _apply(request, ack, deliveries[ack.request_id])
-    ]
-    if early:
-        detail = f"command {early[0].command_id!r} is not recorded yet: post its acknowledgement again"
-        title = (errors.Conflict.__doc__ or "").strip()
-        resp = web_mod.problem(409, errors.Conflict.type, title, detail, field="command_id")
-        resp.headers["Retry-After"] = str(RETRY_EARLY)
-        return resp
-    return web.Response(status=204)
-
-
-async def _apply(request: web.Request, ack: Ack, delivery: model.Delivery) -> bool:
-    """Apply one ack to its delivery; False when a `busy` came before its command was recorded."""
+async def _apply(request: web.Request, name: str, status: channels_mod.Status, delivery: model.Delivery | None) -> bool:
+    """Apply one status; False when a transient failure came before its send was recorded (its
+    provider posts it again). `delivery`: the one the status names, when it names one."""
     store, now = request.app[web_mod.STORE], web_mod.now(request)
-    await store.record_siren_ack(ack.siren_id, ack.result, ack.at)
-    recorded = delivery.provider_id == ack.command_id
-    sending = delivery.state is model.State.SENDING
-    if ack.result == "busy":
-        if recorded:  # the siren did not sound: retried under the retry policy, like a failed send
-            busy = errors.Transient(f"siren {ack.siren_id} busy: {ack.reason or 'no reason given'}", code="busy")
-            moved = await request.app[web_mod.DISPATCHER].undelivered(ack.command_id, busy)
-            log.info("siren busy", alert_id=delivery.alert_id, siren_id=ack.siren_id, moved_to=moved)
-        return recorded or not sending
-    if not (recorded or sending):  # a copy of an ack for an earlier attempt
-        return True
-    state = model.State.DELIVERED if ack.result == "activated" else model.State.FAILED
-    error = None if ack.result == "activated" else f"siren {ack.siren_id} failed: {ack.reason or 'no reason given'}"
-    changed = await store.apply_receipt(ack.command_id, state, error, now)
-    if changed and state is model.State.FAILED:
-        request.app[web_mod.METRICS].failed_later(delivery.channel, "failed")
-    level = log.warning if state is model.State.FAILED else log.info
-    level("siren ack", alert_id=delivery.alert_id, siren_id=ack.siren_id, result=ack.result, changed=changed)
+    if delivery is not None:
+        if status.word and delivery.kind is model.Kind.SIREN:
+            await store.record_siren_ack(delivery.target, status.word, status.at or now)
+        recorded = delivery.provider_id == status.provider_id
+        sending = delivery.state is model.State.SENDING
+        if isinstance(status.error, errors.Transient) and not recorded:
+            return not sending  # not sent yet: nothing to send again; or a copy for an earlier attempt
+        if not (recorded or sending):  # a copy of a receipt for an earlier attempt
+            return True
+    if status.state is model.State.FAILED:
+        error = status.error or errors.Permanent(f"{name} reported the message failed", code="failed")
+        moved = await request.app[web_mod.DISPATCHER].undelivered(status.provider_id, error)
+        log.info("receipt: undelivered", channel=name, provider_id=status.provider_id, code=error.code, moved_to=moved)
+    else:
+        changed = await store.apply_receipt(status.provider_id, status.state, None, now)
+        log.debug("receipt", channel=name, provider_id=status.provider_id, state=status.state.value, changed=changed)
     return True

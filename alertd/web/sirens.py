@@ -12,7 +12,7 @@ import datetime as dt
 
 from aiohttp import web
 
-from alertd import auth, model, web as web_mod
+from alertd import auth, channels as channels_mod, model, web as web_mod
 from alertd.store import sirens as siren_store
 from alertd.web import alerts, views
 
@@ -23,8 +23,9 @@ PAGE = 1000
 
 def stale_after(app: web.Application) -> dt.timedelta | None:
     """How long a siren may stay silent: the siren channels' heartbeat timeout (None: no heartbeats)."""
-    timeouts = [getattr(ch, "heartbeat_timeout", None) for ch in app[web_mod.DISPATCHER].channels.values()]
-    known = [t for t in timeouts if t]
+    channels = app[web_mod.DISPATCHER].channels.values()
+    beating = [ch for ch in channels if isinstance(ch, channels_mod.Heartbeats)]
+    known = [ch.heartbeat_timeout for ch in beating if ch.heartbeat_timeout]
     return dt.timedelta(seconds=min(known)) if known else None
 
 

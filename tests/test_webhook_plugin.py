@@ -1,0 +1,136 @@
+"""A third-party channel (`tests/webhook.py`), registered by an entry point as an integrator's package
+would be: it passes the contract suite, receipts included, and its provider's reports, posted to
+``POST /v1/receipts/{name}``, bring its deliveries to ``delivered`` (or ``failed``), on both stores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import test_utils
+
+from alertd import app as app_mod, channels, config, demo, model, testing
+from tests import helpers, webhook
+
+SECRET = "hook-signing-secret-93c1"  # distinctive: the contract looks for it in logs and reprs
+API_KEY = "hook-api-key-4b7e"
+
+
+@pytest.fixture
+async def gateway():
+    """The fake webhook gateway on 127.0.0.1, in the test's own loop."""
+    server = test_utils.TestServer(webhook.fake_app(SECRET), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+def settings(url: str, **more) -> dict:
+    return {"base_url": url, "api_key": API_KEY, "signing_secret": SECRET} | more
+
+
+def signed(report: dict, url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
+    body = json.dumps(report).encode()
+    return channels.Callback.of(url, {webhook.SIGNATURE: webhook.sign(SECRET, body)}, body, "application/json")
+
+
+class TestWebhookContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, gateway):
+        chan = webhook.Webhook(settings(gateway, timeout=1), channels.Context("http://127.0.0.1:9", "sms"))
+        await chan.start()
+        yield chan
+        await chan.close()
+
+    @pytest.fixture
+    def fake(self, gateway):
+        return testing.FakeControl(gateway, "webhook")
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
+    @pytest.fixture
+    def permanent_failure(self):
+        return {"status": 400, "code": "bad_number"}
+
+    @pytest.fixture
+    def delivered_callback(self):
+        return lambda provider_id: signed({"id": provider_id, "status": "delivered"})
+
+    def address(self, i: int) -> str:
+        return f"+3361300{i:04d}"
+
+
+# -- registered like a third party, in the daemon ----------------------------------------------
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """The plugin's distribution, as `pip install` would leave it: an entry point in its metadata."""
+    dist = tmp_path / "site" / "alertd_webhook-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: alertd-webhook\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[alertd.channels]\nhook-sms = tests.webhook:Webhook\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert channels.load("hook-sms") is webhook.Webhook
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def daemon(request, installed, tmp_path, fakes_url, gateway, pg_schema_url):
+    """The daemon whose SMS go through the webhook plugin (pushes and sirens through the fakes)."""
+    port = demo.free_port()
+    store = pg_schema_url if request.param == "postgresql" else f"sqlite:///{tmp_path / 'alertd.db'}"
+    toml = demo.config_toml(port, store, fakes_url)
+    twilio = toml[toml.index("[channels.sms]"):toml.index("[channels.push]")]
+    sms = (f'[channels.sms]\nplugin = "hook-sms"\napi_key = "{API_KEY}"\nsigning_secret = "{SECRET}"\n'
+           f'base_url = "{gateway}"\n\n')
+    path = tmp_path / "alertd.toml"
+    path.write_text(toml.replace(twilio, sms))
+    cfg = config.load(str(path), env={})
+    assert cfg.channels["sms"].plugin == "hook-sms"
+    clock = helpers.ManualClock()
+    app = app_mod.build(cfg, clock=clock, run_workers=False)
+    async with test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1", port=port)) as client:
+        d = helpers.Daemon(client, clock, fakes_url)
+        await d.populate()
+        yield d
+
+
+async def report(gateway: str, failed: list[str] = ()) -> list[int]:
+    """The gateway reports every message it took; the statuses alertd answered."""
+    control = testing.FakeControl(gateway, "webhook")
+    return (await control._call("POST", "/_fake/webhook/report", {"failed": list(failed)}))["answers"]
+
+
+async def test_the_gateways_reports_bring_deliveries_to_delivered_or_failed(daemon, gateway):
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    assert (await daemon.status(alert["id"]))["counts"]["sms"]["sent"] == 3
+    took = await testing.FakeControl(gateway, "webhook").received()
+    assert {t["callback_url"] for t in took} == {str(daemon.client.make_url("/v1/receipts/sms"))}
+    assert {t["authorization"] for t in took} == {f"Bearer {API_KEY}"}
+    assert await report(gateway, failed=["+33633445566"]) == [204, 204, 204]
+    counts = (await daemon.status(alert["id"]))["counts"]["sms"]
+    assert (counts["delivered"], counts["failed"]) == (2, 1)
+    page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?channel=sms&state=failed")).json()
+    assert [d["target"] for d in page["deliveries"]] == ["p-ar"]
+
+
+async def test_a_forged_report_changes_nothing(daemon, gateway):
+    alert = await daemon.send(channels=["sms"])
+    await daemon.drain()
+    [first, *_] = await testing.FakeControl(gateway, "webhook").received()
+    body = json.dumps({"id": first["id"], "status": "delivered"}).encode()
+    for headers, status in (({}, 401), ({webhook.SIGNATURE: "0" * 64}, 403)):
+        headers |= {"Content-Type": "application/json"}
+        resp = await daemon.client.post("/v1/receipts/sms", data=body, headers=headers)
+        assert resp.status == status and (await resp.json())["field"] == webhook.SIGNATURE
+    assert (await daemon.status(alert["id"]))["counts"]["sms"]["delivered"] == 0
+
+
+@pytest.mark.parametrize(("path", "why"), [("/v1/receipts/nowhere", "named"), ("/v1/receipts/push", "takes no")])
+async def test_a_channel_that_takes_no_receipts_is_a_404_naming_the_channel(daemon, path, why):
+    resp = await daemon.client.post(path, json={"id": "x", "status": "delivered"})
+    problem = await resp.json()
+    assert (resp.status, problem["field"]) == (404, "channel") and why in problem["detail"]

@@ -1,0 +1,135 @@
+"""A third party's channel, as an integrator would write one: SMS through a JSON webhook gateway
+that reports each message's fate back to ``POST /v1/receipts/{name}``, signed with a shared secret.
+And the fake gateway its tests run against, on 127.0.0.1 (`fake_app`).
+
+It lives outside alertd and is registered like any plugin, by an entry point of the group
+``alertd.channels`` (`tests/test_webhook_plugin.py` installs one in a folder of its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+from aiohttp import web
+
+from alertd import channels, errors, model
+from alertd.fakes import common
+
+SIGNATURE = "X-Hook-Signature"
+STATES = {"sent": model.State.SENT, "delivered": model.State.DELIVERED, "failed": model.State.FAILED}
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Webhook(channels.Base):
+    """Settings: ``base_url``, ``api_key``, ``signing_secret`` (the gateway signs its reports with it),
+    ``timeout`` (seconds, default 5)."""
+
+    kind = model.Kind.SMS
+    receipt_alias: ClassVar[str | None] = None  # its reports come to /v1/receipts/<its name> alone
+
+    def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
+        super().__init__(config, context)
+        self.url = str(config["base_url"]).rstrip("/") + "/webhook/messages"
+        self._api_key, self._secret = str(config["api_key"]), str(config["signing_secret"])
+        self.timeout = float(config.get("timeout", 5))
+        name = urllib.parse.quote(context.name, safe="")
+        self.callback_url = f"{context.public_url.rstrip('/')}/v1/receipts/{name}"
+        self.http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Webhook(name={self.context.name!r}, url={self.url!r})"
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                          headers={"Authorization": f"Bearer {self._api_key}"})
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    async def send(self, message: model.Message) -> model.Receipt:
+        body = {"to": message.to, "text": message.body, "callback_url": self.callback_url}
+        try:
+            async with self.http.post(self.url, json=body) as resp:
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise errors.Transient(f"webhook gateway: {type(exc).__name__}", code=type(exc).__name__) from None
+        if resp.status == 201:
+            return model.Receipt(provider_id=str(answer["id"]))
+        code = str(answer.get("error") or resp.status)
+        if resp.status == 429 or resp.status >= 500:
+            wait = channels.retry_after(resp.headers.get("Retry-After"), model.utcnow())
+            raise errors.Transient(f"webhook gateway answered {resp.status}", code=code, retry_after=wait)
+        raise errors.Permanent(f"webhook gateway refused the message: {code}", code=code)
+
+    async def receipt(self, callback: channels.Callback) -> list[channels.Report]:
+        """``{"id": ..., "status": "sent" | "delivered" | "failed", "error": ...}``, signed."""
+        signature = callback.header(SIGNATURE)
+        if not signature:
+            raise errors.Unauthenticated("the gateway signs its reports", field=SIGNATURE)
+        body = await callback.read()
+        if not hmac.compare_digest(signature, sign(self._secret, body)):
+            raise errors.Forbidden("the signature does not match", field=SIGNATURE)
+        if callback.content_type != "application/json":
+            raise errors.UnsupportedMediaType("the gateway posts application/json", field="Content-Type")
+        try:
+            report = json.loads(body)
+            provider_id, state = str(report["id"]), STATES[report["status"]]
+        except (ValueError, KeyError, TypeError):
+            raise errors.BadRequest("a report is {\"id\", \"status\"}", field="body") from None
+        error = errors.Permanent(str(report.get("error", "failed")), code="failed") if state is model.State.FAILED else None
+        return [channels.Status(provider_id, state, error)]
+
+
+# -- the fake gateway --------------------------------------------------------------------------
+
+
+SECRET: web.AppKey[str] = web.AppKey("secret", str)
+
+
+def fake_app(secret: str) -> web.Application:
+    """The gateway: ``POST /webhook/messages`` (bearer token, JSON), the shared control routes, and
+    ``POST /_fake/webhook/report`` — it then posts each message's report, signed, to its callback
+    URL (``{"failed": [to, ...]}``: those failed), and answers the statuses alertd gave."""
+    app = web.Application()
+    app[SECRET] = secret
+    common.add_control_routes(app, ["webhook"])
+    app.router.add_post("/webhook/messages", _message)
+    app.router.add_post("/_fake/webhook/report", _report)
+    return app
+
+
+async def _message(request: web.Request) -> web.Response:
+    body = await request.json()
+    prov = common.provider(request.app, "webhook")
+    rule = await prov.rule_for(body.get("to"))
+    if rule is not None:
+        headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after else {}
+        return web.json_response({"error": rule.code}, status=rule.status, headers=headers)
+    sent = "wh" + uuid.uuid4().hex
+    prov.record(id=sent, to=body["to"], body=body["text"], callback_url=body["callback_url"],
+                authorization=request.headers.get("Authorization", ""))
+    return web.json_response({"id": sent}, status=201)
+
+
+async def _report(request: web.Request) -> web.Response:
+    failed = set((await request.json()).get("failed", []))
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for item in common.provider(request.app, "webhook").received:
+            report = {"id": item["id"], "status": "failed" if item["to"] in failed else "delivered"}
+            body = json.dumps(report).encode()
+            headers = {SIGNATURE: sign(request.app[SECRET], body), "Content-Type": "application/json"}
+            async with session.post(item["callback_url"], data=body, headers=headers) as resp:
+                answers.append(resp.status)
+    return web.json_response({"answers": answers})
