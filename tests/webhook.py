@@ -35,6 +35,7 @@ class Webhook(channels.Base):
     ``timeout`` (seconds, default 5)."""
 
     kind = model.Kind.SMS
+    address = model.Address.PHONE
     receipt_alias: ClassVar[str | None] = None  # its reports come to /v1/receipts/<its name> alone
 
     def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
