@@ -50,6 +50,17 @@ def broadcast(i: int, body: str = "Mise à l'abri immédiate", command: str = "b
 
 
 class TestCellBroadcastContract(testing.ChannelContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        chan = make_channel(fakes_url, timeout=1)
+        await chan.start()
+        yield chan
+        await chan.close()
+
+    @pytest.fixture
+    def send_timeout(self):
+        return 1
+
     def address(self, i: int) -> str:
         return str(4371 + i % 8)  # the fake CBC keys its records and failure rules on the identifier
 

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiohttp
+import pydantic
 from aiohttp import web
 
-from alertd import channels, errors, model
+from alertd import channels, errors, model, settings
 from alertd.fakes import common
 
 SIGNATURE = "X-Hook-Signature"
@@ -30,19 +31,29 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+class Settings(settings.Channel):
+    """Its `[channels.NAME]` section: checked by `alertd check-config`, secrets never shown."""
+
+    base_url: str
+    api_key: pydantic.SecretStr
+    signing_secret: pydantic.SecretStr  # the gateway signs its reports with it
+    timeout: settings.Positive = 5.0
+
+
 class Webhook(channels.Base):
-    """Settings: ``base_url``, ``api_key``, ``signing_secret`` (the gateway signs its reports with it),
-    ``timeout`` (seconds, default 5)."""
+    """SMS through a JSON webhook gateway (`Settings`)."""
 
     kind = model.Kind.SMS
     address = model.Address.PHONE
+    settings = Settings
     receipt_alias: ClassVar[str | None] = None  # its reports come to /v1/receipts/<its name> alone
 
-    def __init__(self, config: Mapping[str, Any], context: channels.Context) -> None:
+    def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
         super().__init__(config, context)
-        self.url = str(config["base_url"]).rstrip("/") + "/webhook/messages"
-        self._api_key, self._secret = str(config["api_key"]), str(config["signing_secret"])
-        self.timeout = float(config.get("timeout", 5))
+        o = self.options
+        self.url = o.base_url.rstrip("/") + "/webhook/messages"
+        self._api_key, self._secret = o.api_key.get_secret_value(), o.signing_secret.get_secret_value()
+        self.timeout = o.timeout
         name = urllib.parse.quote(context.name, safe="")
         self.callback_url = f"{context.public_url.rstrip('/')}/v1/receipts/{name}"
         self.http: aiohttp.ClientSession | None = None
