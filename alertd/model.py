@@ -13,13 +13,17 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+@overload
+def to_utc(value: None) -> None: ...
+@overload
+def to_utc(value: dt.datetime | str | float) -> dt.datetime: ...
 def to_utc(value: dt.datetime | str | float | None) -> dt.datetime | None:
     """Normalise a stored time (ISO text, epoch seconds or datetime) to an aware UTC datetime."""
     if value is None:

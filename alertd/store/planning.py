@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import model, priority
-from alertd.store import sql
+from alertd.store import mixin, sql
 
 UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
 
 
-class PlanningStore:
+class PlanningStore(mixin.Base):
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         min_lat, min_lon, max_lat, max_lon = box
         return await self._fetch(
