@@ -17,7 +17,7 @@ from typing import Any, overload
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @overload
@@ -29,12 +29,12 @@ def to_utc(value: dt.datetime | str | float | None) -> dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        return dt.datetime.fromtimestamp(value, dt.UTC)
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 class Status(enum.StrEnum):
@@ -76,7 +76,8 @@ FINAL = frozenset({
 })
 # Alerts that were never released: nothing of theirs is public, nothing of theirs goes out.
 UNRELEASED = frozenset({
-    AlertState.DRAFT, AlertState.AWAITING_APPROVAL, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED, AlertState.REFUSED,
+    AlertState.DRAFT, AlertState.AWAITING_APPROVAL, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED,
+    AlertState.REFUSED,
 })
 
 
@@ -177,7 +178,9 @@ class Reference:
     alert_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"sender": self.sender, "identifier": self.identifier, "sent": self.sent.isoformat(), "id": self.alert_id}
+        return {
+            "sender": self.sender, "identifier": self.identifier, "sent": self.sent.isoformat(), "id": self.alert_id,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reference:
@@ -508,6 +511,10 @@ def language_tag(text: str) -> str:
     return "-".join(subtags)
 
 
+@overload
+def mask(address: str) -> str: ...
+@overload
+def mask(address: None) -> None: ...
 def mask(address: str | None) -> str | None:
     """Phone numbers and push tokens for logs and APIs: only the last digits stay."""
     if not address:
