@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from alertd import errors, model, people as people_mod, priority  # `people` is alertd.store.people
 from alertd.store import audit, progress as progress_mod, sirens  # `progress` is a method below
 
-
 # What a claim writes as `last_error` of a delivery it took from a lapsed lease: whoever held it may
 # have sent it, and it may go twice.
 LAPSED = "claimed again: an earlier claim's lease lapsed before its outcome was recorded"

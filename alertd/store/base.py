@@ -5,10 +5,9 @@ A driver subclass supplies its `sql.Dialect`, connections (`_conn`) and transact
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from alertd import errors, model, store as store_mod

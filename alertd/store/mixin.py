@@ -33,7 +33,7 @@ class Base(abc.ABC):
         """`_tx` for the lanes' claims, records and renewals (a driver may keep connections for them)."""
         return self._tx()
 
-    async def _notify(self, conn: sql.Conn, payload: str) -> None:
+    async def _notify(self, conn: sql.Conn, payload: str) -> None:  # noqa: B027 (a hook: a no-op by default)
         """Wake the other instances (PostgreSQL); nothing to do with one instance."""
 
     def _t(self, value: dt.datetime | None) -> Any:

@@ -82,7 +82,8 @@ class PlanningStore(mixin.Base):
             # A literal: the placeholders differ by audience, and a rank is a small integer.
             select = sql.PLAN[kind].replace("{audience}", source).replace("{priority}", str(int(ranks[kind])))
             await conn.execute(
-                sql.INSERT_PLANNED.replace("{select}", select), alert_id, routes[kind], self._t(now), after, last, *extra,
+                sql.INSERT_PLANNED.replace("{select}", select), alert_id, routes[kind], self._t(now), after, last,
+                *extra,
             )
         await conn.execute("UPDATE alerts SET plan_cursor = $2 WHERE id = $1", alert_id, last)
         return last
@@ -98,7 +99,8 @@ class PlanningStore(mixin.Base):
         if audience.walk == "targets":
             return (await conn.fetch(sql.CHUNK_END_TARGETS, alert_id, after, limit))[0]["last"]
         codes = sorted(set(audience.zones))
-        return sql.chunk_end([[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes], limit)
+        ids = [[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes]
+        return sql.chunk_end(ids, limit)
 
     async def plan_reached(
         self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,

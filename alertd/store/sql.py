@@ -114,7 +114,8 @@ PLAN = {
     model.Kind.SMS: "SELECT $1, $2, 'sms', r.id, r.phone, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.phone IS NOT NULL",
     model.Kind.PUSH: "SELECT $1, $2, 'push', r.id, r.push_token, r.locale, 'send', 'pending', 0,"
-    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
+    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience}"
+    " AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
 }
 CHUNK_END_TARGETS = """SELECT max(recipient_id) AS last FROM (SELECT recipient_id FROM alert_targets
     WHERE alert_id = $1 AND recipient_id > $2 ORDER BY recipient_id LIMIT $3) c"""
@@ -169,7 +170,8 @@ CHUNK_IN_ZONE = """SELECT recipient_id AS id FROM recipient_zones WHERE zone = $
 # A siren whose activation never started (cancelled, expired) has nothing to stop.
 SIREN_CANCEL = f"""INSERT INTO deliveries ({DELIVERY_COLUMNS})
     SELECT alert_id, channel, kind, target, address, locale, 'cancel', 'pending', 0, CAST($2 AS {{time}}),
-    CAST($2 AS {{time}}), {priority.SIREN} FROM deliveries WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
+    CAST($2 AS {{time}}), {priority.SIREN} FROM deliveries
+    WHERE alert_id = $1 AND kind = 'siren' AND command = 'activate'
     AND state NOT IN ('cancelled', 'expired') AND target NOT IN (SELECT value FROM {{each}}($3))
     ON CONFLICT DO NOTHING"""
 # A siren's `cancel` waits for its `activate` to settle, so that it never overtakes it on the wire.
@@ -248,7 +250,7 @@ class Dialect:
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
 
-    @functools.lru_cache(maxsize=256)
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Dialect per driver, kept for the process's life)
     def sql(self, text: str) -> str:
         """The statement for this driver: dialect slots filled, parameters spelt its way."""
         slots = dict(
