@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 
+import alertd_webhook as webhook
 import pytest
 from aiohttp import test_utils
-
-import alertd_webhook as webhook
-from alertd import app as app_mod, config, demo, testing
 from alertd_webhook import fake as fake_gateway
+
+from alertd import app as app_mod, config, demo, testing
 from tests import helpers
 
 SECRET = "hook-signing-secret-93c1"  # distinctive: the contract looks for it in logs and reprs

@@ -95,5 +95,6 @@ class Webhook(channels.Base):
             provider_id, state = str(report["id"]), STATES[report["status"]]
         except (ValueError, KeyError, TypeError):
             raise errors.BadRequest("a report is {\"id\", \"status\"}", field="body") from None
-        error = errors.Permanent(str(report.get("error", "failed")), code="failed") if state is model.State.FAILED else None
+        failed = state is model.State.FAILED
+        error = errors.Permanent(str(report.get("error", "failed")), code="failed") if failed else None
         return [channels.Status(provider_id, state, error)]

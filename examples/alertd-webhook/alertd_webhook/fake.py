@@ -11,9 +11,8 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from alertd.fakes import common
-
 import alertd_webhook
+from alertd.fakes import common
 
 SECRET: web.AppKey[str] = web.AppKey("secret", str)
 

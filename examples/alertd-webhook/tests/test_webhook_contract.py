@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
+import alertd_webhook
 import pytest
 from aiohttp import test_utils
-
-import alertd_webhook
-from alertd import channels, testing
 from alertd_webhook import fake as fake_gateway
+
+from alertd import channels, testing
 
 SECRET = "hook-signing-secret-93c1"  # distinctive: the contract looks for it in logs and reprs
 API_KEY = "hook-api-key-4b7e"
