@@ -469,7 +469,8 @@ def _orders() -> list[tuple[str, dict]]:
     ]
 
 
-PERSON = {"id": "p-1", "phone": "+33612345678", "push_token": "tok-1", "zones": [helpers.PARIS], "lat": 48.8, "lon": 2.3}
+PERSON = {"id": "p-1", "phone": "+33612345678", "push_token": "tok-1", "zones": [helpers.PARIS],
+          "lat": 48.8, "lon": 2.3}
 
 
 def _subscribers() -> list[tuple[str, dict]]:
