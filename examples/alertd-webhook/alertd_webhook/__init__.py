@@ -42,6 +42,7 @@ class Webhook(channels.Base):
     kind = model.Kind.SMS
     address = model.Address.PHONE
     settings = Settings
+    options: Settings
     receipt_alias: ClassVar[str | None] = None  # its reports come to /v1/receipts/<its name> alone
 
     def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
