@@ -107,7 +107,8 @@ class Dispatcher:
 
     def broadcasts(self) -> dict[str, tuple[str, ...]]:
         """The zones each area channel's one message reaches, by channel name."""
-        return {name: ch.zones for name, ch in self.channels.items() if isinstance(ch, channels_mod.AreaBroadcast)}
+        return {name: ch.zones for name, ch in self.channels.items()
+                if ch.address is model.Address.AREA and isinstance(ch, channels_mod.AreaBroadcast)}
 
     def refuses_topics(self, alert: model.Alert) -> bool:
         """Whether the alert asks for zone topics of a push channel that sends to none (`channels.Topics`)."""
