@@ -26,6 +26,11 @@ class Bucket:
         return min(float(rate.burst), self.tokens + max(0.0, now - self.at) * rate.per_minute / 60.0)
 
 
+def returned(bucket: Bucket, rate: people.Rate, now: float) -> Bucket:
+    """The bucket with an order given back (one refused after it was admitted), never above the burst."""
+    return Bucket(min(float(rate.burst), bucket.level(rate, now) + 1.0), now)
+
+
 def decide(bucket: Bucket | None, rate: people.Rate, now: float) -> tuple[Bucket, float | None]:
     """The bucket after one order at `now`, and None if it is admitted, else the seconds until one
     order is available (the bucket is then unchanged: a refused order takes nothing)."""
@@ -54,6 +59,11 @@ class Quota:
         if self._takes % SWEEP_EVERY == 0:
             self._forget_full(now)
         return wait
+
+    def give_back(self, cell_id: str, rate: people.Rate, now: float) -> None:
+        """The order `take` admitted was refused (bad input, a conflict): it does not count."""
+        if held := self._buckets.get(cell_id):
+            self._buckets[cell_id] = (returned(held[0], rate, now), rate)
 
     def __len__(self) -> int:
         """The cells with a bucket remembered."""

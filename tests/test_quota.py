@@ -86,3 +86,22 @@ async def test_retry_after_is_a_whole_number_of_seconds_and_at_least_one(daemon)
     assert (await post(daemon, fast)).status == 202
     refused = await post(daemon, fast)
     assert refused.status == 429 and refused.headers["Retry-After"] == "1"  # 0.1 s, rounded up
+
+
+async def test_refused_orders_do_not_use_up_the_cells_rate(daemon):
+    """A cell's client looping on a bad order (a broken CMS) must not block the cell's real alerts."""
+    paris = await cell_token(daemon, "Flood", ["75"], people.Rate(per_minute=1, burst=2))
+    broken = [await daemon.client.post("/v1/alerts", headers=paris | {"Content-Type": "application/json"},
+                                       data=b"{bad") for _ in range(5)]
+    outside = [await post(daemon, paris, area={"zones": ["69123"]}) for _ in range(3)]  # not its jurisdiction
+    assert [r.status for r in broken] == [400] * 5 and [r.status for r in outside] == [403] * 3
+    assert [(await post(daemon, paris)).status for _ in range(3)] == [202, 202, 429]  # its burst, whole
+
+
+def test_an_order_given_back_refills_the_bucket_up_to_the_burst_only():
+    q = quota.Quota()
+    assert q.take("c", RATE, 0.0) is None
+    q.give_back("c", RATE, 0.0)
+    q.give_back("c", RATE, 0.0)  # more than was taken: still the burst
+    assert [q.take("c", RATE, 0.0) for _ in range(4)][:3] == [None, None, None]
+    assert q.take("c", RATE, 0.0) is not None

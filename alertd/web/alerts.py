@@ -18,7 +18,9 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from aiohttp import web
 
-from alertd import approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
+from alertd import (
+    approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, people, planner, render, web as web_mod,
+)
 from alertd.web import approvals, forecast, quota as web_quota, views
 
 log = structlog.get_logger("alertd.web.alerts")
@@ -229,6 +231,14 @@ async def create(request: web.Request) -> web.Response:
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     key = _idempotency_key(request)
     await web_quota.admit(request, token)
+    try:
+        return await _accept(request, token, key)
+    except errors.ProblemError:
+        web_quota.give_back(request, token)
+        raise
+
+
+async def _accept(request: web.Request, token: people.Caller, key: str | None) -> web.Response:
     checked = await _order(request, token)
     alert = dataclasses.replace(checked.alert, cell_name=token.cell_name, created_by=token.user)
     asked: dict = {}

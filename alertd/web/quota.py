@@ -1,4 +1,6 @@
-"""The per-cell limit on orders at the HTTP edge: `POST /v1/alerts` calls `admit` first.
+"""The per-cell limit on orders at the HTTP edge: `POST /v1/alerts` calls `admit` first, and
+`give_back` when it refuses the order after all: a cell's client posting bad orders does not use
+up the orders its real alerts need.
 
 The buckets (`alertd.quota`) are this instance's own, kept on the app: behind a load balancer of
 several instances each counts the orders it serves.
@@ -29,3 +31,7 @@ async def admit(request: web.Request, caller: people.Caller) -> None:
         f" try again in {seconds} s.",
         retry_after=seconds,
     )
+
+
+def give_back(request: web.Request, caller: people.Caller) -> None:
+    request.app[QUOTA].give_back(caller.cell, caller.unit.rate, web_mod.now(request).timestamp())
