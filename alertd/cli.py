@@ -9,6 +9,7 @@ import datetime as dt
 import gc
 import json
 import os
+import pathlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -55,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd("serve", serve, "Run the daemon.")
     c = cmd("check-config", check_config, "Report every problem in a configuration file.", False)
     c.add_argument("file")
-    cmd("example-config", example_config, "Print the documented example configuration (it uses the fakes).", False)
+    c = cmd("example-config", example_config, "Print the documented example configuration (it uses the fakes).",
+            False)
+    c.add_argument("--files", metavar="DIR", help="write it, an example order and a small audience into DIR")
     c = cmd("demo", demo, "Fakes, SQLite, 2,000 subscribers and one alert, end to end.", False)
     c.add_argument("--once", action="store_true", help="exit with a summary when the alert settles")
     c.add_argument("--subscribers", type=int, default=2000)
@@ -169,7 +172,18 @@ def check_config(args) -> int:
 
 
 def example_config(args) -> int:
-    sys.stdout.write(config.EXAMPLE.read_text(encoding="utf-8"))
+    if not args.files:
+        sys.stdout.write(config.EXAMPLE.read_text(encoding="utf-8"))
+        return 0
+    folder = pathlib.Path(args.files)
+    folder.mkdir(parents=True, exist_ok=True)
+    for example in sorted(config.EXAMPLE.parent.iterdir()):
+        target = folder / example.name
+        if target.exists():  # never overwrite what an operator may have edited
+            print(f"{target}: exists, kept", file=sys.stderr)
+            continue
+        target.write_bytes(example.read_bytes())
+        print(target)
     return 0
 
 

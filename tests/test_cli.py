@@ -263,3 +263,16 @@ def test_showing_an_empty_audit_log_says_it_is_empty(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "the audit log is empty"
     assert cli.main(["audit", "--config", config_file(tmp_path), "--cell", "nobody"]) == 0
     assert capsys.readouterr().err.strip() == "no audit entry matches"
+
+
+def test_example_config_writes_the_examples_a_wheel_user_follows_the_readme_with(tmp_path, capsys):
+    """Installed from a wheel there is no config/ folder: `--files` writes the README's files, and
+    never overwrites one an operator edited."""
+    assert cli.main(["example-config", "--files", str(tmp_path / "config")]) == 0
+    names = {"alertd.toml", "order.json", "subscribers.csv", "sirens.csv"}
+    assert {p.name for p in (tmp_path / "config").iterdir()} == names
+    assert json.loads((tmp_path / "config" / "order.json").read_bytes()) == json.loads(readme_order())
+    (tmp_path / "config" / "order.json").write_text("{}")
+    capsys.readouterr()
+    assert cli.main(["example-config", "--files", str(tmp_path / "config")]) == 0
+    assert (tmp_path / "config" / "order.json").read_text() == "{}" and "exists, kept" in capsys.readouterr().err
