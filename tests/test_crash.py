@@ -173,3 +173,38 @@ async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fake
     finally:
         await db.close()
 
+
+
+async def test_a_killed_daemon_leaves_no_process_behind(tmp_path, fakes_url):
+    """The reader processes (started by a big body) die with the daemon: a SIGKILL leaves nothing
+    running that holds memory, the store's files or a port."""
+    import psutil
+
+    port = demo.free_port()
+    url = f"sqlite:///{tmp_path / 'alertd.db'}"
+    path = helpers.write_config(tmp_path, fakes_url, port, store=url)
+    db = store_mod.open_store(url)
+    await db.open()
+    try:
+        token = await helpers.add_token(db, model.Role.ADMIN, ["75"])
+    finally:
+        await db.close()
+    base = f"http://127.0.0.1:{port}"
+    # Over 64 KiB: read off the loop, by the reader processes.
+    people = [{"id": f"r{i:05d}", "phone": p, "locale": "fr", "zones": ["75056"]} for i, p in enumerate(PHONES * 2)]
+    daemon = start_daemon(path)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            await wait_until(lambda: up(base), 20, "the daemon to listen")
+            async with http.post(base + "/v1/subscribers", json=people) as r:
+                assert r.status == 200, await r.text()
+        family = psutil.Process(daemon.pid).children(recursive=True)
+        assert family, "no reader process was started"
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+
+    async def all_gone():
+        return not any(running(p.pid) for p in family)
+
+    await wait_until(all_gone, 10, "the killed daemon's processes to exit")

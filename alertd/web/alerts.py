@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import concurrent.futures.process
+import ctypes
 import dataclasses
 import functools
 import json
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
@@ -72,7 +75,7 @@ class _Readers:
         if cls.pool is None:  # spawned, not forked: this process has threads (the store's, the checkers')
             cls.pool = concurrent.futures.ProcessPoolExecutor(
                 READERS, mp_context=multiprocessing.get_context("spawn"),
-                initializer=os.nice, initargs=(READER_NICENESS,),
+                initializer=_reader_started, initargs=(READER_NICENESS, os.getpid()),
             )
         return cls.pool
 
@@ -89,6 +92,19 @@ class _Readers:
                 log.error("a reader process died; starting them again", attempt=attempt)
                 cls.pool = None
         raise errors.ProblemError("the body could not be read: try again", status=503)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _reader_started(niceness: int, daemon: int) -> None:
+    """A reader runs behind the event loop, and dies with the daemon: after a SIGKILL nothing else
+    would stop it (Linux's parent-death signal; the daemon spawns it from its main thread)."""
+    os.nice(niceness)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon:  # it died before the line above
+        os._exit(0)
 
 
 @dataclasses.dataclass(frozen=True)
