@@ -276,3 +276,12 @@ def test_example_config_writes_the_examples_a_wheel_user_follows_the_readme_with
     capsys.readouterr()
     assert cli.main(["example-config", "--files", str(tmp_path / "config")]) == 0
     assert (tmp_path / "config" / "order.json").read_text() == "{}" and "exists, kept" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`alertd audit | head -1`: the pipe closes under alertd; it stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "alertd.cli", "example-config"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before alertd writes a byte
+    err = proc.stderr.read()
+    assert proc.wait(30) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
