@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, quota, render, retry, store, systemd, web as web_mod
+from alertd import channels, config as config_mod, dispatcher, health, metrics, model, progress, quota, render, retry, store, systemd, web as web_mod
 from alertd.channels import remote
 from alertd.web import quota as web_quota
 
@@ -75,6 +75,7 @@ def build_dispatcher(
             batch_size=d.batch_size, lease=dt.timedelta(seconds=d.lease_seconds),
             plan_chunk=d.plan_chunk, test_recipients=cfg.alerts.test_recipients,
             paces={name: section.pace for name, section in cfg.channels.items()},
+            health=health.Rules(d.failover_failures, d.failover_after, d.failover_cooldown, d.failover_slow),
         ),
         clock=clock,
     )

@@ -258,7 +258,7 @@ async def create_message(request: web.Request) -> web.Response:
     if token is None or token == "bad":
         return error(401, 20003)
     form = await request.post()
-    rule = await prov.rule_for(form.get("To"))
+    rule = await prov.rule_for(form.get("To"), request.match_info["account_sid"])
     if rule is not None:
         return error(rule.status, rule.code, rule.retry_after)
     code = problem(form)
