@@ -98,6 +98,7 @@ class Dispatcher:
             name: pacing.Pacer.of(paced_rate(settings.paces.get(name)), senders_of(channel))
             for name, channel in self.channels.items()
         }
+        self._paced = {name: asyncio.Lock() for name in self.channels}
         self.health = {name: health.Health() for name in self.channels}
 
     # -- planning --------------------------------------------------------------------------------
@@ -157,11 +158,13 @@ class Dispatcher:
 
     async def _turn(self, name: str) -> str:
         """Wait for the channel's turn at its rate (or its first sender's); the sender to send from."""
-        if name not in self.pacers:
+        if not self.pacers.get(name, pacing.Pacer()).buckets:
             return ""
-        self.pacers[name], wait, sender = pacing.turn(self.pacers[name], time.monotonic())
-        if wait > 0:
-            await asyncio.sleep(wait)  # pacing to the provider's rate is the point
+        async with self._paced[name]:  # one turn at a time, so that no two sends bunch up
+            self.pacers[name], wait, sender = pacing.turn(self.pacers[name], time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)  # pacing to the provider's rate is the point
+            self.pacers[name] = pacing.began(self.pacers[name], sender, time.monotonic())
         return sender
 
     def submit(self, alert: model.Alert) -> asyncio.Task:

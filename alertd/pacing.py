@@ -3,8 +3,9 @@
 Pure decisions in virtual time (seconds of `time.monotonic`): the dispatcher acts on them (it
 sleeps), the FCM channel keeps its project quota with the same bucket. A bucket is GCRA: `due` is
 when it would be empty again; up to `burst` sends may go at once after a quiet spell, then one
-every 1/`rate` seconds. The dispatcher's buckets have a burst of one: a provider that counts its
-rate per second (Twilio's 20429, a siren gateway's) never sees more than `rate` in any second.
+every 1/`rate` seconds. The dispatcher's buckets have a burst of one, its turns are taken one at
+a time and a send that began late pushes the next one back (`began`): a provider that counts its
+rate per second (Twilio's 20429, a siren gateway's) sees no more than `rate` begun in any second.
 """
 
 from __future__ import annotations
@@ -76,3 +77,14 @@ def turn(pacer: Pacer, now: float) -> tuple[Pacer, float, str]:
     i, bucket, wait = pick(pacer.buckets, now)
     buckets = pacer.buckets[:i] + (bucket,) + pacer.buckets[i + 1:]
     return dataclasses.replace(pacer, buckets=buckets), wait, pacer.senders[i] if pacer.senders else ""
+
+
+def began(pacer: Pacer, sender: str, at: float) -> Pacer:
+    """The pacer once the send its last turn let through began at `at`, maybe later than its turn
+    (a busy event loop): the next send of that bucket waits a whole interval from `at`."""
+    if not pacer.buckets:
+        return pacer
+    i = pacer.senders.index(sender) if sender else 0
+    bucket = pacer.buckets[i]
+    bucket = dataclasses.replace(bucket, due=max(bucket.due, at + 1 / bucket.rate))
+    return dataclasses.replace(pacer, buckets=pacer.buckets[:i] + (bucket,) + pacer.buckets[i + 1:])
