@@ -59,8 +59,9 @@ async def test_sms_are_spread_over_the_senders_each_at_its_own_rate(daemon):
     assert sum(by_sender.values()) == 18 and abs(by_sender["ALERTE"] - 2 * by_sender["+33700000001"]) <= 3
     for sender, rate in (("+33700000001", 2), ("ALERTE", 4)):
         times = sorted(r["at"] for r in received if r["from"] == sender)
-        # Spaced by 1/rate (less a little jitter on the way: a connection set up for the first one).
-        assert min(b - a for a, b in zip(times, times[1:])) >= 0.8 / rate
+        # Each at its own rate: what one arrival's jitter on the way (a fresh client's first call is
+        # slow) may shift, the span of them all cannot.
+        assert 0.6 * rate <= (len(times) - 1) / (times[-1] - times[0]) <= 1.2 * rate
     assert max(r["at"] for r in received) - min(r["at"] for r in received) >= 2.0
 
 
