@@ -60,7 +60,7 @@ class Settings:
     # Each channel's rate and prices, by name (`config.Pace`): forecasts read them (`web.forecast`),
     # the lanes pace their sends to the rates the operator gave (`pacing`).
     paces: Mapping[str, config.Pace] = dataclasses.field(default_factory=dict)
-    failover: health.Rules = health.Rules()  # when a channel is failing, and tried again
+    failover: health.Rules = dataclasses.field(default_factory=health.Rules)  # when a channel fails, is tried again
 
 
 class Dispatcher:

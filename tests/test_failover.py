@@ -45,7 +45,7 @@ async def send_sms(daemon) -> tuple[str, list[dict]]:
 async def test_a_failing_provider_hands_its_deliveries_to_the_other_and_gets_them_back_when_it_recovers(two):
     await two.sms.fail(status=500, times=None, account=demo.ACCOUNT_SID)  # the first choice answers 500
     with structlog.testing.capture_logs() as logs:
-        alert_id, deliveries = await send_sms(two)
+        _, deliveries = await send_sms(two)
     phones = {r["to"] for r in await two.sms.received()}
     assert len(deliveries) == len(phones) == 23  # every subscriber in Paris with a phone, each once
     assert [r["from"] for r in await two.sms.received()] == [BACKUP_FROM] * 23

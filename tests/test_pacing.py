@@ -6,7 +6,8 @@ import collections
 
 import pytest
 
-from alertd import dispatcher as dispatcher_mod, pacing
+from alertd import dispatcher as dispatcher_mod
+from alertd import pacing
 from tests import helpers, test_channel_twilio
 
 RATE = 50
@@ -75,7 +76,7 @@ def test_a_turn_goes_to_the_sender_whose_turn_comes_first():
 
 
 def test_a_send_that_began_late_pushes_the_next_back_and_no_rate_means_no_pacing():
-    pacer, wait, _ = pacing.turn(pacing.Pacer.of(10.0), 0.0)
+    pacer, _, _ = pacing.turn(pacing.Pacer.of(10.0), 0.0)
     late = pacing.began(pacer, "", 0.5)  # the loop was busy: it began half a second late
     assert pacing.turn(late, 0.5)[1] == pytest.approx(0.1)
     assert pacing.turn(pacing.Pacer.of(None), 0.0)[1:] == (0.0, "")

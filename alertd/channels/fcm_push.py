@@ -40,7 +40,6 @@ message is too big") is this message's failure only, and the token stays.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import itertools
 import json
