@@ -134,6 +134,8 @@ class Dispatcher:
     def fallback(self, name: str) -> str | None:
         """Where the pending deliveries of `name` go while it is failing, if anywhere. Only channels
         to a person's phone or app stand in for each other: a siren or an area is a gateway's own."""
+        if self.health.get(name, health.Health()).failing_since is None:  # the common case, at once
+            return None
         personal = {n: ch.kind for n, ch in self.channels.items() if ch.address in STAND_INS}
         return health.fallback(name, personal, self.usable())
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import structlog
 
-from alertd import demo, errors, health, model
+from alertd import config, demo, errors, health, model
 from tests import helpers, test_metrics
 
 BACKUP_SID = "AC" + "b" * 32
@@ -102,6 +102,17 @@ def test_the_failover_rules_are_read_from_the_dispatcher_section(tmp_path, fakes
     cfg = helpers.load_config(tmp_path, fakes_url, demo.free_port(), dispatcher=lines)
     d = cfg.dispatcher
     assert (d.failover_failures, d.failover_after, d.failover_cooldown, d.failover_slow) == (4, 20, 120, 8)
+
+
+def test_bad_failover_rules_and_senders_are_named_in_the_configuration_check(tmp_path):
+    path = tmp_path / "alertd.toml"
+    path.write_text('[dispatcher]\nfailover_failures = 0\n[channels.sms]\nplugin = "twilio"\naccount_sid = "AC1"\n'
+                    'auth_token = "t"\nsenders = ["+33700000001", {from = "ALERTE", rate = -1}, 5]\n')
+    assert config.check(str(path), env={}) == [
+        "dispatcher.failover_failures: must be positive, got 0",
+        "channels.sms.senders.1.rate: must be positive, got -1",
+        "channels.sms.senders.2: expected a table, got 5",
+    ]
 
 
 def test_a_channel_is_failing_only_after_enough_failures_over_long_enough():
