@@ -164,7 +164,7 @@ class Dispatcher:
             return ""
         async with self._paced[name]:  # one turn at a time, so that no two sends bunch up
             self.pacers[name], wait, sender = pacing.turn(self.pacers[name], time.monotonic())
-            if wait > 0:
+            if wait > 0 and not self._stopping:
                 await asyncio.sleep(wait)  # pacing to the provider's rate is the point
             self.pacers[name] = pacing.began(self.pacers[name], sender, time.monotonic())
         return sender
@@ -252,6 +252,8 @@ class Dispatcher:
             return model.Outcome(delivery.id, model.State.PENDING, next_at=self.clock())
         sender = await self._turn(delivery.channel)
         now = self.clock()
+        if self._stopping:  # stopped while waiting for its turn: not begun, given back
+            return model.Outcome(delivery.id, model.State.PENDING, next_at=now)
         lease = lease_until or delivery.lease_until
         if lease is not None and lease <= now:
             log.warning("lease ran out before the send", channel=delivery.channel, delivery_id=delivery.id)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 
-from alertd import dispatcher as dispatcher_mod
-from alertd import pacing
-from tests import helpers, test_channel_twilio
+from alertd import config, dispatcher as dispatcher_mod, pacing
+from tests import helpers, test_channel_twilio, test_dispatcher
 
 RATE = 50
 PEOPLE = [{"id": f"p-paced-{i}", "phone": f"+33699{i:06d}", "locale": "fr", "zones": [helpers.PARIS]}
@@ -80,3 +80,22 @@ def test_a_send_that_began_late_pushes_the_next_back_and_no_rate_means_no_pacing
     late = pacing.began(pacer, "", 0.5)  # the loop was busy: it began half a second late
     assert pacing.turn(late, 0.5)[1] == pytest.approx(0.1)
     assert pacing.turn(pacing.Pacer.of(None), 0.0)[1:] == (0.0, "")
+
+
+async def test_a_stop_gives_back_what_waits_for_its_turn_at_once(daemon):
+    assert (await daemon.post("/v1/subscribers", who="admin", json=PEOPLE[:20])).status == 200
+    sms = test_channel_twilio.make_channel(daemon.fakes_url, max_concurrency=10)
+    settings = dispatcher_mod.Settings(paces={"sms": config.Pace(rate=1)})  # 23 messages: 22 s
+    slow = dispatcher_mod.Dispatcher(daemon.store, {"sms": sms}, daemon.dispatcher.renderer, settings=settings,
+                                     clock=daemon.clock)
+    accepted = await daemon.send(channels=["sms"])
+    await daemon.dispatcher.planned()
+    slow.metrics = test_dispatcher.FirstSend()
+    await slow.start()
+    await slow.metrics.seen.wait()  # the first went; ten senders wait for their turns
+    started = time.monotonic()
+    await slow.stop()
+    assert time.monotonic() - started < 2.0  # not the turns' 10 s, nor the grace
+    counts = (await daemon.status(accepted["id"]))["counts"]["sms"]
+    assert counts["sending"] == 0 and counts["sent"] == len(await daemon.sms.received()) < 5
+    assert counts["pending"] == 23 - counts["sent"]  # given back for the next start, none lost
