@@ -78,7 +78,8 @@ class Dispatcher:
         self.channels = dict(channels)
         self.renderer = renderer
         self.policy = policy
-        self.settings = settings
+        pooled = {name: pooled_pace(settings.paces.get(name), senders_of(ch)) for name, ch in self.channels.items()}
+        self.settings = settings = dataclasses.replace(settings, paces={**settings.paces, **pooled})
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = uuid.uuid4().hex[:12]
@@ -453,6 +454,14 @@ def paced_rate(pace: config.Pace | None) -> float | None:
 
 def senders_of(channel: channels_mod.Channel) -> tuple[pacing.Sender, ...]:
     return channel.senders if isinstance(channel, channels_mod.Senders) else ()
+
+
+def pooled_pace(pace: config.Pace | None, senders: tuple[pacing.Sender, ...]) -> config.Pace:
+    """The channel's pace for forecasts: with senders and no rate given, theirs together."""
+    pace = pace or config.Pace()
+    if senders and (pace.rate is None or pace.rate_is_default):
+        return dataclasses.replace(pace, rate=sum(s.rate for s in senders), rate_is_default=False)
+    return pace
 
 
 def dead(channel: channels_mod.Channel, result: model.Receipt | errors.DeliveryError) -> bool:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import time
 
 import pytest
 
-from alertd import config, dispatcher as dispatcher_mod, pacing
+from alertd import config, dispatcher as dispatcher_mod, estimate, pacing
 from tests import helpers, test_channel_twilio, test_dispatcher
 
 RATE = 50
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 PEOPLE = [{"id": f"p-paced-{i}", "phone": f"+33699{i:06d}", "locale": "fr", "zones": [helpers.PARIS]}
           for i in range(200)]
 
@@ -99,3 +101,12 @@ async def test_a_stop_gives_back_what_waits_for_its_turn_at_once(daemon):
     counts = (await daemon.status(accepted["id"]))["counts"]["sms"]
     assert counts["sending"] == 0 and counts["sent"] == len(await daemon.sms.received()) < 5
     assert counts["pending"] == 23 - counts["sent"]  # given back for the next start, none lost
+
+
+def test_the_forecast_of_a_channel_with_senders_is_at_their_rates_together(fakes_url):
+    sms = test_channel_twilio.make_channel(fakes_url, senders=["+33700000001", {"from": "ALERTE", "rate": 4}])
+    paced = dispatcher_mod.Dispatcher(None, {"sms": sms}, None)  # type: ignore[arg-type]  # built, never run
+    pace = paced.settings.paces["sms"]
+    assert (pace.rate, pace.rate_is_default) == (5.0, False)  # 1/s (sender_rate) + 4/s, not Twilio's 10
+    forecast = estimate.estimate([estimate.Planned("sms", pace, (estimate.Group(100, 1),))], NOW, None)
+    assert forecast.lines[0].seconds_to_last == pytest.approx(20.0) and not forecast.warnings
