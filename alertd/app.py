@@ -24,6 +24,7 @@ from alertd import (
     channels,
     config as config_mod,
     dispatcher,
+    health,
     metrics,
     model,
     progress,
@@ -88,6 +89,7 @@ def build_dispatcher(
             batch_size=d.batch_size, lease=dt.timedelta(seconds=d.lease_seconds),
             plan_chunk=d.plan_chunk, test_recipients=cfg.alerts.test_recipients,
             paces={name: section.pace for name, section in cfg.channels.items()},
+            failover=health.Rules(d.failover_failures, d.failover_after, d.failover_cooldown, d.failover_slow),
         ),
         clock=clock,
     )

@@ -151,6 +151,12 @@ class Dispatcher:
     backoff_base: Positive = 2.0
     backoff_max: Positive = 300.0
     plan_chunk: PositiveInt = 1000  # rows per planning transaction: short, so other writers wait little
+    # Failover between channels of a kind (`health.Rules`): failing after this many failed calls in
+    # a row over at least `failover_after` seconds; tried again after `failover_cooldown` seconds.
+    failover_failures: PositiveInt = 5
+    failover_after: settings.NonNegative = 30.0
+    failover_cooldown: Positive = 60.0
+    failover_slow: Positive | None = None  # a call slower than this (seconds) counts as failed
 
 
 @frozen_section

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from alertd import (
-    channels as channels_mod, config, errors, fair, metrics as metrics_mod, model, planner, priority, render, retry,
-    store as store_mod,
+    channels as channels_mod, config, errors, fair, health, metrics as metrics_mod, model, pacing, planner, priority,
+    render, retry, store as store_mod,
 )
 
 log = structlog.get_logger("alertd.dispatcher")
@@ -57,8 +57,10 @@ class Settings:
     idle_poll: float = 1.0  # seconds; a safety net, the lanes are woken on new work
     test_recipients: tuple[str, ...] = ()  # who gets CAP `test` and `system` alerts
     plannings: int = 2  # plannings under way at once; the next goes by its cell's share (`fair`)
-    # Each channel's rate and prices, by name (`config.Pace`): forecasts read them (`web.forecast`).
+    # Each channel's rate and prices, by name (`config.Pace`): forecasts read them (`web.forecast`),
+    # the lanes pace their sends to the rates the operator gave (`pacing`).
     paces: Mapping[str, config.Pace] = dataclasses.field(default_factory=dict)
+    failover: health.Rules = dataclasses.field(default_factory=health.Rules)  # when a channel fails, is tried again
 
 
 class Dispatcher:
@@ -76,7 +78,8 @@ class Dispatcher:
         self.channels = dict(channels)
         self.renderer = renderer
         self.policy = policy
-        self.settings = settings
+        pooled = {name: pooled_pace(settings.paces.get(name), senders_of(ch)) for name, ch in self.channels.items()}
+        self.settings = settings = dataclasses.replace(settings, paces={**settings.paces, **pooled})
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = uuid.uuid4().hex[:12]
@@ -92,6 +95,12 @@ class Dispatcher:
         self._halting: set[asyncio.Task] = set()  # halts asked by other instances' cancels
         self._stopping = False
         self.metrics = metrics_mod.Observer()  # records nothing; the app plugs in `metrics.Metrics`
+        self.pacers = {
+            name: pacing.Pacer.of(paced_rate(settings.paces.get(name)), senders_of(channel))
+            for name, channel in self.channels.items()
+        }
+        self._paced = {name: asyncio.Lock() for name in self.channels}
+        self.health = {name: health.Health() for name in self.channels}
 
     # -- planning --------------------------------------------------------------------------------
 
@@ -117,6 +126,51 @@ class Dispatcher:
         channel = self.channels[planner.routes(alert, self.kinds())[model.Kind.PUSH]]
         return not (isinstance(channel, channels_mod.Topics) and channel.sends_topics)
 
+    # -- pace and health ---------------------------------------------------------------------------
+
+    def usable(self) -> dict[str, bool]:
+        """Each channel's health: may it carry deliveries now (`health.usable`)?"""
+        now = self.clock().timestamp()
+        return {name: health.usable(h, now, self.settings.failover) for name, h in self.health.items()}
+
+    def fallback(self, name: str) -> str | None:
+        """Where the pending deliveries of `name` go while it is failing, if anywhere. Only channels
+        to a person's phone or app stand in for each other: a siren or an area is a gateway's own."""
+        if self.health.get(name, health.Health()).failing_since is None:  # the common case, at once
+            return None
+        personal = {n: ch.kind for n, ch in self.channels.items() if ch.address in STAND_INS}
+        return health.fallback(name, personal, self.usable())
+
+    async def divert(self, name: str, to: str) -> None:
+        """Move the failing channel's pending deliveries to `to`, and say so."""
+        why = self.health[name].last_error
+        note = f"moved from {name} to {to}: {name} is failing ({why})"
+        moved = await self.store.move_pending(name, to, note, self.clock())
+        if moved:
+            log.warning("channel failing: deliveries moved", channel=name, to=to, deliveries=moved, error=why)
+            self.metrics.failover(name, to, moved)
+            self.wake(to)
+
+    def _note(self, name: str, result: model.Receipt | errors.DeliveryError, seconds: float) -> None:
+        before = self.health.get(name, health.Health())
+        self.health[name] = after = health.note(
+            before, result, seconds, self.clock().timestamp(), self.settings.failover)
+        if after.failing_since is not None and before.failing_since is None:
+            log.warning("channel failing", channel=name, failures=after.streak, error=after.last_error)
+        elif after.failing_since is None and before.failing_since is not None:
+            log.warning("channel recovered", channel=name)
+
+    async def _turn(self, name: str) -> str:
+        """Wait for the channel's turn at its rate (or its first sender's); the sender to send from."""
+        if not self.pacers.get(name, pacing.Pacer()).buckets:
+            return ""
+        async with self._paced[name]:  # one turn at a time, so that no two sends bunch up
+            self.pacers[name], wait, sender = pacing.turn(self.pacers[name], time.monotonic())
+            if wait > 0 and not self._stopping:
+                await asyncio.sleep(wait)  # pacing to the provider's rate is the point
+            self.pacers[name] = pacing.began(self.pacers[name], sender, time.monotonic())
+        return sender
+
     def submit(self, alert: model.Alert) -> asyncio.Task:
         """Plan `alert` in the background; its deliveries flow as soon as the first chunk lands."""
         if alert.id in self._planning:
@@ -130,7 +184,7 @@ class Dispatcher:
 
     async def _plan(self, alert: model.Alert, nth: int) -> None:
         try:
-            route = planner.routes(alert, self.kinds())
+            route = planner.routes(alert, health.preferred(self.kinds(), self.usable()))
             if self.refuses_topics(alert):  # refused at the order; one stored before is planned without
                 alert = dataclasses.replace(alert, topics=False)
             # A cancel first: it stops what a flood may have started.
@@ -196,7 +250,12 @@ class Dispatcher:
         None when the lease ran out before the call: the delivery is another claimer's now.
         `lease_until`: the lease as the lane last renewed it, when it did since the claim."""
         alert = await self._alert(delivery.alert_id)
+        if self.fallback(delivery.channel):  # failing: given back unsent, to be moved (`Lane._claim`)
+            return model.Outcome(delivery.id, model.State.PENDING, next_at=self.clock())
+        sender = await self._turn(delivery.channel)
         now = self.clock()
+        if self._stopping:  # stopped while waiting for its turn: not begun, given back
+            return model.Outcome(delivery.id, model.State.PENDING, next_at=now)
         lease = lease_until or delivery.lease_until
         if lease is not None and lease <= now:
             log.warning("lease ran out before the send", channel=delivery.channel, delivery_id=delivery.id)
@@ -205,7 +264,7 @@ class Dispatcher:
         if stop is not None:
             return model.Outcome(delivery.id, stop)
         try:
-            message = self._message(alert, delivery)
+            message = self._message(alert, delivery, sender)
         except errors.AlertdError as exc:  # a template that cannot render will never render
             return model.Outcome(delivery.id, model.State.FAILED, last_error=exc.message)
         started = time.monotonic()
@@ -216,7 +275,9 @@ class Dispatcher:
             result = channels_mod.as_result(exc)
         if isinstance(result, errors.Halted):  # a channel dropped it for the cancel (`halt`)
             return model.Outcome(delivery.id, model.State.CANCELLED)
-        self.metrics.sent(delivery.channel, alert, time.monotonic() - started, result, self.clock())
+        seconds = time.monotonic() - started
+        self.metrics.sent(delivery.channel, alert, seconds, result, self.clock())
+        self._note(delivery.channel, result, seconds)
         if dead(channel, result):
             await self._forget(delivery.address)
         return self._outcome(delivery, result, alert, self.clock())
@@ -264,7 +325,7 @@ class Dispatcher:
             return model.State.EXPIRED
         return None
 
-    def _message(self, alert: model.Alert, delivery: model.Delivery) -> model.Message:
+    def _message(self, alert: model.Alert, delivery: model.Delivery, sender: str = "") -> model.Message:
         rendered = self.renderer.render(alert, delivery.kind, delivery.locale or None)
         command = delivery.command
         if delivery.kind is model.Kind.SIREN and command == "activate":
@@ -279,6 +340,7 @@ class Dispatcher:
             locale=rendered.locale,
             command=command,
             data=facts(alert),
+            sender=sender,
         )
 
     def _outcome(
@@ -383,6 +445,27 @@ class Dispatcher:
             advance(min(due))
 
 
+STAND_INS = (model.Address.PHONE, model.Address.PUSH_TOKEN)  # channels that may stand in for each other
+
+
+def paced_rate(pace: config.Pace | None) -> float | None:
+    """The rate a channel is paced to: the one the operator gave. The provider's documented one is
+    a forecast's guess (a short code or a pool sends far more) and paces nothing."""
+    return pace.rate if pace is not None and not pace.rate_is_default else None
+
+
+def senders_of(channel: channels_mod.Channel) -> tuple[pacing.Sender, ...]:
+    return channel.senders if isinstance(channel, channels_mod.Senders) else ()
+
+
+def pooled_pace(pace: config.Pace | None, senders: tuple[pacing.Sender, ...]) -> config.Pace:
+    """The channel's pace for forecasts: with senders and no rate given, theirs together."""
+    pace = pace or config.Pace()
+    if senders and (pace.rate is None or pace.rate_is_default):
+        return dataclasses.replace(pace, rate=sum(s.rate for s in senders), rate_is_default=False)
+    return pace
+
+
 def dead(channel: channels_mod.Channel, result: model.Receipt | errors.DeliveryError) -> bool:
     """Whether the send's answer says the address is dead for good (`channels.DeadAddresses`)."""
     # The answer first: it is cheap, and rarely says so; a protocol check is not (every send asks).
@@ -466,7 +549,8 @@ class Lane:
         done, self.done = self.done, []
         # Being recorded: no renewal of theirs may take them for lost meanwhile.
         recording = {o.delivery_id: self.owned.pop(o.delivery_id) for o in done if o.delivery_id in self.owned}
-        want = min(self.d.settings.batch_size, 3 * self.channel.concurrency - self.held)
+        moving = self.d.fallback(self.name)  # failing: claim nothing, hand the pending over
+        want = 0 if moving else min(self.d.settings.batch_size, 3 * self.channel.concurrency - self.held)
         try:
             batch = await self.d.store.claim(
                 self.name, self.d.owner, self.d.clock(), want, self.d.settings.lease, done
@@ -475,6 +559,8 @@ class Lane:
             self.done[:0] = done
             self.owned.update(recording)
             raise
+        if moving:
+            await self.d.divert(self.name, moving)
         self._note_lapsed(batch)
         # One of ours whose lease lapsed under us and came back to us is still in hand: not twice.
         fresh = [d for d in batch if d.id not in self.owned]

@@ -85,6 +85,9 @@ class Observer:
     def failed_later(self, channel: str, code: str | None) -> None:
         """The provider accepted a message, then reported it failed (a receipt, or no ack in time)."""
 
+    def failover(self, channel: str, to: str, moved: int) -> None:
+        """`channel` was failing: `moved` of its pending deliveries went to channel `to`."""
+
 
 class Metrics(Observer):
     """The app's registry and its metrics; `exposition` renders them for one scrape."""
@@ -128,6 +131,10 @@ class Metrics(Observer):
         self.streams_refused = Counter(
             "alertd_streams_refused", "Event streams refused: the token already held as many as allowed.",
             registry=self.registry,
+        )
+        self.failovers = Counter(
+            "alertd_failovers", "Pending deliveries moved from a failing channel to another of its kind.",
+            ["from", "to"], registry=self.registry,
         )
         self._codes: set[tuple[str, str]] = set()
         self._sends: dict[str, tuple[dt.datetime, dict[str, dt.datetime]]] = {}  # alert id: order, last sends
@@ -183,6 +190,9 @@ class Metrics(Observer):
 
     def failed_later(self, channel: str, code: str | None) -> None:
         self.errors.labels(channel, self._code(channel, code)).inc()
+
+    def failover(self, channel: str, to: str, moved: int) -> None:
+        self.failovers.labels(channel, to).inc(moved)
 
     def _code(self, channel: str, code: str | None) -> str:
         code = str(code or "none")

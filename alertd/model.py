@@ -487,6 +487,7 @@ class Message:
     locale: str = ""
     command: str = "send"
     data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sender: str = ""  # which of the channel's `channels.Senders` it goes from ("": the channel's own)
 
 
 @dataclasses.dataclass(frozen=True)

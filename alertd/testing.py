@@ -38,7 +38,7 @@ import aiohttp
 import pytest
 import structlog
 
-from alertd import channels, errors, model, settings
+from alertd import channels, errors, model, pacing, settings
 
 
 @dataclasses.dataclass
@@ -202,6 +202,15 @@ class ChannelContract:
         assert isinstance(await channel.send(message), model.Receipt)
         [received] = await fake.received()
         assert received["to"].endswith(topic)
+
+    async def test_a_message_goes_from_the_sender_the_dispatcher_named(self, channel, fake):
+        if not (isinstance(channel, channels.Senders) and channel.senders):
+            return  # paced as one, at the channel's `rate`
+        assert all(isinstance(s, pacing.Sender) and s.name and s.rate > 0 for s in channel.senders)
+        for i, sender in enumerate(channel.senders):
+            assert isinstance(await channel.send(dataclasses.replace(self.message(i), sender=sender.name)),
+                              model.Receipt)
+        assert [r["from"] for r in await fake.received()] == [s.name for s in channel.senders]
 
     async def test_a_dead_address_is_said_only_by_a_channel_declaring_it(self, channel, fake, permanent_failure,
                                                                           request):

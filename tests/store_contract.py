@@ -274,6 +274,28 @@ class StoreContract(store_people_contract.PeopleContract):
         [back] = await store.deliveries("A1", channel="sms", state=S.PENDING)
         assert (back.id, back.next_at, back.last_error) == (sent.id, LATER, "30003: unreachable")
 
+    async def test_failover_moves_only_the_pending_deliveries_of_the_channel(self, store):
+        await self.seed(store, make_alert(zones=("*",)))  # a1, a2, c1, d1 by sms
+        [sending] = await store.claim("sms", "i1", NOW, 1, LEASE)  # on the wire: stays
+        moved = await store.move_pending("sms", "sms-backup", "moved from sms: Twilio 500", LATER)
+        assert moved == 3
+        backup = await store.deliveries("A1", channel="sms-backup")
+        assert {(d.state, d.last_error, d.updated_at) for d in backup} == {
+            (S.PENDING, "moved from sms: Twilio 500", LATER)}
+        assert [d.id for d in await store.deliveries("A1", channel="sms")] == [sending.id]
+        assert [d.channel for d in await store.deliveries("A1", channel="push")] == ["push"] * 3  # other channels stay
+        assert len(await store.claim("sms-backup", "i1", LATER, 10, LEASE)) == 3
+        assert await store.move_pending("sms", "sms-backup", "again", LATER) == 0
+
+    async def test_failover_leaves_a_delivery_the_other_channel_already_has(self, store):
+        alert = make_alert(zones=("75056",), channels=(model.Kind.SMS,))
+        await self.seed(store, alert)  # a1, a2 by sms
+        backup = {model.Kind.SMS: "sms-backup"}
+        await chunk(store, dataclasses.replace(alert, area=model.Area(("75056",))), backup, None, 1, NOW)  # a1 there too
+        assert await store.move_pending("sms", "sms-backup", "moved", NOW) == 1  # a2: a1 would go twice
+        assert {d.target for d in await store.deliveries("A1", channel="sms")} == {"a1"}
+        assert {d.target for d in await store.deliveries("A1", channel="sms-backup")} == {"a1", "a2"}
+
     async def test_claim_takes_due_oldest_first_up_to_limit(self, store):
         await self.seed(store, make_alert(zones=("*",)))
         batch = await store.claim("sms", "i1", NOW, 4, LEASE)

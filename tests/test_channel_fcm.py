@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import exceptions, messaging
 
-from alertd import channels, errors, model, testing
+from alertd import channels, errors, model, pacing, testing
 from alertd.channels import fcm_push
 
 # What FCM answers, word for word, for a registration token it cannot parse, and for a payload over
@@ -271,16 +271,16 @@ class TestQuota:
 
 
 def test_the_bucket_lets_a_second_of_quota_go_at_once_then_the_rate():
-    bucket = fcm_push.Bucket.per_minute(120)  # 2 a second
+    bucket = pacing.Bucket.per_minute(120)  # 2 a second
     waits = []
     for _ in range(5):
-        bucket, wait = fcm_push.take(bucket, 100.0)
+        bucket, wait = pacing.take(bucket, 100.0)
         waits.append(wait)
     assert waits == pytest.approx([0, 0, 0.5, 1.0, 1.5])
-    _, later = fcm_push.take(bucket, 110.0)  # a quiet spell refills it
+    _, later = pacing.take(bucket, 110.0)  # a quiet spell refills it
     assert later == 0
-    paused = fcm_push.pause(bucket, 110.0, 60)
-    assert fcm_push.take(paused, 110.0)[1] == pytest.approx(60)
+    paused = pacing.pause(bucket, 110.0, 60)
+    assert pacing.take(paused, 110.0)[1] == pytest.approx(60)
 
 
 async def test_an_unreachable_fcm_is_transient(fakes_url):

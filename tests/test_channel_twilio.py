@@ -73,6 +73,28 @@ class TestContract(testing.ChannelContract):
         return f"+3361200{i:04d}"
 
 
+class TestContractWithSenders(TestContract):
+    @pytest.fixture
+    async def channel(self, fakes_url):
+        chan = make_channel(fakes_url, timeout=1, senders=["+33700000001", {"from": "ALERTE", "rate": 10}])
+        await chan.start()
+        yield chan
+        await chan.close()
+
+
+async def test_a_message_no_sender_was_named_for_goes_from_the_first(fakes_url):
+    chan = make_channel(fakes_url, senders=["+33700000001", "ALERTE"], **{"from": None})
+    fake = testing.FakeControl(fakes_url, "twilio")
+    await fake.reset()
+    await chan.start()
+    try:
+        await chan.send(sms("+33612000001"))
+    finally:
+        await chan.close()
+    assert [r["from"] for r in await fake.received()] == ["+33700000001"]
+    assert [(s.name, s.rate) for s in chan.senders] == [("+33700000001", 1.0), ("ALERTE", 1.0)]
+
+
 # -- classification ------------------------------------------------------------------------------
 
 

@@ -611,3 +611,8 @@ async def test_a_child_whose_daemon_is_killed_mid_send_writes_only_json(fakes_ur
     gone = [r for r in records if r.get("logger") != "alertd.channels.remote" or "started" not in r["event"]]
     assert len(gone) <= 1, records  # the child ends quietly: one line at most
     assert len([r for r in await twilio.received() if r["to"] == SLOW]) == 20  # the calls on the wire went out
+
+
+def test_a_message_crosses_to_a_sending_process_with_its_sender():
+    message = model.Message(7, "a-1", model.Kind.SMS, "+33612000001", "Mise à l'abri", sender="ALERTE")
+    assert remote.load_message(marshal.loads(marshal.dumps(remote.dump_message(message)))) == message

@@ -98,7 +98,7 @@ pattern_activat = "long"
 def test_a_rule_between_keys_is_checked_once_the_keys_are_valid(tmp_path):
     path = write(tmp_path, '[channels.sms]\nplugin = "twilio"\naccount_sid = "AC1"\nauth_token = "t"\n')
     assert config.check(path, env={}) == [
-        "channels.sms: one of from or messaging_service_sid is required by the twilio plugin"
+        "channels.sms: one of from, senders or messaging_service_sid is required by the twilio plugin"
     ]
     assert config.check(path, env={"ALERTD_CHANNELS__SMS__MESSAGING_SERVICE_SID": "MG1"}) == []
 

@@ -12,7 +12,7 @@ What a channel can do besides sending it declares, as one of the protocols below
 messages before their call begins), `Receipts` (its provider reports back at
 ``POST /v1/receipts/{name}``), `Acknowledges` (each command is acknowledged, within a timeout),
 `Heartbeats` (its gateway reports the health of the sirens it serves), `Topics` (a push channel that
-sends to zone topics) and `DeadAddresses` (its `errors.Permanent` may say the address is dead for
+sends to zone topics), `Senders` (it sends from several senders, each paced at its rate) and `DeadAddresses` (its `errors.Permanent` may say the address is dead for
 good). `alertd.testing.ChannelContract` tests each ability a channel declares.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
-from alertd import errors, model, settings as settings_mod
+from alertd import errors, model, pacing, settings as settings_mod
 
 GROUP = "alertd.channels"
 
@@ -158,6 +158,15 @@ class Topics(Protocol):
     ``topic`` whose `to` is the topic's name. Declared with ``sends_topics = True``."""
 
     sends_topics: ClassVar[bool]
+
+
+@runtime_checkable
+class Senders(Protocol):
+    """A channel that sends from several senders (SMS `from` numbers or names), each at its own
+    rate: the dispatcher paces each sender (`pacing`) and names the one a message goes from in
+    `model.Message.sender`. Declared by a non-empty ``senders``."""
+
+    senders: tuple[pacing.Sender, ...]
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ about 0.3 ms with the encoding (measured with bench/fcm_ceiling.py; the fake spe
 Facts about the library this relies on are in PROVIDERS.md.
 
 The project's quota (`quota_per_minute`, FCM's 600,000 by default) is kept with a token bucket
-(`Bucket`: a second of quota may go at once, then the rate). A QUOTA_EXCEEDED pauses the whole
+(`pacing.Bucket`: a second of quota may go at once, then the rate). A QUOTA_EXCEEDED pauses the whole
 channel for its Retry-After, at least a minute: meanwhile every message is answered transient with
 the time left (code ``quota_paused``), without a call. A message whose turn lies further than
 `timeout` ahead is answered the same way (code ``quota_paced``) instead of holding a sender that
@@ -40,7 +40,6 @@ message is too big") is this message's failure only, and the token stays.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -59,7 +58,7 @@ import httpx
 import structlog
 from firebase_admin import credentials, exceptions, messaging
 
-from alertd import channels, errors, model, settings
+from alertd import channels, errors, model, pacing, settings
 
 log = structlog.get_logger("alertd.channels.fcm")
 
@@ -223,34 +222,7 @@ def transport_failure(exc: BaseException) -> exceptions.FirebaseError:
     return exceptions.UnknownError(f"Unknown error while making a remote service call: {exc}", cause=exc)
 
 
-@dataclasses.dataclass(frozen=True)
-class Bucket:
-    """The quota as a token bucket in virtual time (GCRA): `due` is when the bucket would be
-    empty again; up to `burst` messages may go at once after a quiet spell."""
-
-    rate: float  # messages per second
-    burst: float
-    due: float = 0.0
-    paused_until: float = 0.0  # after a QUOTA_EXCEEDED
-
-    @classmethod
-    def per_minute(cls, quota: float) -> Bucket:
-        return cls(rate=quota / 60, burst=max(1.0, quota / 60))
-
-
-def take(bucket: Bucket, now: float) -> tuple[Bucket, float]:
-    """The bucket with one more message let through at its earliest, and how long that message
-    must wait from `now`."""
-    interval = 1 / bucket.rate
-    at = max(now, bucket.paused_until, bucket.due - (bucket.burst - 1) * interval)
-    return dataclasses.replace(bucket, due=max(bucket.due, at) + interval), at - now
-
-
-def pause(bucket: Bucket, now: float, seconds: float) -> Bucket:
-    return dataclasses.replace(bucket, paused_until=max(bucket.paused_until, now + seconds))
-
-
-def held(bucket: Bucket, now: float, wait: float) -> errors.Transient:
+def held(bucket: pacing.Bucket, now: float, wait: float) -> errors.Transient:
     """The answer for a message that would wait `wait` s for its turn: sent again later."""
     if bucket.paused_until > now:
         return errors.Transient(f"FCM answered QUOTA_EXCEEDED: the channel pauses for {wait:.0f} s",
@@ -287,7 +259,7 @@ class FCMPush(channels.Base):
         self.project_id = self.options.project_id
         self.timeout = self.options.timeout
         # Each sending process its share.
-        self.bucket = Bucket.per_minute(self.options.quota_per_minute / context.senders)
+        self.bucket = pacing.Bucket.per_minute(self.options.quota_per_minute / context.senders)
         self.clock = time.monotonic  # the bucket's time; a test may move it
         self.app: firebase_admin.App | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -392,13 +364,13 @@ class FCMPush(channels.Base):
             return model.Receipt(provider_id=json.loads(content)["name"])
         failure = classify(http_failure(self.service, self.url, status, headers, content))
         if failure.code == "QUOTA_EXCEEDED" and isinstance(failure, errors.Transient):
-            self.bucket = pause(self.bucket, self.clock(), failure.retry_after or QUOTA_BACKOFF)
+            self.bucket = pacing.pause(self.bucket, self.clock(), failure.retry_after or QUOTA_BACKOFF)
         return self._failed(message, failure)
 
     async def _turn(self) -> errors.Transient | None:
         """Wait for this message's turn in the quota; the answer instead when it is too far off."""
         now = self.clock()
-        bucket, wait = take(self.bucket, now)
+        bucket, wait = pacing.take(self.bucket, now)
         if wait > self.timeout:
             return held(self.bucket, now, wait)
         self.bucket = bucket

@@ -69,7 +69,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 def dump_message(m: model.Message) -> tuple:
     # str(): plain strings whatever produced them (marshal refuses str subclasses such as Markup).
     return (m.delivery_id, str(m.alert_id), str(m.kind), str(m.to), str(m.body), str(m.title), str(m.locale),
-            str(m.command), {str(k): str(v) for k, v in m.data.items()})
+            str(m.command), {str(k): str(v) for k, v in m.data.items()}, str(m.sender))
 
 
 def load_message(v: tuple) -> model.Message:
@@ -156,6 +156,8 @@ class Remote:
             self.sends_topics = inner.sends_topics
         if isinstance(inner, channels.DeadAddresses):
             self.reports_dead_addresses = inner.reports_dead_addresses
+        if isinstance(inner, channels.Senders):
+            self.senders = inner.senders
 
     def __repr__(self) -> str:
         return f"Remote({self.inner!r}, processes={len(self.children)})"

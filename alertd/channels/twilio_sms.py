@@ -1,9 +1,15 @@
 """SMS through Twilio's Messages API, with the real `twilio` library's async client.
 
 Configuration (`Settings`): ``account_sid``, ``auth_token`` (or ``auth_token_file``),
-``from`` or ``messaging_service_sid``, optional ``base_url`` (another address for the API, e.g. the
+``from``, ``senders`` or ``messaging_service_sid``, optional ``base_url`` (another address for the API, e.g. the
 fake), ``timeout`` (s, default 10), ``max_concurrency`` (default 100), ``status_callback = false``
 to ask for no status callbacks.
+
+``senders``: several senders, each paced at its own rate by the dispatcher (`channels.Senders`),
+a message going from the one whose turn comes first: a bare number or name sends at
+``sender_rate`` (default 1 segment a second, a US long code), a table names its own
+(``{from = "ALERTE", rate = 10}``, an alphanumeric sender in France). A Messaging Service pools its
+senders at Twilio: pace it with the channel's ``rate``.
 
 Twilio posts each message's status to ``/v1/receipts/<the channel's name>`` (the older
 ``/v1/receipts/twilio`` still works); `TwilioSMS.receipt` checks the signature with this channel's
@@ -16,7 +22,7 @@ import base64
 import contextvars
 import re
 import urllib.parse
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import aiohttp
 import pydantic
@@ -25,7 +31,7 @@ from twilio import request_validator, rest
 from twilio.base import exceptions as twilio_exceptions
 from twilio.http import async_http_client, response as twilio_response
 
-from alertd import channels, errors, model, settings
+from alertd import channels, errors, model, pacing, settings
 
 log = structlog.get_logger("alertd.channels.twilio")
 
@@ -122,19 +128,37 @@ def basic_auth(login: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{password}".encode("latin1")).decode("ascii")
 
 
+class Sender(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Annotated[str, pydantic.StringConstraints(strip_whitespace=True, min_length=1)] = pydantic.Field(
+        alias="from")
+    rate: settings.Positive | None = None  # segments a second; `sender_rate` when not given
+
+
 class Settings(settings.Channel):
     account_sid: str
     auth_token: pydantic.SecretStr
     from_: str | None = pydantic.Field(None, alias="from")
+    senders: tuple[Sender, ...] = ()
+    sender_rate: settings.Positive = 1.0
     messaging_service_sid: str | None = None
     base_url: str | None = None
     timeout: settings.Positive = 10.0
     status_callback: bool = True
 
+    @pydantic.field_validator("senders", mode="before")
+    @classmethod
+    def _bare(cls, given: Any) -> Any:
+        """A bare number or name is a sender at `sender_rate`."""
+        if isinstance(given, (list, tuple)):
+            return [{"from": item} if isinstance(item, str) else item for item in given]
+        return given
+
     @pydantic.model_validator(mode="after")
     def _a_sender(self) -> Settings:
-        if not (self.from_ or self.messaging_service_sid):
-            raise ValueError("one of from or messaging_service_sid is required by the twilio plugin")
+        if not (self.from_ or self.senders or self.messaging_service_sid):
+            raise ValueError("one of from, senders or messaging_service_sid is required by the twilio plugin")
         return self
 
 
@@ -149,6 +173,8 @@ class TwilioSMS(channels.Base):
     def __init__(self, config: Any, context: channels.Context) -> None:
         super().__init__(config, context)
         self.sender = sender(self.options)
+        # `channels.Senders`: declared only with several, each paced at its rate by the dispatcher.
+        self.senders = tuple(pacing.Sender(s.from_, s.rate or self.options.sender_rate) for s in self.options.senders)
         self.status_callback = status_callback(self.options, context)
         self.client: rest.Client | None = None
 
@@ -166,7 +192,8 @@ class TwilioSMS(channels.Base):
         assert self.client is not None, "send before start"
         try:
             created = await self.client.messages.create_async(
-                to=message.to, body=message.body, status_callback=self.status_callback, **self.sender
+                to=message.to, body=message.body, status_callback=self.status_callback,
+                **({"from_": message.sender} if message.sender else self.sender),
             )
         except twilio_exceptions.TwilioException as exc:
             raise self.refused(message, exc) from None
@@ -228,9 +255,10 @@ def undelivered(form: dict[str, str], status: str) -> errors.DeliveryError:
 
 
 def sender(options: Settings) -> dict[str, str]:
-    if options.from_:
-        return {"from_": options.from_}
-    assert options.messaging_service_sid  # one of the two: `Settings._a_sender`
+    """Who a message goes from when the dispatcher named no sender."""
+    if options.from_ or options.senders:
+        return {"from_": options.from_ or options.senders[0].from_}
+    assert options.messaging_service_sid  # one of the three: `Settings._a_sender`
     return {"messaging_service_sid": options.messaging_service_sid}
 
 

@@ -6,7 +6,8 @@ Control endpoints, identical for every provider (see `alertd.testing.FakeControl
 - ``GET  /_fake/{provider}/count``     ``{"count": n}``, cheap for benchmarks
 - ``POST /_fake/{provider}/failures``  queue a rule: ``status`` (HTTP), ``code`` (provider error
   code), ``retry_after`` (seconds, sent as Retry-After), ``times`` (how many requests it applies
-  to; null = forever), ``to`` (only requests to that address), ``delay`` (seconds to wait before
+  to; null = forever), ``to`` (only requests to that address), ``account`` (only requests for that account, e.g. a
+  Twilio account SID: two channels on one fake are two providers), ``delay`` (seconds to wait before
   answering; with no ``status`` the request then succeeds)
 - ``POST /_fake/reset``                forget everything, every provider
 """
@@ -28,10 +29,11 @@ class Rule:
     retry_after: float | None = None
     times: int | None = 1
     to: str | None = None
+    account: str | None = None
     delay: float = 0.0
 
-    def matches(self, to: str | None) -> bool:
-        return self.to is None or self.to == to
+    def matches(self, to: str | None, account: str | None = None) -> bool:
+        return (self.to is None or self.to == to) and (self.account is None or self.account == account)
 
 
 @dataclasses.dataclass
@@ -46,10 +48,10 @@ class Provider:
         self.received.clear()
         self.rules.clear()
 
-    async def rule_for(self, to: str | None) -> Rule | None:
+    async def rule_for(self, to: str | None, account: str | None = None) -> Rule | None:
         """The first rule for this request (consuming one of its `times`), after its delay."""
         for rule in self.rules:
-            if rule.matches(to):
+            if rule.matches(to, account):
                 if rule.times is not None:
                     rule.times -= 1
                     if rule.times <= 0:

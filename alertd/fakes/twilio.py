@@ -268,7 +268,7 @@ async def create_message(request: web.Request) -> web.Response:
     if token is None or token == "bad":
         return error(401, 20003)
     form = await request.post()
-    rule = await prov.rule_for(_text(form, "To"))
+    rule = await prov.rule_for(_text(form, "To"), request.match_info["account_sid"])
     if rule is not None:
         return error(rule.status, rule.code, rule.retry_after)
     code = problem(form)

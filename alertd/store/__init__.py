@@ -282,6 +282,11 @@ class Store(Protocol):
     async def complete_settled(self) -> list[str]:
         """Alerts `active` with no delivery left pending or sending become `completed`; their ids."""
 
+    async def move_pending(self, channel: str, to: str, note: str, now: dt.datetime) -> int:
+        """Failover, in one statement: every `pending` delivery of `channel` goes to channel `to`
+        (same kind), with `note` as its `last_error`, except one whose alert already has a delivery
+        to the same target by `to`. Returns how many moved."""
+
     async def next_due(self, channel: str) -> dt.datetime | None:
         """When the next delivery of `channel` falls due: the earliest `next_at` of a pending one a
         claim would take or `lease_until` of a sending one (None when neither exists)."""

@@ -311,6 +311,13 @@ class SQLStore(
         )
         return sorted(r["id"] for r in rows)
 
+    async def move_pending(self, channel: str, to: str, note: str, now: dt.datetime) -> int:
+        async with self._tx() as conn:
+            moved = await conn.execute(sql.MOVE_PENDING, channel, to, note, self._t(now))
+            if moved:
+                await self._notify(conn, to)
+        return moved
+
     async def next_due(self, channel: str) -> dt.datetime | None:
         # A lease that runs out (its instance died) makes work due too; a row no claim would take
         # (a siren cancel waiting for its activate) does not.

@@ -238,6 +238,13 @@ RECEIPT = """UPDATE deliveries SET state = $2, last_error = COALESCE($3, last_er
 REQUEUE = f"""UPDATE deliveries SET state = 'pending', next_at = $3, provider_id = NULL, last_error = $4,
     updated_at = $5 WHERE id = $1 AND provider_id = $2 AND state = 'sent'
     AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = deliveries.alert_id AND a.state IN {STOPPED})"""
+# Failover: a failing channel's pending deliveries go to another of its kind (`health`), one statement.
+# One tried already failed for the channel's sake, not its own: it is due at once on the other.
+MOVE_PENDING = """UPDATE deliveries SET channel = $2, last_error = $3, updated_at = $4,
+    next_at = CASE WHEN attempts > 0 AND next_at > $4 THEN $4 ELSE next_at END
+    WHERE channel = $1 AND state = 'pending' AND NOT EXISTS (SELECT 1 FROM deliveries o
+    WHERE o.alert_id = deliveries.alert_id AND o.channel = $2 AND o.target = deliveries.target
+    AND o.command = deliveries.command)"""
 # Keep the receipt of higher rank when one is already waiting for that provider id.
 EARLY_RECEIPT = """INSERT INTO early_receipts (provider_id, state, error, at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (provider_id) DO UPDATE SET state = excluded.state, error = excluded.error, at = excluded.at
