@@ -1,10 +1,10 @@
-# Two entry points: `make demo` and `make test`. Both build the virtualenv first.
+# Two entry points: `make demo` and `make test` (`make lint`, then the tests). Both build the virtualenv first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve bench clean
+.PHONY: demo lint test serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,16 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-test: $(STAMP) $(CHROMIUM)
+# Style, types and the import layers; the settings are in pyproject.toml. All three run, so that one
+# run shows every finding; any finding fails it.
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check alertd tests bench || status=1; \
+	$(BIN)/mypy || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	exit $$status
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

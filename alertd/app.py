@@ -20,7 +20,20 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from alertd import channels, config as config_mod, dispatcher, metrics, model, progress, quota, render, retry, store, systemd, web as web_mod
+from alertd import (
+    channels,
+    config as config_mod,
+    dispatcher,
+    metrics,
+    model,
+    progress,
+    quota,
+    render,
+    retry,
+    store,
+    systemd,
+    web as web_mod,
+)
 from alertd.channels import remote
 from alertd.web import quota as web_quota
 
@@ -47,7 +60,7 @@ WORKERS = web.AppKey("workers", Workers)
 
 
 def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
-    built = {}
+    built: dict[str, channels.Channel] = {}
     for name, section in cfg.channels.items():
         context = channels.Context(public_url=cfg.server.public_url, name=name)
         if section.processes:  # the provider calls on other cores
@@ -181,7 +194,9 @@ async def _begin_listening(app: web.Application, stack: contextlib.AsyncExitStac
     running: set[asyncio.Task] = set()
 
     async def housekeeping() -> None:
-        running.add(task := asyncio.current_task())
+        task = asyncio.current_task()
+        assert task is not None, "housekeeping runs in a task of its own"
+        running.add(task)
         try:
             await disp.housekeeping()
         finally:
@@ -234,6 +249,7 @@ class Site(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
+        assert isinstance(self._runner, web.AppRunner), "a Site serves an application"
         connections = self._runner.app[web_mod.CONNECTIONS]
         connections.fit(descriptors() - FD_RESERVE)
         watch_accepts(loop, connections)

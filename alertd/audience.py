@@ -12,6 +12,7 @@ jurisdiction. A cell's test reaches its own test phones and sirens, not another 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import phonenumbers
@@ -151,7 +152,7 @@ def testers(area: model.Area, recipients: list[model.Recipient]) -> list[str]:
     return [r.id for r in recipients if inside(area, r.zones, r.lat, r.lon)]
 
 
-def test_sirens(area: model.Area, sirens: list[model.Siren], tests: list[str] | tuple[str, ...]) -> list[model.Siren]:
+def test_sirens(area: model.Area, sirens: list[model.Siren], tests: Sequence[str]) -> list[model.Siren]:
     """The configured test sirens inside the area: those a test alert tells to run their test."""
     wanted = set(tests)
     return [s for s in sirens if s.id in wanted and inside(area, (s.zone,), s.lat, s.lon)]

@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from alertd import errors, geo, model, people
 
@@ -122,7 +123,9 @@ def boundary_from_geojson(data: object) -> tuple[model.Ring, ...]:
         return tuple(ring for f in data.get("features") or () for ring in boundary_from_geojson(f))
     if kind == "Feature":
         return boundary_from_geojson(data.get("geometry"))
-    polygons = {"Polygon": [data.get("coordinates")], "MultiPolygon": data.get("coordinates")}.get(kind)
+    coordinates = data.get("coordinates")
+    # Loose JSON: the parse below is the check (anything else is a TypeError, ValueError or IndexError).
+    polygons: Any = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else None
     try:
         rings = tuple(tuple((float(lat), float(lon)) for lon, lat, *_ in polygon[0]) for polygon in polygons)
     except (TypeError, ValueError, IndexError):

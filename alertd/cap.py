@@ -39,6 +39,7 @@ class _Value:
 
     _times: ClassVar[tuple[str, ...]] = ()
     _children: ClassVar[dict[str, type[_Value]]] = {}
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # every subclass is a dataclass
 
     def to_json(self) -> dict[str, Any]:
         return {field.name: _jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)}
@@ -295,7 +296,9 @@ def dumps(doc: Document) -> bytes:
 def format_time(value: dt.datetime) -> str:
     """CAP's date-time text, in the value's own offset: 2030-01-01T10:00:00+01:00; UTC is -00:00
     (as CAP 1.2 asks) unless it was received as +00:00."""
-    minutes = int(value.utcoffset().total_seconds()) // 60
+    offset = value.utcoffset()
+    assert offset is not None, "a CAP time is aware"
+    minutes = int(offset.total_seconds()) // 60
     plus = minutes > 0 or (minutes == 0 and value.tzname() == cap_check.PLUS_ZERO.tzname(None))
     sign = "+" if plus else "-"
     return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -48,8 +48,9 @@ def to_alert(
         id=alert_id, identifier=doc.identifier, sender=doc.sender, cell=cell, sent=model.to_utc(doc.sent),
         status=model.Status(doc.status.lower()), msg_type=ACTED_ON[doc.msg_type],
         references=tuple(model.Reference(r.sender, r.identifier, r.sent) for r in doc.references),
-        event=first.event if first else None, urgency=first.urgency if first else None,
-        severity=first.severity if first else None, certainty=first.certainty if first else None,
+        # None in a cancel without infos, until `lifecycle.complete` takes the stopped alert's.
+        event=first.event if first else None, urgency=first.urgency if first else None,  # type: ignore[arg-type]
+        severity=first.severity if first else None, certainty=first.certainty if first else None,  # type: ignore[arg-type]
         expires=_expires(doc.infos), area=area, channels=channels, template=template, params=params,
         texts={} if template else {
             _locale(i.language): _text(i) for i in doc.infos if i.headline or i.instruction or i.description
@@ -116,7 +117,7 @@ def _parameters(infos: Sequence[cap.Info]) -> tuple[dict[str, str], dict[str, st
         for name, value in info.parameters:
             if name in RESERVED:
                 named.setdefault(name, value)
-            elif re.fullmatch(orders.PARAM_NAME_PATTERN, name):  # others are for other systems
+            elif re.fullmatch(orders.PARAM_NAME_PATTERN, name):  # noqa: SIM102 (others are for other systems)
                 if params.setdefault(name, value) != value:
                     params[f"{name}_{lang}"] = value
     return params, named
@@ -169,7 +170,9 @@ def _zones(area: cap.Area, path: str, problems: list[dict[str, str]]) -> Iterato
             if re.fullmatch(model.LOCAL_ZONE_PATTERN, value.upper()):
                 yield value.upper()
             else:
-                problems.append(_problem(f"{path}/geocode[{k}]/value", f"not an INSEE commune or département code: {value!r}"))
+                problems.append(
+                    _problem(f"{path}/geocode[{k}]/value", f"not an INSEE commune or département code: {value!r}")
+                )
 
 
 def located(exc: errors.Invalid) -> errors.Invalid:

@@ -55,7 +55,7 @@ ENUMS = {
 }
 REFERRING = ("Update", "Cancel", "Ack", "Error")  # the msgTypes about earlier messages
 
-Problem = dict[str, str]
+Problem = dict[str, str | None]  # a problem of the whole body has field None
 MAX_PROBLEMS = 100  # listed in an answer; the rest are counted (a 1 MB body once gave 18 MB of them)
 
 
@@ -108,10 +108,11 @@ def time(text: str) -> dt.datetime:
     if not match:
         raise ValueError(f"{text!r} is not a CAP date-time like 2030-01-01T10:00:00+01:00 (numeric offset, no Z)")
     *fields, sign, hours, minutes = match.groups()
+    year, month, day, hour, minute, second = map(int, fields)
     offset = dt.timedelta(hours=int(hours), minutes=int(minutes))
     try:
         zone = PLUS_ZERO if sign == "+" and not offset else dt.timezone(-offset if sign == "-" else offset)
-        return dt.datetime(*map(int, fields), tzinfo=zone)
+        return dt.datetime(year, month, day, hour, minute, second, tzinfo=zone)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a real date-time: {exc}") from None
 

@@ -222,8 +222,8 @@ def _rows(text: IO[str], columns: Columns) -> Iterator[tuple[int, dict[str, str]
             line = reader.line_num + 1  # the header was read before the reader started
             if len(values) > len(header):
                 yield RowProblem(line, "row", f"{len(values)} fields but the header names {len(header)}")
-            elif any(v.strip() for v in values):
-                yield line, {name: v.strip() for name, v in zip(header, values) if v.strip()}
+            elif any(v.strip() for v in values):  # a shorter row leaves its last columns empty
+                yield line, {name: v.strip() for name, v in zip(header, values, strict=False) if v.strip()}
     except (csv.Error, UnicodeDecodeError) as exc:
         yield RowProblem(reader.line_num + 2, "file", f"cannot read further: {exc}")
 

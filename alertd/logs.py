@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -37,7 +37,7 @@ _handler: logging.Handler | None = None
 _python = logging.getLogger("python")  # the voice of what Python would print itself
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """A structlog processor: masks addresses, hides credentials, wherever they appear."""
     return {key: _clean(key, value) for key, value in event_dict.items()}
 

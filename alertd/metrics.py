@@ -175,7 +175,9 @@ class Metrics(Observer):
         last[channel] = now
 
     def completed(self, alert_id: str) -> None:
-        ordered, last = self._sends.pop(alert_id, (None, {}))
+        if (sends := self._sends.pop(alert_id, None)) is None:
+            return
+        ordered, last = sends
         for channel, at in last.items():
             self.last_send.labels(channel).observe(_since(ordered, at))
 
@@ -275,5 +277,5 @@ class StoreCollector:
             for state in model.State:
                 deliveries.add_metric([channel, state.value], figures.deliveries.get((channel, state.value), 0))
             queue.add_metric([channel], sum(figures.deliveries.get((channel, s.value), 0) for s in OPEN))
-        for state in sorted(set(SIREN_STATES) | set(figures.sirens)):
-            sirens.add_metric([state], figures.sirens.get(state, 0))
+        for siren_state in sorted(set(SIREN_STATES) | set(figures.sirens)):
+            sirens.add_metric([siren_state], figures.sirens.get(siren_state, 0))

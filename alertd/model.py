@@ -13,24 +13,28 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
+@overload
+def to_utc(value: None) -> None: ...
+@overload
+def to_utc(value: dt.datetime | str | float) -> dt.datetime: ...
 def to_utc(value: dt.datetime | str | float | None) -> dt.datetime | None:
     """Normalise a stored time (ISO text, epoch seconds or datetime) to an aware UTC datetime."""
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        return dt.datetime.fromtimestamp(value, dt.UTC)
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 class Status(enum.StrEnum):
@@ -103,7 +107,8 @@ FINAL = frozenset({
 })
 # Alerts that were never released: nothing of theirs is public, nothing of theirs goes out.
 UNRELEASED = frozenset({
-    AlertState.DRAFT, AlertState.AWAITING_APPROVAL, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED, AlertState.REFUSED,
+    AlertState.DRAFT, AlertState.AWAITING_APPROVAL, AlertState.REJECTED, AlertState.APPROVAL_EXPIRED,
+    AlertState.REFUSED,
 })
 
 
@@ -204,7 +209,9 @@ class Reference:
     alert_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"sender": self.sender, "identifier": self.identifier, "sent": self.sent.isoformat(), "id": self.alert_id}
+        return {
+            "sender": self.sender, "identifier": self.identifier, "sent": self.sent.isoformat(), "id": self.alert_id,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reference:
@@ -535,6 +542,10 @@ def language_tag(text: str) -> str:
     return "-".join(subtags)
 
 
+@overload
+def mask(address: str) -> str: ...
+@overload
+def mask(address: None) -> None: ...
 def mask(address: str | None) -> str | None:
     """Phone numbers and push tokens for logs and APIs: only the last digits stay."""
     if not address:

@@ -399,17 +399,18 @@ def to_alert(
         status=model.Status(order.status),
         msg_type=model.MsgType(order.msg_type),
         references=tuple(model.Reference(r.sender, r.identifier, r.sent) for r in order.references),
-        event=order.event,
-        urgency=order.urgency,
-        severity=order.severity,
-        certainty=order.certainty,
+        # None in a cancel that leaves them out, until `lifecycle.complete` takes the stopped alert's.
+        event=order.event, urgency=order.urgency,  # type: ignore[arg-type]
+        severity=order.severity, certainty=order.certainty,  # type: ignore[arg-type]
         expires=model.to_utc(order.expires),
         area=_area(order.area),
         channels=channels,
         via=via,
         template=order.template,
         params=dict(order.params),
-        texts={locale: model.Text(t.headline, t.instruction, t.description) for locale, t in (order.texts or {}).items()},
+        texts={
+            locale: model.Text(t.headline, t.instruction, t.description) for locale, t in (order.texts or {}).items()
+        },
         locale=order.locale,
         topics=order.topics,
         category=order.category,

@@ -133,7 +133,7 @@ def _sirens_in(area: model.Area, sirens: Iterable[model.Siren]) -> list[model.Si
     return [
         s for s in sirens
         if any(model.zone_within(s.zone, zone) for zone in area.zones)
-        or (shapes is not None and s.lat is not None and shapes.contains_point(s.lat, s.lon))
+        or (shapes is not None and s.lat is not None and s.lon is not None and shapes.contains_point(s.lat, s.lon))
     ]
 
 
@@ -152,14 +152,15 @@ async def _inside(store: store_mod.Store, area: model.Area) -> list[str]:
     if not area.shaped:
         return []
     shapes = geo.Shapes.of(area.polygons, area.circles)
-    rows = await store.located(shapes.bounds())
+    box = shapes.bounds()
+    rows = await store.located(box) if box is not None else []
     if not rows:
         return []
     mask = shapes.contains(
         numpy.fromiter((r["lat"] for r in rows), float, len(rows)),
         numpy.fromiter((r["lon"] for r in rows), float, len(rows)),
     )
-    return [r["id"] for r, hit in zip(rows, mask) if hit]
+    return [r["id"] for r, hit in zip(rows, mask, strict=True) if hit]
 
 
 async def reach(
@@ -249,6 +250,7 @@ async def _as_approved(store: store_mod.Store, alert: model.Alert, renderer: ren
     record = alert.approval
     if record is None or record.approved_by is None:
         return True
+    problem: str | None
     try:
         messages = [approval.message(r) for r in render.check_order(renderer, alert)]
     except errors.ProblemError as exc:
@@ -261,8 +263,8 @@ async def _as_approved(store: store_mod.Store, alert: model.Alert, renderer: ren
               approved_by=record.approved_by, problem=problem)
     entry = audit.Entry(cell=alert.cell, action="refused", at=now, subject=alert.id, address="alertd",
                         detail={"reason": "content differs from what was approved", "approved_by": record.approved_by})
-    await store.move_alert(alert.id, model.AlertState.PLANNING, dataclasses.replace(alert, state=model.AlertState.REFUSED),
-                           entry)
+    refused = dataclasses.replace(alert, state=model.AlertState.REFUSED)
+    await store.move_alert(alert.id, model.AlertState.PLANNING, refused, entry)
     return False
 
 

@@ -160,6 +160,7 @@ def test_verifying_an_empty_audit_log_says_it_is_empty(tmp_path, capsys):
     (b"{\"type\": ", "not JSON"),
     (b"[1, 2]", "not a GeoJSON object"),
     (b'{"type": "Point", "coordinates": [2.3, 48.8]}', "not a GeoJSON Polygon or MultiPolygon"),
+    (b'{"type": ["Polygon"], "coordinates": []}', "not a GeoJSON Polygon or MultiPolygon"),  # was a traceback
 ])
 def test_a_bad_boundary_file_is_a_one_line_error(tmp_path, capsys, content, says):
     boundary = tmp_path / "rhone.geojson"

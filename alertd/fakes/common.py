@@ -23,7 +23,7 @@ from aiohttp import web
 
 @dataclasses.dataclass
 class Rule:
-    status: int | None = None
+    status: int = 0  # 0: no answer of its own (a delay only)
     code: Any = None
     retry_after: float | None = None
     times: int | None = 1
@@ -94,7 +94,8 @@ async def _reset(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "providers": sorted(request.app[PROVIDERS])})
+    providers = request.app[PROVIDERS]  # not inline: mypy would infer the key's type from sorted()
+    return web.json_response({"ok": True, "providers": sorted(providers)})
 
 
 def _lookup(request: web.Request) -> Provider:

@@ -67,7 +67,7 @@ class Tokens:
 
 
 TOKENS: web.AppKey[Tokens] = web.AppKey("fcm_tokens", Tokens)
-IDS: web.AppKey[itertools.count] = web.AppKey("fcm_ids", itertools.count)
+IDS: web.AppKey[itertools.count[int]] = web.AppKey("fcm_ids", itertools.count)
 
 
 def setup(app: web.Application) -> None:
@@ -188,7 +188,8 @@ async def _deliver(
     item["data"] = message.get("data") or {}
     item.update({k: message[k] for k in ("android", "apns") if k in message})
     prov.record(**item)
-    return _named(f"projects/{project}/messages/{next(request.app[IDS])}")
+    ids = request.app[IDS]  # not inline: mypy would infer the key's type from next()
+    return _named(f"projects/{project}/messages/{next(ids)}")
 
 
 def _named(name: str) -> web.Response:

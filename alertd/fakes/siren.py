@@ -69,8 +69,9 @@ arrive out of order: alertd never moves a delivery backwards, and keeps a siren'
 by ``at``; a receipt dated after alertd received it counts as dated when received, so a gateway
 clock running ahead never makes an old report outrank a later one. A gateway reports only for its
 own sirens: acks for the commands it was sent, heartbeats for the sirens of its channel's
-``zones`` (every siren, for a siren channel that names none and is alone in doing so). Acks and heartbeats are opt-in on alertd's side (``acks = true``, ``heartbeats = true``
-on the channel): only then does a missing ack fail an activation, a missing heartbeat flag a siren.
+``zones`` (every siren, for a siren channel that names none and is alone in doing so). Acks and
+heartbeats are opt-in on alertd's side (``acks = true``, ``heartbeats = true`` on the channel): only
+then does a missing ack fail an activation, a missing heartbeat flag a siren.
 
 The fake
 --------
@@ -165,9 +166,12 @@ class Gateway(common.Provider):
             self.acks.task_done()
 
 
+GATEWAY: web.AppKey[Gateway] = web.AppKey("siren_gateway", Gateway)  # also in common.PROVIDERS
+
+
 def setup(app: web.Application) -> None:
     """Mount the gateway under ``/siren``; must run after `common.add_control_routes`."""
-    app[common.PROVIDERS]["siren"] = Gateway("siren")
+    app[common.PROVIDERS]["siren"] = app[GATEWAY] = Gateway("siren")
     app.router.add_post("/siren/v1/sirens/{siren_id}/commands", _command)
     app.router.add_get("/siren/v1/sirens/{siren_id}", _state)
     app.router.add_post("/_fake/siren/receipts", _set_receipts)
@@ -217,7 +221,7 @@ def ack_result(siren_id: str, rule: common.Rule | None) -> tuple[str, str] | Non
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 async def _json(request: web.Request) -> Any:
@@ -234,7 +238,7 @@ async def _command(request: web.Request) -> web.Response:
     body = await _json(request)
     if code := invalid(body):
         return _error(400, code)
-    gateway: Gateway = common.provider(request.app, "siren")
+    gateway = request.app[GATEWAY]
     rule = await gateway.rule_for(siren_id)
     if rule is not None and rule.status != 202:
         return _error(rule.status, rule.code or "unavailable", rule.retry_after)
@@ -280,7 +284,7 @@ async def _state(request: web.Request) -> web.Response:
     siren_id = request.match_info["siren_id"]
     if siren_id.startswith("unknown-"):
         return _error(404, "unknown_siren")
-    last = common.provider(request.app, "siren").last.get(siren_id)
+    last = request.app[GATEWAY].last.get(siren_id)
     state = STATE_AFTER[last["command"]] if last else "ready"
     if siren_id.startswith("fault-"):
         state = "fault"
@@ -294,6 +298,8 @@ async def post_receipt(session: aiohttp.ClientSession, receipts: Receipts, body:
     """Post one receipt body as a gateway does, again after 409, 429, 5xx or a network error:
     alertd's last answer (None when it never answered)."""
     status = None
+    if not receipts.url:  # posted only while receipts are on
+        return status
     for attempt in range(receipts.attempts):
         wait = receipts.retry_delay
         try:
@@ -324,7 +330,7 @@ async def _ack_worker(session: aiohttp.ClientSession, gateway: Gateway) -> None:
 
 
 async def _ack_workers(app: web.Application):
-    gateway = common.provider(app, "siren")
+    gateway = app[GATEWAY]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         app[SESSION] = session
         tasks = [asyncio.create_task(_ack_worker(session, gateway)) for _ in range(ACK_WORKERS)]
@@ -340,7 +346,7 @@ def _receipts_json(gateway: Gateway) -> dict[str, Any]:
 
 
 async def _set_receipts(request: web.Request) -> web.Response:
-    gateway: Gateway = common.provider(request.app, "siren")
+    gateway = request.app[GATEWAY]
     try:
         gateway.receipts = dataclasses.replace(gateway.receipts, **await request.json())
     except TypeError as exc:
@@ -349,20 +355,21 @@ async def _set_receipts(request: web.Request) -> web.Response:
 
 
 async def _show_receipts(request: web.Request) -> web.Response:
-    return web.json_response(_receipts_json(common.provider(request.app, "siren")))
+    return web.json_response(_receipts_json(request.app[GATEWAY]))
 
 
 async def _flush(request: web.Request) -> web.Response:
-    gateway: Gateway = common.provider(request.app, "siren")
+    gateway = request.app[GATEWAY]
     await gateway.acks.join()
     return web.json_response(_receipts_json(gateway))
 
 
 async def _heartbeats(request: web.Request) -> web.Response:
-    gateway: Gateway = common.provider(request.app, "siren")
+    gateway = request.app[GATEWAY]
     if not gateway.receipts.on:
         raise web.HTTPConflict(text="receipts are off: POST /_fake/siren/receipts first")
-    health = {"mains": True, "battery": 1.0, "fault": False, "sabotage": False, "at": None} | (await _json(request) or {})
+    health: dict[str, Any] = {"mains": True, "battery": 1.0, "fault": False, "sabotage": False, "at": None}
+    health |= await _json(request) or {}
     sirens = health.pop("sirens", None) or list(gateway.known)
     gateway.known.update(dict.fromkeys(sirens))
     at = health.pop("at") or now_iso()

@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -40,7 +41,7 @@ FINAL_STATES = ("delivered", "undelivered", "failed")
 CALLBACK_WORKERS = 16  # few: under load the send path comes first, callbacks lag behind
 CALLBACK_BACKLOG = 50_000  # beyond this, callbacks are dropped (logged) rather than hoarded
 
-MESSAGES = {
+MESSAGES: dict[int | None, str] = {
     20003: "Authenticate",
     21211: "The 'To' number is not a valid phone number.",
     21602: "Message body is required.",
@@ -174,6 +175,9 @@ class TwilioProvider(common.Provider):
         return self.jobs.qsize() + self.posting
 
 
+PROVIDER: web.AppKey[TwilioProvider] = web.AppKey("twilio_provider", TwilioProvider)  # also in PROVIDERS
+
+
 def callback_params(job: CallbackJob, status: str) -> dict[str, str]:
     params = dict(job.params, MessageStatus=status, SmsStatus=status)
     if status in ("undelivered", "failed"):
@@ -242,6 +246,12 @@ def record(resource: dict[str, Any], status_callback: str | None) -> dict[str, A
 # -- handlers ------------------------------------------------------------------------------------
 
 
+def _text(form: Mapping[str, Any], name: str) -> str | None:
+    """A form field's text (an urlencoded form holds no files)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
 def auth_token(request: web.Request) -> str | None:
     """The password of the request's HTTP Basic credentials, if any."""
     header = request.headers.get("Authorization", "")
@@ -253,12 +263,12 @@ def auth_token(request: web.Request) -> str | None:
 
 
 async def create_message(request: web.Request) -> web.Response:
-    prov = common.provider(request.app, "twilio")
+    prov = request.app[PROVIDER]
     token = auth_token(request)
     if token is None or token == "bad":
         return error(401, 20003)
     form = await request.post()
-    rule = await prov.rule_for(form.get("To"))
+    rule = await prov.rule_for(_text(form, "To"))
     if rule is not None:
         return error(rule.status, rule.code, rule.retry_after)
     code = problem(form)
@@ -266,13 +276,13 @@ async def create_message(request: web.Request) -> web.Response:
         return error(400, code)
     account_sid, sid = request.match_info["account_sid"], "SM" + uuid.uuid4().hex
     resource = message_resource(account_sid, sid, form)
-    prov.record(**record(resource, form.get("StatusCallback")))
+    prov.record(**record(resource, _text(form, "StatusCallback")))
     enqueue(prov, form, account_sid, sid, token)
     return web.json_response(resource, status=201)
 
 
 async def control_callbacks(request: web.Request) -> web.Response:
-    prov = common.provider(request.app, "twilio")
+    prov = request.app[PROVIDER]
     try:
         settings = dataclasses.replace(prov.callbacks, **await request.json())
     except TypeError as exc:
@@ -284,13 +294,13 @@ async def control_callbacks(request: web.Request) -> web.Response:
 
 
 async def callbacks_posted(request: web.Request) -> web.Response:
-    prov = common.provider(request.app, "twilio")
+    prov = request.app[PROVIDER]
     since = int(request.query.get("since", 0))
     return web.json_response({"pending": prov.pending(), "posted": prov.posted[since:]})
 
 
 async def callback_workers(app: web.Application):
-    prov = common.provider(app, "twilio")
+    prov = app[PROVIDER]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         tasks = [asyncio.create_task(worker(session, prov)) for _ in range(CALLBACK_WORKERS)]
         yield
@@ -302,7 +312,7 @@ async def callback_workers(app: web.Application):
 
 
 def setup(app: web.Application) -> None:
-    app[common.PROVIDERS]["twilio"] = TwilioProvider("twilio")
+    app[common.PROVIDERS]["twilio"] = app[PROVIDER] = TwilioProvider("twilio")
     app.router.add_post(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", create_message)
     app.router.add_post("/_fake/twilio/callbacks", control_callbacks)
     app.router.add_get("/_fake/twilio/callbacks", callbacks_posted)

@@ -20,8 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from alertd import errors, model, people as people_mod, priority  # `people` is alertd.store.people
-from alertd.store import audit, progress, sirens
-
+from alertd.store import audit, progress as progress_mod, sirens  # `progress` is a method below
 
 # What a claim writes as `last_error` of a delivery it took from a lapsed lease: whoever held it may
 # have sent it, and it may go twice.
@@ -295,13 +294,13 @@ class Store(Protocol):
         """{channel: {state: n}} for the alert, every `model.State` present (zero when none)."""
 
     # -- progress (alertd.store.progress) --------------------------------------------------------
-    async def record_progress(self, alert_id: str, state: str, counts: progress.Counts, at: dt.datetime) -> int:
+    async def record_progress(self, alert_id: str, state: str, counts: progress_mod.Counts, at: dt.datetime) -> int:
         """Append a progress row for the alert; its `seq` (increasing across alerts and instances)."""
 
-    async def progress(self, alert_id: str, after_seq: int = 0, limit: int = 1000) -> list[progress.Progress]:
+    async def progress(self, alert_id: str, after_seq: int = 0, limit: int = 1000) -> list[progress_mod.Progress]:
         """The alert's rows with seq > `after_seq`, in seq order."""
 
-    async def last_progress(self, alert_id: str) -> progress.Progress | None: ...
+    async def last_progress(self, alert_id: str) -> progress_mod.Progress | None: ...
 
     async def last_siren_deliveries(self) -> dict[str, model.Delivery]:
         """Each siren's latest delivery (any alert, any command), by siren id."""

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 
 from alertd import approval, model
-from alertd.store import audit, sql
+from alertd.store import audit, mixin, sql
 
 # Whom a planning would reach, per kind: the recipients in its zones, its own targets (shapes, test
 # recipients) and those the alerts it updates or cancels reached, as `TARGET_REACHED` takes them.
@@ -23,7 +23,7 @@ COUNT_AUDIENCE = """SELECT r.locale, count(CASE WHEN r.phone IS NOT NULL THEN 1 
     GROUP BY r.locale"""
 
 
-class ApprovalStore:
+class ApprovalStore(mixin.Base):
     """The approval methods of `base.SQLStore` (mixed in), over its `_tx` and `_fetch`."""
 
     async def move_alert(

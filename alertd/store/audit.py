@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import model
+from alertd.store import mixin
 
 MIGRATION = (6, (
     """CREATE TABLE audit (id {serial}, at {time} NOT NULL, cell TEXT NOT NULL, token_id TEXT,
@@ -73,7 +74,7 @@ def broken(rows: Sequence[Mapping[str, Any]], prev_hash: str = GENESIS) -> int |
     return None
 
 
-class AuditStore:
+class AuditStore(mixin.Base):
     """The audit methods of `base.SQLStore` (mixed in), over its `_tx` and `_fetch`."""
 
     async def _audit(self, conn: Any, entry: Entry) -> None:

@@ -5,10 +5,9 @@ A driver subclass supplies its `sql.Dialect`, connections (`_conn`) and transact
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from alertd import errors, model, store as store_mod
@@ -22,51 +21,8 @@ class SQLStore(
     planning.PlanningStore, progress.ProgressStore, audit.AuditStore, sirens.SirenStore, people.PeopleStore,
     approvals.ApprovalStore,
 ):
-    """Every `Store` method, over `sql.Conn`s from the driver subclass (`_tx`, `_conn`)."""
-
-    dialect: sql.Dialect
-
-    def _tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
-        """A connection inside one transaction, committed on exit (writes take the lock at once)."""
-        raise NotImplementedError
-
-    def _conn(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
-        """A connection for one autocommitted statement."""
-        raise NotImplementedError
-
-    def _fanout_tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
-        """`_tx` for the lanes' claims, records and renewals (a driver may keep connections for them)."""
-        return self._tx()
-
-    async def _notify(self, conn: sql.Conn, payload: str) -> None:
-        """Wake the other instances (PostgreSQL); nothing to do with one instance."""
-
-    def _t(self, value: dt.datetime | None) -> Any:
-        return None if value is None else self.dialect.instant(value)
-
-    async def _fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
-        async with self._conn() as conn:
-            return await conn.fetch(text, *args)
-
-    async def _execute(self, text: str, *args: Any) -> int:
-        async with self._conn() as conn:
-            return await conn.execute(text, *args)
-
-    async def _page(
-        self, table: str, fixed: Sequence[tuple[str, Any]], optional: Sequence[tuple[str, Any]], order: str,
-        limit: int,
-    ) -> list[Mapping[str, Any]]:
-        """A paged read of `table`: the `fixed` conditions (text with `$n`, value), then
-        `column = value` for each optional filter given (not None), ordered by `order`."""
-        where, args = [cond for cond, _ in fixed], [value for _, value in fixed]
-        for column, value in optional:
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        args.append(limit)
-        return await self._fetch(
-            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ${len(args)}", *args
-        )
+    """Every `Store` method, over `sql.Conn`s from the driver subclass (`dialect`, `_tx`, `_conn`:
+    see `mixin.Base`)."""
 
     async def migrate(self) -> None:
         async with self._tx() as conn:

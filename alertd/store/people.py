@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from alertd import errors, model, people
+from alertd.store import mixin
 
 MIGRATION = (9, (
     """CREATE TABLE cells (id TEXT PRIMARY KEY, name TEXT NOT NULL, zones TEXT NOT NULL, senders TEXT NOT NULL,
@@ -108,7 +109,7 @@ def no_user(name: str) -> errors.NotFound:
     return errors.NotFound(f"no user {name!r}", resource="user", id=name, field="user")
 
 
-class PeopleStore:
+class PeopleStore(mixin.Base):
     """The cell, user and token methods of `base.SQLStore` (mixed in), over its `_tx` and `_fetch`."""
 
     # -- cells --------------------------------------------------------------------------------------

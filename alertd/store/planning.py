@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import model, priority
-from alertd.store import sql
+from alertd.store import mixin, sql
 
 UNREACHED = "the cancelled alert never reached this recipient: no all-clear is owed"
 UNBROADCAST = "the broadcast never went out: there is nothing to withdraw"
 
 
-class PlanningStore:
+class PlanningStore(mixin.Base):
     async def located(self, box: tuple[float, float, float, float]) -> list[Mapping[str, Any]]:
         min_lat, min_lon, max_lat, max_lon = box
         return await self._fetch(
@@ -104,7 +104,8 @@ class PlanningStore:
         if audience.walk == "targets":
             return (await conn.fetch(sql.CHUNK_END_TARGETS, alert_id, after, limit))[0]["last"]
         codes = sorted(set(audience.zones))
-        return sql.chunk_end([[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes], limit)
+        ids = [[r["id"] for r in await conn.fetch(sql.CHUNK_IN_ZONE, z, after, limit)] for z in codes]
+        return sql.chunk_end(ids, limit)
 
     async def plan_reached(
         self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from alertd import model
+from alertd.store import mixin
 
 MIGRATION = (3, (
     """CREATE TABLE progress (seq {serial}, alert_id TEXT NOT NULL, at {time} NOT NULL,
@@ -64,7 +65,7 @@ class Progress:
         return {"seq": self.seq, "state": self.state, "at": self.at.isoformat(), "counts": self.counts}
 
 
-class ProgressStore:
+class ProgressStore(mixin.Base):
     """The progress rows and siren reads, mixed into `base.SQLStore` (uses its `_fetch` and `_t`)."""
 
     async def record_progress(self, alert_id: str, state: str, counts: Counts, at: dt.datetime) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertd import model, sirenstate
+from alertd.store import mixin
 
 MIGRATION = (5, (
     # `silent`: the siren's silence was reported (logged) once; its next heartbeat clears it.
@@ -94,7 +95,7 @@ def from_row(
     )
 
 
-class SirenStore:
+class SirenStore(mixin.Base):
     """Siren health and acknowledgements, mixed into `base.SQLStore` (uses its `_tx`, `_fetch`,
     `_t` and `last_siren_deliveries`)."""
 

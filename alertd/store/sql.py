@@ -116,7 +116,8 @@ PLAN = {
     model.Address.PHONE: "SELECT $1, $2, {kind}, r.id, r.phone, r.locale, 'send', 'pending', 0,"
     " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.phone IS NOT NULL",
     model.Address.PUSH_TOKEN: "SELECT $1, $2, {kind}, r.id, r.push_token, r.locale, 'send', 'pending', 0,"
-    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience} AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
+    " CAST($3 AS {time}), CAST($3 AS {time}), {priority} {audience}"
+    " AND r.push_token IS NOT NULL AND NOT r.push_token_dead",
 }
 
 
@@ -271,7 +272,7 @@ class Dialect:
     instant: Callable[[dt.datetime], Any]  # a datetime as the driver stores it
     placeholders: Callable[[str], str]  # `$n` parameters spelt the driver's way
 
-    @functools.lru_cache(maxsize=256)
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Dialect per driver, kept for the process's life)
     def sql(self, text: str) -> str:
         """The statement for this driver: dialect slots filled, parameters spelt its way."""
         slots = dict(

@@ -11,7 +11,7 @@ import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -54,7 +54,10 @@ class _Conn:
 
     async def fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
         with _errors():
-            return list(await self._db.execute_fetchall(DIALECT.sql(text), args))
+            rows = await self._db.execute_fetchall(DIALECT.sql(text), args)
+        # sqlite3.Row, like asyncpg.Record, is not a Mapping, but the store reads rows only by key
+        # (`row[column]`, `keys()`), the part of Mapping both rows have.
+        return cast(list[Mapping[str, Any]], list(rows))
 
     async def execute(self, text: str, *args: Any) -> int:
         with _errors():

@@ -79,10 +79,10 @@ async def approve(request: web.Request) -> web.Response:
     if alert.state is not model.AlertState.AWAITING_APPROVAL or alert.approval is None:
         raise errors.Conflict(f"alert {alert.id!r} is {alert.state.value}, not awaiting approval", field="state")
     approval.check_approver(caller, alert.approval.requested_by)
-    await _refuse_expired(request, alert)
+    await _refuse_expired(request, alert.approval)
     fresh = await _fresh(request, caller, alert)
     if fresh.digest != alert.approval.digest:
-        await _renew(request, caller, alert, fresh)
+        await _renew(request, caller, alert, alert.approval, fresh)
     released = dataclasses.replace(alert, state=model.AlertState.PLANNING,
                                    approval=approval.approved(alert.approval, caller, web_mod.now(request)))
     entry = _entry(request, caller, "approved", released, requested_by=alert.approval.requested_by,
@@ -98,19 +98,21 @@ def _entry(request: web.Request, caller: people.Caller, action: str, alert: mode
                                msg_type=alert.msg_type.value, **detail)
 
 
-async def _refuse_expired(request: web.Request, alert: model.Alert) -> None:
+async def _refuse_expired(request: web.Request, record: model.Approval) -> None:
     now = web_mod.now(request)
-    if not approval.expired(alert.approval, now):
+    if not approval.expired(record, now):
         return
     for alert_id in await request.app[web_mod.STORE].expire_approvals(now):
         request.app[web_mod.RECORDER].touch(alert_id)
-    raise errors.ApprovalExpired(field="state", expires_at=alert.approval.expires_at.isoformat())
+    raise errors.ApprovalExpired(field="state", expires_at=record.expires_at.isoformat())
 
 
-async def _renew(request: web.Request, caller: people.Caller, alert: model.Alert, fresh: model.Approval) -> None:
-    """Show the approver what would be sent now, instead of what they approved: never send that."""
-    record = approval.renewed(alert.approval, fresh)
-    entry = _entry(request, caller, "approval_renewed", alert, digest=record.digest, was=alert.approval.digest)
+async def _renew(
+    request: web.Request, caller: people.Caller, alert: model.Alert, shown: model.Approval, fresh: model.Approval,
+) -> None:
+    """Show the approver what would be sent now, instead of what they approved (`shown`): never send that."""
+    record = approval.renewed(shown, fresh)
+    entry = _entry(request, caller, "approval_renewed", alert, digest=record.digest, was=shown.digest)
     await request.app[web_mod.STORE].move_alert(
         alert.id, model.AlertState.AWAITING_APPROVAL, dataclasses.replace(alert, approval=record), entry,
     )
