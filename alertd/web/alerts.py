@@ -18,7 +18,8 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from aiohttp import web
 
-from alertd import approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
+from alertd import approval, auth, cap, errors, identity, lifecycle, model, orders, planner, render, web as web_mod
+from alertd.cap import alert as cap_alert
 from alertd.web import approvals, forecast, quota as web_quota, views
 
 log = structlog.get_logger("alertd.web.alerts")
