@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
-from alertd import cap, errors, geo, model
+from alertd import cap, errors, geo, model, zones
 
 # An RFC 5646 language tag (BCP 47): language (and extended language subtags), script, region (two
 # letters or UN M.49 digits), variants, extensions, private use: fr, fr-CA, es-419, zh-Hant-TW,
@@ -32,8 +32,8 @@ CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a kind, or a configure
 MAX_PARAM_LENGTH = 500
 CATEGORIES = tuple(cap.check.ENUMS["category"].split())  # CAP 1.2's
 
-Zone = Annotated[str, StringConstraints(pattern=model.ZONE_PATTERN)]
-LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
+Zone = Annotated[str, StringConstraints(pattern=zones.PATTERN)]
+LocalZone = Annotated[str, StringConstraints(pattern=zones.LOCAL_PATTERN)]
 
 
 # Checked as written (any case, `_` or `-`), then kept in the usual form: zh-hant-tw → zh-Hant-TW.
@@ -43,8 +43,8 @@ Channel = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 
 # What a user reads instead of a regular expression.
 _PATTERN_MESSAGES = {
-    model.ZONE_PATTERN: "not a zone code: an INSEE commune code, a département code or *",
-    model.LOCAL_ZONE_PATTERN: "not a zone code: an INSEE commune code or a département code",
+    zones.PATTERN: "not a zone code: an INSEE commune code, a département code or *",
+    zones.LOCAL_PATTERN: "not a zone code: an INSEE commune code or a département code",
     LOCALE_PATTERN: "not a language tag (RFC 5646) like fr, fr-CA, es-419 or zh-Hant-TW",
     IDENTIFIER_PATTERN: "must not contain spaces, commas, < or &",
     TEMPLATE_PATTERN: "not a template name: lower-case letters, digits and _",

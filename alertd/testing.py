@@ -38,7 +38,7 @@ import aiohttp
 import pytest
 import structlog
 
-from alertd import channels, errors, model, settings
+from alertd import channels, errors, model, settings, zones
 
 
 @dataclasses.dataclass
@@ -194,7 +194,7 @@ class ChannelContract:
         assert all(t is None or t > 0 for t in timeouts)  # None: the provider was not asked to
 
     async def test_a_topic_send_reaches_the_topic(self, channel, fake):
-        topic = model.topic("75056")
+        topic = zones.topic("75056")
         message = dataclasses.replace(self.message(1), to=topic, command="topic")
         if not isinstance(channel, channels.Topics):
             return  # the planner sends it no topic, and an order asking for topics is refused

@@ -194,7 +194,7 @@ class Store(Protocol):
         None: the alert's state is read (and locked) in the same transaction, so a cancel either
         waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
         to the configured channel name. A recipient is in zone audience when one of its zones equals
-        an audience zone or lies in it (`model.zone_within`). A kind gets a delivery per recipient that has
+        an audience zone or lies in it (`zones.within`). A kind gets a delivery per recipient that has
         the address its channel needs (`addresses`): a phone, or a live push token.
         Deliveries start `pending` with `next_at = now`, and the priority `ranks` gives their kind
         (by default `priority.ranks(alert)`): claims take the lowest first."""
