@@ -15,8 +15,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy
 import structlog
 
-from alertd import approval, audience as audience_mod, errors, geo, model, priority, render, store as store_mod, zones
-from alertd.store import audit
+from alertd import (
+    approval,
+    audience as audience_mod,
+    audit,
+    errors,
+    geo,
+    model,
+    priority,
+    render,
+    store as store_mod,
+    zones,
+)
 
 log = structlog.get_logger("alertd.planner")
 

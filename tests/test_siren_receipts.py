@@ -8,8 +8,7 @@ import datetime as dt
 import pytest
 import structlog
 
-from alertd import demo, housekeeping, model
-from alertd.store import sirens
+from alertd import demo, housekeeping, model, sirenstate
 from alertd.web import views
 from tests import helpers
 
@@ -49,7 +48,7 @@ async def siren_deliveries(daemon, alert_id: str) -> dict[str, dict]:
     return {d["target"]: d for d in page["deliveries"]}
 
 
-async def states(daemon, stale_after: dt.timedelta | None = STALE) -> dict[str, sirens.SirenState]:
+async def states(daemon, stale_after: dt.timedelta | None = STALE) -> dict[str, sirenstate.SirenState]:
     return {s.siren_id: s for s in await daemon.store.siren_states(daemon.clock(), stale_after)}
 
 

@@ -341,7 +341,7 @@ class Siren(View):
 
     @classmethod
     def of(cls, value: Any, last: model.Delivery | None) -> Self:  # type: ignore[override]
-        """A siren's state (`store.sirens.SirenState`) and the command shown beside it."""
+        """A siren's state (`sirenstate.SirenState`) and the command shown beside it."""
         return super().of(value, id=value.siren_id, status=value.state, last=last, health=value)
 
 
