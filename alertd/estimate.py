@@ -78,7 +78,7 @@ class Estimate:
 def estimate(planned: Sequence[Planned], now: dt.datetime, expires: dt.datetime | None) -> Estimate:
     """The forecast of each planned channel, with what the sender should know before sending."""
     lines = tuple(line(p, now) for p in planned)
-    warnings = [w for p, ln in zip(planned, lines) for w in _warnings(p.pace, ln, expires)]
+    warnings = [w for p, ln in zip(planned, lines, strict=True) for w in _warnings(p.pace, ln, expires)]
     return Estimate(lines, tuple(warnings))
 
 

@@ -153,7 +153,8 @@ def _paths() -> dict[str, Any]:
                 {"name": "Last-Event-ID", "in": "header", "required": False,
                  "schema": {"type": "string", "pattern": "^[0-9]+$"},
                  "description": "The `id` of the last event received: the stream goes on after it."},
-                _query("after", {"type": "integer", "minimum": 0}, "As `Last-Event-ID`, for a client that cannot set it."),
+                _query("after", {"type": "integer", "minimum": 0},
+                       "As `Last-Event-ID`, for a client that cannot set it."),
             ],
         )},
         "/v1/alerts/{id}/sirens": {"parameters": one, "get": _op(

@@ -119,7 +119,8 @@ class Recorder:
         if alert.state in (model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL) or (
             settled(alert.state, counts) and not self._awaiting_receipts(counts, last)
         ):
-            self._followed.discard(alert_id)  # nothing moves any more (a draft, an alert awaiting approval: until it is sent)
+            # Nothing moves any more (a draft, an alert awaiting approval: until it is sent).
+            self._followed.discard(alert_id)
         if last is not None and (last.state, last.counts) == (alert.state.value, counts):
             return False
         await self.store.record_progress(alert_id, alert.state.value, counts, self.clock())

@@ -49,10 +49,10 @@ class FakeControl:
     provider: str  # "twilio", "fcm" or "siren"
 
     async def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.request(method, self.base_url + path, json=payload) as resp:
-                resp.raise_for_status()
-                return await resp.json()
+        url = self.base_url + path
+        async with aiohttp.ClientSession() as session, session.request(method, url, json=payload) as resp:
+            resp.raise_for_status()
+            return await resp.json()
 
     async def received(self) -> list[dict[str, Any]]:
         return await self._call("GET", f"/_fake/{self.provider}/received")

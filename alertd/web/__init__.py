@@ -188,8 +188,8 @@ def routes() -> list[web.AbstractRouteDef]:
     return [
         *audit.routes,
         *cap.routes,  # before alerts: `/v1/alerts/{id}.xml` would match `/v1/alerts/{id}`
-        *alerts.routes, *approvals.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
-        *console.routes, *metrics.routes,
+        *alerts.routes, *approvals.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes,
+        *sirens.routes, *console.routes, *metrics.routes,
     ]
 
 

@@ -156,7 +156,9 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
-        raise cap_alert.located(exc) if kept else exc
+        if not kept:
+            raise
+        raise cap_alert.located(exc) from exc
     if request.app[web_mod.DISPATCHER].refuses_topics(alert):
         raise errors.Invalid("the channel carrying pushes sends to no topics", field="topics")
     rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER],
@@ -238,8 +240,9 @@ async def create(request: web.Request) -> web.Response:
     else:  # the two-person rule: it may wait for a second person (`approvals`)
         alert, asked = await approvals.ask(request, token, alert, checked.rendered)
     key = identity.key(alert, key, checked.cap is not None)
+    references = [r.alert_id for r in alert.references]
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
-                                msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references], **asked)
+                                msg_type=alert.msg_type.value, references=references, **asked)
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
     request.app[web_mod.METRICS].accepted(stored, created)
     if not created:

@@ -83,7 +83,7 @@ class AlertArea(View):
     @classmethod
     def _discs(cls, circles: Any) -> Any:
         """`model.Area` keeps a circle as (lat, lon, radius in km)."""
-        return [dict(zip(("lat", "lon", "radius_km"), c)) if isinstance(c, tuple) else c for c in circles]
+        return [dict(zip(("lat", "lon", "radius_km"), c, strict=False)) if isinstance(c, tuple) else c for c in circles]
 
 
 class AlertText(View):
