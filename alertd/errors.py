@@ -134,6 +134,9 @@ class IdempotencyKeyReused(Invalid):
 class MessageTooLong(Invalid):
     """The rendered message exceeds the channel's limit."""
 
+    limit: int  # the channel's most (segments, bytes, pages)
+    pages: int  # cell broadcast only: the pages it takes
+
     type = "https://alertd.example/problems/message-too-long"
 
 
@@ -149,6 +152,8 @@ class DeliveryError(AlertdError):
 class Transient(DeliveryError):
     """The provider failed for a reason that may pass; try again later."""
 
+    retry_after: float | None  # seconds the provider asked to wait, if it said
+
     def __init__(
         self, message: str | None = None, *, code: str | None = None, retry_after: float | None = None
     ) -> None:
@@ -157,6 +162,8 @@ class Transient(DeliveryError):
 
 class Permanent(DeliveryError):
     """The provider refused the message for good; do not retry."""
+
+    dead_address: bool  # the address itself is dead for good (FCM: UNREGISTERED)
 
     def __init__(
         self, message: str | None = None, *, code: str | None = None, dead_address: bool = False

@@ -81,7 +81,7 @@ class Address(enum.StrEnum):
 
 
 # The built-ins' addresses: what planning assumes when it is not told the configured channels'.
-ADDRESSES = {Kind.SMS: Address.PHONE, Kind.PUSH: Address.PUSH_TOKEN, Kind.SIREN: Address.SIREN,
+ADDRESSES: Mapping[str, Address] = {Kind.SMS: Address.PHONE, Kind.PUSH: Address.PUSH_TOKEN, Kind.SIREN: Address.SIREN,
              Kind.CELL_BROADCAST: Address.AREA}
 AREA_TARGET = "area"  # the target of an area broadcast's one delivery
 

@@ -117,7 +117,7 @@ _SIREN_RECEIPT = {"oneOf": [
     | {"required": ["type", "siren_id", "at"]},
 ]}
 _ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PUBLIC = {"security": []}
+_PUBLIC: dict[str, list[Any]] = {"security": []}  # no bearer token asked
 _SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": audience.MAX_SUBSCRIBERS}
 
 

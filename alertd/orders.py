@@ -425,7 +425,7 @@ def _channels(named: list[str], kinds: Mapping[str, str] | None) -> tuple[tuple[
     if kinds is None:
         return tuple(model.kind(c) for c in named), ()
     kinds_of = set(kinds.values())
-    problems = [
+    problems: list[cap.check.Problem] = [
         {"field": f"channels.{i}", "message": f"no channel {c!r} is configured: name a kind "
          f"({', '.join(sorted(kinds_of))}) or a channel ({', '.join(sorted(kinds))})"}
         for i, c in enumerate(named) if c not in kinds and c not in kinds_of

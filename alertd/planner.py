@@ -278,7 +278,7 @@ async def _as_approved(store: store_mod.Store, alert: model.Alert, renderer: ren
     return False
 
 
-async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind, int]:
+async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[str, int]:
     """The priority of each kind of the alert's deliveries: an update or a cancel ranks ahead of
     the alerts it replaces (`priority.rank`)."""
     replaced = []
@@ -289,7 +289,7 @@ async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind,
 
 async def _first(
     store: store_mod.Store, alert: model.Alert, once: Sequence[model.NewDelivery], tests: Sequence[str],
-    now: dt.datetime, ranks: Mapping[model.Kind, int],
+    now: dt.datetime, ranks: Mapping[str, int],
 ) -> None:
     """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
     and the alert's own targets. Each step is idempotent: a resumed planning does it again."""

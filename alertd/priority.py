@@ -66,7 +66,7 @@ def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[str,
     return {kind: rank(alert, kind, replaced) for kind in dict.fromkeys([*model.Kind, *alert.channels])}
 
 
-def shared(ranks: Mapping[model.Kind, int], nth: int) -> dict[model.Kind, int]:
+def shared(ranks: Mapping[str, int], nth: int) -> dict[str, int]:
     """`ranks` (of a first alert) for the cell's `nth` alert within the window."""
     return {kind: value + share(nth) for kind, value in ranks.items()}
 

@@ -56,7 +56,7 @@ class Rendered:
     """One message as a recipient in `locale` gets it over a channel of `kind`."""
 
     locale: str
-    kind: model.Kind
+    kind: str  # a kind (`model.kind`): a built-in `Kind`, or a plugin's own
     title: str
     body: str
     encoding: str = ""  # "GSM-7" or "UCS-2" for SMS
@@ -200,7 +200,7 @@ class Renderer:
 
     def resolve_locale(
         self, wanted: str | None, fallback: str | None, *, name: str | None = None,
-        kind: model.Kind | None = None,
+        kind: str | None = None,
     ) -> str:
         """Recipient locale → alert fallback → default: the first with a folder (and, given a
         `name` and `kind`, that template), each tag tried from most to least specific: `es-419`
@@ -213,7 +213,7 @@ class Renderer:
             f"No template {name!r} for {kind} in any locale.", field="template", template=name, kind=kind
         )
 
-    def render(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
+    def render(self, alert: model.Alert, kind: str, locale: str | None) -> Rendered:
         """`render_fresh`, remembered per (alert id, kind, locale): the dispatcher asks once per delivery."""
         key = (alert.id, model.kind(kind), locale)
         with self._lock:
@@ -227,7 +227,7 @@ class Renderer:
                 self._cache.popitem(last=False)
         return rendered
 
-    def render_fresh(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
+    def render_fresh(self, alert: model.Alert, kind: str, locale: str | None) -> Rendered:
         """The message for a recipient in `locale`, rendered now (previews and order checks)."""
         kind = model.kind(kind)
         if alert.template is None:
@@ -257,7 +257,7 @@ class Renderer:
             words[loc] = model.Text(headline=push.title, description=push.body)
         return words
 
-    def _render_generic(self, alert: model.Alert, kind: model.Kind, locale: str | None) -> Rendered:
+    def _render_generic(self, alert: model.Alert, kind: str, locale: str | None) -> Rendered:
         if not alert.texts:
             raise errors.Invalid("The order needs a template or texts.", field="texts")
         # The text closest to the recipient's locale, else to the fallbacks; laid out in its own
@@ -314,7 +314,7 @@ class Renderer:
             raise errors.Invalid(f"Template {path} cannot be rendered: {exc}", field="template",
                                  template=path) from exc
 
-    def _finish(self, out: str, locale: str, kind: model.Kind, field: str) -> Rendered:
+    def _finish(self, out: str, locale: str, kind: str, field: str) -> Rendered:
         if kind is model.Kind.PUSH:
             return self._push(out, locale, field)
         body = " ".join(out.split())
@@ -367,7 +367,7 @@ def check_order(renderer: Renderer, alert: model.Alert) -> list[Rendered]:
     ]
 
 
-def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, model.Kind]]:
+def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, str]]:
     """(locale, name, kind) of every template under `root`; `_`-prefixed files are helpers."""
     if not root.is_dir():
         raise errors.ConfigError(f"template folder {root} does not exist")

@@ -159,7 +159,7 @@ class ChannelContract:
         leaked = [s for s in secrets if any(s in text for text in said)]
         assert not leaked, f"{len(leaked)} secret(s) shown in the channel's repr, logs or errors"
 
-    async def test_halt_returns_and_the_channel_sends_on(self, channel, fake):
+    async def test_halt_returns_and_the_channel_sends_on(self, channel: channels.Channel, fake: FakeControl) -> None:
         if not isinstance(channel, channels.Halts):
             return  # it begins every call it is handed: nothing to halt
         await asyncio.wait_for(channel.halt("contract-alert"), 5)
@@ -193,7 +193,7 @@ class ChannelContract:
             assert zones is None or (isinstance(zones, tuple) and all(isinstance(z, str) for z in zones))
         assert all(t is None or t > 0 for t in timeouts)  # None: the provider was not asked to
 
-    async def test_a_topic_send_reaches_the_topic(self, channel, fake):
+    async def test_a_topic_send_reaches_the_topic(self, channel: channels.Channel, fake: FakeControl) -> None:
         topic = zones.topic("75056")
         message = dataclasses.replace(self.message(1), to=topic, command="topic")
         if not isinstance(channel, channels.Topics):

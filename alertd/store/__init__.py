@@ -210,7 +210,7 @@ class Store(Protocol):
         (by default `priority.ranks(alert)`): claims take the lowest first."""
 
     async def plan_reached(
-        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[str], now: dt.datetime,
         exercise_only: bool = False, rank: int = priority.DEFAULT,
     ) -> int:
         """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
