@@ -89,7 +89,8 @@ def _credentials(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
         return {}
     try:
         return pydantic_settings.NestedSecretsSettingsSource(
-            pydantic_settings.SecretsSettingsSource(Sources), secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
+            pydantic_settings.SecretsSettingsSource(Sources),
+            secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
         )()
     except pydantic_settings.SettingsError as exc:
         problems.append(f"$CREDENTIALS_DIRECTORY: {exc}")

@@ -24,7 +24,7 @@ async def index(request: web.Request) -> web.Response:
         request.query.get("subject"),
     )
     nxt = entries[-1].id if len(entries) == limit else None
-    return views.answer(views.AuditPage(entries=entries, next=nxt))
+    return views.answer(views.AuditPage.of({"entries": entries, "next": nxt}))
 
 
 def _cell(caller: people.Caller, asked: str | None) -> str | None:
