@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo lint test serve bench clean
 
-$(STAMP): pyproject.toml
+# The example channel plugin (examples/alertd-webhook) is installed like a third party's: the tests
+# run it through the contract suite and in the daemon.
+$(STAMP): pyproject.toml examples/alertd-webhook/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e examples/alertd-webhook
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -68,9 +68,8 @@ def build_channels(cfg: config_mod.Config) -> dict[str, channels.Channel]:
             built[name] = remote.Remote(
                 section.plugin, section.table, context, section.processes, cfg.log.level, cfg.log.format
             )
-        else:  # a plugin's class is built from its validated settings and its context
-            plugin: Callable[..., channels.Channel] = channels.load(section.plugin)
-            built[name] = plugin(section.settings, context)
+        else:
+            built[name] = channels.load(section.plugin)(section.settings, context)
     return built
 
 

@@ -105,7 +105,8 @@ def _names(value: Any) -> Any:
 Listen = Annotated[str, pydantic.AfterValidator(_listen)]
 HttpUrl = Annotated[str, pydantic.AfterValidator(_http_url)]
 Names = Annotated[tuple[str, ...], pydantic.BeforeValidator(_names)]  # a TOML list of strings
-Positive, PositiveInt = settings.Positive, settings.PositiveInt
+Positive = settings.Positive
+PositiveInt = settings.PositiveInt
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -289,12 +290,13 @@ def _channels(table: Any, env: Mapping[str, str], origins: Mapping[str, str]):
     return types.MappingProxyType(built), problems
 
 
-def _channel(where: str, section: Any, env: Mapping[str, str], origins: Mapping[str, str]):
+def _channel(where: str, section: Any, env: Mapping[str, str],
+             origins: Mapping[str, str]) -> tuple[ChannelConfig | None, list[str]]:
     """One `[channels.NAME]` section, validated by its plugin's settings model."""
     if not isinstance(section, dict):
         return None, [f"{where}: expected a table"]
     table = dict(section)
-    name, problems = table.pop("plugin", None), []
+    name, problems = table.pop("plugin", None), list[str]()
     plugin = _plugin(where, name, problems)
     processes = _processes(where, table.pop("processes", 0), problems)
     if plugin is None:

@@ -102,7 +102,8 @@ class Dispatcher:
 
     def broadcasts(self) -> dict[str, tuple[str, ...]]:
         """The zones each area channel's one message reaches, by channel name."""
-        return {name: ch.zones for name, ch in self.channels.items() if ch.address is model.Address.AREA}
+        return {name: ch.zones for name, ch in self.channels.items()
+                if ch.address is model.Address.AREA and isinstance(ch, channels_mod.AreaBroadcast)}
 
     def refuses_topics(self, alert: model.Alert) -> bool:
         """Whether the alert asks for zone topics of a push channel that sends to none (`channels.Topics`)."""
@@ -203,6 +204,7 @@ class Dispatcher:
         except errors.AlertdError as exc:  # a template that cannot render will never render
             return model.Outcome(delivery.id, model.State.FAILED, last_error=exc.message)
         started = time.monotonic()
+        result: model.Receipt | errors.DeliveryError
         try:
             result = await channel.send(message)
         except Exception as exc:  # classified by the channel, or unexpected: see `as_result`
@@ -223,7 +225,7 @@ class Dispatcher:
         if delivery is not None:
             self.metrics.failed_later(delivery.channel, error.code)
         retryable = delivery is not None and delivery.state is model.State.SENT and isinstance(error, errors.Transient)
-        if retryable and await self._requeue(delivery, provider_id, error, now):
+        if retryable and delivery is not None and await self._requeue(delivery, provider_id, error, now):
             return model.State.PENDING
         failed = await self.store.apply_receipt(provider_id, model.State.FAILED, retry.describe(error), now)
         return model.State.FAILED if failed else None
@@ -380,7 +382,8 @@ class Lane:
         self.name = name
         self.channel = dispatcher.channels[name]
         # Most urgent first (`priority`): a new urgent alert claimed behind a queued round overtakes it.
-        self.queue: asyncio.PriorityQueue[tuple[int, dt.datetime, int, model.Delivery]] = asyncio.PriorityQueue()
+        # (priority, next_at, id, delivery): a claimed delivery always has its next_at
+        self.queue: asyncio.PriorityQueue[tuple[int, dt.datetime | None, int, model.Delivery]] = asyncio.PriorityQueue()
         self.done: list[model.Outcome] = []
         self.busy = 0  # deliveries a sender has taken and not finished
         self.below = asyncio.Event()  # `held` fell below `self.mark`
@@ -450,7 +453,7 @@ class Lane:
         self._note_lapsed(batch)
         # One of ours whose lease lapsed under us and came back to us is still in hand: not twice.
         fresh = [d for d in batch if d.id not in self.owned]
-        self.owned.update((d.id, d.lease_until) for d in fresh)
+        self.owned.update((d.id, d.lease_until) for d in fresh if d.lease_until is not None)  # a claim sets it
         return fresh
 
     def _note_lapsed(self, batch: list[model.Delivery]) -> None:

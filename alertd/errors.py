@@ -152,7 +152,7 @@ class DeliveryError(AlertdError):
 class Transient(DeliveryError):
     """The provider failed for a reason that may pass; try again later."""
 
-    retry_after: float | None  # seconds the provider asked to wait, if it said
+    retry_after: float | None = None  # seconds, as the provider asked
 
     def __init__(
         self, message: str | None = None, *, code: str | None = None, retry_after: float | None = None
@@ -163,7 +163,7 @@ class Transient(DeliveryError):
 class Permanent(DeliveryError):
     """The provider refused the message for good; do not retry."""
 
-    dead_address: bool  # the address itself is dead for good (FCM: UNREGISTERED)
+    dead_address: bool = False  # the address is dead for good (`channels.DeadAddresses`)
 
     def __init__(
         self, message: str | None = None, *, code: str | None = None, dead_address: bool = False

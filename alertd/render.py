@@ -56,7 +56,7 @@ class Rendered:
     """One message as a recipient in `locale` gets it over a channel of `kind`."""
 
     locale: str
-    kind: str  # a kind (`model.kind`): a built-in `Kind`, or a plugin's own
+    kind: str
     title: str
     body: str
     encoding: str = ""  # "GSM-7" or "UCS-2" for SMS

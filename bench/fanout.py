@@ -7,9 +7,9 @@ client and firebase-admin's `send_each_async` against the same fakes with the sa
 
 Prints, for an SMS-only and a push-only alert to N subscribers: deliveries/s from the 202 to the last
 provider call, the bare client's messages/s, and their ratio (for push, two baselines: firebase-admin's
-`send_each_async`, which alertd must beat 5 times over, and alertd's push channel on its own); the 202 latency (p50, p99); the time
-from the 202 to the first siren command at the fake (p50, p99 over 20 alerts), idle and during a
-100,000-recipient fan-out; and the daemon's peak RSS.
+`send_each_async`, which alertd must beat 5 times over, and alertd's push channel on its own); the 202
+latency (p50, p99); the time from the 202 to the first siren command at the fake (p50, p99 over 20
+alerts), idle and during a 100,000-recipient fan-out; and the daemon's peak RSS.
 
     python bench/fanout.py [--n 20000] [--big 100000] [--sirens 20] [--rounds 5] [--processes 1]
 """
@@ -263,7 +263,7 @@ async def run_phases(b: Bench, fakes: str, args, pid: int, fakes_pid: int) -> No
     for provider, channel, baselines in [p for p in phases if p[1] in args.channels.split(",")]:
         rounds = [await one_round(b, fakes, provider, channel, baselines, args.n, pid, fakes_pid)
                   for _ in range(args.rounds)]
-        for (label, _, target), ratios in zip(baselines, zip(*rounds), strict=True):
+        for (label, _, target), ratios in zip(baselines, zip(*rounds, strict=True), strict=True):
             print(f"{channel:5} median ratio to the {label} {statistics.median(ratios):.2f} over {args.rounds} rounds"
                   f"   (target >= {target:.2f})")
         if len(baselines) == 2:  # the push channel on its own against send_each_async, without the daemon

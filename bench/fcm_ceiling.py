@@ -158,19 +158,18 @@ async def via_send_each_async(fakes: str, n: int, inflight: int) -> None:
 
 
 CLIENTS = {"raw-aiohttp": raw_aiohttp, "aiohttp": via_aiohttp,
-           "httpx-h1": via_httpx_h1, "httpx-h2": via_httpx_h2, "channel": via_channel, "send_each_async": via_send_each_async}
+           "httpx-h1": via_httpx_h1, "httpx-h2": via_httpx_h2,
+           "channel": via_channel, "send_each_async": via_send_each_async}
 
 
 async def count(fakes: str) -> int:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{fakes}/_fake/fcm/count") as resp:
-            return (await resp.json())["count"]
+    async with aiohttp.ClientSession() as http, http.get(f"{fakes}/_fake/fcm/count") as resp:
+        return (await resp.json())["count"]
 
 
 async def reset(fakes: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{fakes}/_fake/reset") as resp:
-            resp.raise_for_status()
+    async with aiohttp.ClientSession() as http, http.post(f"{fakes}/_fake/reset") as resp:
+        resp.raise_for_status()
 
 
 async def measure(fakes: str, fakes_pid: int, name: str, n: int, inflight: int, h2c) -> None:

@@ -77,7 +77,8 @@ class Watch:
         deadline = time.monotonic() + timeout
         while any((p, k) not in self.first for p in self.seen):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"alert {k}: no first message on {[p for p in self.seen if (p, k) not in self.first]}")
+                missing = [p for p in self.seen if (p, k) not in self.first]
+                raise TimeoutError(f"alert {k}: no first message on {missing}")
             for provider in self.seen:
                 if (provider, k) not in self.first:
                     await self._scan(provider)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alertd import auth, config, demo, errors, model, people, testing, web as web_mod
 
-START = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.UTC)
 
 # Figures a test wants whoever runs the suite to see; printed at the end of the run (conftest).
 REPORT: list[str] = []

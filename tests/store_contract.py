@@ -13,7 +13,7 @@ import store_people_contract
 from alertd import errors, model, planner
 
 S = model.State
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(minutes=5)
 LEASE = dt.timedelta(seconds=30)
 ROUTES = {model.Kind.SMS: "sms", model.Kind.PUSH: "push", model.Kind.SIREN: "siren"}
@@ -278,7 +278,7 @@ class StoreContract(store_people_contract.PeopleContract):
         await self.seed(store, make_alert(zones=("*",)))
         batch = await store.claim("sms", "i1", NOW, 4, LEASE)
         retry_at = [NOW + dt.timedelta(seconds=s) for s in (30, 10, 20, 40)]
-        await store.record([model.Outcome(d.id, S.PENDING, at) for d, at in zip(batch, retry_at)], NOW)
+        await store.record([model.Outcome(d.id, S.PENDING, at) for d, at in zip(batch, retry_at, strict=True)], NOW)
         assert await store.claim("sms", "i1", NOW + dt.timedelta(seconds=5), 4, LEASE) == []
         assert await store.next_due("sms") == NOW + dt.timedelta(seconds=10)
         due = await store.claim("sms", "i1", NOW + dt.timedelta(seconds=30), 4, LEASE)

@@ -10,7 +10,7 @@ import pytest
 
 from alertd import auth, errors, model, people
 
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 RHONE = ((45.4, 4.6), (45.4, 5.2), (46.0, 5.2), (46.0, 4.6), (45.4, 4.6))
 
 

@@ -13,6 +13,7 @@ from twilio import request_validator
 from alertd import demo, dispatcher as dispatcher_mod
 from tests import helpers
 
+
 async def test_an_alert_reaches_every_targeted_citizen_in_their_language(daemon):
     accepted = await daemon.send()
     assert accepted["state"] == "planning" and accepted["status_url"].endswith(accepted["id"])

@@ -39,7 +39,8 @@ async def approve(daemon, alert_id: str, who: str, **kw):
 
 
 async def reject(daemon, alert_id: str, who: str, reason: str | None = "not now"):
-    return await daemon.post(f"/v1/alerts/{alert_id}/reject", who=who, json={} if reason is None else {"reason": reason})
+    body = {} if reason is None else {"reason": reason}
+    return await daemon.post(f"/v1/alerts/{alert_id}/reject", who=who, json=body)
 
 
 async def audit(daemon, alert_id: str) -> list[dict]:
@@ -155,7 +156,8 @@ async def test_a_rejection_needs_a_reason_and_ends_the_alert(daemon):
 async def test_an_approval_after_the_request_expired_is_refused_and_says_so(daemon):
     await helpers.add_cell(daemon.store, "pref-75", ["75"], approval_minutes=5)
     daemon.headers["alice"] = helpers.auth_header(await helpers.add_person(daemon.store, "alice", "pref-75", R.ISSUER))
-    daemon.headers["bruno"] = helpers.auth_header(await helpers.add_person(daemon.store, "bruno", "pref-75", R.APPROVER))
+    bruno = await helpers.add_person(daemon.store, "bruno", "pref-75", R.APPROVER)
+    daemon.headers["bruno"] = helpers.auth_header(bruno)
     waiting = await order(daemon)
     daemon.clock.advance(5 * 60)  # no housekeeping ran: the approval itself finds it expired
     resp = await approve(daemon, waiting["id"], "bruno")
@@ -234,7 +236,8 @@ async def test_an_exercise_needs_no_second_person_by_default_and_the_audit_says_
     exercise = await order(daemon, status="exercise")
     assert exercise["state"] == "planning"
     created = (await audit(daemon, exercise["id"]))[0]
-    assert created["detail"]["approval"] == "none" and created["detail"]["approval_reason"] == "cell setting for exercise"
+    assert (created["detail"]["approval"] == "none"
+            and created["detail"]["approval_reason"] == "cell setting for exercise")
     trusted = await daemon.send()  # the suite's trusted machine client
     machine = (await audit(daemon, trusted["id"]))[0]
     assert machine["detail"]["approval_reason"] == "trusted machine client"

@@ -9,7 +9,7 @@ import pytest
 
 from alertd import auth, errors, model, people
 
-NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def token(role: model.Role = model.Role.ISSUER, zones: tuple[str, ...] = ("75",), **user) -> tuple[str, people.Caller]:

@@ -162,7 +162,8 @@ async def test_deeply_nested_json_is_a_bad_request(daemon):
     body = b"[" * 100_000
     resp = await daemon.post("/v1/alerts", data=body, headers={"Content-Type": "application/json"})
     await problem(resp, 400)
-    await problem(await daemon.post("/v1/subscribers", who="admin", data=body, headers={"Content-Type": "application/json"}), 400)
+    resp = await daemon.post("/v1/subscribers", who="admin", data=body, headers={"Content-Type": "application/json"})
+    await problem(resp, 400)
 
 
 async def test_a_cell_cannot_read_or_cancel_the_alerts_of_another(daemon):

@@ -95,10 +95,12 @@ async def test_a_cap_alert_reaches_each_citizen_in_their_language(daemon):
 
 
 async def test_the_same_order_in_cap_and_json_makes_the_same_alert(daemon):
-    from_cap = await daemon.status((await accepted(daemon, document(infos=info("fr", "Crue", "Montez.", parameters=CHANNELS))))["id"])
+    sent = await accepted(daemon, document(infos=info("fr", "Crue", "Montez.", parameters=CHANNELS)))
+    from_cap = await daemon.status(sent["id"])
     order = helpers.order(identifier="FR-75-0002", channels=["sms", "siren"], template=None, params={}, locale="fr",
                           category="Met",
-                          texts={"fr": {"headline": "Crue", "instruction": "Montez.", "description": "La Seine déborde."}},
+                          texts={"fr": {"headline": "Crue", "instruction": "Montez.",
+                                        "description": "La Seine déborde."}},
                           expires=EXPIRES, event="Inondation", area={"zones": ["75056"], "description": "Paris"})
     from_json = await daemon.status((await daemon.send(**order))["id"])
     different = {"id", "identifier", "sender", "counts", "totals", "state"}
@@ -108,7 +110,8 @@ async def test_the_same_order_in_cap_and_json_makes_the_same_alert(daemon):
 
 
 # Names the corpus's templates as this deployment's (the corpus is about CAP, not our templates).
-OUR_TEMPLATES = {b">inondation<": b">shelter_in_place<", b">confinement<": b">shelter_in_place<", b">canicule<": b">shelter_in_place<"}
+OUR_TEMPLATES = {b">inondation<": b">shelter_in_place<", b">confinement<": b">shelter_in_place<",
+                 b">canicule<": b">shelter_in_place<"}
 
 
 @pytest.mark.parametrize("name", ["crue-paris-fr.xml", "multilingue-crue.xml", "exercice-seveso.xml",
@@ -231,7 +234,8 @@ async def test_the_feed_leaves_out_what_an_update_replaced(daemon):
 
 async def test_two_infos_in_one_language_are_refused(daemon):
     lyon = "<geocode><valueName>INSEE</valueName><value>69123</value></geocode>"
-    resp = await post_cap(daemon, document(infos=info("fr", "Évacuez Paris", "Partez.") + info("fr", "Restez", "Restez.", area=lyon)))
+    infos = info("fr", "Évacuez Paris", "Partez.") + info("fr", "Restez", "Restez.", area=lyon)
+    resp = await post_cap(daemon, document(infos=infos))
     assert resp.status == 422 and (await resp.json())["field"] == "/alert/info[2]/language"
 
 

@@ -283,7 +283,7 @@ async def test_an_order_reaches_the_cbc_and_its_cancel_deletes_the_message(daemo
     assert got["body"] == fr["body"] and got["pages"] == len(cbs.paginate(fr["body"]).pages)
     delivery = await _broadcast_of(daemon, alert["id"])
     assert delivery["channel"] == channel and delivery["state"] == "sent" and delivery["command"] == "broadcast"
-    assert len((await daemon.sms.received())) == 3  # the SMS went to the Paris phones as ever
+    assert len(await daemon.sms.received()) == 3  # the SMS went to the Paris phones as ever
 
     resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
     assert resp.status == 200, await resp.text()

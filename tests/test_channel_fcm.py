@@ -49,9 +49,8 @@ def push(to: str, body: str = "Mise à l'abri immédiate", **data: str) -> model
 
 
 async def fake_get(fakes_url: str, path: str):
-    async with aiohttp.ClientSession() as session:
-        async with session.get(fakes_url + path) as resp:
-            return await resp.json()
+    async with aiohttp.ClientSession() as session, session.get(fakes_url + path) as resp:
+        return await resp.json()
 
 
 @pytest.fixture

@@ -221,7 +221,7 @@ def test_transient_answers_keep_the_providers_retry_after():
 
 
 def test_retry_after_as_seconds_or_http_date():
-    now = dt.datetime(2025, 3, 5, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2025, 3, 5, 12, 0, tzinfo=dt.UTC)
     assert channels.retry_after("7", now) == 7.0
     assert channels.retry_after("Wed, 05 Mar 2025 12:01:00 GMT", now) == 60.0
     assert channels.retry_after("soon", now) is None

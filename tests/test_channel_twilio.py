@@ -251,10 +251,9 @@ async def test_status_callbacks_are_signed_and_reach_the_receipts_url(fakes_url,
 
 async def test_failed_delivery_callback_carries_error_code(fakes_url, fake, receiver):
     public_url, calls = receiver
-    async with aiohttp.ClientSession() as session:
-        async with session.post(fakes_url + "/_fake/twilio/callbacks",
-                                json={"final": "undelivered", "error_code": 30003}) as resp:
-            assert resp.status == 200
+    async with aiohttp.ClientSession() as session, session.post(fakes_url + "/_fake/twilio/callbacks",
+                            json={"final": "undelivered", "error_code": 30003}) as resp:
+        assert resp.status == 200
     chan = await callback_channel(fakes_url, public_url)
     try:
         await chan.send(sms("+33612000001"))
@@ -270,7 +269,8 @@ async def test_failed_delivery_callback_carries_error_code(fakes_url, fake, rece
 async def all_posted(fakes_url: str) -> list[dict]:
     """The fake's record of callbacks, once it has none left to post (another process: polled)."""
     deadline = time.monotonic() + 10
-    while (facts := await testing.FakeControl(fakes_url, "twilio").callbacks())["pending"] and time.monotonic() < deadline:
+    fake = testing.FakeControl(fakes_url, "twilio")
+    while (facts := await fake.callbacks())["pending"] and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert facts["pending"] == 0, "the fake still has callbacks to post"
     return facts["posted"]

@@ -65,7 +65,8 @@ def test_cell_add_with_a_drawn_boundary(alertd, tmp_path, capsys):
     geojson = tmp_path / "paris.geojson"  # GeoJSON: longitude first
     geojson.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
                        '[[[2.22, 48.80], [2.47, 48.80], [2.47, 48.92], [2.22, 48.92], [2.22, 48.80]]]}}')
-    assert alertd("cell", "add", "pp", "--name", "Préfecture de police", "--zones", "75", "--boundary", str(geojson)) == 0
+    assert alertd("cell", "add", "pp", "--name", "Préfecture de police", "--zones", "75",
+                  "--boundary", str(geojson)) == 0
     cell = stored(tmp_path, "get_cell", "pp")
     assert cell.boundary == (((48.80, 2.22), (48.80, 2.47), (48.92, 2.47), (48.92, 2.22), (48.80, 2.22)),)
 

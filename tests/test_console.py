@@ -86,7 +86,8 @@ async def test_sirens_show_their_last_command_to_operators_of_their_jurisdiction
 async def served(tmp_path, fakes_url):
     """alertd on a real port, workers running, SMS slowed down so that the fan-out takes seconds."""
     port = demo.free_port()
-    cfg = helpers.load_config(tmp_path, fakes_url, port, sms='max_concurrency = 4\nprice_per_segment = 0.05\ncurrency = "EUR"')
+    slow_sms = 'max_concurrency = 4\nprice_per_segment = 0.05\ncurrency = "EUR"'
+    cfg = helpers.load_config(tmp_path, fakes_url, port, sms=slow_sms)
     app = app_mod.build(cfg)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -104,7 +105,8 @@ async def served(tmp_path, fakes_url):
     ])
     tokens = {role: await helpers.add_token(db, role, zones) for role, zones in (
         (model.Role.ISSUER, ["*"]), (model.Role.OPERATOR, ["*"]))}
-    await helpers.add_cell(db, "pref-75", ["75"], name="Préfecture de police")  # an actual alert waits for a second person
+    # An actual alert waits for a second person.
+    await helpers.add_cell(db, "pref-75", ["75"], name="Préfecture de police")
     tokens["alice"] = await helpers.add_person(db, "alice", "pref-75", model.Role.ISSUER, model.Role.APPROVER)
     tokens["bruno"] = await helpers.add_person(db, "bruno", "pref-75", model.Role.APPROVER)
     sms = testing.FakeControl(fakes_url, "twilio")
@@ -127,10 +129,12 @@ async def browser():
 
 
 async def send(base: str, token: str, **order) -> str:
-    async with aiohttp.ClientSession(headers=helpers.auth_header(token)) as http:
-        async with http.post(base + "/v1/alerts", json=helpers.order(**order) | {"expires": None}) as resp:
-            assert resp.status == 202, await resp.text()
-            return (await resp.json())["id"]
+    async with (
+        aiohttp.ClientSession(headers=helpers.auth_header(token)) as http,
+        http.post(base + "/v1/alerts", json=helpers.order(**order) | {"expires": None}) as resp,
+    ):
+        assert resp.status == 202, await resp.text()
+        return (await resp.json())["id"]
 
 
 async def sign_in(page, base: str, token: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import pathlib
 import signal
@@ -158,10 +159,8 @@ async def test_an_interrupted_planning_resumes_without_duplicates(tmp_path, fake
             if chunks == 2:
                 raise KeyboardInterrupt  # the process dies between two committed chunks
 
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             await planner.plan(db, alert, route, chunk=100, clock=clock, on_chunk=crash_after_two_chunks)
-        except KeyboardInterrupt:
-            pass
         assert (await db.get_alert(alert.id)).state is model.AlertState.PLANNING
         assert await db.plan_cursor(alert.id) == "r00199"
 

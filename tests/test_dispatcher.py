@@ -29,7 +29,8 @@ async def test_a_planning_that_keeps_failing_backs_off_instead_of_flooding_the_l
 async def test_a_delivery_whose_lease_ran_out_is_not_sent(daemon):
     await daemon.send(channels=["sms"])
     await daemon.dispatcher.planned()
-    [held] = await daemon.store.claim("sms", daemon.dispatcher.owner, daemon.clock(), 1, daemon.dispatcher.settings.lease)
+    [held] = await daemon.store.claim("sms", daemon.dispatcher.owner, daemon.clock(), 1,
+                                      daemon.dispatcher.settings.lease)
     daemon.clock.advance(daemon.dispatcher.settings.lease.total_seconds())  # a stalled instance
     assert await daemon.dispatcher.deliver(daemon.dispatcher.channels["sms"], held) is None
     assert await daemon.sms.received() == []  # another claimer owns it now: it sends it, once

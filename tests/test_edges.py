@@ -36,7 +36,8 @@ def log_lines():
 def assert_tight(resp, where: str) -> None:
     headers = resp.headers
     assert headers.get("X-Content-Type-Options") == "nosniff", where
-    assert API_CSP.search(headers.get("Content-Security-Policy", "")), f"{where}: {headers.get('Content-Security-Policy')}"
+    csp = headers.get("Content-Security-Policy")
+    assert API_CSP.search(csp or ""), f"{where}: {csp}"
     assert headers.get("Referrer-Policy") == "no-referrer", where
     for server in headers.getall("Server", []):
         assert not re.search(r"(?i)python|aiohttp|\d+\.\d+", server), f"{where}: Server: {server}"

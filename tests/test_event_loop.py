@@ -85,7 +85,8 @@ def worst_cap_bodies() -> dict[str, bytes]:
     and as many elements as fit, each of them a problem."""
     per_ring = geo.MAX_VERTICES // geo.MAX_POLYGONS - 1
     bodies = {
-        "expired": _document("FR-BIG-1", _polygons(_ring, geo.MAX_POLYGONS, per_ring), expires="2026-11-26T10:30:00+01:00"),
+        "expired": _document("FR-BIG-1", _polygons(_ring, geo.MAX_POLYGONS, per_ring),
+                             expires="2026-11-26T10:30:00+01:00"),
         "crossing": _document("FR-BIG-2", _polygons(_zigzag, geo.MAX_POLYGONS, per_ring)),
         "empty polygons": _document("FR-BIG-3", "<polygon/>" * (cap.MAX_ELEMENTS - 100)),
         "unknown elements": _document("FR-BIG-4", "", "<x/>" * (cap.MAX_ELEMENTS - 100)),
@@ -158,7 +159,7 @@ async def test_big_cap_bodies_do_not_freeze_the_loop(daemon):
     slowest, probes, answers = await probe_while(daemon, posts)
     helpers.REPORT.append(f"event loop: /healthz slowest {slowest * 1000:.0f} ms over {probes} probes while "
                           f"four 1 MB CAP bodies were checked")
-    by_name = dict(zip(bodies, answers))
+    by_name = dict(zip(bodies, answers, strict=True))
     expired = _capped(*by_name["expired"])
     assert [e["field"] for e in expired["errors"]] == ["/alert/info[1]/expires"]
     _capped(*by_name["crossing"], total=geo.MAX_POLYGONS)
@@ -215,7 +216,7 @@ async def test_a_problem_list_is_capped(daemon):
     resp = await daemon.post("/v1/alerts", who="admin", data=_document("FR-X", "", "<x/>" * 5000),
                              headers={"Content-Type": "application/cap+xml"})
     problem = _capped(resp.status, await resp.read(), total=5000)
-    assert problem["errors"][0] == {"field": "/alert/x", "message": f"x is not an element of alert in CAP 1.2"}
+    assert problem["errors"][0] == {"field": "/alert/x", "message": "x is not an element of alert in CAP 1.2"}
 
 
 async def test_preview_needs_a_role_that_may_send(daemon):

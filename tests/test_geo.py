@@ -84,7 +84,7 @@ def test_vectorised_and_single_point_answers_agree():
     lats = np.concatenate([rng.uniform(48.80, 48.92, 300), rng.uniform(45.73, 45.79, 300)])
     lons = np.concatenate([rng.uniform(2.24, 2.43, 300), rng.uniform(4.79, 4.88, 300)])
     selected = shapes.contains(lats, lons)
-    assert selected.tolist() == [shapes.contains_point(a, o) for a, o in zip(lats, lons)]
+    assert selected.tolist() == [shapes.contains_point(a, o) for a, o in zip(lats, lons, strict=True)]
     assert 100 < selected.sum() < 500
     assert not shapes.contains(np.array([np.nan, 48.85]), np.array([2.35, np.nan])).any()  # no location
 
@@ -196,7 +196,7 @@ def test_a_polygon_half_out_reports_the_half_outside():
     beyond, whole = geo.outside(area, [jurisdiction]), geo.outside(area, [])
     assert whole.area_km2 == pytest.approx(2.224 * 3.111, rel=0.01)
     assert beyond.area_km2 == pytest.approx(whole.area_km2 / 2, rel=0.05)
-    ((_, lons),) = [tuple(zip(*ring)) for ring in beyond.polygons]
+    ((_, lons),) = [tuple(zip(*ring, strict=True)) for ring in beyond.polygons]
     assert min(lons) == pytest.approx(4.84, abs=1e-4) and max(lons) == pytest.approx(4.86)
     assert beyond.to_json()["polygons"][0][0] == list(beyond.polygons[0][0])
 
@@ -230,7 +230,7 @@ def star_polygons(draw) -> tuple[tuple[float, float], ...]:
     angles = np.cumsum(steps) / steps.sum() * 2 * math.pi
     size = draw(st.floats(0.001, 0.5))
     radii = [1.0] * n if draw(st.booleans()) else draw(st.lists(st.floats(0.05, 1.0), min_size=n, max_size=n))
-    ring = [(lat + size * r * math.sin(a), lon + size * r * math.cos(a)) for r, a in zip(radii, angles)]
+    ring = [(lat + size * r * math.sin(a), lon + size * r * math.cos(a)) for r, a in zip(radii, angles, strict=True)]
     return (*ring, ring[0])
 
 
@@ -240,7 +240,7 @@ circles = st.tuples(st.floats(42.5, 51.0), st.floats(-4.5, 8.0), st.floats(0.0, 
 def ray_casting(lat: float, lon: float, ring) -> tuple[bool, float]:
     """Whether the point is inside the ring (even-odd rule, x = lon) and its distance in degrees to the edges."""
     inside, nearest = False, math.inf
-    for (y1, x1), (y2, x2) in zip(ring, ring[1:]):
+    for (y1, x1), (y2, x2) in zip(ring, ring[1:], strict=False):
         if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
             inside = not inside
         dx, dy = x2 - x1, y2 - y1
@@ -289,7 +289,7 @@ def test_targeting_selects_exactly_the_points_in_the_area(polygons, disks, seed)
     shapes = geo.Shapes.of(polygons, disks)
     lats, lons = points_around(shapes, seed)
     selected = shapes.contains(lats, lons)
-    for lat, lon, chosen in zip(lats, lons, selected):
+    for lat, lon, chosen in zip(lats, lons, selected, strict=True):
         expected = reference(lat, lon, polygons, disks)
         assert expected is None or chosen == expected, (lat, lon)
     min_lat, min_lon, max_lat, max_lon = shapes.bounds()
@@ -306,7 +306,7 @@ def test_a_circles_ring_covers_the_whole_circle_and_hugs_it(disk, seed):
     assert len(ring) == geo.CIRCLE_SIDES + 1 and polygon.is_valid
     rng = np.random.default_rng(seed)
     bearings, distances = rng.uniform(0, 360, 200), radius * np.sqrt(rng.uniform(0, 1, 200))
-    inside = [destination(lat, lon, b, d) for b, d in zip(bearings, distances)]
+    inside = [destination(lat, lon, b, d) for b, d in zip(bearings, distances, strict=True)]
     inside += [destination(lat, lon, b, radius) for b in np.linspace(0, 360, 720, endpoint=False)]
     assert shapely.intersects_xy(polygon, [x for _, x in inside], [y for y, _ in inside]).all()
     assert all(haversine_km(lat, lon, y, x) <= radius * 1.01 + 1e-4 for y, x in ring)

@@ -133,7 +133,8 @@ def test_the_installed_daemon_serves_the_example_configuration(installed, tmp_pa
             assert done.returncode == 0, done.stderr
         token = alertd("token", "create", "--user", "alice")
         assert token.returncode == 0 and token.stdout.startswith("alertd_"), token.stderr
-        request = urllib.request.Request(url + "/v1/alerts", headers={"Authorization": f"Bearer {token.stdout.strip()}"})
+        bearer = {"Authorization": f"Bearer {token.stdout.strip()}"}
+        request = urllib.request.Request(url + "/v1/alerts", headers=bearer)
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200
     finally:

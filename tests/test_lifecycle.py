@@ -45,7 +45,9 @@ async def sms_to(daemon) -> list[str]:
 
 def phone(subscriber_id: str) -> str:
     found = [p for p in helpers.PEOPLE + LOCATED if p["id"] == subscriber_id][0]["phone"]
-    return "+" + "".join(c for c in found if c.isdigit()) if found.startswith("+") else "+33" + found.replace(" ", "")[1:]
+    if found.startswith("+"):
+        return "+" + "".join(c for c in found if c.isdigit())
+    return "+33" + found.replace(" ", "")[1:]
 
 
 # -- shapes ----------------------------------------------------------------------------------------
@@ -114,7 +116,8 @@ async def test_an_update_replaces_what_has_not_started(daemon):
 
 
 async def test_an_update_reaches_those_reached_and_those_newly_inside(daemon):
-    daemon.headers["issuer"] = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "69"]))
+    issuer = await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "69"])
+    daemon.headers["issuer"] = helpers.auth_header(issuer)
     first = await daemon.status((await daemon.send(channels=["sms"]))["id"])
     await daemon.drain()
     await daemon.sms.reset()
@@ -224,7 +227,8 @@ async def test_at_expiry_nothing_not_started_is_sent(daemon):
 
 
 async def test_an_update_silences_the_sirens_its_area_leaves_out(daemon):
-    daemon.headers["issuer"] = helpers.auth_header(await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "69"]))
+    issuer = await helpers.add_token(daemon.store, model.Role.ISSUER, ["75", "69"])
+    daemon.headers["issuer"] = helpers.auth_header(issuer)
     first = await daemon.status((await daemon.send(channels=["siren"], area={"zones": ["75056", LYON]}))["id"])
     await daemon.drain()
     await daemon.siren.reset()
@@ -294,7 +298,8 @@ async def test_no_exercise_stops_an_actual_alert_even_through_a_draft(daemon):
 
 async def test_nothing_references_a_draft(daemon):
     draft = await daemon.status((await daemon.send(status="draft"))["id"])
-    resp = await daemon.post("/v1/alerts", json=helpers.order(msg_type="cancel", status="draft", references=[ref(draft)]))
+    cancel = helpers.order(msg_type="cancel", status="draft", references=[ref(draft)])
+    resp = await daemon.post("/v1/alerts", json=cancel)
     assert resp.status == 422 and "draft" in (await resp.json())["detail"]
 
 

@@ -109,7 +109,8 @@ def test_each_app_has_its_own_registry():
     first, second = metrics.Metrics(["sms"]), metrics.Metrics(["sms"])  # the same names, no clash
     first.errors.labels("sms", "21211").inc()
     nothing = metrics.Figures({}, {}, 0.0)
-    assert series(parse(first.exposition(nothing)[0].decode()), "alertd_provider_errors_total", channel="sms", code="21211") == 1
+    exposed = parse(first.exposition(nothing)[0].decode())
+    assert series(exposed, "alertd_provider_errors_total", channel="sms", code="21211") == 1
     assert not by(parse(second.exposition(nothing)[0].decode()), "alertd_provider_errors_total", "code")
 
 

@@ -461,19 +461,23 @@ def _orders() -> list[tuple[str, dict]]:
         ("cancel with texts", CANCEL | {"texts": TEXTS}),
         ("update without references", helpers.order(msg_type="update")),
         ("cancel with no references", CANCEL | {"references": []}),
-        ("texts in an unknown locale form", alert | {"template": None, "texts": {"fr_FR!": {"headline": "Crue"}}}),
-        ("texts in a locale written in lower case", alert | {"template": None, "texts": {"fr-ca": {"headline": "Crue"}}}),
+        ("texts in an unknown locale form",
+         alert | {"template": None, "texts": {"fr_FR!": {"headline": "Crue"}}}),
+        ("texts in a locale written in lower case",
+         alert | {"template": None, "texts": {"fr-ca": {"headline": "Crue"}}}),
         ("a fallback locale written with _", alert | {"locale": "fr_CA"}),
     ]
 
 
-PERSON = {"id": "p-1", "phone": "+33612345678", "push_token": "tok-1", "zones": [helpers.PARIS], "lat": 48.8, "lon": 2.3}
+PERSON = {"id": "p-1", "phone": "+33612345678", "push_token": "tok-1", "zones": [helpers.PARIS],
+          "lat": 48.8, "lon": 2.3}
 
 
 def _subscribers() -> list[tuple[str, dict]]:
     without = {name: {k: v for k, v in PERSON.items() if k != name} for name in PERSON}
     return [(f"subscriber with {name}: null", PERSON | {name: None}) for name in PERSON] + [
-        ("subscriber with neither phone nor push token", {k: v for k, v in without["phone"].items() if k != "push_token"}),
+        ("subscriber with neither phone nor push token",
+         {k: v for k, v in without["phone"].items() if k != "push_token"}),
         ("subscriber with a null phone and push token", PERSON | {"phone": None, "push_token": None}),
         ("subscriber with lat and no lon", without["lon"]),
         ("subscriber with null lat and lon", PERSON | {"lat": None, "lon": None}),

@@ -12,7 +12,7 @@ from aiohttp import web as aiohttp_web
 
 from alertd import audience, errors, model, openapi, orders, web as web_mod
 
-NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def order(**changes: Any) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def test_template_order_keeps_its_params_as_typed_data():
     parsed = parse(order())
     assert parsed.template == "shelter_in_place"
     assert parsed.params == {"place": "Paris", "level": 3, "ratio": 0.5, "drill": False}
-    assert parsed.expires == dt.datetime(2030, 6, 1, 18, 0, tzinfo=dt.timezone.utc)
+    assert parsed.expires == dt.datetime(2030, 6, 1, 18, 0, tzinfo=dt.UTC)
     assert parsed.texts is None
 
 
@@ -70,7 +70,7 @@ def test_free_texts_in_several_locales():
 
 def test_schema_example_is_a_valid_order():
     for example in orders.schema()["examples"]:
-        orders.parse(json.dumps(example).encode(), dt.datetime(2029, 1, 1, tzinfo=dt.timezone.utc))
+        orders.parse(json.dumps(example).encode(), dt.datetime(2029, 1, 1, tzinfo=dt.UTC))
 
 
 # -- bad orders --------------------------------------------------------------------------------
@@ -108,7 +108,8 @@ def test_schema_example_is_a_valid_order():
         ({"msg_type": "cancel"}, "references"),
         ({"msg_type": "replace"}, "msg_type"),
         ({"event": None}, "event"),
-        ({"references": [{"sender": "a b", "identifier": "x", "sent": "2030-01-01T00:00:00+01:00"}]}, "references.0.sender"),
+        ({"references": [{"sender": "a b", "identifier": "x", "sent": "2030-01-01T00:00:00+01:00"}]},
+         "references.0.sender"),
     ],
 )
 def test_bad_order_names_the_field(changes, field):
@@ -157,7 +158,7 @@ def test_to_alert_builds_the_frozen_alert():
         urgency="Immediate",
         severity="Severe",
         certainty="Observed",
-        expires=dt.datetime(2030, 6, 1, 18, 0, tzinfo=dt.timezone.utc),
+        expires=dt.datetime(2030, 6, 1, 18, 0, tzinfo=dt.UTC),
         area=model.Area(("75056", "2A004")),
         channels=(model.Kind.SMS, model.Kind.PUSH),
         template="shelter_in_place",
@@ -289,7 +290,8 @@ def test_openapi_lists_every_route_with_problem_details():
     assert post["parameters"][0]["name"] == "Idempotency-Key"
     problem = doc["components"]["responses"]["422"]["content"]["application/problem+json"]["schema"]
     assert problem == {"$ref": "#/components/schemas/Problem"}
-    assert {"type", "title", "status", "detail", "field", "errors"} <= set(doc["components"]["schemas"]["Problem"]["properties"])
+    properties = set(doc["components"]["schemas"]["Problem"]["properties"])
+    assert {"type", "title", "status", "detail", "field", "errors"} <= properties
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 

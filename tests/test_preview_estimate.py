@@ -34,7 +34,8 @@ async def test_a_preview_says_how_long_and_how_much_per_channel(daemon):
     push, siren = shown["channels"]["push"], shown["channels"]["siren"]
     assert (push["recipients"], push["segments"], push["rate"], push["cost"]) == (3, None, 10_000.0, None)
     assert (siren["recipients"], siren["seconds_to_last"]) == (1, None)
-    assert [(w["code"], w["channel"]) for w in shown["warnings"]] == [("default-rate", "push"), ("rate-unknown", "siren")]
+    warned = [(w["code"], w["channel"]) for w in shown["warnings"]]
+    assert warned == [("default-rate", "push"), ("rate-unknown", "siren")]
     assert await daemon.sms.received() == []  # a preview sends nothing
 
 

@@ -80,14 +80,15 @@ def test_an_update_or_cancel_ranks_just_before_what_it_replaces_even_when_it_say
     downgrade = update_of(earlier, "u", urgency="Future", severity="Minor")
     cancel = update_of(earlier, "c", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor")
     for later in (downgrade, cancel):
-        assert priority.rank(later, model.Kind.SMS, [earlier]) == priority.rank(earlier, model.Kind.SMS) - priority.LEVELS
+        assert (priority.rank(later, model.Kind.SMS, [earlier])
+                == priority.rank(earlier, model.Kind.SMS) - priority.LEVELS)
     # An update ranks by its own standing when that is higher.
     upgrade = update_of(earlier, "u2")
     assert priority.rank(upgrade, model.Kind.SMS, [earlier]) < priority.rank(alert("x"), model.Kind.SMS)
 
 
 def test_the_default_for_deliveries_planned_before_priorities_is_an_unknown_local_alert():
-    assert priority.DEFAULT == priority.rank(alert("a", urgency="Unknown", severity="Unknown"), model.Kind.SMS)
+    assert priority.rank(alert("a", urgency="Unknown", severity="Unknown"), model.Kind.SMS) == priority.DEFAULT
 
 
 def test_a_cells_nth_alert_in_a_minute_ranks_below_another_cells_first_at_the_same_urgency():
@@ -178,9 +179,9 @@ async def test_an_update_goes_before_alerts_of_the_rank_it_replaces(daemon):
     earlier = alert("earlier", urgency="Expected", severity="Severe")
     await plan(daemon, earlier)
     await plan(daemon, alert("other", urgency="Expected", severity="Severe", zones=(helpers.LYON,)))
+    claimed = await daemon.store.claim("sms", "t", daemon.clock(), 3, daemon.dispatcher.settings.lease)
     await daemon.store.record([model.Outcome(d.id, model.State.SENT, provider_id=f"pid-{d.id}")
-                               for d in await daemon.store.claim("sms", "t", daemon.clock(), 3, daemon.dispatcher.settings.lease)
-                               if d.alert_id == "earlier"], daemon.clock())
+                               for d in claimed if d.alert_id == "earlier"], daemon.clock())
     await plan(daemon, update_of(earlier, "update", urgency="Future", severity="Minor"))
     assert await claim_order(daemon) == ["update"] * 3 + ["other"] * 11
 
@@ -190,7 +191,8 @@ async def test_a_cancel_goes_before_alerts_of_the_rank_it_stops(daemon):
     earlier = alert("earlier", urgency="Expected", severity="Severe")
     await plan(daemon, earlier)
     sent = await daemon.store.claim("sms", "t", daemon.clock(), 3, daemon.dispatcher.settings.lease)
-    await daemon.store.record([model.Outcome(d.id, model.State.SENT, provider_id=f"p{d.id}") for d in sent], daemon.clock())
+    await daemon.store.record([model.Outcome(d.id, model.State.SENT, provider_id=f"p{d.id}") for d in sent],
+                              daemon.clock())
     await plan(daemon, alert("other", urgency="Expected", severity="Severe", zones=(helpers.LYON,)))
     await plan(daemon, update_of(earlier, "cancel", msg_type=model.MsgType.CANCEL, urgency="Past", severity="Minor"))
     assert await claim_order(daemon) == ["cancel"] * 3 + ["other"] * 11
@@ -203,7 +205,8 @@ async def test_another_cells_first_alert_is_claimed_before_the_rest_of_a_cells_f
     sirens = await claim_order(daemon, "siren")
     assert sirens == ["flood-0", "other"] + [f"flood-{i}" for i in range(1, 6)] * 1  # one Paris siren each
     sms = await claim_order(daemon)
-    assert sms[:6] == ["flood-0"] * 3 + ["other"] * 3 and sms[6:] == [f"flood-{i}" for i in range(1, 6) for _ in range(3)]
+    assert (sms[:6] == ["flood-0"] * 3 + ["other"] * 3
+            and sms[6:] == [f"flood-{i}" for i in range(1, 6) for _ in range(3)])
 
 
 # -- sent, through a lane ----------------------------------------------------------------------------

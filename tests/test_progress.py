@@ -107,4 +107,4 @@ async def test_a_fan_out_leaves_rows_whose_last_counts_are_the_final_counts(daem
     rows = await daemon.store.progress(accepted["id"])
     status = await daemon.status(accepted["id"])
     assert rows[-1].state == "completed" and rows[-1].counts == status["counts"]
-    assert all(a.counts != b.counts or a.state != b.state for a, b in zip(rows, rows[1:]))
+    assert all(a.counts != b.counts or a.state != b.state for a, b in zip(rows, rows[1:], strict=False))

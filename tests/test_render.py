@@ -11,7 +11,7 @@ import pytest
 from alertd import config, errors, model, render
 
 TEMPLATES = pathlib.Path(config.default_templates())
-SENT = dt.datetime(2025, 3, 12, 14, 0, tzinfo=dt.timezone.utc)  # 15h00 in Paris (UTC+1 in March)
+SENT = dt.datetime(2025, 3, 12, 14, 0, tzinfo=dt.UTC)  # 15h00 in Paris (UTC+1 in March)
 FULL_PARAMS = {"place": "Lyon 7e", "reason": "Nuage toxique", "until": "18h30", "shelter": "gymnase Jean Jaurès"}
 SMS, PUSH, SIREN = model.Kind.SMS, model.Kind.PUSH, model.Kind.SIREN
 
@@ -242,7 +242,8 @@ def test_a_malicious_template_is_invalid(tmp_path, source):
 
 
 def test_a_misspelt_top_level_name_is_invalid_but_a_missing_param_is_empty(tmp_path):
-    root = write_templates(tmp_path, {"fr/typo.sms.j2": "Alerte {{ alrt.event }}", "fr/ok.sms.j2": "A{{ params.nope.deeper }}B"})
+    root = write_templates(tmp_path, {"fr/typo.sms.j2": "Alerte {{ alrt.event }}",
+                                      "fr/ok.sms.j2": "A{{ params.nope.deeper }}B"})
     renderer = render.Renderer(root)
     with pytest.raises(errors.Invalid):
         renderer.render_fresh(make_alert(template="typo"), SMS, "fr")

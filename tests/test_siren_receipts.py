@@ -259,7 +259,8 @@ async def test_heartbeats_tell_each_sirens_health(daemon):
     assert (now[PARIS_SIREN].state, now[PARIS_SIREN].battery, now[PARIS_SIREN].mains) == ("ready", 0.8, True)
     assert (now["siren-lyon-1"].state, now["siren-lyon-1"].mains) == ("fault", False)
     assert now[PARIS_SIREN].last_heartbeat == daemon.clock()
-    assert views.SirenHealth.of(now[PARIS_SIREN]).model_dump(mode="json")["last_heartbeat"] == daemon.clock().isoformat()
+    health = views.SirenHealth.of(now[PARIS_SIREN]).model_dump(mode="json")
+    assert health["last_heartbeat"] == daemon.clock().isoformat()
 
     older = {"type": "heartbeat", "siren_id": "siren-lyon-1", "at": "2020-01-01T00:00:00Z", "sabotage": True}
     assert (await post_receipt(daemon, older)).status == 204  # out of order: the newer one stands
@@ -307,7 +308,8 @@ async def test_push_deliveries_keep_fcms_message_id_and_error_code(daemon):
     await daemon.drain()
     page = await (await daemon.get(f"/v1/alerts/{alert['id']}/deliveries?channel=push")).json()
     by_target = {d["target"]: d for d in page["deliveries"]}
-    assert all(by_target[t]["provider_id"].startswith(f"projects/{demo.PROJECT_ID}/messages/") for t in ("p-fr", "p-es"))
+    fcm_name = f"projects/{demo.PROJECT_ID}/messages/"
+    assert all(by_target[t]["provider_id"].startswith(fcm_name) for t in ("p-fr", "p-es"))
     assert by_target["p-ar"]["state"] == "failed" and by_target["p-ar"]["last_error"].startswith("UNREGISTERED")
 
 

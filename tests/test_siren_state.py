@@ -9,7 +9,7 @@ import pytest
 
 from alertd import model, sirenstate
 
-NOW = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.UTC)
 STALE = dt.timedelta(seconds=300)
 HEARD = sirenstate.Health(heard_at=NOW - dt.timedelta(seconds=10))
 S = model.State
@@ -50,7 +50,8 @@ COMMANDS = {
 # What the last command alone says, or None: it leaves the state to the heartbeats.
 BY_COMMAND = {
     "activation did not sound": "failed", "cancel failed": "failed",
-    "retry after HTTP 500": "retrying", "retry being sent": "retrying", "queued": "commanded", "being sent": "commanded",
+    "retry after HTTP 500": "retrying", "retry being sent": "retrying",
+    "queued": "commanded", "being sent": "commanded",
 }
 BY_HEALTH = {"silent": "no_heartbeat", "never heard": "no_heartbeat", "sabotage": "sabotage", "fault": "fault",
              "fault and sabotage": "sabotage"}

@@ -83,7 +83,7 @@ def open_fds(pid: int) -> int:
 async def half_request(port: int, held: list) -> None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return  # the daemon's backlog is full: this one never got in, which is the daemon's right
     writer.write(HALF_A_REQUEST)
     held.append(writer)
@@ -106,11 +106,13 @@ async def post_an_alert(base: str, token: str, sirens: testing.FakeControl, sire
     order = helpers.order(channels=["siren"], expires=None)
     started = time.monotonic()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            async with http.post(base + "/v1/alerts", json=order, headers=helpers.auth_header(token)) as r:
-                assert r.status == 202, await r.text()
-                accepted = time.monotonic() - started
-    except asyncio.TimeoutError:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.post(base + "/v1/alerts", json=order, headers=helpers.auth_header(token)) as r,
+        ):
+            assert r.status == 202, await r.text()
+            accepted = time.monotonic() - started
+    except TimeoutError:
         return float("inf"), float("inf")
 
     async def first_siren():
@@ -141,8 +143,8 @@ async def test_an_alert_gets_through_1100_idle_half_requests_at_once(tmp_path, f
             lines = fd_lines(log)
             helpers.REPORT.append(
                 f"idle flood: {len(held)} half-request connections opened against a daemon limited to {FD_LIMIT} fds "
-                f"({fds_held} fds open in it, {connections:.0f} client connections held, {evicted:.0f} idle ones closed "
-                f"to make room); the alert's 202 in {accepted * 1000:.0f} ms, its first siren "
+                f"({fds_held} fds open in it, {connections:.0f} client connections held, {evicted:.0f} idle ones "
+                f"closed to make room); the alert's 202 in {accepted * 1000:.0f} ms, its first siren "
                 f"command in {siren_after * 1000:.0f} ms; {lines} fd lines in the log"
             )
             assert len(held) >= 1000, "the flood did not get in: it tests nothing"
@@ -157,7 +159,8 @@ async def test_an_alert_gets_through_1100_idle_half_requests_at_once(tmp_path, f
         daemon.wait(15)
 
 
-async def test_a_slowloris_is_dropped_after_the_header_timeout_and_a_slow_body_after_the_body_timeout(tmp_path, fakes_url):
+async def test_a_slowloris_is_dropped_after_the_header_timeout_and_a_slow_body_after_the_body_timeout(
+        tmp_path, fakes_url):
     port = demo.free_port()
     settings = "header_timeout = 1\nbody_timeout = 1\nkeepalive_timeout = 30"
     path = write_config(tmp_path, fakes_url, port, settings)

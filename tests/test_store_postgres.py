@@ -7,8 +7,7 @@ import asyncio
 import pytest
 import store_contract
 
-from alertd import errors, model
-from alertd import store as store_mod
+from alertd import errors, model, store as store_mod
 from alertd.store import postgres, sql
 
 

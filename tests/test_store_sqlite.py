@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import store_contract
 
-from alertd import errors
-from alertd import store as store_mod
+from alertd import errors, store as store_mod
 from alertd.store import sql, sqlite
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import uuid

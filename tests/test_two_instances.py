@@ -97,7 +97,8 @@ async def test_the_all_clear_of_a_cancel_mid_fan_out_reaches_exactly_those_reach
         await asyncio.wait_for(fan_out, 60)
         await asyncio.wait_for(asyncio.gather(*(d.run_until_idle() for d in both)), 60)
         received = await one.sms.received()
-        all_clear = {m["body"] for m in (await (await one.get(f"/v1/alerts/{cancel['id']}/messages")).json())["messages"]}
+        messages = (await (await one.get(f"/v1/alerts/{cancel['id']}/messages")).json())["messages"]
+        all_clear = {m["body"] for m in messages}
         told = sorted(r["to"] for r in received if r["body"] in all_clear)
         reached = sorted(r["to"] for r in received if r["body"] not in all_clear)
         assert 0 < len(reached) < len(PEOPLE) and told == reached

@@ -1,16 +1,19 @@
-"""A third-party channel (`tests/webhook.py`), registered by an entry point as an integrator's package
-would be: it passes the contract suite, receipts included, and its provider's reports, posted to
-``POST /v1/receipts/{name}``, bring its deliveries to ``delivered`` (or ``failed``), on both stores."""
+"""A third-party channel, the example plugin package `examples/alertd-webhook` (installed by `make`,
+registered by its entry point, its contract suite in its own tests): in the daemon, its provider's
+reports, posted to ``POST /v1/receipts/{name}``, bring its deliveries to ``delivered`` (or
+``failed``), on both stores."""
 
 from __future__ import annotations
 
 import json
 
+import alertd_webhook as webhook
 import pytest
 from aiohttp import test_utils
+from alertd_webhook import fake as fake_gateway
 
-from alertd import app as app_mod, channels, config, demo, model, testing
-from tests import helpers, webhook
+from alertd import app as app_mod, config, demo, testing
+from tests import helpers
 
 SECRET = "hook-signing-secret-93c1"  # distinctive: the contract looks for it in logs and reprs
 API_KEY = "hook-api-key-4b7e"
@@ -19,76 +22,28 @@ API_KEY = "hook-api-key-4b7e"
 @pytest.fixture
 async def gateway():
     """The fake webhook gateway on 127.0.0.1, in the test's own loop."""
-    server = test_utils.TestServer(webhook.fake_app(SECRET), host="127.0.0.1")
+    server = test_utils.TestServer(fake_gateway.fake_app(SECRET), host="127.0.0.1")
     await server.start_server()
     yield str(server.make_url("")).rstrip("/")
     await server.close()
 
 
-def settings(url: str, **more) -> dict:
-    return {"base_url": url, "api_key": API_KEY, "signing_secret": SECRET} | more
-
-
-def signed(report: dict, url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
-    body = json.dumps(report).encode()
-    return channels.Callback.of(url, {webhook.SIGNATURE: webhook.sign(SECRET, body)}, body, "application/json")
-
-
-class TestWebhookContract(testing.ChannelContract):
-    @pytest.fixture
-    async def channel(self, gateway):
-        chan = webhook.Webhook(settings(gateway, timeout=1), channels.Context("http://127.0.0.1:9", "sms"))
-        await chan.start()
-        yield chan
-        await chan.close()
-
-    @pytest.fixture
-    def fake(self, gateway):
-        return testing.FakeControl(gateway, "webhook")
-
-    @pytest.fixture
-    def send_timeout(self):
-        return 1
-
-    @pytest.fixture
-    def permanent_failure(self):
-        return {"status": 400, "code": "bad_number"}
-
-    @pytest.fixture
-    def delivered_callback(self):
-        return lambda provider_id: signed({"id": provider_id, "status": "delivered"})
-
-    def address(self, i: int) -> str:
-        return f"+3361300{i:04d}"
-
-
 # -- registered like a third party, in the daemon ----------------------------------------------
 
 
-@pytest.fixture
-def installed(tmp_path, monkeypatch):
-    """The plugin's distribution, as `pip install` would leave it: an entry point in its metadata."""
-    dist = tmp_path / "site" / "alertd_webhook-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: alertd-webhook\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[alertd.channels]\nhook-sms = tests.webhook:Webhook\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert channels.load("hook-sms") is webhook.Webhook
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def daemon(request, installed, tmp_path, fakes_url, gateway, pg_schema_url):
+async def daemon(request, tmp_path, fakes_url, gateway, pg_schema_url):
     """The daemon whose SMS go through the webhook plugin (pushes and sirens through the fakes)."""
     port = demo.free_port()
     store = pg_schema_url if request.param == "postgresql" else f"sqlite:///{tmp_path / 'alertd.db'}"
     toml = demo.config_toml(port, store, fakes_url)
     twilio = toml[toml.index("[channels.sms]"):toml.index("[channels.push]")]
-    sms = (f'[channels.sms]\nplugin = "hook-sms"\napi_key = "{API_KEY}"\nsigning_secret = "{SECRET}"\n'
+    sms = (f'[channels.sms]\nplugin = "webhook"\napi_key = "{API_KEY}"\nsigning_secret = "{SECRET}"\n'
            f'base_url = "{gateway}"\n\n')
     path = tmp_path / "alertd.toml"
     path.write_text(toml.replace(twilio, sms))
     cfg = config.load(str(path), env={})
-    assert cfg.channels["sms"].plugin == "hook-sms"
+    assert cfg.channels["sms"].plugin == "webhook"
     clock = helpers.ManualClock()
     app = app_mod.build(cfg, clock=clock, run_workers=False)
     async with test_utils.TestClient(test_utils.TestServer(app, host="127.0.0.1", port=port)) as client:

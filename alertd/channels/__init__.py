@@ -56,6 +56,9 @@ class Channel(Protocol):
     # How many provider calls may be in flight at once; overridable by `max_concurrency`.
     concurrency: int
 
+    def __init__(self, config: Any, context: Context) -> None:
+        """Built with its section's settings (its `settings` model's instance, or a mapping)."""
+
     async def start(self) -> None:
         """Open clients; called once inside the running loop before any send."""
 
@@ -184,13 +187,19 @@ class Base:
 
     kind: ClassVar[str]
     address: ClassVar[model.Address]
-    settings: ClassVar[type[pydantic.BaseModel]] = settings_mod.Open
+    settings: ClassVar[type[settings_mod.Channel]] = settings_mod.Open
     default_concurrency: ClassVar[int] = 50
     receipt_alias: ClassVar[str | None] = None  # for `Receipts`
+    options: settings_mod.Channel  # a plugin narrows it to its own model: `options: Settings`
 
-    def __init__(self, config: Mapping[str, Any] | pydantic.BaseModel, context: Context) -> None:
-        given = isinstance(config, self.settings)
-        self.options = config if given else settings_mod.parse(self.settings, config, f"channels.{context.name}")
+    def __init__(self, config: Mapping[str, Any] | settings_mod.Channel, context: Context) -> None:
+        if isinstance(config, self.settings):  # validated already, by `config` from its section
+            self.options = config
+        elif isinstance(config, Mapping):
+            self.options = settings_mod.parse(self.settings, config, f"channels.{context.name}")
+        else:
+            raise errors.ConfigError(f"channels.{context.name}: settings of {type(config).__name__}, "
+                                     f"not {self.settings.__name__}")
         self.config: Mapping[str, Any] = settings_mod.plain(self.options)
         self.context = context
         self.concurrency = self.options.max_concurrency or self.default_concurrency

@@ -129,6 +129,7 @@ class CellBroadcast(channels.Base):
     kind = model.Kind.CELL_BROADCAST
     address = model.Address.AREA
     settings = Settings
+    options: Settings
     # Calls in order: an update's `cancel` (a DELETE by identifier) must not pass its new create.
     default_concurrency = 1
 
@@ -167,6 +168,7 @@ class CellBroadcast(channels.Base):
         return model.Receipt(provider_id=f"{message_id}/{serial}/{message.delivery_id}")
 
     async def _call(self, method: str, url: str, *, deleting: bool = False, **kwargs: Any) -> None:
+        assert self._session is not None, "send before start"
         try:
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 if 200 <= resp.status < 300 or (deleting and resp.status == 404):  # 404: already withdrawn

@@ -145,7 +145,7 @@ def retry_after(exc: exceptions.FirebaseError) -> float | None:
 def classify(exc: BaseException) -> errors.DeliveryError:
     """What a failed FCM send means for the delivery (see the table in the module docstring)."""
     if not isinstance(exc, exceptions.FirebaseError):
-        return channels.as_result(exc)
+        return errors.Transient(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)  # as `channels.as_result`
     code = fcm_code(exc)
     text = f"FCM {code}: {exc}"
     if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and bad_token(exc)):
@@ -275,6 +275,7 @@ class Settings(settings.Channel):
 class FCMPush(channels.Base):
     kind = model.Kind.PUSH
     settings = Settings
+    options: Settings
     address = model.Address.PUSH_TOKEN
     sends_topics: ClassVar[bool] = True  # `channels.Topics`: command "topic" goes to a topic
     reports_dead_addresses: ClassVar[bool] = True  # `channels.DeadAddresses`: UNREGISTERED, a token that is none
@@ -390,8 +391,8 @@ class FCMPush(channels.Base):
         if status == 200:
             return model.Receipt(provider_id=json.loads(content)["name"])
         failure = classify(http_failure(self.service, self.url, status, headers, content))
-        if failure.code == "QUOTA_EXCEEDED":
-            self.bucket = pause(self.bucket, self.clock(), failure.retry_after)
+        if failure.code == "QUOTA_EXCEEDED" and isinstance(failure, errors.Transient):
+            self.bucket = pause(self.bucket, self.clock(), failure.retry_after or QUOTA_BACKOFF)
         return self._failed(message, failure)
 
     async def _turn(self) -> errors.Transient | None:
@@ -421,6 +422,7 @@ class FCMPush(channels.Base):
     async def _post_once(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         token = self.credential.token
         headers = {"Authorization": f"Bearer {token}"} if token else None
+        assert self._http is not None, "send before start"
         async with self._http.post(self.url, data=body, headers=headers, proxy=self.proxy) as resp:
             return resp.status, resp.headers, await resp.read()
 

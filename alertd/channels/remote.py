@@ -226,6 +226,7 @@ class Child:
             # Without the ALERTD_* overrides (config.ENV_PREFIX), secrets among them: the pipe brings the settings.
             env={k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")},
         )
+        assert proc.stdin is not None and proc.stdout is not None  # both PIPE
         try:
             proc.stdin.write(self.setup)
             answer = await asyncio.wait_for(read_frame(proc.stdout), self.patience)
@@ -293,6 +294,7 @@ class Child:
     async def _answers(self, proc: asyncio.subprocess.Process) -> list:
         """The next frame of answers. A child that owes an answer for longer than `patience` (three
         provider timeouts) is hung: it is killed, and the end of its pipe follows."""
+        assert proc.stdout is not None  # PIPE
         head = None
         while head is None:
             self._kill_if_hung(proc)
@@ -313,7 +315,8 @@ class Child:
         if proc is None:
             return
         self.out.flush()
-        proc.stdin.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._reader), self.patience)
         await _end(proc)
@@ -392,6 +395,7 @@ async def _serve(reader: asyncio.StreamReader, answers: Answers) -> None:
     halted: set[str] = set()  # alerts cancelled: their messages not yet begun are dropped
 
     async def call(seq: int, message: model.Message) -> None:
+        result: model.Receipt | errors.DeliveryError
         if message.alert_id in halted:  # the daemon records it cancelled
             result = errors.Halted()
         else:

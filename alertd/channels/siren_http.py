@@ -133,6 +133,7 @@ class SirenHTTP(channels.Base):
 
     kind = model.Kind.SIREN
     settings = Settings
+    options: Settings
     address = model.Address.SIREN
     receipt_alias: ClassVar[str | None] = "siren"  # POST /v1/receipts/siren finds the gateway by its token
 
@@ -200,6 +201,7 @@ class SirenHTTP(channels.Base):
 
     async def _call(self, method: str, url: str, want: str, **kwargs: Any) -> dict[str, Any]:
         """One gateway request: its JSON answer (holding `want`), or a classified failure."""
+        assert self._session is not None, "send before start"
         try:
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 body = await _json_or_none(resp)

@@ -141,7 +141,8 @@ class Settings(settings.Channel):
 class TwilioSMS(channels.Base):
     kind: ClassVar[str] = model.Kind.SMS
     address = model.Address.PHONE
-    settings: ClassVar[type[pydantic.BaseModel]] = Settings
+    settings = Settings
+    options: Settings
     default_concurrency: ClassVar[int] = 100
     receipt_alias: ClassVar[str | None] = "twilio"  # the status callbacks' path before it was the channel's name
 
@@ -162,6 +163,7 @@ class TwilioSMS(channels.Base):
             self.client = None
 
     async def send(self, message: model.Message) -> model.Receipt:
+        assert self.client is not None, "send before start"
         try:
             created = await self.client.messages.create_async(
                 to=message.to, body=message.body, status_callback=self.status_callback, **self.sender
@@ -228,6 +230,7 @@ def undelivered(form: dict[str, str], status: str) -> errors.DeliveryError:
 def sender(options: Settings) -> dict[str, str]:
     if options.from_:
         return {"from_": options.from_}
+    assert options.messaging_service_sid  # one of the two: `Settings._a_sender`
     return {"messaging_service_sid": options.messaging_service_sid}
 
 

@@ -1,9 +1,8 @@
-"""A third party's channel, as an integrator would write one: SMS through a JSON webhook gateway
-that reports each message's fate back to ``POST /v1/receipts/{name}``, signed with a shared secret.
-And the fake gateway its tests run against, on 127.0.0.1 (`fake_app`).
+"""An alertd channel plugin, as an integrator writes one: SMS through a JSON webhook gateway that
+reports each message's fate back to ``POST /v1/receipts/{name}``, signed with a shared secret.
 
 It lives outside alertd and is registered like any plugin, by an entry point of the group
-``alertd.channels`` (`tests/test_webhook_plugin.py` installs one in a folder of its own).
+``alertd.channels`` (its ``pyproject.toml``). Its fake gateway, for its tests, is `alertd_webhook.fake`.
 """
 
 from __future__ import annotations
@@ -12,16 +11,13 @@ import hashlib
 import hmac
 import json
 import urllib.parse
-import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import pydantic
-from aiohttp import web
 
 from alertd import channels, errors, model, settings
-from alertd.fakes import common
 
 SIGNATURE = "X-Hook-Signature"
 STATES = {"sent": model.State.SENT, "delivered": model.State.DELIVERED, "failed": model.State.FAILED}
@@ -46,6 +42,7 @@ class Webhook(channels.Base):
     kind = model.Kind.SMS
     address = model.Address.PHONE
     settings = Settings
+    options: Settings
     receipt_alias: ClassVar[str | None] = None  # its reports come to /v1/receipts/<its name> alone
 
     def __init__(self, config: Mapping[str, Any] | Settings, context: channels.Context) -> None:
@@ -99,49 +96,6 @@ class Webhook(channels.Base):
             provider_id, state = str(report["id"]), STATES[report["status"]]
         except (ValueError, KeyError, TypeError):
             raise errors.BadRequest("a report is {\"id\", \"status\"}", field="body") from None
-        error = errors.Permanent(str(report.get("error", "failed")), code="failed") if state is model.State.FAILED else None
+        failed = state is model.State.FAILED
+        error = errors.Permanent(str(report.get("error", "failed")), code="failed") if failed else None
         return [channels.Status(provider_id, state, error)]
-
-
-# -- the fake gateway --------------------------------------------------------------------------
-
-
-SECRET: web.AppKey[str] = web.AppKey("secret", str)
-
-
-def fake_app(secret: str) -> web.Application:
-    """The gateway: ``POST /webhook/messages`` (bearer token, JSON), the shared control routes, and
-    ``POST /_fake/webhook/report`` — it then posts each message's report, signed, to its callback
-    URL (``{"failed": [to, ...]}``: those failed), and answers the statuses alertd gave."""
-    app = web.Application()
-    app[SECRET] = secret
-    common.add_control_routes(app, ["webhook"])
-    app.router.add_post("/webhook/messages", _message)
-    app.router.add_post("/_fake/webhook/report", _report)
-    return app
-
-
-async def _message(request: web.Request) -> web.Response:
-    body = await request.json()
-    prov = common.provider(request.app, "webhook")
-    rule = await prov.rule_for(body.get("to"))
-    if rule is not None:
-        headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after else {}
-        return web.json_response({"error": rule.code}, status=rule.status, headers=headers)
-    sent = "wh" + uuid.uuid4().hex
-    prov.record(id=sent, to=body["to"], body=body["text"], callback_url=body["callback_url"],
-                authorization=request.headers.get("Authorization", ""))
-    return web.json_response({"id": sent}, status=201)
-
-
-async def _report(request: web.Request) -> web.Response:
-    failed = set((await request.json()).get("failed", []))
-    answers = []
-    async with aiohttp.ClientSession() as session:
-        for item in common.provider(request.app, "webhook").received:
-            report = {"id": item["id"], "status": "failed" if item["to"] in failed else "delivered"}
-            body = json.dumps(report).encode()
-            headers = {SIGNATURE: sign(request.app[SECRET], body), "Content-Type": "application/json"}
-            async with session.post(item["callback_url"], data=body, headers=headers) as resp:
-                answers.append(resp.status)
-    return web.json_response({"answers": answers})
