@@ -33,6 +33,7 @@ from alertd import (
 
 log = structlog.get_logger("alertd.dispatcher")
 
+
 def facts(alert: model.Alert) -> dict[str, str]:
     """The alert's CAP facts a channel may act on (push data; a cell broadcast's identifier and
     how long it repeats)."""

@@ -27,7 +27,7 @@ EARLY_RECEIPTS_KEPT = dt.timedelta(days=1)
 
 
 async def run(disp: dispatcher_mod.Dispatcher) -> None:
-    """One pass, in this order: a planning resumed may still expire in the same pass."""
+    """One pass (`app` runs one every `HOUSEKEEPING_SECONDS`, never two at once)."""
     await disp.resume()
     now = disp.clock()
     await _expire(disp, now)
