@@ -25,6 +25,7 @@ from alertd import (
     config as config_mod,
     dispatcher,
     health,
+    housekeeping,
     metrics,
     model,
     progress,
@@ -195,18 +196,18 @@ async def _begin_listening(app: web.Application, stack: contextlib.AsyncExitStac
     stack.push_async_callback(app[web_mod.RECORDER].stop)
     running: set[asyncio.Task] = set()
 
-    async def housekeeping() -> None:
+    async def housekeep() -> None:
         task = asyncio.current_task()
         assert task is not None, "housekeeping runs in a task of its own"
         running.add(task)
         try:
-            await disp.housekeeping()
+            await housekeeping.run(disp)
         finally:
             running.discard(task)
 
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
-        housekeeping, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping", max_instances=1, coalesce=True,
+        housekeep, "interval", seconds=HOUSEKEEPING_SECONDS, id="housekeeping", max_instances=1, coalesce=True,
     )
     scheduler.start()
 

@@ -19,7 +19,7 @@ import phonenumbers
 import pydantic
 from pydantic import ConfigDict, Field
 
-from alertd import errors, geo, model, orders
+from alertd import errors, geo, model, orders, zones
 
 MAX_SUBSCRIBERS = 10_000
 
@@ -136,10 +136,10 @@ def subscriber_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
     return Subscriber.model_json_schema(ref_template=ref_template)
 
 
-def inside(area: model.Area, zones: tuple[str, ...], lat: float | None, lon: float | None) -> bool:
-    """Whether a recipient or a siren in `zones`, at (`lat`, `lon`) if known, lies in the area:
+def inside(area: model.Area, codes: tuple[str, ...], lat: float | None, lon: float | None) -> bool:
+    """Whether a recipient or a siren in zones `codes`, at (`lat`, `lon`) if known, lies in the area:
     in one of its zones, or inside one of its shapes."""
-    if any(model.zone_within(mine, zone) for mine in zones for zone in area.zones):
+    if any(zones.within(mine, zone) for mine in codes for zone in area.zones):
         return True
     if not area.shaped or lat is None or lon is None:
         return False

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from alertd import errors, geo, model, people
+from alertd import errors, geo, model, people, zones
 
 PREFIX = "alertd"
 CAP_SENDER = r"[^\s,<&]+"  # CAP 1.2: a sender has no whitespace, commas, < or &
@@ -101,12 +101,12 @@ def new_user(
     )
 
 
-def check_zones(zones: Iterable[str]) -> tuple[str, ...]:
-    zones = list(zones)
-    bad = [z for z in zones if not re.fullmatch(model.ZONE_PATTERN, z)]
-    if bad or not zones:
+def check_zones(codes: Iterable[str]) -> tuple[str, ...]:
+    codes = list(codes)
+    bad = [z for z in codes if not re.fullmatch(zones.PATTERN, z)]
+    if bad or not codes:
         raise _invalid("zones", f"not zone codes: {', '.join(bad)}" if bad else "at least one zone is required")
-    return tuple(dict.fromkeys(zones))
+    return tuple(dict.fromkeys(codes))
 
 
 def _invalid(field: str, message: str) -> errors.Invalid:
@@ -169,16 +169,16 @@ def require_role(caller: people.Caller, *roles: model.Role) -> None:
         )
 
 
-def outside(caller: people.Caller, zones: Iterable[str]) -> list[str]:
+def outside(caller: people.Caller, codes: Iterable[str]) -> list[str]:
     """The zones that lie outside the caller's jurisdiction."""
-    return [z for z in zones if not any(model.zone_within(z, mine) for mine in caller.zones)]
+    return [z for z in codes if not any(zones.within(z, mine) for mine in caller.zones)]
 
 
 def covers(caller: people.Caller, area: model.Area) -> bool:
     """Whether the whole area lies in the caller's jurisdiction."""
     if outside(caller, area.zones):
         return False
-    if not area.shaped or model.NATIONAL in caller.zones:
+    if not area.shaped or zones.NATIONAL in caller.zones:
         return True
     return bool(caller.boundary) and geo.outside(geo.Shapes.of(area.polygons, area.circles), caller.boundary) is None
 
@@ -186,7 +186,7 @@ def covers(caller: people.Caller, area: model.Area) -> bool:
 def check_area(caller: people.Caller, area: model.Area) -> None:
     """Refuse an area that leaves the caller's jurisdiction, saying which part does."""
     check_jurisdiction(caller, list(area.zones))
-    if not area.shaped or model.NATIONAL in caller.zones:
+    if not area.shaped or zones.NATIONAL in caller.zones:
         return
     if not caller.boundary:
         raise errors.OutsideJurisdiction(

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 import aiohttp
 
 from alertd import (
-    app as app_mod, cli_base, cli_people, config, errors, estimate as estimate_mod, importing, logs, model, systemd,
+    app as app_mod,
+    cli_base,
+    cli_people,
+    config,
+    errors,
+    estimate as estimate_mod,
+    importing,
+    logs,
+    model,
+    systemd,
 )
 
 EXIT_USAGE = 2
@@ -32,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except errors.ConfigError as exc:
-        print("configuration problems:", *(f"  - {p}" for p in exc.problems or [exc.message]), sep="\n", file=sys.stderr)
+        problems = exc.problems or [exc.message]
+        print("configuration problems:", *(f"  - {p}" for p in problems), sep="\n", file=sys.stderr)
         return 1
     except errors.AlertdError as exc:
         field = getattr(exc, "field", None)
@@ -218,7 +228,8 @@ def import_csv(args, noun: str, reader) -> int:
 
     async def store(db) -> int:
         count = await getattr(db, upsert)(list(result.items))
-        await db.add_audit(cli_base.local_entry(f"{noun}_imported", None, count=count, file=os.path.basename(args.file)))
+        entry = cli_base.local_entry(f"{noun}_imported", None, count=count, file=os.path.basename(args.file))
+        await db.add_audit(entry)
         return count
 
     count = asyncio.run(cli_base.with_store(cfg, store))
@@ -271,9 +282,8 @@ def _target(args) -> tuple[str, dict[str, str]]:
 
 async def _request(method: str, url: str, headers: dict[str, str], **kw) -> tuple[int, dict]:
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
-            async with session.request(method, url, **kw) as resp:
-                return resp.status, await resp.json(content_type=None)
+        async with aiohttp.ClientSession(headers=headers) as session, session.request(method, url, **kw) as resp:
+            return resp.status, await resp.json(content_type=None)
     except (aiohttp.ClientError, OSError) as exc:  # a ClientConnectorError is both
         raise errors.AlertdError(f"cannot reach {url.split('/v1/')[0]}: {exc}") from None
     except ValueError:  # not the daemon: something else answers there

@@ -10,8 +10,8 @@ import json
 import os
 import re
 
-from alertd import auth, config, errors, logs, model, store as store_mod
-from alertd.store import audit, sqlite as sqlite_store
+from alertd import audit, auth, config, errors, logs, model, store as store_mod
+from alertd.store import sqlite as sqlite_store
 
 
 def load(args) -> config.Config:

@@ -41,7 +41,8 @@ def register(sub) -> None:
     c.add_argument("--expires", type=_expiry, metavar="DURATION|never",
                    help=f"e.g. 30d or 12h (default {people.PERSON_TOKEN_DAYS}d for a person, "
                         f"{people.MACHINE_TOKEN_DAYS}d for a machine client; never: machine clients only)")
-    _action(token, "list", token_list, "List tokens (never their secrets).").add_argument("--user", help="only this user's")
+    listing = _action(token, "list", token_list, "List tokens (never their secrets).")
+    listing.add_argument("--user", help="only this user's")
     _action(token, "revoke", token_revoke, "Revoke a token: it stops working at once.").add_argument("id")
 
 
@@ -71,7 +72,8 @@ def _cell_options(c: argparse.ArgumentParser, adding: bool) -> None:
         flag = "--approval" if key == model.Status.ACTUAL.value else f"--{key}-approval"
         c.add_argument(flag, dest=f"approval_{key}", choices=choices, help=f"whether {what} waits for a second person")
     c.add_argument("--approval-minutes", type=_positive(int), metavar="N",
-                   help=f"an approval request not answered in N minutes is never sent (default {people.APPROVAL_MINUTES})")
+                   help="an approval request not answered in N minutes is never sent "
+                        f"(default {people.APPROVAL_MINUTES})")
     c.add_argument("--orders-per-minute", type=_positive(float), metavar="N", help="the cell's order rate (default 60)")
     c.add_argument("--burst", type=_positive(int), metavar="N", help="orders it may post at once (default 20)")
 

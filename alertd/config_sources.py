@@ -53,7 +53,7 @@ def read(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[d
         try:
             with open(path, "rb"):
                 pass  # the TOML source takes a missing file for an empty one
-            toml = pydantic_settings.TomlConfigSettingsSource(Sources, toml_file=path)()
+            toml = pydantic_settings.TomlConfigSettingsSource(Sources, toml_file=os.fspath(path))()
         except OSError as exc:
             problems.append(f"{path}: cannot read: {exc.strerror}")
         except ValueError as exc:  # tomllib.TOMLDecodeError
@@ -89,7 +89,8 @@ def _credentials(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
         return {}
     try:
         return pydantic_settings.NestedSecretsSettingsSource(
-            Sources, secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
+            pydantic_settings.SecretsSettingsSource(Sources),
+            secrets_dir=directory, secrets_prefix=ENV_PREFIX, secrets_dir_missing="ok",
         )()
     except pydantic_settings.SettingsError as exc:
         problems.append(f"$CREDENTIALS_DIRECTORY: {exc}")

@@ -212,9 +212,8 @@ async def _gateway_receipts(fakes: str, public_url: str) -> None:
 
 
 async def _fake_call(fakes: str, path: str, body: dict) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(fakes + path, json=body) as resp:
-            resp.raise_for_status()
+    async with aiohttp.ClientSession() as session, session.post(fakes + path, json=body) as resp:
+        resp.raise_for_status()
 
 
 async def run(once: bool, count: int = 2000, port: int = 0) -> int:

@@ -27,15 +27,11 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from alertd import (
-    channels as channels_mod, config, errors, fair, health, metrics as metrics_mod, model, pacing, planner, priority,
-    render, retry, store as store_mod,
+    channels as channels_mod, config, errors, fair, health, housekeeping, metrics as metrics_mod, model, pacing,
+    planner, priority, render, retry, store as store_mod, zones,
 )
 
 log = structlog.get_logger("alertd.dispatcher")
-
-# A receipt that arrived before its delivery was recorded waits this long for it: a delivery is
-# recorded within its lease (minutes), so one still missing after a day never will be.
-EARLY_RECEIPTS_KEPT = dt.timedelta(days=1)
 
 
 def facts(alert: model.Alert) -> dict[str, str]:
@@ -43,7 +39,7 @@ def facts(alert: model.Alert) -> dict[str, str]:
     how long it repeats)."""
     found = {
         "event": alert.event, "severity": alert.severity, "urgency": alert.urgency, "certainty": alert.certainty,
-        "status": str(alert.status), "scope": "national" if model.NATIONAL in alert.area.zones else "local",
+        "status": str(alert.status), "scope": "national" if zones.NATIONAL in alert.area.zones else "local",
     }
     return found | ({"expires": alert.expires.isoformat()} if alert.expires else {})
 
@@ -196,7 +192,7 @@ class Dispatcher:
                 )
             self._failed_plans.pop(alert.id, None)
         except Exception:
-            # The alert stays `planning` in the store; housekeeping resumes it from its cursor,
+            # The alert stays `planning` in the store; `housekeeping` resumes it from its cursor,
             # backing off so that a planning that keeps failing does not flood the log.
             failures = self._failed_plans.get(alert.id, (0, 0.0))[0] + 1
             self._failed_plans[alert.id] = (failures, time.monotonic() + min(300.0, 2.0**failures))
@@ -401,29 +397,9 @@ class Dispatcher:
             return self.settings.idle_poll
         return min(self.settings.idle_poll, max(0.0, (due - self.clock()).total_seconds()))
 
-    async def housekeeping(self) -> None:
-        """Expire what outlived its alert (approval requests too), fail the siren activations never acknowledged, report the
-        sirens gone silent, mark finished alerts completed, resume failed plannings. Run periodically."""
-        await self.resume()
-        now = self.clock()
-        await self.store.expire_due(now)
-        for alert_id in await self.store.expire_approvals(now):
-            log.warning("approval request expired: the alert will never be sent", alert_id=alert_id)
-        if dropped := await self.store.drop_unreached(now):
-            log.info("all-clears or withdrawals not owed: the cancelled alert never reached them", deliveries=dropped)
-        await self.store.purge_early_receipts(now - EARLY_RECEIPTS_KEPT)
-        for name, channel in self.channels.items():  # siren gateways that acknowledge, or send heartbeats
-            if isinstance(channel, channels_mod.Acknowledges) and (ack_timeout := channel.ack_timeout):
-                for d in await self.store.fail_unacknowledged(name, now - dt.timedelta(seconds=ack_timeout), now):
-                    log.warning("siren failed to sound", alert_id=d.alert_id, siren_id=d.target, error=d.last_error)
-                    self.metrics.failed_later(name, "no_ack")
-            if isinstance(channel, channels_mod.Heartbeats) and (silence := channel.heartbeat_timeout):
-                for siren_id in await self.store.newly_silent(now - dt.timedelta(seconds=silence)):
-                    log.warning("siren silent", siren_id=siren_id, seconds=silence)
-        for alert_id in await self.store.complete_settled():
-            self._alerts.pop(alert_id, None)
-            log.info("alert completed", alert_id=alert_id)
-            self.metrics.completed(alert_id)
+    def uncache(self, alert_id: str) -> None:
+        """Forget the alert's cached value (it completed: no delivery of it is left to send)."""
+        self._alerts.pop(alert_id, None)
 
     async def planned(self) -> None:
         """Wait until every planning under way has finished."""
@@ -438,7 +414,7 @@ class Dispatcher:
         await self.planned()
         while True:
             await asyncio.gather(*(Lane(self, name).run(until_idle=True) for name in self.channels))
-            await self.housekeeping()
+            await housekeeping.run(self)
             due = [d for d in [await self.store.next_due(n) for n in self.channels] if d]
             if not due or advance is None:
                 return

@@ -134,6 +134,9 @@ class IdempotencyKeyReused(Invalid):
 class MessageTooLong(Invalid):
     """The rendered message exceeds the channel's limit."""
 
+    limit: int  # the channel's most (segments, bytes, pages)
+    pages: int  # cell broadcast only: the pages it takes
+
     type = "https://alertd.example/problems/message-too-long"
 
 

@@ -78,7 +78,7 @@ class Estimate:
 def estimate(planned: Sequence[Planned], now: dt.datetime, expires: dt.datetime | None) -> Estimate:
     """The forecast of each planned channel, with what the sender should know before sending."""
     lines = tuple(line(p, now) for p in planned)
-    warnings = [w for p, ln in zip(planned, lines) for w in _warnings(p.pace, ln, expires)]
+    warnings = [w for p, ln in zip(planned, lines, strict=True) for w in _warnings(p.pace, ln, expires)]
     return Estimate(lines, tuple(warnings))
 
 
@@ -87,7 +87,8 @@ def line(planned: Planned, now: dt.datetime) -> Line:
     recipients = sum(g.recipients for g in planned.groups)
     messages = recipients  # each recipient gets one message per channel, in the locale closest to theirs
     segments = sum(g.recipients * g.segments for g in planned.groups) if sms else None
-    seconds = round((segments if sms else messages) / pace.rate, 1) if pace.rate else None
+    sent = messages if segments is None else segments  # the rate counts SMS segments
+    seconds = round(sent / pace.rate, 1) if pace.rate else None
     return Line(
         planned.kind, recipients, messages, segments, pace.rate, pace.rate_is_default, seconds,
         now + dt.timedelta(seconds=seconds) if seconds is not None else None, cost(pace, messages, segments or 0),

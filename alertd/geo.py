@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from alertd import cap_check
+from alertd import cap
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
 MAX_POLYGONS = 1000
@@ -166,7 +166,7 @@ def check(polygons: Sequence[Sequence[Sequence[float]]], circles: Sequence[Seque
         problems = _each("area.polygons", polygons, _ring_problems) + _each("area.circles", circles, _circle_problems)
     if problems:
         first = problems[0]
-        raise cap_check.invalid(f"{first['field']}: {first['message']}", problems)
+        raise cap.check.invalid(f"{first['field']}: {first['message']}", problems)
 
 
 def _each(field: str, items: Sequence, problems_of: Callable[[Any], list[str]]) -> list[dict]:

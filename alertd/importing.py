@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from alertd import audience, errors, model
+from alertd import audience, errors, model, zones
 
 Source = str | os.PathLike[str] | IO[str] | IO[bytes]
 ZONE_SEPARATORS = re.compile(r"[;,\s]+")
@@ -121,7 +121,7 @@ def _siren(row: Mapping[str, str]) -> model.Siren:
     if not SIREN_ID.fullmatch(row.get("id", "")):
         problems.append({"field": "id", "message": "required: letters, digits and _ . : - (at most 100)"})
     zone = row.get("zone", "").upper()
-    if not re.fullmatch(model.LOCAL_ZONE_PATTERN, zone):
+    if not re.fullmatch(zones.LOCAL_PATTERN, zone):
         problems.append({"field": "zone", "message": f"not an INSEE commune or département code: {zone!r}"})
     lat, lon = (_siren_coordinate(row, key, limit, problems) for key, limit in (("lat", 90), ("lon", 180)))
     given = [key for key in ("lat", "lon") if row.get(key, "").strip()]

@@ -29,7 +29,7 @@ def resolve(alert: model.Alert, found: Sequence[model.Alert | None]) -> model.Al
     if problems:
         raise errors.Invalid(f"{problems[0]['field']}: {problems[0]['message']}", field=problems[0]["field"],
                              errors=problems)
-    refs = tuple(dataclasses.replace(r, alert_id=e.id) for r, e in zip(alert.references, found) if e)
+    refs = tuple(dataclasses.replace(r, alert_id=e.id) for r, e in zip(alert.references, found, strict=True) if e)
     return dataclasses.replace(alert, references=refs)
 
 

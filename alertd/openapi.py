@@ -117,7 +117,7 @@ _SIREN_RECEIPT = {"oneOf": [
     | {"required": ["type", "siren_id", "at"]},
 ]}
 _ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PUBLIC = {"security": []}
+_PUBLIC: dict[str, list[Any]] = {"security": []}  # no bearer token asked
 _SUBSCRIBERS = {"type": "array", "items": _ref("Subscriber"), "maxItems": audience.MAX_SUBSCRIBERS}
 
 
@@ -153,7 +153,8 @@ def _paths() -> dict[str, Any]:
                 {"name": "Last-Event-ID", "in": "header", "required": False,
                  "schema": {"type": "string", "pattern": "^[0-9]+$"},
                  "description": "The `id` of the last event received: the stream goes on after it."},
-                _query("after", {"type": "integer", "minimum": 0}, "As `Last-Event-ID`, for a client that cannot set it."),
+                _query("after", {"type": "integer", "minimum": 0},
+                       "As `Last-Event-ID`, for a client that cannot set it."),
             ],
         )},
         "/v1/alerts/{id}/sirens": {"parameters": one, "get": _op(

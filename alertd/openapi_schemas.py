@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 from pydantic import json_schema
 
 from alertd import audience, orders
@@ -22,8 +23,10 @@ REF = "#/components/schemas/{model}"
 @functools.cache  # the models do not change while alertd runs; `openapi.document` hands out copies
 def components() -> dict[str, Any]:
     """Every schema the document refers to, by name: the models and those they hold."""
-    models = [(orders.Order, "validation"), (audience.Subscriber, "validation"),
-              *((view, "serialization") for view in views.ANSWERS)]
+    models: list[tuple[type[pydantic.BaseModel], Literal["validation", "serialization"]]] = [
+        (orders.Order, "validation"), (audience.Subscriber, "validation"),
+        *((view, "serialization") for view in views.ANSWERS),
+    ]
     _, schema = json_schema.models_json_schema(models, ref_template=REF)
     defs = schema["$defs"]
     _closed_patterns(defs)

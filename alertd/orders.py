@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 
-from alertd import cap_check, errors, geo, model
+from alertd import cap, errors, geo, model, zones
 
 # An RFC 5646 language tag (BCP 47): language (and extended language subtags), script, region (two
 # letters or UN M.49 digits), variants, extensions, private use: fr, fr-CA, es-419, zh-Hant-TW,
@@ -30,10 +30,10 @@ PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # usable as a template va
 TEMPLATE_PATTERN = r"^[a-z0-9_]+$"
 CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a kind, or a configured channel's name
 MAX_PARAM_LENGTH = 500
-CATEGORIES = tuple(cap_check.ENUMS["category"].split())  # CAP 1.2's
+CATEGORIES = tuple(cap.check.ENUMS["category"].split())  # CAP 1.2's
 
-Zone = Annotated[str, StringConstraints(pattern=model.ZONE_PATTERN)]
-LocalZone = Annotated[str, StringConstraints(pattern=model.LOCAL_ZONE_PATTERN)]
+Zone = Annotated[str, StringConstraints(pattern=zones.PATTERN)]
+LocalZone = Annotated[str, StringConstraints(pattern=zones.LOCAL_PATTERN)]
 
 
 # Checked as written (any case, `_` or `-`), then kept in the usual form: zh-hant-tw → zh-Hant-TW.
@@ -43,8 +43,8 @@ Channel = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 
 # What a user reads instead of a regular expression.
 _PATTERN_MESSAGES = {
-    model.ZONE_PATTERN: "not a zone code: an INSEE commune code, a département code or *",
-    model.LOCAL_ZONE_PATTERN: "not a zone code: an INSEE commune code or a département code",
+    zones.PATTERN: "not a zone code: an INSEE commune code, a département code or *",
+    zones.LOCAL_PATTERN: "not a zone code: an INSEE commune code or a département code",
     LOCALE_PATTERN: "not a language tag (RFC 5646) like fr, fr-CA, es-419 or zh-Hant-TW",
     IDENTIFIER_PATTERN: "must not contain spaces, commas, < or &",
     TEMPLATE_PATTERN: "not a template name: lower-case letters, digits and _",
@@ -126,7 +126,7 @@ class Area(pydantic.BaseModel):
             polygons, circles = data.get("polygons"), data.get("circles")
             rings = [ring if isinstance(ring, list) else () for ring in polygons] if isinstance(polygons, list) else []
             if problems := geo.size_problems(rings, circles if isinstance(circles, list) else ()):
-                raise cap_check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
+                raise cap.check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
         return data
 
     @pydantic.model_validator(mode="after")
@@ -352,15 +352,15 @@ def validate(validate: Any, data: Any, **kwargs: Any) -> Any:
         raise errors.BadRequest("The body is nested too deeply.", field=None) from None
     if fields:
         problems = [{"field": f or None, "message": "must not contain a control character"} for f in fields]
-        raise cap_check.invalid(f"{fields[0] or 'body'}: must not contain a control character", problems)
+        raise cap.check.invalid(f"{fields[0] or 'body'}: must not contain a control character", problems)
     try:
         return validate(data, **kwargs)
     except pydantic.ValidationError as exc:
         found = exc.errors(include_url=False, include_input=False)
-        problems = cap_check.Problems(_problem(e) for e in found[:cap_check.MAX_PROBLEMS])
+        problems = cap.check.Problems(_problem(e) for e in found[:cap.check.MAX_PROBLEMS])
         problems.more = len(found) - len(problems)
         first = problems[0]
-        raise cap_check.invalid(f"{first['field'] or 'body'}: {first['message']}", problems) from None
+        raise cap.check.invalid(f"{first['field'] or 'body'}: {first['message']}", problems) from None
 
 
 def _problem(error: Any) -> dict[str, Any]:
@@ -425,7 +425,7 @@ def _channels(named: list[str], kinds: Mapping[str, str] | None) -> tuple[tuple[
     if kinds is None:
         return tuple(model.kind(c) for c in named), ()
     kinds_of = set(kinds.values())
-    problems = [
+    problems: list[cap.check.Problem] = [
         {"field": f"channels.{i}", "message": f"no channel {c!r} is configured: name a kind "
          f"({', '.join(sorted(kinds_of))}) or a channel ({', '.join(sorted(kinds))})"}
         for i, c in enumerate(named) if c not in kinds and c not in kinds_of
@@ -436,7 +436,7 @@ def _channels(named: list[str], kinds: Mapping[str, str] | None) -> tuple[tuple[
         for i, k in enumerate(chosen) if k in chosen[:i]
     ]
     if problems:
-        raise cap_check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
+        raise cap.check.invalid(f"{problems[0]['field']}: {problems[0]['message']}", problems)
     return tuple(chosen), tuple(c for c in named if c not in kinds_of)
 
 

@@ -14,7 +14,7 @@ import enum
 import re
 from collections.abc import Mapping
 
-from alertd import model
+from alertd import model, zones
 
 CELL_ID = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
 USER_NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}"
@@ -64,7 +64,7 @@ class Cell:
 
     @property
     def national(self) -> bool:
-        return model.NATIONAL in self.zones
+        return zones.NATIONAL in self.zones
 
 
 @dataclasses.dataclass(frozen=True)

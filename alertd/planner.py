@@ -15,8 +15,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy
 import structlog
 
-from alertd import approval, audience as audience_mod, errors, geo, model, priority, render, store as store_mod
-from alertd.store import audit
+from alertd import (
+    approval,
+    audience as audience_mod,
+    audit,
+    errors,
+    geo,
+    model,
+    priority,
+    render,
+    store as store_mod,
+    zones,
+)
 
 log = structlog.get_logger("alertd.planner")
 
@@ -46,7 +56,7 @@ def audience(alert: model.Alert, tests: Sequence[str]) -> model.Audience:
         return model.Audience("nobody")  # it goes to whom the cancelled alerts reached: `plan_reached`
     if alert.status in TO_TESTERS:
         return model.Audience("targets" if tests else "nobody")
-    if model.NATIONAL in alert.area.zones:
+    if zones.NATIONAL in alert.area.zones:
         return model.Audience("everyone", exercise_only=exercise)
     if alert.area.shaped or alert.msg_type is model.MsgType.UPDATE:
         return model.Audience("targets", exercise_only=exercise)
@@ -91,10 +101,10 @@ def check_broadcasts(alert: model.Alert, routes: Mapping[str, str], broadcasts: 
         )
 
 
-def covers(area: model.Area, zones: Sequence[str]) -> bool:
-    """Whether every one of `zones` lies inside the area's zones (its shapes do not count: a
+def covers(area: model.Area, codes: Sequence[str]) -> bool:
+    """Whether every one of `codes` lies inside the area's zones (its shapes do not count: a
     broadcast reaches whole zones)."""
-    return bool(zones) and all(any(model.zone_within(z, a) for a in area.zones) for z in zones)
+    return bool(codes) and all(any(zones.within(z, a) for a in area.zones) for z in codes)
 
 
 def fixed(
@@ -120,7 +130,7 @@ def fixed(
     if alert.topics and model.Kind.PUSH in routes and alert.status is model.Status.ACTUAL:
         planned += [
             model.NewDelivery(
-                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, model.topic(z), model.topic(z),
+                alert.id, routes[model.Kind.PUSH], model.Kind.PUSH, zones.topic(z), zones.topic(z),
                 alert.locale or "", "topic",
             )
             for z in alert.area.zones
@@ -132,7 +142,7 @@ def _sirens_in(area: model.Area, sirens: Iterable[model.Siren]) -> list[model.Si
     shapes = geo.Shapes.of(area.polygons, area.circles) if area.shaped else None
     return [
         s for s in sirens
-        if any(model.zone_within(s.zone, zone) for zone in area.zones)
+        if any(zones.within(s.zone, zone) for zone in area.zones)
         or (shapes is not None and s.lat is not None and s.lon is not None and shapes.contains_point(s.lat, s.lon))
     ]
 
@@ -268,7 +278,7 @@ async def _as_approved(store: store_mod.Store, alert: model.Alert, renderer: ren
     return False
 
 
-async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind, int]:
+async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[str, int]:
     """The priority of each kind of the alert's deliveries: an update or a cancel ranks ahead of
     the alerts it replaces (`priority.rank`)."""
     replaced = []
@@ -279,7 +289,7 @@ async def _ranks(store: store_mod.Store, alert: model.Alert) -> dict[model.Kind,
 
 async def _first(
     store: store_mod.Store, alert: model.Alert, once: Sequence[model.NewDelivery], tests: Sequence[str],
-    now: dt.datetime, ranks: Mapping[model.Kind, int],
+    now: dt.datetime, ranks: Mapping[str, int],
 ) -> None:
     """What comes before the first chunk: the earlier alerts an update replaces or a cancel stops,
     and the alert's own targets. Each step is idempotent: a resumed planning does it again."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from alertd import model
+from alertd import model, zones
 
 URGENCY = ("Immediate", "Expected", "Future", "Unknown", "Past")
 SEVERITY = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
@@ -36,7 +36,7 @@ def standing(alert: model.Alert) -> int:
     """The alert's place as a fresh alert, from 0 (national, Immediate, Extreme) on."""
     urgency = _place(URGENCY, alert.urgency)
     severity = _place(SEVERITY, alert.severity)
-    local = 0 if model.NATIONAL in alert.area.zones else 1
+    local = 0 if zones.NATIONAL in alert.area.zones else 1
     return ((urgency + severity) * (len(URGENCY) + 1) + urgency) * 2 + local
 
 
@@ -66,7 +66,7 @@ def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[str,
     return {kind: rank(alert, kind, replaced) for kind in dict.fromkeys([*model.Kind, *alert.channels])}
 
 
-def shared(ranks: Mapping[model.Kind, int], nth: int) -> dict[model.Kind, int]:
+def shared(ranks: Mapping[str, int], nth: int) -> dict[str, int]:
     """`ranks` (of a first alert) for the cell's `nth` alert within the window."""
     return {kind: value + share(nth) for kind, value in ranks.items()}
 

@@ -1,4 +1,6 @@
-"""The progress recorder: turns the changing counts of live alerts into progress rows.
+"""Alerts' progress: `Progress`, an alert's state and counts at one moment (a row of the store's
+`progress` table), `settled`, and the recorder that turns the changing counts of live alerts into
+those rows.
 
 Every `interval` it looks at the alerts it follows (those touched, and every alert planning or
 active, so it needs no hook in the hot path), and writes a row for each whose state or counts
@@ -17,19 +19,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from alertd import errors, model, store as store_mod
-from alertd.store import progress as progress_store
+from alertd import errors, model
+
+if TYPE_CHECKING:  # the store's progress rows become the values below: it imports this module
+    from alertd import store as store_mod
 
 log = structlog.get_logger("alertd.progress")
 
 INTERVAL = 0.5  # seconds between passes: what coalesces a fan-out's changes into a few rows a second
 FOLLOWED = (model.AlertState.PLANNING, model.AlertState.ACTIVE)  # what each pass picks up by itself
 RECEIPT_WINDOW = dt.timedelta(minutes=10)  # how long after its last change a settled alert is followed
+
+# The states an alert's progress still moves in; any other state is final.
+LIVE = frozenset({
+    model.AlertState.PLANNING, model.AlertState.ACTIVE, model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL,
+})
+OPEN = frozenset({model.State.PENDING, model.State.SENDING})
+
+Counts = Mapping[str, Mapping[str, int]]  # {channel: {state: n}}
+
+
+def settled(state: str, counts: Counts) -> bool:
+    """Whether the alert's progress is over: a final state, and no delivery pending or on the wire
+    (a cancel still sends its siren stops, and the sends on the wire end after it)."""
+    return state not in LIVE and not any(n for per in counts.values() for s, n in per.items() if s in OPEN)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """An alert's state and counts at one moment."""
+
+    seq: int
+    alert_id: str
+    at: dt.datetime
+    state: str  # an `model.AlertState` value; kept as text so that states added later still read
+    counts: Counts
+
+    @property
+    def final(self) -> bool:
+        """The alert's last row: nothing will change after it."""
+        return settled(self.state, self.counts)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Progress:
+        return cls(
+            seq=row["seq"], alert_id=row["alert_id"], at=model.to_utc(row["at"]), state=row["state"],
+            counts=json.loads(row["counts"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "state": self.state, "at": self.at.isoformat(), "counts": self.counts}
 
 
 class Recorder:
@@ -70,15 +117,16 @@ class Recorder:
         counts = await self.store.counts(alert_id)
         last = await self.store.last_progress(alert_id)
         if alert.state in (model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL) or (
-            progress_store.settled(alert.state, counts) and not self._awaiting_receipts(counts, last)
+            settled(alert.state, counts) and not self._awaiting_receipts(counts, last)
         ):
-            self._followed.discard(alert_id)  # nothing moves any more (a draft, an alert awaiting approval: until it is sent)
+            # Nothing moves any more (a draft, an alert awaiting approval: until it is sent).
+            self._followed.discard(alert_id)
         if last is not None and (last.state, last.counts) == (alert.state.value, counts):
             return False
         await self.store.record_progress(alert_id, alert.state.value, counts, self.clock())
         return True
 
-    def _awaiting_receipts(self, counts: progress_store.Counts, last: progress_store.Progress | None) -> bool:
+    def _awaiting_receipts(self, counts: Counts, last: Progress | None) -> bool:
         """Messages `sent` may still be confirmed delivered, or failed, by the provider's receipts:
         followed a while after the fan-out, so that the rows (and the reach curve) show them."""
         sent = any(per.get(model.State.SENT.value) for per in counts.values())

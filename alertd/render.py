@@ -19,9 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
-from jinja2 import exceptions as jinja_errors
-from jinja2 import sandbox
-from jinja2 import utils as jinja_utils
+from jinja2 import exceptions as jinja_errors, sandbox, utils as jinja_utils
 
 from alertd import cbs, errors, model
 
@@ -369,7 +367,7 @@ def check_order(renderer: Renderer, alert: model.Alert) -> list[Rendered]:
     ]
 
 
-def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, model.Kind]]:
+def _scan(root: pathlib.Path) -> frozenset[tuple[str, str, str]]:
     """(locale, name, kind) of every template under `root`; `_`-prefixed files are helpers."""
     if not root.is_dir():
         raise errors.ConfigError(f"template folder {root} does not exist")
@@ -400,7 +398,9 @@ def _chain(locale: str) -> list[str]:
 
 def _text_vars(text: model.Text) -> dict[str, str]:
     instruction = "\n".join(" ".join(line.split()) for line in text.instruction.splitlines())
-    return {"headline": _one_line(text.headline), "instruction": instruction, "description": _one_line(text.description)}
+    return {
+        "headline": _one_line(text.headline), "instruction": instruction, "description": _one_line(text.description),
+    }
 
 
 def _marked(alert: model.Alert, out: str, locale: str) -> str:

@@ -142,9 +142,10 @@ def _fields(cls: type) -> Mapping[str, Any]:
 def _at(cls: type, loc: list[str]) -> type | None:
     """The model at `loc` inside `cls`, if it is one."""
     for part in loc:
-        cls = _fields(cls).get(part)
-        if cls is None:
+        field = _fields(cls).get(part)
+        if field is None:
             return None
+        cls = field
     return cls
 
 

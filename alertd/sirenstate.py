@@ -33,6 +33,28 @@ class Health:
     sabotage: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class SirenState:
+    """A siren as operators see it: where it is, its state (`decide`), its last reported
+    health, and the last command the state was decided from."""
+
+    siren_id: str
+    zone: str
+    label: str
+    lat: float | None
+    lon: float | None
+    state: str  # one of `STATES`
+    last_heartbeat: dt.datetime | None  # when alertd last heard from it (alertd's clock)
+    silent: bool = False  # not heard from within the heartbeat timeout (`silent`)
+    battery: float | None = None
+    mains: bool | None = None
+    fault: bool = False
+    sabotage: bool = False
+    last_ack: str | None = None  # activated | failed | busy
+    last_ack_at: dt.datetime | None = None
+    last_command: model.Delivery | None = None
+
+
 def silent(health: Health, now: dt.datetime, stale_after: dt.timedelta | None) -> bool:
     """Not heard from for `stale_after` (or never). `stale_after` None: the gateway sends no
     heartbeats, so silence means nothing."""

@@ -38,7 +38,7 @@ import aiohttp
 import pytest
 import structlog
 
-from alertd import channels, errors, model, pacing, settings
+from alertd import channels, errors, model, pacing, settings, zones
 
 
 @dataclasses.dataclass
@@ -49,10 +49,10 @@ class FakeControl:
     provider: str  # "twilio", "fcm" or "siren"
 
     async def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.request(method, self.base_url + path, json=payload) as resp:
-                resp.raise_for_status()
-                return await resp.json()
+        url = self.base_url + path
+        async with aiohttp.ClientSession() as session, session.request(method, url, json=payload) as resp:
+            resp.raise_for_status()
+            return await resp.json()
 
     async def received(self) -> list[dict[str, Any]]:
         return await self._call("GET", f"/_fake/{self.provider}/received")
@@ -159,7 +159,7 @@ class ChannelContract:
         leaked = [s for s in secrets if any(s in text for text in said)]
         assert not leaked, f"{len(leaked)} secret(s) shown in the channel's repr, logs or errors"
 
-    async def test_halt_returns_and_the_channel_sends_on(self, channel: channels.Channel, fake):
+    async def test_halt_returns_and_the_channel_sends_on(self, channel: channels.Channel, fake: FakeControl) -> None:
         if not isinstance(channel, channels.Halts):
             return  # it begins every call it is handed: nothing to halt
         await asyncio.wait_for(channel.halt("contract-alert"), 5)
@@ -193,8 +193,8 @@ class ChannelContract:
             assert zones is None or (isinstance(zones, tuple) and all(isinstance(z, str) for z in zones))
         assert all(t is None or t > 0 for t in timeouts)  # None: the provider was not asked to
 
-    async def test_a_topic_send_reaches_the_topic(self, channel: channels.Channel, fake):
-        topic = model.topic("75056")
+    async def test_a_topic_send_reaches_the_topic(self, channel: channels.Channel, fake: FakeControl) -> None:
+        topic = zones.topic("75056")
         message = dataclasses.replace(self.message(1), to=topic, command="topic")
         if not isinstance(channel, channels.Topics):
             return  # the planner sends it no topic, and an order asking for topics is refused

@@ -602,7 +602,7 @@ class StoreContract(store_people_contract.PeopleContract):
 
     # -- audit --------------------------------------------------------------------------------------
     async def test_audit_appends_filters_and_chains(self, store):
-        from alertd.store import audit
+        from alertd import audit
 
         for n, action in enumerate(["created", "cancelled", "token_created"]):
             await store.add_audit(audit.Entry("cell-75", action, NOW + dt.timedelta(seconds=n), "t1", f"A{n}",
@@ -618,7 +618,7 @@ class StoreContract(store_people_contract.PeopleContract):
         assert await store.verify_audit() == entries[1].id
 
     async def test_an_alert_and_its_audit_entry_commit_together(self, store):
-        from alertd.store import audit
+        from alertd import audit
 
         entry = audit.Entry("cell-75", "created", NOW, subject="A1")
         await store.create_alert(make_alert(), "k", audit_entry=entry)
@@ -638,7 +638,7 @@ class StoreContract(store_people_contract.PeopleContract):
         return make_alert(alert_id, state=model.AlertState.AWAITING_APPROVAL, approval=record, **fields)
 
     async def test_an_approval_record_round_trips_and_a_move_is_a_compare_and_set(self, store):
-        from alertd.store import audit
+        from alertd import audit
 
         waiting = self.awaiting(created_by="alice", cell_name="Préfecture de police")
         await store.create_alert(waiting, "k")

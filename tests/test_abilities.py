@@ -7,8 +7,9 @@ import dataclasses
 
 import pytest
 
+import alertd_webhook as webhook
 from alertd import channels, dispatcher, errors, model
-from tests import helpers, webhook
+from tests import helpers
 
 
 class HookPush(webhook.Webhook):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 
-from alertd import config, model, render
+from alertd import config, housekeeping, model, render
 from tests import helpers
 
 R = model.Role
@@ -75,7 +75,7 @@ async def test_the_two_person_rule_end_to_end(daemon):
     assert (await daemon.status(mine["id"]))["state"] == "awaiting_approval"
 
     daemon.clock.advance(15 * 60)  # the cell's default: 15 minutes
-    await daemon.dispatcher.housekeeping()
+    await housekeeping.run(daemon.dispatcher)
     assert (await daemon.status(mine["id"]))["state"] == "approval_expired"
     late = await approve(daemon, mine["id"], "bruno")
     assert late.status == 409

@@ -253,7 +253,7 @@ def test_cap_stays_in_the_core():
     code = f"import sys, alertd.cap; print(*sorted(m for m in sys.modules if m.startswith({edges!r})))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORPUS.parents[1])
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["alertd.cap", "alertd.cap_check", "alertd.errors"]
+    assert run.stdout.split() == ["alertd.cap", "alertd.cap.check", "alertd.errors"]
 
 
 # Written in the style of those publishers' feeds: each dates `effective` before `sent`, as they do.

@@ -12,7 +12,8 @@ import time
 import pytest
 from aiohttp import test_utils
 
-from alertd import app as app_mod, audience, cap, cap_alert, demo, errors, geo, model
+from alertd import app as app_mod, audience, cap, demo, errors, geo, model
+from alertd.cap import alert as cap_alert
 from alertd.web import alerts
 from tests import helpers
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from alertd import model
+from alertd import housekeeping, model
 from tests import helpers
 
 LYON = helpers.LYON
@@ -243,7 +243,7 @@ async def test_a_completed_alert_stays_completed_when_it_expires(daemon):
     sent = await daemon.send(expires=(helpers.START + dt.timedelta(minutes=10)).isoformat())
     await daemon.drain()
     daemon.clock.advance(601)
-    await daemon.dispatcher.housekeeping()
+    await housekeeping.run(daemon.dispatcher)
     assert (await daemon.status(sent["id"]))["state"] == "completed"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from alertd import auth, model, web as web_mod
+from alertd import auth, model, web as web_mod, zones
 from tests import helpers
 from tests.test_openapi_conformance import METHODS, Conformance, settle
 
@@ -150,12 +150,12 @@ class World:
         return {self.alert, self.draft}
 
 
-async def token_of(daemon, role: Role, zones: list[str], cell: str) -> Caller:
-    header = helpers.auth_header(await helpers.add_token(daemon.store, role, zones, cell=cell))
+async def token_of(daemon, role: Role, codes: list[str], cell: str) -> Caller:
+    header = helpers.auth_header(await helpers.add_token(daemon.store, role, codes, cell=cell))
     found = await daemon.store.caller_by_hash(auth.parse_bearer(header["Authorization"])[1])
-    sees_a = any(model.zone_within(LYON_ZONE, z) for z in zones)
-    name = f"{role.value} of {cell} ({','.join(zones)})"
-    return Caller(name, header, frozenset({role}), found.cell, sees_a, model.NATIONAL in zones)
+    sees_a = any(zones.within(LYON_ZONE, z) for z in codes)
+    name = f"{role.value} of {cell} ({','.join(codes)})"
+    return Caller(name, header, frozenset({role}), found.cell, sees_a, zones.NATIONAL in codes)
 
 
 async def refused_tokens(daemon, cell_id: str) -> list[Caller]:

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from aiohttp import test_utils
 
-from alertd import app as app_mod, auth, demo, model, store as store_mod
-from alertd.store import audit, legacy, sql
+from alertd import app as app_mod, audit, auth, demo, model, store as store_mod
+from alertd.store import legacy, sql
 from tests import helpers
 
 MIGRATED = "tokens from before users existed were migrated"

@@ -9,7 +9,15 @@ import datetime as dt
 
 import pytest
 
-from alertd import dispatcher as dispatcher_mod, fair, metrics as metrics_mod, model, priority, store as store_mod
+from alertd import (
+    dispatcher as dispatcher_mod,
+    fair,
+    metrics as metrics_mod,
+    model,
+    priority,
+    store as store_mod,
+    zones,
+)
 from alertd.store import sql
 from tests import helpers, test_channel_twilio
 
@@ -61,7 +69,7 @@ def test_sirens_rank_first_then_urgency_and_severity():
 
 
 def test_national_before_local_at_equal_urgency_and_severity_only():
-    national = alert("n", zones=(model.NATIONAL,), urgency="Expected", severity="Severe")
+    national = alert("n", zones=(zones.NATIONAL,), urgency="Expected", severity="Severe")
     local = alert("l", urgency="Expected", severity="Severe")
     assert priority.rank(national, model.Kind.SMS) < priority.rank(local, model.Kind.SMS)
     assert priority.rank(alert("x"), model.Kind.SMS) < priority.rank(national, model.Kind.SMS)
@@ -99,7 +107,7 @@ def test_the_share_never_reorders_sirens_urgency_national_or_updates():
     assert priority.rank(minor, model.Kind.SIREN, nth=flood) < priority.rank(alert("x"), model.Kind.SMS, nth=first)
     assert priority.rank(alert("x"), model.Kind.SMS, nth=flood) < priority.rank(
         alert("s", severity="Severe"), model.Kind.SMS, nth=first)
-    national = alert("n", zones=(model.NATIONAL,), urgency="Expected", severity="Severe")
+    national = alert("n", zones=(zones.NATIONAL,), urgency="Expected", severity="Severe")
     local = alert("l", urgency="Expected", severity="Severe")
     assert priority.rank(national, model.Kind.SMS, nth=flood) < priority.rank(local, model.Kind.SMS, nth=first)
     earlier = alert("e", urgency="Expected", severity="Severe")
@@ -160,7 +168,7 @@ async def test_sirens_are_planned_first(daemon):
 
 async def test_national_before_local_at_equal_rank(daemon):
     await plan(daemon, alert("local", urgency="Expected", severity="Severe"))
-    await plan(daemon, alert("national", urgency="Expected", severity="Severe", zones=(model.NATIONAL,)))
+    await plan(daemon, alert("national", urgency="Expected", severity="Severe", zones=(zones.NATIONAL,)))
     order = await claim_order(daemon)
     assert order == ["national"] * order.count("national") + ["local"] * 3
     assert order.count("national") == 4  # every phone in the country

@@ -9,7 +9,6 @@ import datetime as dt
 import pytest
 
 from alertd import model, progress, store as store_mod, web as web_mod
-from alertd.store import progress as progress_store
 from tests import helpers
 
 COUNTS = {"sms": {"pending": 2, "sent": 1}, "push": {"pending": 0, "sent": 3}}
@@ -39,7 +38,7 @@ async def test_rows_come_back_in_seq_order_per_alert_and_page(store):
     assert [r.seq for r in await store.progress("A", after_seq=seqs[0], limit=1)] == [seqs[2]]
     assert (await store.last_progress("A")).final
     assert not (await store.last_progress("B")).final
-    assert not progress_store.Progress(9, "C", at, "cancelled", COUNTS).final  # its sends still settle
+    assert not progress.Progress(9, "C", at, "cancelled", COUNTS).final  # its sends still settle
     assert await store.last_progress("nobody") is None
 
 

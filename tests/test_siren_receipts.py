@@ -8,8 +8,7 @@ import datetime as dt
 import pytest
 import structlog
 
-from alertd import demo, model
-from alertd.store import sirens
+from alertd import demo, housekeeping, model, sirenstate
 from alertd.web import views
 from tests import helpers
 
@@ -49,7 +48,7 @@ async def siren_deliveries(daemon, alert_id: str) -> dict[str, dict]:
     return {d["target"]: d for d in page["deliveries"]}
 
 
-async def states(daemon, stale_after: dt.timedelta | None = STALE) -> dict[str, sirens.SirenState]:
+async def states(daemon, stale_after: dt.timedelta | None = STALE) -> dict[str, sirenstate.SirenState]:
     return {s.siren_id: s for s in await daemon.store.siren_states(daemon.clock(), stale_after)}
 
 
@@ -141,12 +140,12 @@ async def test_an_ack_faster_than_the_dispatcher_is_kept_or_asked_again(daemon):
 async def test_an_activation_never_acknowledged_failed_to_sound(daemon):
     _, delivery = await sounded(daemon)
     daemon.clock.advance(59)
-    await daemon.dispatcher.housekeeping()
+    await housekeeping.run(daemon.dispatcher)
     assert (await daemon.store.get_delivery(delivery["id"])).state is model.State.SENT
     daemon.clock.advance(2)
     with structlog.testing.capture_logs() as logs:
-        await daemon.dispatcher.housekeeping()
-        await daemon.dispatcher.housekeeping()
+        await housekeeping.run(daemon.dispatcher)
+        await housekeeping.run(daemon.dispatcher)
     failed = await daemon.store.get_delivery(delivery["id"])
     assert (failed.state, failed.last_error) == (model.State.FAILED, "no acknowledgement within 60 s")
     warned = [e for e in logs if e["event"] == "siren failed to sound"]
@@ -272,8 +271,8 @@ async def test_heartbeats_tell_each_sirens_health(daemon):
 
 async def test_a_silent_siren_is_flagged_and_warned_about_once(daemon):
     with structlog.testing.capture_logs() as logs:
-        await daemon.dispatcher.housekeeping()
-        await daemon.dispatcher.housekeeping()
+        await housekeeping.run(daemon.dispatcher)
+        await housekeeping.run(daemon.dispatcher)
     assert sorted(e["siren_id"] for e in logs if e["event"] == "siren silent") == ["siren-lyon-1", PARIS_SIREN]
     never = (await states(daemon))[PARIS_SIREN]
     assert (never.state, never.last_heartbeat) == ("no_heartbeat", None)  # never heard of: silent from the start
@@ -285,8 +284,8 @@ async def test_a_silent_siren_is_flagged_and_warned_about_once(daemon):
     daemon.clock.advance(2)
     await heartbeat(daemon, sirens=["siren-lyon-1"])
     with structlog.testing.capture_logs() as logs:
-        await daemon.dispatcher.housekeeping()
-        await daemon.dispatcher.housekeeping()
+        await housekeeping.run(daemon.dispatcher)
+        await housekeeping.run(daemon.dispatcher)
     silent = await states(daemon)
     assert (silent[PARIS_SIREN].state, silent["siren-lyon-1"].state) == ("no_heartbeat", "ready")
     assert silent[PARIS_SIREN].last_heartbeat == helpers.START
@@ -297,7 +296,7 @@ async def test_a_silent_siren_is_flagged_and_warned_about_once(daemon):
     assert (await states(daemon))[PARIS_SIREN].state == "ready"
     daemon.clock.advance(301)
     with structlog.testing.capture_logs() as logs:
-        await daemon.dispatcher.housekeeping()
+        await housekeeping.run(daemon.dispatcher)
     assert sorted(e["siren_id"] for e in logs if e["event"] == "siren silent") == ["siren-lyon-1", PARIS_SIREN]
 
 

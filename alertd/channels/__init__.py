@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
-from alertd import errors, model, pacing, settings as settings_mod
+from alertd import errors, model, pacing, settings as settings_mod, zones
 
 GROUP = "alertd.channels"
 
@@ -154,7 +154,7 @@ class Heartbeats(Protocol):
 
 @runtime_checkable
 class Topics(Protocol):
-    """A push channel that also sends to zone topics (`model.topic`): a message with command
+    """A push channel that also sends to zone topics (`zones.topic`): a message with command
     ``topic`` whose `to` is the topic's name. Declared with ``sends_topics = True``."""
 
     sends_topics: ClassVar[bool]
@@ -182,10 +182,10 @@ def gateways_of(siren: model.Siren, served: Mapping[str, tuple[str, ...] | None]
     hold it, or when none does, those that name no zones. Exactly one: its gateway; none or several:
     it has none, and no gateway's report about it is taken."""
     claiming = [
-        name for name, zones in served.items()
-        if zones is not None and any(model.zone_within(siren.zone, zone) for zone in zones)
+        name for name, codes in served.items()
+        if codes is not None and any(zones.within(siren.zone, zone) for zone in codes)
     ]
-    return claiming or [name for name, zones in served.items() if zones is None]
+    return claiming or [name for name, codes in served.items() if codes is None]
 
 
 class Base:

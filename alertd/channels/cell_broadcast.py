@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal
 import aiohttp
 import pydantic
 
-from alertd import cbs, channels, errors, model, settings
+from alertd import cbs, channels, errors, model, settings, zones
 
 API = "/api/ecbe/v1/message"
 REPETITION_UNIT = 1.883  # seconds (3GPP TS 48.049 §8.2.8, CBSP Repetition Period)
@@ -68,7 +68,7 @@ def _zones(value: Any) -> Any:
     return [z.strip() for z in value.split(",")] if isinstance(value, str) else value
 
 
-ZoneCode = Annotated[str, pydantic.StringConstraints(strip_whitespace=True, pattern=model.ZONE_PATTERN)]
+ZoneCode = Annotated[str, pydantic.StringConstraints(strip_whitespace=True, pattern=zones.PATTERN)]
 
 
 class Settings(settings.Channel):

@@ -52,12 +52,12 @@ from typing import Annotated, Any, ClassVar, Literal
 import aiohttp
 import pydantic
 
-from alertd import channels, errors, model, settings
+from alertd import channels, errors, model, settings, zones
 
 # Statuses worth retrying besides 5xx: the siren is busy (409) or the gateway is overloaded.
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 MISCONFIGURED_STATUSES = frozenset({401, 403})
-ZONE = re.compile(model.ZONE_PATTERN)  # what a gateway's `zones` may name
+ZONE = re.compile(zones.PATTERN)  # what a gateway's `zones` may name
 MAX_RECEIPTS = 10_000  # per POST: a gateway's heartbeats for all its sirens fit
 
 

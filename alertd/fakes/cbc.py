@@ -46,12 +46,22 @@ def setup(app: web.Application) -> None:
     app[common.PROVIDERS]["cbc"] = CBC("cbc")
     app.router.add_post(API, _create)
     app.router.add_delete(API + "/{message_id}", _delete)
-    app.router.add_get("/_fake/cbc/deleted", lambda r: web.json_response(_cbc(r).deleted))
-    app.router.add_get("/_fake/cbc/active", lambda r: web.json_response(sorted(_cbc(r).active)))
+    app.router.add_get("/_fake/cbc/deleted", _deleted)
+    app.router.add_get("/_fake/cbc/active", _active)
+
+
+async def _deleted(request: web.Request) -> web.Response:
+    return web.json_response(_cbc(request).deleted)
+
+
+async def _active(request: web.Request) -> web.Response:
+    return web.json_response(sorted(_cbc(request).active))
 
 
 def _cbc(request: web.Request) -> CBC:
-    return common.provider(request.app, "cbc")
+    cbc = common.provider(request.app, "cbc")
+    assert isinstance(cbc, CBC), "mounted by `setup`"
+    return cbc
 
 
 def invalid(body: Any) -> str | None:

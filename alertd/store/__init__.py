@@ -19,8 +19,16 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import errors, model, people as people_mod, priority  # `people` is alertd.store.people
-from alertd.store import audit, progress as progress_mod, sirens  # `progress` is a method below
+# Aliased: `audit` and `people` are this package's submodules too, and `progress` a method below.
+from alertd import (
+    audit as audit_mod,
+    errors,
+    model,
+    people as people_mod,
+    priority,
+    progress as progress_mod,
+    sirenstate,
+)
 
 # What a claim writes as `last_error` of a delivery it took from a lapsed lease: whoever held it may
 # have sent it, and it may go twice.
@@ -101,7 +109,8 @@ class Store(Protocol):
 
     # -- alerts ----------------------------------------------------------------------------------
     async def create_alert(
-        self, alert: model.Alert, idempotency_key: str, cap: str | None = None, audit_entry: audit.Entry | None = None
+        self, alert: model.Alert, idempotency_key: str, cap: str | None = None,
+        audit_entry: audit_mod.Entry | None = None,
     ) -> tuple[model.Alert, bool]:
         """Commit a new alert (state `planning`), or return the alert already stored under
         (alert.sender, idempotency_key). The bool is True when this call created it. Its resolved
@@ -132,14 +141,15 @@ class Store(Protocol):
         planner finishing never undoes a cancel). Returns whether it changed a row; raises
         `errors.NotFound` when the alert does not exist."""
 
-    async def issue_draft(self, alert: model.Alert, audit_entry: audit.Entry) -> bool:
+    async def issue_draft(self, alert: model.Alert, audit_entry: audit_mod.Entry) -> bool:
         """Turn a stored draft into `alert` (same id, state `planning`; the CAP document it came
         as is dropped: it said Draft) and append `audit_entry`, in one transaction. False when
         the alert is no longer a draft."""
 
     # -- approvals -------------------------------------------------------------------------------
     async def move_alert(
-        self, alert_id: str, from_state: model.AlertState, alert: model.Alert, audit_entry: audit.Entry | None = None,
+        self, alert_id: str, from_state: model.AlertState, alert: model.Alert,
+        audit_entry: audit_mod.Entry | None = None,
     ) -> bool:
         """Store `alert` (state, approval record, data) in place of the alert `alert_id` if that is
         still in `from_state`, with `audit_entry`, in one transaction; False when it moved meanwhile.
@@ -194,13 +204,13 @@ class Store(Protocol):
         None: the alert's state is read (and locked) in the same transaction, so a cancel either
         waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
         to the configured channel name. A recipient is in zone audience when one of its zones equals
-        an audience zone or lies in it (`model.zone_within`). A kind gets a delivery per recipient that has
+        an audience zone or lies in it (`zones.within`). A kind gets a delivery per recipient that has
         the address its channel needs (`addresses`): a phone, or a live push token.
         Deliveries start `pending` with `next_at = now`, and the priority `ranks` gives their kind
         (by default `priority.ranks(alert)`): claims take the lowest first."""
 
     async def plan_reached(
-        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[str], now: dt.datetime,
         exercise_only: bool = False, rank: int = priority.DEFAULT,
     ) -> int:
         """Plan one delivery of `alert_id` for each delivery of the `earlier` alerts over `kinds`
@@ -271,7 +281,7 @@ class Store(Protocol):
         Not for a cancelled alert. Returns whether it moved."""
 
     async def cancel_alert(
-        self, alert_id: str, now: dt.datetime, audit_entry: audit.Entry | None = None
+        self, alert_id: str, now: dt.datetime, audit_entry: audit_mod.Entry | None = None
     ) -> int:
         """Mark the alert cancelled and every `pending` delivery of it (except siren `cancel`
         commands) cancelled. Returns the deliveries cancelled."""
@@ -322,7 +332,7 @@ class Store(Protocol):
 
 
     # -- sirens (alertd.store.sirens) ---------------------------------------------------------------
-    async def record_heartbeats(self, beats: Sequence[sirens.Heartbeat], now: dt.datetime) -> None:
+    async def record_heartbeats(self, beats: Sequence[model.Heartbeat], now: dt.datetime) -> None:
         """Keep each siren's latest heartbeat (by the gateway's time; an older one changes nothing),
         received at `now`; a heartbeat ends the siren's reported silence."""
 
@@ -339,18 +349,18 @@ class Store(Protocol):
         """The sirens not heard from since `before` (or never) whose silence was not yet reported;
         each is returned once until its next heartbeat."""
 
-    async def siren_states(self, now: dt.datetime, stale_after: dt.timedelta | None) -> list[sirens.SirenState]:
+    async def siren_states(self, now: dt.datetime, stale_after: dt.timedelta | None) -> list[sirenstate.SirenState]:
         """Every siren with its state and last reported health, by id. With `stale_after`, a siren not
         heard from for that long (or never) is `no_heartbeat`."""
 
     # -- audit -----------------------------------------------------------------------------------
-    async def add_audit(self, entry: audit.Entry) -> None:
+    async def add_audit(self, entry: audit_mod.Entry) -> None:
         """Append to the audit log (entries are never changed nor removed)."""
 
     async def audit(
         self, limit: int = 100, before: int | None = None, cell: str | None = None, action: str | None = None,
         subject: str | None = None,
-    ) -> list[audit.Entry]:
+    ) -> list[audit_mod.Entry]:
         """Newest first; only entries with id < `before`, and the given cell, action and subject."""
 
     async def verify_audit(self) -> int | None:

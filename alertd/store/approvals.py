@@ -8,8 +8,8 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from alertd import approval, model
-from alertd.store import audit, mixin, sql
+from alertd import approval, audit, model
+from alertd.store import mixin, sql
 
 # Whom a planning would reach, per kind: the recipients in its zones, its own targets (shapes, test
 # recipients) and those the alerts it updates or cancels reached, as `TARGET_REACHED` takes them.

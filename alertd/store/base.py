@@ -10,15 +10,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from alertd import errors, model, store as store_mod
-from alertd.store import approvals, audit, legacy, people, planning, progress, sirens, sql
+from alertd import audit, errors, model, store as store_mod
+from alertd.store import approvals, audit as audit_store, legacy, people, planning, progress, sirens, sql
 
 # What runs after a migration's statements, in its transaction: the data it moves (store, conn).
 STEPS = {people.MIGRATION[0]: legacy.migrate_old_tokens}
 
 
 class SQLStore(
-    planning.PlanningStore, progress.ProgressStore, audit.AuditStore, sirens.SirenStore, people.PeopleStore,
+    planning.PlanningStore, progress.ProgressStore, audit_store.AuditStore, sirens.SirenStore, people.PeopleStore,
     approvals.ApprovalStore,
 ):
     """Every `Store` method, over `sql.Conn`s from the driver subclass (`dialect`, `_tx`, `_conn`:

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # these modules import the mixins: a cycle at run time
-    from alertd import model
-    from alertd.store import audit, sql
+    from alertd import audit, model
+    from alertd.store import sql
 
 
 class Base(abc.ABC):

@@ -108,7 +108,7 @@ class PlanningStore(mixin.Base):
         return sql.chunk_end(ids, limit)
 
     async def plan_reached(
-        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[model.Kind], now: dt.datetime,
+        self, alert_id: str, earlier: Sequence[str], kinds: Sequence[str], now: dt.datetime,
         exercise_only: bool = False, rank: int = priority.DEFAULT,
     ) -> int:
         statement = sql.PLAN_REACHED.replace("{participants}", sql.PARTICIPANTS if exercise_only else "")

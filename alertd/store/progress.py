@@ -7,13 +7,10 @@ instances (a client resumes after the last `seq` it saw).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping
-from typing import Any
 
-from alertd import model
+from alertd import model, progress as progress_mod
 from alertd.store import mixin
 
 MIGRATION = (3, (
@@ -24,69 +21,28 @@ MIGRATION = (3, (
     "CREATE INDEX deliveries_siren ON deliveries (target, id) WHERE kind = 'siren'",
 ))
 
-# The states an alert's progress still moves in; any other state is final.
-LIVE = frozenset({
-    model.AlertState.PLANNING, model.AlertState.ACTIVE, model.AlertState.DRAFT, model.AlertState.AWAITING_APPROVAL,
-})
-OPEN = frozenset({model.State.PENDING, model.State.SENDING})
-
-Counts = Mapping[str, Mapping[str, int]]  # {channel: {state: n}}
-
-
-def settled(state: str, counts: Counts) -> bool:
-    """Whether the alert's progress is over: a final state, and no delivery pending or on the wire
-    (a cancel still sends its siren stops, and the sends on the wire end after it)."""
-    return state not in LIVE and not any(n for per in counts.values() for s, n in per.items() if s in OPEN)
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """An alert's state and counts at one moment."""
-
-    seq: int
-    alert_id: str
-    at: dt.datetime
-    state: str  # an `model.AlertState` value; kept as text so that states added later still read
-    counts: Counts
-
-    @property
-    def final(self) -> bool:
-        """The alert's last row: nothing will change after it."""
-        return settled(self.state, self.counts)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Progress:
-        return cls(
-            seq=row["seq"], alert_id=row["alert_id"], at=model.to_utc(row["at"]), state=row["state"],
-            counts=json.loads(row["counts"]),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "state": self.state, "at": self.at.isoformat(), "counts": self.counts}
-
-
 class ProgressStore(mixin.Base):
     """The progress rows and siren reads, mixed into `base.SQLStore` (uses its `_fetch` and `_t`)."""
 
-    async def record_progress(self, alert_id: str, state: str, counts: Counts, at: dt.datetime) -> int:
+    async def record_progress(self, alert_id: str, state: str, counts: progress_mod.Counts, at: dt.datetime) -> int:
         rows = await self._fetch(
             "INSERT INTO progress (alert_id, at, state, counts) VALUES ($1, $2, $3, $4) RETURNING seq",
             alert_id, self._t(at), str(state), json.dumps(counts, sort_keys=True),
         )
         return rows[0]["seq"]
 
-    async def progress(self, alert_id: str, after_seq: int = 0, limit: int = 1000) -> list[Progress]:
+    async def progress(self, alert_id: str, after_seq: int = 0, limit: int = 1000) -> list[progress_mod.Progress]:
         rows = await self._fetch(
             "SELECT * FROM progress WHERE alert_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             alert_id, after_seq, limit,
         )
-        return [Progress.from_row(r) for r in rows]
+        return [progress_mod.Progress.from_row(r) for r in rows]
 
-    async def last_progress(self, alert_id: str) -> Progress | None:
+    async def last_progress(self, alert_id: str) -> progress_mod.Progress | None:
         rows = await self._fetch(
             "SELECT * FROM progress WHERE alert_id = $1 ORDER BY seq DESC LIMIT 1", alert_id
         )
-        return Progress.from_row(rows[0]) if rows else None
+        return progress_mod.Progress.from_row(rows[0]) if rows else None
 
     async def last_siren_deliveries(self) -> dict[str, model.Delivery]:
         rows = await self._fetch(

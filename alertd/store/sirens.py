@@ -11,7 +11,6 @@ gateway whose clock drifts is not declared silent for it.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,36 +56,11 @@ STATUS = """SELECT s.id, s.zone, s.label, s.lat, s.lon, t.at AS heard_at, t.main
     t.sabotage, t.last_ack, t.last_ack_at FROM sirens s LEFT JOIN siren_status t ON t.siren_id = s.id ORDER BY s.id"""
 
 
-Heartbeat = model.Heartbeat  # a value channels report (`channels.Receipts`), stored here
-
-
-@dataclasses.dataclass(frozen=True)
-class SirenState:
-    """A siren as operators see it: where it is, its state (`sirenstate.decide`), its last reported
-    health, and the last command the state was decided from."""
-
-    siren_id: str
-    zone: str
-    label: str
-    lat: float | None
-    lon: float | None
-    state: str  # one of `sirenstate.STATES`
-    last_heartbeat: dt.datetime | None  # when alertd last heard from it (alertd's clock)
-    silent: bool = False  # not heard from within the heartbeat timeout (`sirenstate.silent`)
-    battery: float | None = None
-    mains: bool | None = None
-    fault: bool = False
-    sabotage: bool = False
-    last_ack: str | None = None  # activated | failed | busy
-    last_ack_at: dt.datetime | None = None
-    last_command: model.Delivery | None = None
-
-
 def from_row(
     row: Mapping[str, Any], last: model.Delivery | None, now: dt.datetime, stale_after: dt.timedelta | None
-) -> SirenState:
+) -> sirenstate.SirenState:
     health = sirenstate.Health(model.to_utc(row["heard_at"]), bool(row["fault"]), bool(row["sabotage"]))
-    return SirenState(
+    return sirenstate.SirenState(
         siren_id=row["id"], zone=row["zone"], label=row["label"] or "", lat=row["lat"], lon=row["lon"],
         state=sirenstate.decide(last, health, now, stale_after), last_heartbeat=health.heard_at,
         silent=sirenstate.silent(health, now, stale_after), battery=row["battery"],
@@ -99,7 +73,7 @@ class SirenStore(mixin.Base):
     """Siren health and acknowledgements, mixed into `base.SQLStore` (uses its `_tx`, `_fetch`,
     `_t` and `last_siren_deliveries`)."""
 
-    async def record_heartbeats(self, beats: Sequence[Heartbeat], now: dt.datetime) -> None:
+    async def record_heartbeats(self, beats: Sequence[model.Heartbeat], now: dt.datetime) -> None:
         async with self._tx() as conn:
             await conn.executemany(HEARTBEAT, [
                 (b.siren_id, self._t(now), self._t(b.at), b.mains, b.battery, b.fault, b.sabotage) for b in beats
@@ -127,7 +101,7 @@ class SirenStore(mixin.Base):
             went = await conn.fetch(WENT_SILENT, self._t(before))
         return sorted(r["siren_id"] for r in [*never, *went])
 
-    async def siren_states(self, now: dt.datetime, stale_after: dt.timedelta | None) -> list[SirenState]:
+    async def siren_states(self, now: dt.datetime, stale_after: dt.timedelta | None) -> list[sirenstate.SirenState]:
         rows = await self._fetch(STATUS)
         last = await self.last_siren_deliveries()
         return [from_row(r, last.get(r["id"]), now, stale_after) for r in rows]

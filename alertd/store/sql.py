@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from alertd import errors, model, priority
+from alertd import errors, model, priority, zones
 from alertd.store import audit, people, progress, sirens
 
 OPEN = "('pending', 'sending')"  # spelt as in the partial index, so the planners match it
@@ -33,7 +33,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         """CREATE TABLE recipients (id {key} PRIMARY KEY, phone TEXT, push_token TEXT,
             push_token_dead BOOLEAN NOT NULL DEFAULT FALSE, locale TEXT NOT NULL, zones TEXT NOT NULL)""",
         "CREATE INDEX recipients_push_token ON recipients (push_token)",
-        # Every code covering each of a recipient's zones (`model.covering`): targeting is one join.
+        # Every code covering each of a recipient's zones (`zones.covering`): targeting is one join.
         """CREATE TABLE recipient_zones (zone TEXT NOT NULL,
             recipient_id {key} NOT NULL REFERENCES recipients (id) ON DELETE CASCADE,
             PRIMARY KEY (zone, recipient_id))""",
@@ -317,9 +317,9 @@ def receipt_sources(state: model.State) -> list[str]:
     ]
 
 
-def zone_rows(owner_id: str, zones: Iterable[str]) -> set[tuple[str, str]]:
+def zone_rows(owner_id: str, codes: Iterable[str]) -> set[tuple[str, str]]:
     """(code, owner) for every code covering one of the zones."""
-    return {(code, owner_id) for zone in zones for code in model.covering(zone)}
+    return {(code, owner_id) for zone in codes for code in zones.covering(zone)}
 
 
 def chunk_end(id_lists: Iterable[Sequence[str]], limit: int) -> str | None:

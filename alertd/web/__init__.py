@@ -21,7 +21,15 @@ import structlog
 from aiohttp import http_exceptions, web, web_protocol
 
 from alertd import (
-    auth, dispatcher as dispatcher_mod, errors, metrics as metrics_mod, people, progress, render, store as store_mod,
+    audit as audit_mod,
+    auth,
+    dispatcher as dispatcher_mod,
+    errors,
+    metrics as metrics_mod,
+    people,
+    progress,
+    render,
+    store as store_mod,
 )
 from alertd.web import views
 
@@ -162,9 +170,9 @@ def receipts_refused() -> metrics_mod.Tally:
 
 
 def audit_entry(request: web.Request, caller: people.Caller, action: str, subject: str | None = None,
-                **detail: Any) -> store_mod.audit.Entry:
+                **detail: Any) -> audit_mod.Entry:
     """An audit entry for what `caller` (a user of a cell, by token) did through this request."""
-    return store_mod.audit.Entry(
+    return audit_mod.Entry(
         cell=caller.cell, user=caller.user, token_id=caller.id, action=action, at=now(request), subject=subject,
         detail=detail, address=request.remote,
     )
@@ -180,8 +188,8 @@ def routes() -> list[web.AbstractRouteDef]:
     return [
         *audit.routes,
         *cap.routes,  # before alerts: `/v1/alerts/{id}.xml` would match `/v1/alerts/{id}`
-        *alerts.routes, *approvals.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes, *sirens.routes,
-        *console.routes, *metrics.routes,
+        *alerts.routes, *approvals.routes, *subscribers.routes, *receipts.routes, *meta.routes, *events.routes,
+        *sirens.routes, *console.routes, *metrics.routes,
     ]
 
 

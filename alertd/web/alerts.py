@@ -16,14 +16,26 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Collection
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import structlog
 from aiohttp import web
 
 from alertd import (
-    approval, auth, cap, cap_alert, errors, identity, lifecycle, model, orders, people, planner, render, web as web_mod,
+    approval,
+    auth,
+    cap,
+    errors,
+    identity,
+    lifecycle,
+    model,
+    orders,
+    people,
+    planner,
+    render,
+    web as web_mod,
 )
+from alertd.cap import alert as cap_alert
 from alertd.web import approvals, forecast, quota as web_quota, views
 
 log = structlog.get_logger("alertd.web.alerts")
@@ -87,7 +99,8 @@ class _Readers:
                 answer = await asyncio.get_running_loop().run_in_executor(
                     cls.pool, functools.partial(_in_reader, read, *args)
                 )
-                return await answer.items() if isinstance(answer, _Pickled) else answer
+                # A `_Pickled` holds the list `read` returned, the T asked for.
+                return cast(T, await answer.items()) if isinstance(answer, _Pickled) else answer
             except concurrent.futures.process.BrokenProcessPool:
                 log.error("a reader process died; starting them again", attempt=attempt)
                 cls.pool = None
@@ -157,7 +170,7 @@ def json_body(request: web.Request) -> None:
         raise errors.UnsupportedMediaType(f"send {JSON}, not {request.content_type}", field="Content-Type")
 
 
-async def _order(request: web.Request, token: model.Token) -> Checked:
+async def _order(request: web.Request, token: people.Caller) -> Checked:
     """Parse (JSON or CAP 1.2), authorise and check an order, rendering every message it needs."""
     if request.content_type not in CAP_TYPES and request.content_type != JSON:
         raise errors.UnsupportedMediaType(
@@ -165,7 +178,9 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
             field="Content-Type",
         )
     body = await request.read()
-    new = dict(alert_id=uuid.uuid4().hex, cell=token.cell, token_id=token.id, now=web_mod.now(request))
+    new: dict[str, Any] = {
+        "alert_id": uuid.uuid4().hex, "cell": token.cell, "token_id": token.id, "now": web_mod.now(request),
+    }
     kinds = request.app[web_mod.DISPATCHER].kinds()
     broadcast = {kinds[name] for name in request.app[web_mod.DISPATCHER].broadcasts()}
     alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new, broadcast)
@@ -173,7 +188,9 @@ async def _order(request: web.Request, token: model.Token) -> Checked:
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
-        raise cap_alert.located(exc) if kept else exc
+        if not kept:
+            raise
+        raise cap_alert.located(exc) from exc
     if request.app[web_mod.DISPATCHER].refuses_topics(alert):
         raise errors.Invalid("the channel carrying pushes sends to no topics", field="topics")
     rendered = await off_loop(len(body), _check, token, alert, kinds, request.app[web_mod.RENDERER],
@@ -196,7 +213,7 @@ def _read(
     return alert, json.dumps(doc.to_json())
 
 
-def _check(token: model.Token, alert: model.Alert, kinds: dict[str, str], renderer: render.Renderer,
+def _check(token: people.Caller, alert: model.Alert, kinds: dict[str, str], renderer: render.Renderer,
            broadcasts: dict[str, tuple[str, ...]]) -> list[render.Rendered]:
     """Authorise the area (GEOS against the jurisdiction), route (no broadcast beyond the area)
     and render every message."""
@@ -205,7 +222,7 @@ def _check(token: model.Token, alert: model.Alert, kinds: dict[str, str], render
     return render.check_order(renderer, alert)
 
 
-async def _chain(request: web.Request, token: model.Token, alert: model.Alert) -> model.Alert:
+async def _chain(request: web.Request, token: people.Caller, alert: model.Alert) -> model.Alert:
     """Bind the alert's references to the stored alerts (only those the caller may see)."""
     if not alert.references:
         return alert
@@ -216,14 +233,14 @@ async def _chain(request: web.Request, token: model.Token, alert: model.Alert) -
     return lifecycle.complete(alert, [a for a in found if a is not None])
 
 
-async def _stop_earlier(request: web.Request, token: model.Token, alert: model.Alert) -> None:
+async def _stop_earlier(request: web.Request, token: people.Caller, alert: model.Alert) -> None:
     """No delivery of the alerts an update replaces or a cancel stops starts after the answer; a
     cancel also stops them in the store and silences their sirens at once (its planning does it
     again, idempotently, should this process die first)."""
     dispatcher = request.app[web_mod.DISPATCHER]
     store = request.app[web_mod.STORE]
     now = web_mod.now(request)
-    earlier = [r.alert_id for r in alert.references]
+    earlier = [r.alert_id for r in alert.references if r.alert_id is not None]  # all bound by `_chain`
     if alert.msg_type is model.MsgType.CANCEL:
         earlier = await planner.incident(store, earlier)  # the alerts its updates replaced, and theirs
     for earlier_id in earlier:
@@ -263,8 +280,9 @@ async def _accept(request: web.Request, token: people.Caller, key: str | None) -
     else:  # the two-person rule: it may wait for a second person (`approvals`)
         alert, asked = await approvals.ask(request, token, alert, checked.rendered)
     key = identity.key(alert, key, checked.cap is not None)
+    references = [r.alert_id for r in alert.references]
     entry = web_mod.audit_entry(request, token, "created", alert.id, status=alert.status.value,
-                                msg_type=alert.msg_type.value, references=[r.alert_id for r in alert.references], **asked)
+                                msg_type=alert.msg_type.value, references=references, **asked)
     stored, created = await request.app[web_mod.STORE].create_alert(alert, key, checked.cap, entry)
     request.app[web_mod.METRICS].accepted(stored, created)
     if not created:
@@ -289,12 +307,12 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 
-def _visible(token: model.Token, alert: model.Alert) -> bool:
+def _visible(token: people.Caller, alert: model.Alert) -> bool:
     """A cell sees its own alerts and those of its jurisdiction (their recipients are its citizens)."""
     return alert.cell == token.cell or auth.covers(token, alert.area)
 
 
-async def _readable(request: web.Request) -> tuple[model.Token, model.Alert]:
+async def _readable(request: web.Request) -> tuple[people.Caller, model.Alert]:
     token = await web_mod.caller(request)
     alert = await request.app[web_mod.STORE].get_alert(request.match_info["id"])
     if not _visible(token, alert):
@@ -307,7 +325,7 @@ async def index(request: web.Request) -> web.Response:
     token = await web_mod.caller(request)
     limit = _int(request, "limit", 50, 1, MAX_ALERTS)
     alerts = await request.app[web_mod.STORE].list_alerts(limit, request.query.get("before"))
-    return views.answer(views.AlertList(alerts=[a for a in alerts if _visible(token, a)]))
+    return views.answer(views.AlertList.of({"alerts": [a for a in alerts if _visible(token, a)]}))
 
 
 @routes.get("/v1/alerts/{id}")
@@ -351,9 +369,9 @@ async def messages(request: web.Request) -> web.Response:
     it needs a second person (what is approved is what is sent), else rendered now (drafts too)."""
     _, alert = await _readable(request)
     if alert.approval is not None:
-        return views.answer(views.Messages(messages=alert.approval.messages))
+        return views.answer(views.Messages.of({"messages": alert.approval.messages}))
     rendered = render.check_order(request.app[web_mod.RENDERER], alert)
-    return views.answer(views.Messages(messages=[approval.message(r) for r in rendered]))
+    return views.answer(views.Messages.of({"messages": [approval.message(r) for r in rendered]}))
 
 
 @routes.get("/v1/alerts/{id}/deliveries")
@@ -369,7 +387,7 @@ async def deliveries(request: web.Request) -> web.Response:
         _int(request, "after", 0, 0, 2**63 - 1), limit,
     )
     nxt = page[-1].id if len(page) == limit else None
-    return views.answer(views.DeliveryPage(deliveries=page, next=nxt))
+    return views.answer(views.DeliveryPage.of({"deliveries": page, "next": nxt}))
 
 
 @routes.post("/v1/preview")
@@ -378,8 +396,9 @@ async def preview(request: web.Request) -> web.Response:
     # What a preview renders is what may be sent: only those who may send see it (and spend its CPU).
     auth.require_role(token, model.Role.ISSUER, model.Role.ADMIN)
     checked = await _order(request, token)
-    return views.answer(views.Previewed(messages=[approval.message(r) for r in checked.rendered],
-                                        estimate=views.Estimate.of(await forecast.forecast(request, checked.alert))))
+    estimate = views.Estimate.of(await forecast.forecast(request, checked.alert))
+    messages = [approval.message(r) for r in checked.rendered]
+    return views.answer(views.Previewed.of({"messages": messages, "estimate": estimate}))
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:

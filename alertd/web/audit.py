@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from alertd import auth, errors, model, people, web as web_mod
+from alertd import auth, errors, model, people, web as web_mod, zones
 from alertd.web import alerts, views
 
 routes = web.RouteTableDef()
@@ -24,12 +24,12 @@ async def index(request: web.Request) -> web.Response:
         request.query.get("subject"),
     )
     nxt = entries[-1].id if len(entries) == limit else None
-    return views.answer(views.AuditPage(entries=entries, next=nxt))
+    return views.answer(views.AuditPage.of({"entries": entries, "next": nxt}))
 
 
 def _cell(caller: people.Caller, asked: str | None) -> str | None:
     """The cell whose entries the caller reads: the one asked for, within what it may read."""
-    if model.NATIONAL in caller.zones:
+    if zones.NATIONAL in caller.zones:
         return asked
     if asked not in (None, caller.cell):
         raise errors.Forbidden(f"an admin of cell {caller.cell} reads its own cell's entries only", field="cell")

@@ -12,7 +12,8 @@ from xml.etree import ElementTree as ET
 
 from aiohttp import web
 
-from alertd import cap, cap_alert, model, web as web_mod
+from alertd import cap, model, web as web_mod
+from alertd.cap import alert as cap_alert
 from alertd.web import alerts
 
 routes = web.RouteTableDef()

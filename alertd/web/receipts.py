@@ -102,8 +102,9 @@ async def _take(request: web.Request, name: str, reports: list[channels_mod.Repo
     deliveries = await commands(store, name, reports, served(_channels(request)) if beats else {})
     if beats:
         await store.record_heartbeats(beats, now)
-    early = [s for s in reports if isinstance(s, channels_mod.Status)
-             and not await _apply(request, name, s, deliveries.get(s.delivery_id))]
+    statuses = [s for s in reports if isinstance(s, channels_mod.Status)]
+    early = [s for s in statuses
+             if not await _apply(request, name, s, None if s.delivery_id is None else deliveries.get(s.delivery_id))]
     if early:
         detail = f"{early[0].provider_id!r} is not recorded yet: post its receipt again"
         title = (errors.Conflict.__doc__ or "").strip()

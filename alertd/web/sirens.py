@@ -12,8 +12,7 @@ import datetime as dt
 
 from aiohttp import web
 
-from alertd import auth, channels as channels_mod, model, web as web_mod
-from alertd.store import sirens as siren_store
+from alertd import auth, channels as channels_mod, model, sirenstate, web as web_mod
 from alertd.web import alerts, views
 
 routes = web.RouteTableDef()
@@ -29,7 +28,7 @@ def stale_after(app: web.Application) -> dt.timedelta | None:
     return dt.timedelta(seconds=min(known)) if known else None
 
 
-async def states(request: web.Request) -> list[siren_store.SirenState]:
+async def states(request: web.Request) -> list[sirenstate.SirenState]:
     return await request.app[web_mod.STORE].siren_states(web_mod.now(request), stale_after(request.app))
 
 

@@ -17,7 +17,7 @@ import pydantic
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
-from alertd import cap_check, estimate, model, sirenstate
+from alertd import cap, estimate, model, sirenstate
 
 # Written as `isoformat()` writes it (`+00:00`), as the store keeps it and as the API always answered.
 Time = Annotated[
@@ -83,7 +83,7 @@ class AlertArea(View):
     @classmethod
     def _discs(cls, circles: Any) -> Any:
         """`model.Area` keeps a circle as (lat, lon, radius in km)."""
-        return [dict(zip(("lat", "lon", "radius_km"), c)) if isinstance(c, tuple) else c for c in circles]
+        return [dict(zip(("lat", "lon", "radius_km"), c, strict=False)) if isinstance(c, tuple) else c for c in circles]
 
 
 class AlertText(View):
@@ -341,7 +341,7 @@ class Siren(View):
 
     @classmethod
     def of(cls, value: Any, last: model.Delivery | None) -> Self:  # type: ignore[override]
-        """A siren's state (`store.sirens.SirenState`) and the command shown beside it."""
+        """A siren's state (`sirenstate.SirenState`) and the command shown beside it."""
         return super().of(value, id=value.siren_id, status=value.state, last=last, health=value)
 
 
@@ -444,10 +444,10 @@ class Problem(View):
     detail: str = ""
     field: str = Field("", description="The dotted path of the field at fault, e.g. `area.zones.0`.")
     errors: list[ProblemItem] = Field(
-        [], description=f"The validation errors, in the order found: the first {cap_check.MAX_PROBLEMS} "
-        "(`more_errors` counts the others).", json_schema_extra={"maxItems": cap_check.MAX_PROBLEMS})
+        [], description=f"The validation errors, in the order found: the first {cap.check.MAX_PROBLEMS} "
+        "(`more_errors` counts the others).", json_schema_extra={"maxItems": cap.check.MAX_PROBLEMS})
     more_errors: int = Field(
-        0, description=f"How many errors were found beyond the {cap_check.MAX_PROBLEMS} listed; absent if none.",
+        0, description=f"How many errors were found beyond the {cap.check.MAX_PROBLEMS} listed; absent if none.",
         json_schema_extra={"minimum": 1})
     outside: list[str] = Field([], description="Zones outside jurisdiction.")
     outside_area: OutsideArea = Field(None)  # type: ignore[assignment]  # absent, never null

@@ -332,7 +332,7 @@ def consistency(doc: Any, problems: list[Problem]) -> None:
             problems.append(problem("/alert/references", f"{ref.identifier} was sent after this document"))
     # No rule ties effective, onset or expires to sent: publishers (Environment Canada, the Bureau
     # of Meteorology, IPAWS, DWD, MeteoAlarm) date effective seconds to hours before sent. An alert
-    # already past is alertd's own refusal (`cap_alert`), made against the clock, not here.
+    # already past is alertd's own refusal (`cap.alert`), made against the clock, not here.
     for i, info in enumerate(doc.infos, 1):
         for j, area in enumerate(info.areas, 1):
             if area.altitude is not None and area.ceiling is not None and area.ceiling < area.altitude:

@@ -2,7 +2,7 @@
 
 `parse` refuses what is not XML to read safely (over MAX_BYTES, any DOCTYPE, malformed) with
 `errors.BadRequest`, then reports every CAP violation at once with `errors.Invalid` (the rules are in
-`cap_check`). `dumps` writes a Document back in schema order, each time in the offset it was sent
+`cap.check`). `dumps` writes a Document back in schema order, each time in the offset it was sent
 with, so a document is never re-dated; `parse(dumps(doc)) == doc`. `to_json` / `from_json` keep a
 Document in plain JSON and rebuild it exactly.
 
@@ -24,11 +24,12 @@ from xml.parsers import expat
 import defusedxml
 import defusedxml.ElementTree
 
-from alertd import cap_check, errors
+from alertd import errors
+from alertd.cap import check
 
 MAX_BYTES = 1_000_000
 MAX_ELEMENTS = 50_000  # ten languages of a thousand polygons, a thousand circles and 500 geocodes fit
-NS = cap_check.NS
+NS = check.NS
 DEFAULT_LANGUAGE = "en-US"  # CAP 1.2: "If not present, an implicit default value of 'en-US' SHALL be assumed"
 
 Pair = tuple[str, str]  # (valueName, value)
@@ -49,7 +50,7 @@ class _Value:
         values = {}
         for name, value in data.items():
             if name in cls._times:
-                value = None if value is None else cap_check.time(value)
+                value = None if value is None else check.time(value)
             elif name in cls._children:
                 value = tuple(cls._children[name].from_json(item) for item in value)
             values[name] = _tuples(value)
@@ -176,24 +177,24 @@ def parse(data: bytes, limits: Limits = Limits()) -> Document:
     root = _xml(data, limits.elements)
     if root.tag != f"{{{NS}}}alert":
         local = root.tag.rpartition("}")[2]
-        raise _invalid([cap_check.problem(f"/{local}", f"the root must be alert in namespace {NS}, not {root.tag}")])
+        raise _invalid([check.problem(f"/{local}", f"the root must be alert in namespace {NS}, not {root.tag}")])
     if too_big := _size_problems(root, limits):  # before any element is read: those sizes cost little to count
         raise _invalid(too_big)
-    problems = cap_check.Problems()
-    cap_check.structure(root, "/alert", problems)
-    cap_check.requirements(root, problems)
-    doc = _document(cap_check.Reader(root, "/alert", problems))
-    cap_check.consistency(doc, problems)
+    problems = check.Problems()
+    check.structure(root, "/alert", problems)
+    check.requirements(root, problems)
+    doc = _document(check.Reader(root, "/alert", problems))
+    check.consistency(doc, problems)
     if problems:
         raise _invalid(problems)
     return doc
 
 
-def _invalid(problems: list[cap_check.Problem]) -> errors.Invalid:
-    return cap_check.invalid("the CAP document is not valid", problems)
+def _invalid(problems: list[check.Problem]) -> errors.Invalid:
+    return check.invalid("the CAP document is not valid", problems)
 
 
-def _size_problems(root: ET.Element, limits: Limits) -> list[cap_check.Problem]:
+def _size_problems(root: ET.Element, limits: Limits) -> list[check.Problem]:
     """The distinct polygons, their vertices and the distinct circles of all areas, over `limits`."""
     polygons = {(e.text or "").strip() for e in root.iter(f"{{{NS}}}polygon")}
     circles = {(e.text or "").strip() for e in root.iter(f"{{{NS}}}circle")}
@@ -202,7 +203,7 @@ def _size_problems(root: ET.Element, limits: Limits) -> list[cap_check.Problem]:
         ("polygon", "vertices in all polygons together", limits.vertices, sum(len(t.split()) for t in polygons)),
         ("circle", "circles", limits.circles, len(circles)),
     )
-    return [cap_check.problem(f"/alert/info/area/{name}", f"at most {most} distinct {what}, got {count}")
+    return [check.problem(f"/alert/info/area/{name}", f"at most {most} distinct {what}, got {count}")
             for name, what, most, count in counts if most is not None and count > most]
 
 
@@ -217,7 +218,7 @@ def _xml(data: bytes, max_elements: int) -> ET.Element:
     # Tags, not elements (a comment or CDATA holding "<" counts too): an upper bound.
     tags = data.count(b"<") - data.count(b"</") - data.count(b"<?") - data.count(b"<!")
     if tags > max_elements:
-        raise _invalid([cap_check.problem("/alert", f"at most {max_elements} elements, got {tags}")])
+        raise _invalid([check.problem("/alert", f"at most {max_elements} elements, got {tags}")])
     parser = defusedxml.ElementTree.DefusedXMLParser(
         target=ET.TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True,
     )
@@ -235,7 +236,7 @@ def _xml(data: bytes, max_elements: int) -> ET.Element:
         raise errors.BadRequest(message, line=line, column=column) from None
 
 
-def _document(r: cap_check.Reader) -> Document:
+def _document(r: check.Reader) -> Document:
     return Document(
         identifier=r.one("identifier"), sender=r.one("sender"), sent=r.one("sent"), status=r.one("status"),
         msg_type=r.one("msgType"), source=r.one("source"), scope=r.one("scope"), restriction=r.one("restriction"),
@@ -245,7 +246,7 @@ def _document(r: cap_check.Reader) -> Document:
     )
 
 
-def _info(r: cap_check.Reader) -> Info:
+def _info(r: check.Reader) -> Info:
     return Info(
         language=r.one("language") or DEFAULT_LANGUAGE, categories=r.many("category"), event=r.one("event"),
         response_types=r.many("responseType"), urgency=r.one("urgency"), severity=r.one("severity"),
@@ -258,14 +259,14 @@ def _info(r: cap_check.Reader) -> Info:
     )
 
 
-def _resource(r: cap_check.Reader) -> Resource:
+def _resource(r: check.Reader) -> Resource:
     return Resource(
         resource_desc=r.one("resourceDesc"), mime_type=r.one("mimeType"), size=r.one("size"), uri=r.one("uri"),
         deref_uri=r.one("derefUri"), digest=r.one("digest"),
     )
 
 
-def _area(r: cap_check.Reader) -> Area:
+def _area(r: check.Reader) -> Area:
     return Area(
         area_desc=r.one("areaDesc"), polygons=r.many("polygon"), circles=r.many("circle"),
         geocodes=_pairs(r, "geocode"), altitude=r.one("altitude"), ceiling=r.one("ceiling"),
@@ -276,7 +277,7 @@ def _area(r: cap_check.Reader) -> Area:
 _NUMBERED = ("polygon", "circle", "altitude", "ceiling")
 
 
-def _pairs(r: cap_check.Reader, name: str) -> tuple[Pair, ...]:
+def _pairs(r: check.Reader, name: str) -> tuple[Pair, ...]:
     return tuple((pair.one("valueName"), pair.one("value")) for pair in r.children(name))
 
 
@@ -299,7 +300,7 @@ def format_time(value: dt.datetime) -> str:
     offset = value.utcoffset()
     assert offset is not None, "a CAP time is aware"
     minutes = int(offset.total_seconds()) // 60
-    plus = minutes > 0 or (minutes == 0 and value.tzname() == cap_check.PLUS_ZERO.tzname(None))
+    plus = minutes > 0 or (minutes == 0 and value.tzname() == check.PLUS_ZERO.tzname(None))
     sign = "+" if plus else "-"
     return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
@@ -391,6 +392,6 @@ def _as_received(area: Area, name: str, index: int, value: Any) -> str | None:
     if index >= len(texts):
         return None
     try:
-        return texts[index] if cap_check.READ[name](texts[index]) == value else None
+        return texts[index] if check.READ[name](texts[index]) == value else None
     except ValueError:
         return None

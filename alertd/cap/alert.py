@@ -19,7 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
-from alertd import cap, errors, geo, model, orders
+from alertd import cap, errors, geo, model, orders, zones
 
 ACTED_ON = {"Alert": model.MsgType.ALERT, "Update": model.MsgType.UPDATE, "Cancel": model.MsgType.CANCEL}
 ZONE_GEOCODES = frozenset({"INSEE", "DEPARTEMENT"})  # valueNames whose value is a French zone code
@@ -165,9 +165,9 @@ def _area(infos: Sequence[cap.Info], problems: list[dict[str, str]]) -> model.Ar
 def _zones(area: cap.Area, path: str, problems: list[dict[str, str]]) -> Iterator[str]:
     for k, (name, value) in enumerate(area.geocodes, 1):
         if (name, value) == NATIONAL_GEOCODE:
-            yield model.NATIONAL
+            yield zones.NATIONAL
         elif name.upper() in ZONE_GEOCODES:
-            if re.fullmatch(model.LOCAL_ZONE_PATTERN, value.upper()):
+            if re.fullmatch(zones.LOCAL_PATTERN, value.upper()):
                 yield value.upper()
             else:
                 problems.append(
@@ -224,7 +224,7 @@ def _out_parameters(alert: model.Alert) -> Iterator[tuple[str, str]]:
 
 def _out_area(area: model.Area) -> cap.Area:
     geocodes = tuple(
-        NATIONAL_GEOCODE if z == model.NATIONAL else ("INSEE" if len(z) == 5 else "DEPARTEMENT", z) for z in area.zones
+        NATIONAL_GEOCODE if z == zones.NATIONAL else ("INSEE" if len(z) == 5 else "DEPARTEMENT", z) for z in area.zones
     )
     return cap.Area(
         area_desc=area.description or ", ".join(area.zones) or "—", polygons=area.polygons, circles=area.circles,
