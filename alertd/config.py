@@ -316,7 +316,8 @@ def _channel(where: str, section: Any, env: Mapping[str, str],
     problems += found
     if value is None or pace is None:
         return None, problems
-    return ChannelConfig(name, value, processes, types.MappingProxyType(values), pace.with_default(name, values)), problems
+    pace = pace.with_default(name, values)
+    return ChannelConfig(name, value, processes, types.MappingProxyType(values), pace), problems
 
 
 def _plugin(where: str, name: Any, problems: list[str]) -> type[channels_mod.Channel] | None:

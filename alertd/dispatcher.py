@@ -27,8 +27,21 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from alertd import (
-    channels as channels_mod, config, errors, fair, health, housekeeping, metrics as metrics_mod, model, pacing,
-    planner, priority, render, retry, store as store_mod, zones,
+    channels as channels_mod,
+    config,
+    errors,
+    fair,
+    health,
+    housekeeping,
+    metrics as metrics_mod,
+    model,
+    pacing,
+    planner,
+    priority,
+    render,
+    retry,
+    store as store_mod,
+    zones,
 )
 
 log = structlog.get_logger("alertd.dispatcher")

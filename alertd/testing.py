@@ -203,7 +203,7 @@ class ChannelContract:
         [received] = await fake.received()
         assert received["to"].endswith(topic)
 
-    async def test_a_message_goes_from_the_sender_the_dispatcher_named(self, channel, fake):
+    async def test_a_message_goes_from_the_sender_the_dispatcher_named(self, channel: channels.Channel, fake):
         if not (isinstance(channel, channels.Senders) and channel.senders):
             return  # paced as one, at the channel's `rate`
         assert all(isinstance(s, pacing.Sender) and s.name and s.rate > 0 for s in channel.senders)

@@ -291,7 +291,8 @@ class StoreContract(store_people_contract.PeopleContract):
         alert = make_alert(zones=("75056",), channels=(model.Kind.SMS,))
         await self.seed(store, alert)  # a1, a2 by sms
         backup = {model.Kind.SMS: "sms-backup"}
-        await chunk(store, dataclasses.replace(alert, area=model.Area(("75056",))), backup, None, 1, NOW)  # a1 there too
+        in_paris = dataclasses.replace(alert, area=model.Area(("75056",)))
+        await chunk(store, in_paris, backup, None, 1, NOW)  # a1 there too
         assert await store.move_pending("sms", "sms-backup", "moved", NOW) == 1  # a2: a1 would go twice
         assert {d.target for d in await store.deliveries("A1", channel="sms")} == {"a1"}
         assert {d.target for d in await store.deliveries("A1", channel="sms-backup")} == {"a1", "a2"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import alertd_webhook as webhook
 import pytest
 
-import alertd_webhook as webhook
 from alertd import channels, dispatcher, errors, model
 from tests import helpers
 

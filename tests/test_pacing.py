@@ -12,7 +12,7 @@ from alertd import config, dispatcher as dispatcher_mod, estimate, pacing
 from tests import helpers, test_channel_twilio, test_dispatcher
 
 RATE = 50
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 PEOPLE = [{"id": f"p-paced-{i}", "phone": f"+33699{i:06d}", "locale": "fr", "zones": [helpers.PARIS]}
           for i in range(200)]
 

@@ -12,8 +12,9 @@ What a channel can do besides sending it declares, as one of the protocols below
 messages before their call begins), `Receipts` (its provider reports back at
 ``POST /v1/receipts/{name}``), `Acknowledges` (each command is acknowledged, within a timeout),
 `Heartbeats` (its gateway reports the health of the sirens it serves), `Topics` (a push channel that
-sends to zone topics), `Senders` (it sends from several senders, each paced at its rate) and `DeadAddresses` (its `errors.Permanent` may say the address is dead for
-good). `alertd.testing.ChannelContract` tests each ability a channel declares.
+sends to zone topics), `Senders` (it sends from several senders, each paced at its rate) and
+`DeadAddresses` (its `errors.Permanent` may say the address is dead for good).
+`alertd.testing.ChannelContract` tests each ability a channel declares.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ class Channel(Protocol):
     # What it reaches: a built-in `model.Kind` or a kind of its own (`model.KIND_PATTERN`), the
     # word orders use; and what it sends to: a subscriber's phone or push token (a delivery per
     # subscriber who has one), a siren, or the area (one delivery per alert: `AreaBroadcast`).
-    kind: ClassVar[str]
-    address: ClassVar[model.Address]
+    kind: str
+    address: model.Address
     # The model of its configuration section: `config` validates `[channels.NAME]` with it, and
     # the channel is built with its instance (`settings.Channel` forbids unknown keys).
-    settings: ClassVar[type[pydantic.BaseModel]]
+    settings: type[pydantic.BaseModel]
     # How many provider calls may be in flight at once; overridable by `max_concurrency`.
     concurrency: int
 

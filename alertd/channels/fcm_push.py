@@ -192,7 +192,7 @@ def refresh_delay(expiry: dt.datetime | None, now: dt.datetime) -> float:
     """Seconds until the OAuth token should be refreshed (google-auth's expiry is naive UTC)."""
     if expiry is None:
         return REFRESH_RETRY
-    expiry = expiry.replace(tzinfo=dt.timezone.utc)
+    expiry = expiry.replace(tzinfo=dt.UTC)
     return max(0.0, (expiry - now).total_seconds() - REFRESH_MARGIN)
 
 
@@ -204,7 +204,9 @@ def env_proxy(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-def http_failure(service: Any, url: str, status: int, headers: Mapping[str, str], content: bytes) -> exceptions.FirebaseError:
+def http_failure(
+    service: Any, url: str, status: int, headers: Mapping[str, str], content: bytes
+) -> exceptions.FirebaseError:
     """The firebase-admin error for an FCM answer other than 200: the same type, code and
     `http_response` as its own send path gives (it reads the status and Google's error body)."""
     request = httpx.Request("POST", url)
@@ -358,7 +360,7 @@ class FCMPush(channels.Base):
             return hold
         try:
             status, headers, content = await self._post(body)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return self._failed(message, classify(transport_failure(exc)))
         if status == 200:
             return model.Receipt(provider_id=json.loads(content)["name"])

@@ -134,6 +134,7 @@ class Remote:
         self.inner = channels.load(plugin)(settings, context)
         self.kind = self.inner.kind
         self.address = self.inner.address
+        self.settings = self.inner.settings
         self.concurrency = self.inner.concurrency
         self._declare(self.inner)
         shared = dataclasses.replace(context, senders=processes)

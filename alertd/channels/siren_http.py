@@ -252,7 +252,7 @@ def _no_nul(value: str) -> str:
 
 def _utc(value: dt.datetime) -> dt.datetime:
     try:
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
     except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
         raise ValueError("out of range once in UTC") from None
 
