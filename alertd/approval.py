@@ -17,7 +17,6 @@ from typing import Any
 
 from alertd import errors, model, people, render
 
-MAX_REASON = 1000  # characters of a rejection's reason
 
 
 def message(r: render.Rendered) -> dict[str, Any]:
@@ -84,18 +83,6 @@ def check_approver(caller: people.Caller, requested_by: str | None) -> None:
         )
     if requested_by is not None and caller.user == requested_by:
         raise errors.SelfApproval(field="approved_by")
-
-
-def reason(data: Mapping[str, Any]) -> str:
-    """The reason of a rejection: required, text, at most `MAX_REASON` characters."""
-    if set(data) - {"reason"}:
-        raise errors.Invalid("only `reason` may be given", field=sorted(set(data) - {"reason"})[0])
-    text = data.get("reason")
-    if not isinstance(text, str) or not text.strip():
-        raise errors.Invalid("give the reason of the rejection", field="reason")
-    if len(text) > MAX_REASON:
-        raise errors.Invalid(f"the reason is at most {MAX_REASON} characters", field="reason")
-    return text.strip()
 
 
 def why_none(caller: people.Caller, status: model.Status, cancel_of_own: bool) -> str:

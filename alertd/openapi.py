@@ -199,7 +199,7 @@ def _paths() -> dict[str, Any]:
             "`rejected`, never sent; audited as `rejected`.",
             {200: _json("The rejected alert.", _ref("Alert"))},
             400, 403, 404, 409, 415, 422,
-            requestBody=_body(_object(reason=_str("Why (at most 1000 characters).", maxLength=1000, minLength=1))),
+            requestBody=_body(_ref("Rejection")),
         )},
         "/v1/alerts/{id}/approve": {"parameters": one, "post": _op(
             "Release an alert awaiting a second person: an approver of its cell (or of a cell covering its area) "
@@ -210,9 +210,7 @@ def _paths() -> dict[str, Any]:
             "status). Audited as `approved`, naming both people. A body, if any, is `application/json`.",
             {202: _json("Accepted: the fan-out is under way.", _ref("Accepted"))},
             400, 403, 404, 409, 415, 422,
-            requestBody={"required": False, "content": {"application/json": {"schema": _object(
-                status={"enum": ["actual", "exercise", "test", "system"], "default": "actual"},
-            ) | {"required": []}}}},
+            requestBody={"required": False, "content": {"application/json": {"schema": _ref("Issue")}}},
         )},
         "/v1/preview": {"post": _preview()},
         "/v1/subscribers": {"post": _subscribers()},

@@ -24,7 +24,8 @@ REF = "#/components/schemas/{model}"
 def components() -> dict[str, Any]:
     """Every schema the document refers to, by name: the models and those they hold."""
     models: list[tuple[type[pydantic.BaseModel], Literal["validation", "serialization"]]] = [
-        (orders.Order, "validation"), (audience.Subscriber, "validation"),
+        (orders.Order, "validation"), (audience.Subscriber, "validation"), (orders.Issue, "validation"),
+        (orders.Rejection, "validation"),
         *((view, "serialization") for view in views.ANSWERS),
     ]
     _, schema = json_schema.models_json_schema(models, ref_template=REF)

@@ -299,6 +299,37 @@ class ValueAt(ValueError):
         self.field = field
 
 
+# -- the bodies of an approval and a rejection ---------------------------------------------------
+
+MAX_REASON = 1000  # characters of a rejection's reason
+
+
+class Issue(pydantic.BaseModel):
+    """`POST /v1/alerts/{id}/approve` of a draft: the status it is issued as (none for an alert
+    awaiting approval)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["actual", "exercise", "test", "system"] = "actual"
+
+
+class Rejection(pydantic.BaseModel):
+    """`POST /v1/alerts/{id}/reject`: why, for the audit and the person who sent it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REASON)] = Field(
+        description=f"Why (at most {MAX_REASON} characters).")
+
+
+def parse_issue(body: bytes) -> Issue:
+    return validate(Issue.model_validate, parse_object(body) if body.strip() else {})
+
+
+def parse_rejection(body: bytes) -> Rejection:
+    return validate(Rejection.model_validate, parse_object(body))
+
+
 # -- parsing -----------------------------------------------------------------------------------
 
 

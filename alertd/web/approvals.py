@@ -166,14 +166,7 @@ async def _issued_status(request: web.Request) -> model.Status:
     body = await request.read()
     if body.strip():
         alerts.json_body(request)
-    data = orders.parse_object(body) if body.strip() else {}
-    status = data.get("status", "actual")
-    if set(data) - {"status"} or status not in ISSUABLE:
-        raise errors.Invalid(f"status must be one of {', '.join(ISSUABLE)}", field="status")
-    return model.Status(status)
-
-
-ISSUABLE = ("actual", "exercise", "test", "system")
+    return model.Status(orders.parse_issue(body).status)
 
 
 @routes.post("/v1/alerts/{id}/reject")
@@ -185,7 +178,7 @@ async def reject(request: web.Request) -> web.Response:
     if caller.user != requested_by:
         auth.require_role(caller, model.Role.APPROVER, model.Role.ADMIN)
     alerts.json_body(request)
-    reason = approval.reason(orders.parse_object(await request.read()))
+    reason = orders.parse_rejection(await request.read()).reason
     if alert.state is not model.AlertState.AWAITING_APPROVAL or alert.approval is None:
         raise errors.Conflict(f"alert {alert.id!r} is {alert.state.value}, not awaiting approval", field="state")
     ended = dataclasses.replace(alert, state=model.AlertState.REJECTED,
