@@ -18,7 +18,6 @@ from typing import Any
 from alertd import errors, model, people, render
 
 
-
 def message(r: render.Rendered) -> dict[str, Any]:
     """A rendered message as the API shows it (previews, `/messages`, the approval record)."""
     return {
