@@ -297,7 +297,7 @@ class Renderer:
                 "certainty": alert.certainty,
                 "expires": format_expires(alert.expires, alert.sent, locale, self.tz),
                 "area": alert.area.description,
-                "sender": alert.cell or alert.sender,
+                "sender": alert.cell_name or alert.cell or alert.sender,  # "Préfecture du Rhône", not its id
                 "status": alert.status.value,
                 "msg_type": alert.msg_type,
                 "identifier": alert.identifier,

@@ -303,3 +303,15 @@ async def test_the_cli_approves_and_rejects_as_its_token_s_person(daemon, capsys
     await daemon.drain()
     assert len(await daemon.sms.received()) > 0  # the first went out
     assert (await daemon.status(second["id"]))["state"] == "rejected"
+
+
+async def test_the_messages_name_the_cell_as_people_know_it_and_go_as_approved(daemon):
+    """A push is signed "Préfecture de police", not with the cell's id; the name is in the texts the
+    approver saw, so the planner's check of the approved digest passes."""
+    await cells(daemon)
+    waiting = await order(daemon, channels=["push"])
+    assert (await approve(daemon, waiting["id"], "bruno")).status == 202
+    await daemon.drain()
+    pushes = await daemon.push.received()
+    assert pushes and all("Préfecture de police" in str(p) and "pref-75" not in str(p) for p in pushes)
+    assert (await daemon.status(waiting["id"]))["state"] != "refused"

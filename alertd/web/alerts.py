@@ -185,6 +185,8 @@ async def _order(request: web.Request, token: people.Caller) -> Checked:
     broadcast = {kinds[name] for name in request.app[web_mod.DISPATCHER].broadcasts()}
     alert, kept = await read_off_loop(len(body), _read, body, request.content_type in CAP_TYPES, kinds, new, broadcast)
     alert = identity.signed(token, alert, kept is not None, new["now"], request.app[web_mod.SETTINGS].cap_sent_skew)
+    # Before rendering: the messages name the cell as people know it (and what is approved is what is sent).
+    alert = dataclasses.replace(alert, cell_name=token.cell_name, created_by=token.user)
     try:
         alert = await _chain(request, token, alert)
     except errors.Invalid as exc:
@@ -273,7 +275,7 @@ async def create(request: web.Request) -> web.Response:
 
 async def _accept(request: web.Request, token: people.Caller, key: str | None) -> web.Response:
     checked = await _order(request, token)
-    alert = dataclasses.replace(checked.alert, cell_name=token.cell_name, created_by=token.user)
+    alert = checked.alert
     asked: dict = {}
     if alert.status is model.Status.DRAFT:
         alert = dataclasses.replace(alert, state=model.AlertState.DRAFT)
