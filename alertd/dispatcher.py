@@ -363,7 +363,7 @@ class Dispatcher:
         log.info(
             "delivery failed", alert_id=delivery.alert_id, delivery_id=delivery.id,
             channel=delivery.channel, to=model.mask(delivery.address), attempt=delivery.attempts,
-            error=decision.reason, retry_at=getattr(decision, "at", None),
+            error=decision.reason, retry_at=decision.at if isinstance(decision, retry.RetryAt) else None,
         )
         if isinstance(decision, retry.RetryAt):
             return model.Outcome(delivery.id, model.State.PENDING, next_at=decision.at, last_error=decision.reason)

@@ -11,6 +11,7 @@ production every line on stderr is JSON.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import re
 import sys
@@ -143,7 +144,7 @@ def _shared() -> list[Any]:
 def _renderer(fmt: str, stream: TextIO) -> Any:
     tty = bool(getattr(stream, "isatty", lambda: False)())
     if fmt == "json" or (fmt == "auto" and not tty):
-        return structlog.processors.JSONRenderer(ensure_ascii=False)
+        return structlog.processors.JSONRenderer(ensure_ascii=False, default=_jsonable)
     if fmt in ("auto", "console"):
         return structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=structlog.dev.plain_traceback)
     raise errors.ConfigError(problems=[f"log.format: expected auto, json or console, got {fmt!r}"])
@@ -160,3 +161,10 @@ def _formatter(renderer: Any) -> logging.Formatter:
             renderer,
         ],
     )
+
+
+def _jsonable(value: Any) -> Any:
+    """What JSON has no type for: a time as ISO 8601 (`"2026-12-04T21:12:31+00:00"`, not a repr)."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return repr(value)

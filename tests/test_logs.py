@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -165,3 +166,10 @@ def test_what_python_would_print_itself_is_logged_as_json():
     }
     assert by_error["ValueError: never retrieved …678"]["event"] == "Task exception was never retrieved"
     assert by_error["LookupError: uncaught"]["level"] == "critical"
+
+
+def test_a_time_is_logged_as_iso_8601_not_as_a_python_repr(capture):
+    out = capture()
+    when = dt.datetime(2026, 12, 4, 21, 12, 31, tzinfo=dt.UTC)
+    structlog.get_logger("alertd.dispatcher").info("delivery failed", retry_at=when)
+    assert lines(out)[0]["retry_at"] == "2026-12-04T21:12:31+00:00"
