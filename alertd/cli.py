@@ -152,6 +152,7 @@ def serve(args) -> int:
 
 
 async def _serve(cfg: config.Config) -> None:
+    log = logs.get_logger("alertd.cli")
     host, _, port = cfg.server.listen.rpartition(":")
     runner = app_mod.runner(app_mod.build(cfg))
     await runner.setup()
@@ -169,10 +170,14 @@ async def _serve(cfg: config.Config) -> None:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)  # fewer young collections under a fan-out's allocation rate
         systemd.ready()  # only now: listening, and sending
+        log.info("alertd serving", listen=cfg.server.listen, public_url=cfg.server.public_url,
+                 channels=sorted(cfg.channels))
         await stop.wait()  # SIGTERM or SIGINT: stop taking work, finish what is on the wire
+        log.info("alertd stopping: finishing the calls on the wire")
     finally:
         systemd.stopping()
         await runner.cleanup()
+    log.info("alertd stopped")
 
 
 def check_config(args) -> int:

@@ -198,3 +198,23 @@ async def test_a_daemon_that_cannot_start_its_sending_processes_never_says_ready
     lines = [json.loads(line) for line in daemon.stderr.read().splitlines()]  # JSON, all of them
     assert [(line["level"], line["event"]) for line in lines] == [("error", "alertd cannot serve")]
     assert "channel push-0" in lines[0]["error"] and "service_account_file" in lines[0]["error"]
+
+
+async def test_the_log_says_where_it_serves_and_when_it_stopped(tmp_path, fakes_url, notify_socket):
+    """An operator reading the journal sees the address it listens on, and its stop."""
+    port = demo.free_port()
+    path = helpers.write_config(tmp_path, fakes_url, port)
+    env = os.environ | {"NOTIFY_SOCKET": notify_socket.getsockname(), "ALERTD_LOG__LEVEL": "info",
+                        "ALERTD_LOG__FORMAT": "json"}
+    daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
+                              env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert await notification(notify_socket) == "READY=1"
+        daemon.terminate()
+        assert daemon.wait(30) == 0
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+    lines = [json.loads(line) for line in (daemon.stdout.read() + daemon.stderr.read()).splitlines() if line]
+    events = {line["event"]: line for line in lines}
+    assert events["alertd serving"]["listen"].endswith(f":{port}") and "alertd stopped" in events
