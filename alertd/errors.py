@@ -61,7 +61,7 @@ class UnsupportedMediaType(ProblemError):
 
 
 class Invalid(ProblemError):
-    """The order is not valid."""
+    """The request is not valid."""
 
     status = 422
     type = "https://alertd.example/problems/invalid"

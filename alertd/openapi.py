@@ -68,7 +68,7 @@ _PROBLEMS = {
     413: "The body is larger than 4 MiB.",  # app.build's client_max_size
     415: "The body is not declared as a media type this operation reads (`Content-Type`): "
     "`application/json`, or for an alert or a preview also CAP 1.2 (`application/cap+xml`).",
-    422: "The order is not valid; `field` and `errors` say where.",
+    422: "The request is not valid; `field` and `errors` say where.",
 }
 _TOO_LARGE = {"413": {"$ref": "#/components/responses/413"}}
 
