@@ -194,7 +194,7 @@ class Dispatcher:
     async def _plan(self, alert: model.Alert, nth: int) -> None:
         # Its chunks wait in the store's line as its most urgent deliveries will (siren commands
         # first), not as the request that submitted it.
-        store_mod.TURN.set(min((priority.rank(alert, kind, nth=nth) for kind in alert.channels), default=priority.DEFAULT))
+        store_mod.TURN.set(priority.foremost(alert, nth))
         try:
             route = planner.routes(alert, health.preferred(self.kinds(), self.usable()))
             if self.refuses_topics(alert):  # refused at the order; one stored before is planned without

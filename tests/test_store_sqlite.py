@@ -100,8 +100,8 @@ async def test_a_request_goes_before_background_writers_that_queued_first(filed)
         await _as(turn, work)
         finished.append(name)
 
-    tasks = [asyncio.create_task(write(f"background-{k}", priority.DEFAULT, filed.upsert_recipients(_big(2000, 2000 * k))))
-             for k in range(3)]
+    background = [filed.upsert_recipients(_big(2000, 2000 * k)) for k in range(3)]
+    tasks = [asyncio.create_task(write(f"background-{k}", priority.DEFAULT, work)) for k, work in enumerate(background)]
     tasks.append(asyncio.create_task(write(
         "request", store_mod.REQUEST, filed.create_alert(store_contract.make_alert("URGENT"), "k-urgent"))))
     await asyncio.gather(*tasks)

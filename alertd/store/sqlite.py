@@ -106,7 +106,8 @@ class SQLiteStore(base.SQLStore):
         self._db = await _connect(self.path, PRAGMAS)
         await self.migrate()
         if self.path != MEMORY:  # read-only: a write sent there by mistake fails loudly
-            self._reader = await _connect(f"{pathlib.Path(self.path).resolve().as_uri()}?mode=ro", ("busy_timeout=5000",))
+            reader = f"{pathlib.Path(self.path).resolve().as_uri()}?mode=ro"
+            self._reader = await _connect(reader, ("busy_timeout=5000",))
 
     async def close(self) -> None:
         for db in (self._reader, self._db):
