@@ -116,8 +116,9 @@ class SQLiteStore(base.SQLStore):
         self._db = self._reader = None
 
     async def ping(self) -> None:
-        try:
-            await self._fetch("SELECT 1")
+        try:  # on the writer: the connection every write needs
+            async with self._conn() as conn:
+                await conn.fetch("SELECT 1")
         except (errors.StoreError, ValueError) as exc:  # aiosqlite raises ValueError once closed
             raise errors.StoreError(f"SQLite store unreachable: {exc}") from exc
 
