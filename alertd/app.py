@@ -103,7 +103,9 @@ def build(
     tell it with `listening(app)` once its site has started, as `alertd serve` does; an app never told
     begins at its first answer, which proves it listens. With `run_workers=False` nothing is sent
     in the background: the caller drains with `app[web.DISPATCHER].run_until_idle()` (tests)."""
-    app = web.Application(middlewares=[web_mod.problems, web_mod.deadlines], client_max_size=4 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[web_mod.problems, web_mod.deadlines, web_mod.first], client_max_size=4 * 1024 * 1024
+    )
     db = store.open_store(cfg.store.url)
     disp = build_dispatcher(cfg, db, clock)
     app[web_mod.STORE] = db

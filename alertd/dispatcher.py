@@ -192,6 +192,9 @@ class Dispatcher:
         return task
 
     async def _plan(self, alert: model.Alert, nth: int) -> None:
+        # Its chunks wait in the store's line as its most urgent deliveries will (siren commands
+        # first), not as the request that submitted it.
+        store_mod.TURN.set(priority.foremost(alert, nth))
         try:
             route = planner.routes(alert, health.preferred(self.kinds(), self.usable()))
             if self.refuses_topics(alert):  # refused at the order; one stored before is planned without
@@ -494,6 +497,9 @@ class Lane:
         return self.queue.qsize() + self.busy
 
     async def run(self, until_idle: bool = False) -> None:
+        # The siren lane's claims (and its senders' reads) go before the other lanes' and plannings'.
+        if self.d.kinds()[self.name] == model.Kind.SIREN:
+            store_mod.TURN.set(priority.SIREN)
         senders = [asyncio.create_task(self._sender()) for _ in range(self.channel.concurrency)]
         senders.append(asyncio.create_task(self._renew()))
         self.d._lanes.add(self)

@@ -7,7 +7,8 @@ Two pieces, both per instance (two instances sharing a store each count what the
   before the rest of a flood, siren commands included;
 - `Gate` lets a few plannings run at once and lets the next in by that same share: the store serves
   its callers in turn, so a thousand plannings under way would make a new one wait behind all of
-  them, whatever its priority.
+  them, whatever its priority. The SQLite store's writer and reader are each a `Gate(1)` keyed on
+  the caller's `store.TURN`.
 """
 
 from __future__ import annotations

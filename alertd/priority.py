@@ -60,6 +60,13 @@ def rank(alert: model.Alert, kind: model.Kind, replaces: Iterable[model.Alert] =
     return SIREN + place * LEVELS + share(nth)
 
 
+def foremost(alert: model.Alert, nth: int = 1) -> int:
+    """The rank of the alert's most urgent deliveries: its siren commands, if it asks for sirens
+    (every other kind ranks alike)."""
+    kind = model.Kind.SIREN if model.Kind.SIREN in alert.channels else model.Kind.SMS
+    return rank(alert, kind, nth=nth)
+
+
 def ranks(alert: model.Alert, replaces: Iterable[model.Alert] = ()) -> dict[str, int]:
     """`rank` for every built-in kind and every kind the alert asks for, for the first alert of its cell."""
     replaced = list(replaces)

@@ -116,6 +116,17 @@ def test_the_share_never_reorders_sirens_urgency_national_or_updates():
     assert priority.shared(priority.ranks(earlier), 4) == {k: priority.rank(earlier, k, nth=4) for k in model.Kind}
 
 
+def test_a_planning_waits_in_the_stores_line_as_its_most_urgent_deliveries():
+    with_sirens = alert("S", model.Kind.SMS, model.Kind.SIREN, urgency="Future", severity="Minor")
+    extreme = alert("E", model.Kind.SMS, model.Kind.PUSH)
+    minor = alert("M", model.Kind.SMS, urgency="Future", severity="Minor")
+    assert priority.foremost(with_sirens) == priority.rank(with_sirens, model.Kind.SIREN)
+    assert priority.foremost(extreme) == priority.rank(extreme, model.Kind.PUSH)
+    assert priority.foremost(with_sirens) < priority.foremost(extreme) < priority.foremost(minor)
+    assert priority.foremost(minor, nth=5) > priority.foremost(minor)
+    assert priority.foremost(with_sirens) > store_mod.REQUEST  # a request's store calls go before any of them
+
+
 def test_recent_counts_a_cells_alerts_within_the_window_and_forgets_idle_cells():
     recent = fair.Recent(window=60)
     assert [recent.note("a", t) for t in (0, 1, 2)] == [1, 2, 3]

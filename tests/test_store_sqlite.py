@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import store_contract
 
-from alertd import errors, store as store_mod
+from alertd import errors, model, priority, store as store_mod
 from alertd.store import sql, sqlite
 
 
@@ -69,3 +71,81 @@ async def test_driver_errors_become_store_errors():
         await db.upsert_sirens(store_contract.SIRENS)
     assert await db.upsert_recipients(store_contract.RECIPIENTS) == 5  # the failed transaction was undone
     await db.close()
+
+
+# -- who waits for whom on the one writer connection (issue 12: an urgent 202 during a big fan-out) --
+
+
+@pytest.fixture
+async def filed(tmp_path):
+    db = sqlite.SQLiteStore(f"sqlite:///{tmp_path}/alertd.db")
+    await db.open()
+    yield db
+    await db.close()
+
+
+def _big(n: int, start: int = 0) -> list[model.Recipient]:
+    return [model.Recipient(f"r{i:06d}", "fr", ("69123",), phone=f"+3362{i:07d}") for i in range(start, start + n)]
+
+
+async def _as(turn: int, work):
+    store_mod.TURN.set(turn)  # the task's own context: the turn stays with this call
+    return await work
+
+
+async def test_a_request_goes_before_background_writers_that_queued_first(filed):
+    finished: list[str] = []
+
+    async def write(name: str, turn: int, work) -> None:
+        await _as(turn, work)
+        finished.append(name)
+
+    background = [filed.upsert_recipients(_big(2000, 2000 * k)) for k in range(3)]
+    tasks = [asyncio.create_task(write(f"background-{k}", priority.DEFAULT, work)) for k, work in enumerate(background)]
+    tasks.append(asyncio.create_task(write(
+        "request", store_mod.REQUEST, filed.create_alert(store_contract.make_alert("URGENT"), "k-urgent"))))
+    await asyncio.gather(*tasks)
+    # The first background write held the connection; the request was let in next, not last.
+    assert finished == ["background-0", "request", "background-1", "background-2"]
+    assert (await filed.get_alert("URGENT")).id == "URGENT"
+
+
+async def test_equal_turns_are_served_first_come(filed):
+    finished: list[int] = []
+
+    async def write(k: int) -> None:
+        await filed.upsert_recipients(_big(500, 500 * k))
+        finished.append(k)
+
+    await asyncio.gather(*(write(k) for k in range(4)))
+    assert finished == [0, 1, 2, 3]
+
+
+async def test_a_read_does_not_wait_for_a_write_transaction(filed):
+    await filed.create_alert(store_contract.make_alert("A1"), "k1")
+    order: list[str] = []
+
+    async def write() -> None:
+        await filed.upsert_recipients(_big(20_000))
+        order.append("write")
+
+    async def read() -> None:
+        assert (await filed.get_alert("A1")).id == "A1"
+        order.append("read")
+
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0)  # the write is under way: it holds the writer connection
+    await read()
+    await writing
+    assert order == ["read", "write"]
+    assert await filed.count_recipients() == 20_000  # and the read sees it once committed
+
+
+async def test_the_reader_refuses_writes(filed):
+    with pytest.raises(errors.StoreError):
+        await sqlite._Conn(filed._reader).execute("DELETE FROM alerts")
+
+
+async def test_housekeeping_finds_the_pending_cancels_by_their_index(filed):
+    plan = await filed._fetch("EXPLAIN QUERY PLAN " + sql.UNBROADCAST_DONE, 0.0, "x")
+    assert any("deliveries_pending_cancels" in row["detail"] for row in plan)

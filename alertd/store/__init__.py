@@ -15,6 +15,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -33,6 +34,14 @@ from alertd import (
 # What a claim writes as `last_error` of a delivery it took from a lapsed lease: whoever held it may
 # have sent it, and it may go twice.
 LAPSED = "claimed again: an earlier claim's lease lapsed before its outcome was recorded"
+
+# The place in line of the current task's store calls, lower first, on the scale of delivery
+# priorities (`priority.rank`). A store that serves one caller at a time (SQLite) lets the best
+# waiting caller in next, so an urgent alert's 202, its planning and the siren lane wait for the
+# transaction in progress only, not for the queue of a big fan-out's claims and chunks. A task
+# inherits its creator's turn: the dispatcher sets its own tasks' (`Dispatcher._plan`, `Lane.run`).
+TURN: contextvars.ContextVar[int] = contextvars.ContextVar("alertd_store_turn", default=priority.DEFAULT)
+REQUEST = priority.SIREN - 1  # an API request (`web.first`): before any background work
 
 
 class Store(Protocol):

@@ -15,6 +15,7 @@ from alertd.store import approvals, audit as audit_store, legacy, people, planni
 
 # What runs after a migration's statements, in its transaction: the data it moves (store, conn).
 STEPS = {people.MIGRATION[0]: legacy.migrate_old_tokens}
+SIRENS = "SELECT * FROM sirens ORDER BY id"
 
 
 class SQLStore(
@@ -94,12 +95,12 @@ class SQLStore(
         return len(sirens)
 
     async def list_sirens(self) -> list[model.Siren]:
-        async with self._conn() as conn:
-            return await self._sirens(conn)
+        # A plain read (`_fetch`): on SQLite a planning's siren list does not wait for the writer.
+        return [model.Siren.from_row(r) for r in await self._fetch(SIRENS)]
 
     @staticmethod
     async def _sirens(conn: sql.Conn) -> list[model.Siren]:
-        return [model.Siren.from_row(r) for r in await conn.fetch("SELECT * FROM sirens ORDER BY id")]
+        return [model.Siren.from_row(r) for r in await conn.fetch(SIRENS)]
 
     # -- alerts ------------------------------------------------------------------------------------
     async def create_alert(

@@ -99,6 +99,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         # Few alerts ever await a second person: housekeeping finds them without walking every alert.
         "CREATE INDEX alerts_awaiting ON alerts (seq) WHERE state = 'awaiting_approval'",
     )),
+    (11, (
+        # Housekeeping's `UNBROADCAST_DONE` looks at the pending cancels only: without this it read
+        # every pending delivery each round, 60-100 ms of the SQLite writer during a big fan-out.
+        "CREATE INDEX deliveries_pending_cancels ON deliveries (id) WHERE state = 'pending' AND command = 'cancel'",
+    )),
 )
 
 DELIVERY_COLUMNS = "alert_id, channel, kind, target, address, locale, command, state, attempts, next_at, updated_at,"\

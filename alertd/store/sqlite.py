@@ -1,13 +1,16 @@
 """The embedded store: one SQLite file in WAL mode, for a single instance.
 
-Times are stored as epoch seconds (REAL) so that comparisons are numeric. One connection serves the
-instance; a lock keeps each coroutine's transaction whole.
+Times are stored as epoch seconds (REAL) so that comparisons are numeric. One connection writes for
+the instance; a lock keeps each coroutine's transaction whole, and lets the waiting coroutines in by
+their `store.TURN` (then first come). A second, read-only connection serves the plain reads (a file
+store only): in WAL mode it reads the last commit while the writer is inside a transaction, so a
+request's lookups and a lane's reads never queue behind a big fan-out's writes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import pathlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -15,11 +18,12 @@ from typing import Any, cast
 
 import aiosqlite
 
-from alertd import errors
+from alertd import errors, fair, store as store_mod
 from alertd.store import base, sql
 
 PREFIX = "sqlite:///"
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
+MEMORY = ":memory:"  # a database of one connection's own: no reader beside it
 
 DIALECT = sql.Dialect(
     time="REAL",
@@ -69,6 +73,14 @@ class _Conn:
             await self._db.executemany(DIALECT.sql(text), rows)
 
 
+async def _connect(target: str, pragmas: Sequence[str]) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(target, isolation_level=None, uri=target.startswith("file:"))
+    db.row_factory = sqlite3.Row
+    for pragma in pragmas:
+        await db.execute(f"PRAGMA {pragma}")
+    return db
+
+
 @contextlib.contextmanager
 def _errors():
     """Driver errors leave the store as `errors.Conflict` (a constraint) or `errors.StoreError`."""
@@ -86,23 +98,27 @@ class SQLiteStore(base.SQLStore):
     def __init__(self, url: str) -> None:
         self.path = path_of(url)
         self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = fair.Gate(1)
+        self._reading = fair.Gate(1)
 
     async def open(self) -> None:
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        for pragma in PRAGMAS:
-            await self._db.execute(f"PRAGMA {pragma}")
+        self._db = await _connect(self.path, PRAGMAS)
         await self.migrate()
+        if self.path != MEMORY:  # read-only: a write sent there by mistake fails loudly
+            reader = f"{pathlib.Path(self.path).resolve().as_uri()}?mode=ro"
+            self._reader = await _connect(reader, ("busy_timeout=5000",))
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for db in (self._reader, self._db):
+            if db is not None:
+                await db.close()
+        self._db = self._reader = None
 
     async def ping(self) -> None:
-        try:
-            await self._fetch("SELECT 1")
+        try:  # on the writer: the connection every write needs
+            async with self._conn() as conn:
+                await conn.fetch("SELECT 1")
         except (errors.StoreError, ValueError) as exc:  # aiosqlite raises ValueError once closed
             raise errors.StoreError(f"SQLite store unreachable: {exc}") from exc
 
@@ -116,14 +132,21 @@ class SQLiteStore(base.SQLStore):
             raise errors.StoreError("the SQLite store is not open")
         return self._db
 
+    async def _fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        # Only a SELECT can go to the reader: some statements read with RETURNING what they write.
+        if self._reader is None or not text.lstrip().upper().startswith("SELECT"):
+            return await super()._fetch(text, *args)
+        async with self._reading.turn((store_mod.TURN.get(),)):
+            return await _Conn(self._reader).fetch(text, *args)
+
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[_Conn]:
-        async with self._lock:
+        async with self._lock.turn((store_mod.TURN.get(),)):
             yield _Conn(self.db)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Conn]:
-        async with self._lock:
+        async with self._lock.turn((store_mod.TURN.get(),)):
             with _errors():
                 await self.db.execute("BEGIN IMMEDIATE")
             try:

@@ -350,6 +350,17 @@ class Connection(web_protocol.RequestHandler):
 
 
 @web.middleware
+async def first(request: web.Request, handler):
+    """A request's store calls go before the background work's (`store.TURN`): a 202 does not
+    wait behind a big fan-out's claims and planning."""
+    turn = store_mod.TURN.set(store_mod.REQUEST)
+    try:
+        return await handler(request)
+    finally:
+        store_mod.TURN.reset(turn)
+
+
+@web.middleware
 async def deadlines(request: web.Request, handler):
     connections = request.app[CONNECTIONS]
     conn = connections.begins(request.transport)
