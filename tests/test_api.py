@@ -10,7 +10,7 @@ import sys
 
 from twilio import request_validator
 
-from alertd import demo, dispatcher as dispatcher_mod
+from alertd import demo, lane
 from tests import helpers
 
 
@@ -152,7 +152,7 @@ async def test_cancel_stops_pending_deliveries_and_silences_the_sirens(daemon):
     alert = await daemon.send()
     # one siren batch goes out before the cancel; the rest of the fan-out must not start
     await daemon.dispatcher.planned()
-    await dispatcher_mod.Lane(daemon.dispatcher, "siren").run(until_idle=True)
+    await lane.Lane(daemon.dispatcher, "siren").run(until_idle=True)
     resp = await daemon.post(f"/v1/alerts/{alert['id']}/cancel")
     assert resp.status == 200, await resp.text()
     await daemon.drain()
