@@ -53,6 +53,13 @@ class BadRequest(ProblemError):
     type = "https://alertd.example/problems/bad-request"
 
 
+class TooLarge(BadRequest):
+    """The body is larger than alertd accepts."""
+
+    status = 413
+    type = "https://alertd.example/problems/too-large"
+
+
 class UnsupportedMediaType(ProblemError):
     """The body is not of a media type this endpoint reads."""
 

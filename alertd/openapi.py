@@ -65,7 +65,7 @@ _PROBLEMS = {
     403: "The token may not do that, or the area leaves its jurisdiction.",
     404: "No such resource.",
     409: "The resource is not in a state that allows this.",
-    413: "The body is larger than 4 MiB.",  # app.build's client_max_size
+    413: "The body is larger than 4 MiB (a CAP document: 1 MB).",  # app.build's client_max_size, cap.MAX_BYTES
     415: "The body is not declared as a media type this operation reads (`Content-Type`): "
     "`application/json`, or for an alert or a preview also CAP 1.2 (`application/cap+xml`).",
     422: "The request is not valid; `field` and `errors` say where.",

@@ -172,9 +172,9 @@ def test_a_malformed_document_names_line_and_column():
 
 
 def test_an_oversized_document_is_refused_before_parsing():
-    with pytest.raises(errors.BadRequest) as caught:
+    with pytest.raises(errors.TooLarge) as caught:  # 413, as any body too large
         cap.parse(b"<" * (cap.MAX_BYTES + 1))
-    assert caught.value.limit == cap.MAX_BYTES and "bytes" in caught.value.message
+    assert caught.value.limit == cap.MAX_BYTES and "bytes" in caught.value.message and caught.value.status == 413
 
 
 def test_times_keep_the_offset_they_were_sent_with():

@@ -162,6 +162,13 @@ async def test_hostile_xml_is_refused_fast(daemon, name):
     assert (await (await daemon.get("/v1/alerts")).json())["alerts"] == []
 
 
+async def test_a_cap_document_over_its_limit_is_413_and_nothing_is_kept(daemon):
+    resp = await post_cap(daemon, document() + b"<!--" + b"x" * cap.MAX_BYTES + b"-->")
+    problem = await resp.json()
+    assert resp.status == 413 and problem["status"] == 413 and problem["type"].endswith("/too-large")
+    assert (await (await daemon.get("/v1/alerts")).json())["alerts"] == []
+
+
 @pytest.mark.parametrize("change, field", [
     ({"scope": "Restricted", "extra": "<restriction>Services only</restriction>"}, "/alert/scope"),
     ({"infos": info("fr", "x", "y", area="<geocode><valueName>EMMA_ID</valueName><value>FR123</value></geocode>")},

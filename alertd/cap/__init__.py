@@ -213,7 +213,7 @@ _CHUNK = 64 * 1024  # expat holds the GIL while it parses a chunk: the event loo
 def _xml(data: bytes, max_elements: int) -> ET.Element:
     if len(data) > MAX_BYTES:
         message = f"the CAP document is {len(data)} bytes, over the {MAX_BYTES} accepted"
-        raise errors.BadRequest(message, limit=MAX_BYTES)
+        raise errors.TooLarge(message, limit=MAX_BYTES)
     # Counted in the bytes before expat calls Python for each element (0.7 s for a megabyte of them).
     # Tags, not elements (a comment or CDATA holding "<" counts too): an upper bound.
     tags = data.count(b"<") - data.count(b"</") - data.count(b"<?") - data.count(b"<!")
