@@ -150,12 +150,12 @@ async def run(args, tmp: Path, url: str, db_file: Path | None) -> None:
                     channels = ["push"] if name == "push" else ["sms", "push", "siren"]
                     await one_alert(http, base, ZONE_PUSH if name == "push" else ZONE_MIXED, channels, args.timeout)
             rss_report([d.pid for d in daemons])
+            print(f"store size: {await store_size(url, db_file)}   (the daemons still running)")
         finally:
             for d in daemons:
                 d.terminate()
             for d in daemons:
                 d.wait(30)
-    print(f"store size: {await store_size(url, db_file)}")
 
 
 async def pg_schema(base: str, schema: str, create: bool) -> None:
