@@ -3,8 +3,7 @@
 Subclass `ChannelContract` in a pytest module and provide these fixtures:
 
 - ``channel``: an async fixture yielding a *started* channel pointed at your fake server, with a
-  short send timeout (a second, say);
-- ``send_timeout``: that timeout, in seconds;
+  short send timeout: a second, or give ``send_timeout``, that timeout in seconds (default 1);
 - ``fake``: a `FakeControl` for that fake (or your own object with the same methods);
 - ``permanent_failure``: the failure rule (a dict for `FakeControl.fail`) that your provider
   answers for an address that can never be reached;
@@ -129,6 +128,10 @@ class ChannelContract:
         assert len(set(ids)) == 4  # every accepted message has its own provider id
 
     # -- what every channel promises besides sending ----------------------------------------------
+
+    @pytest.fixture
+    def send_timeout(self) -> float:
+        return 1.0
 
     @pytest.fixture
     def secrets(self, channel) -> list[str]:

@@ -57,10 +57,6 @@ class TestCellBroadcastContract(testing.ChannelContract):
         yield chan
         await chan.close()
 
-    @pytest.fixture
-    def send_timeout(self):
-        return 1
-
     def address(self, i: int) -> str:
         return str(4371 + i % 8)  # the fake CBC keys its records and failure rules on the identifier
 

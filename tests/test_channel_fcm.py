@@ -78,10 +78,6 @@ class TestContract(testing.ChannelContract):
         await channel.close()
 
     @pytest.fixture
-    def send_timeout(self):
-        return 1
-
-    @pytest.fixture
     def dead_address_failure(self):
         return {"status": 404, "code": "UNREGISTERED"}
 

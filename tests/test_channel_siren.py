@@ -57,10 +57,6 @@ class TestSirenContract(testing.ChannelContract):
         await chan.close()
 
     @pytest.fixture
-    def send_timeout(self):
-        return 1
-
-    @pytest.fixture
     def delivered_callback(self):
         def ack(command_id: str) -> channels.Callback:
             body = {"type": "ack", "command_id": command_id, "siren_id": "siren-75056-1", "request_id": "1",

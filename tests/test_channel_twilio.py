@@ -58,10 +58,6 @@ class TestContract(testing.ChannelContract):
         await chan.close()
 
     @pytest.fixture
-    def send_timeout(self):
-        return 1
-
-    @pytest.fixture
     def permanent_failure(self):
         return {"status": 400, "code": 21211}
 

@@ -84,10 +84,6 @@ class TestTwilioContract(testing.ChannelContract):
             yield chan
 
     @pytest.fixture
-    def send_timeout(self):
-        return 1
-
-    @pytest.fixture
     def secrets(self):
         return [TOKEN]
 
@@ -112,10 +108,6 @@ class TestFCMContract(testing.ChannelContract):
     async def channel(self, fakes_url):
         async with running("fcm", fcm_settings(fakes_url) | {"timeout": 1}, "push") as chan:
             yield chan
-
-    @pytest.fixture
-    def send_timeout(self):
-        return 1
 
     @pytest.fixture
     def dead_address_failure(self):

@@ -22,10 +22,8 @@ API_KEY = "hook-api-key-4b7e"
 @pytest.fixture
 async def gateway():
     """The fake webhook gateway on 127.0.0.1, in the test's own loop."""
-    server = test_utils.TestServer(fake_gateway.fake_app(SECRET), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with fake_gateway.serve(SECRET) as url:
+        yield url
 
 
 # -- registered like a third party, in the daemon ----------------------------------------------

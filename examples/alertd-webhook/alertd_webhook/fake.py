@@ -5,16 +5,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import test_utils, web
 
 import alertd_webhook
 from alertd.fakes import common
 
 SECRET: web.AppKey[str] = web.AppKey("secret", str)
+
+
+@contextlib.asynccontextmanager
+async def serve(secret: str) -> AsyncIterator[str]:
+    """The gateway on 127.0.0.1, in the running loop, for as long as the block: its base URL."""
+    server = test_utils.TestServer(fake_app(secret), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
 
 
 def fake_app(secret: str) -> web.Application:

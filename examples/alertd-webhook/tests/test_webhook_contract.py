@@ -8,7 +8,6 @@ import json
 
 import alertd_webhook
 import pytest
-from aiohttp import test_utils
 from alertd_webhook import fake as fake_gateway
 
 from alertd import channels, testing
@@ -20,10 +19,8 @@ API_KEY = "hook-api-key-4b7e"
 @pytest.fixture
 async def gateway():
     """The fake gateway on 127.0.0.1, in the test's own loop."""
-    server = test_utils.TestServer(fake_gateway.fake_app(SECRET), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with fake_gateway.serve(SECRET) as url:
+        yield url
 
 
 def signed(report: dict, url: str = "http://127.0.0.1:9/v1/receipts/sms") -> channels.Callback:
@@ -48,10 +45,6 @@ class TestWebhookContract(testing.ChannelContract):
     @pytest.fixture
     def fake(self, gateway):
         return testing.FakeControl(gateway, "webhook")
-
-    @pytest.fixture
-    def send_timeout(self):
-        return 1
 
     @pytest.fixture
     def permanent_failure(self):
