@@ -37,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alertd import channels, demo, model  # noqa: E402
-from alertd.channels import fcm_push  # noqa: E402
+from alertd.channels import fcm_client, fcm_push  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,7 +66,7 @@ async def pump(n: int, inflight: int, one) -> None:
 
 
 async def raw_aiohttp(fakes: str, n: int, inflight: int) -> None:
-    body = json.dumps({"message": fcm_push.encode(message(0))}).encode()
+    body = json.dumps({"message": fcm_client.encode(message(0))}).encode()
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight)) as http:
         async def one(i):
@@ -78,7 +78,7 @@ async def raw_aiohttp(fakes: str, n: int, inflight: int) -> None:
 async def via_aiohttp(fakes: str, n: int, inflight: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight)) as http:
         async def one(i):
-            payload = json.dumps({"message": fcm_push.encode(message(i))}).encode()
+            payload = json.dumps({"message": fcm_client.encode(message(i))}).encode()
             async with http.post(url(fakes), data=payload, headers={"Content-Type": "application/json"}) as resp:
                 json.loads(await resp.read())
         await pump(n, inflight, one)
@@ -88,7 +88,7 @@ async def via_httpx_h1(fakes: str, n: int, inflight: int) -> None:
     limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(10, pool=None)) as http:
         async def one(i):
-            payload = json.dumps({"message": fcm_push.encode(message(i))}).encode()
+            payload = json.dumps({"message": fcm_client.encode(message(i))}).encode()
             resp = await http.post(url(fakes), content=payload, headers={"Content-Type": "application/json"})
             resp.json()
         await pump(n, inflight, one)
@@ -97,7 +97,7 @@ async def via_httpx_h1(fakes: str, n: int, inflight: int) -> None:
 async def via_httpx_h2(h2c: str, n: int, inflight: int) -> None:
     async with httpx.AsyncClient(http1=False, http2=True, timeout=httpx.Timeout(10, pool=None)) as http:
         async def one(i):
-            payload = json.dumps({"message": fcm_push.encode(message(i))}).encode()
+            payload = json.dumps({"message": fcm_client.encode(message(i))}).encode()
             resp = await http.post(url(h2c), content=payload, headers={"Content-Type": "application/json"})
             resp.json()
         await pump(n, inflight, one)
@@ -148,11 +148,11 @@ async def via_send_each_async(fakes: str, n: int, inflight: int) -> None:
     import firebase_admin
     from firebase_admin import messaging
 
-    app = firebase_admin.initialize_app(fcm_push.AnonymousCredential(), {"projectId": demo.PROJECT_ID},
+    app = firebase_admin.initialize_app(fcm_client.AnonymousCredential(), {"projectId": demo.PROJECT_ID},
                                         name=f"ceiling-{time.monotonic_ns()}")
     messaging._get_messaging_service(app)._fcm_url = url(fakes)
     for start in range(0, n, inflight):
-        await messaging.send_each_async([fcm_push.build(message(i)) for i in range(start, min(n, start + inflight))],
+        await messaging.send_each_async([fcm_client.build(message(i)) for i in range(start, min(n, start + inflight))],
                                         app=app)
     await asyncio.to_thread(firebase_admin.delete_app, app)
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import exceptions, messaging
 
 from alertd import channels, errors, model, pacing, testing
-from alertd.channels import fcm_push
+from alertd.channels import fcm_client, fcm_push
 
 # What FCM answers, word for word, for a registration token it cannot parse, and for a payload over
 # its limit (both INVALID_ARGUMENT; only the first one blames the token).
@@ -121,7 +121,7 @@ class TestFCM:
 
     async def test_the_fake_answers_a_malformed_token_and_a_big_payload_as_fcm_does(self, channel):
         big, malformed = push("fid-big", body="é" * 2100), push("malformed-tok")
-        batch = await messaging.send_each_async([fcm_push.build(m) for m in (malformed, big)], app=channel.app)
+        batch = await messaging.send_each_async([fcm_client.build(m) for m in (malformed, big)], app=channel.app)
         for response, answer in zip(batch.responses, (BAD_TOKEN_ANSWER, TOO_BIG_ANSWER), strict=True):
             assert type(response.exception) is exceptions.InvalidArgumentError  # what firebase-admin makes of it
             assert response.exception.http_response.json() == answer
@@ -351,18 +351,18 @@ def invalid_argument(message: str, *violations: str) -> exceptions.InvalidArgume
     ("Invalid value at 'message.data[0].value' (TYPE_STRING)", (), False),
 ])
 def test_only_an_invalid_argument_blaming_the_token_kills_it(message, violations, dead):
-    failure = fcm_push.classify(invalid_argument(message, *violations))
+    failure = fcm_client.classify(invalid_argument(message, *violations))
     assert isinstance(failure, errors.Permanent) and failure.code == "INVALID_ARGUMENT"
     assert failure.dead_address is dead
 
 
 def test_goaway_and_dated_retry_after_are_transient():
     lost = exceptions.UnknownError("lost", cause=httpx.RemoteProtocolError("GOAWAY"))
-    goaway = fcm_push.classify(lost)
+    goaway = fcm_client.classify(lost)
     assert isinstance(goaway, errors.Transient)
     later = email.utils.format_datetime(model.utcnow() + dt.timedelta(seconds=120), usegmt=True)
     busy = httpx.Response(503, headers={"Retry-After": later})
-    unavailable = fcm_push.classify(exceptions.UnavailableError("busy", http_response=busy))
+    unavailable = fcm_client.classify(exceptions.UnavailableError("busy", http_response=busy))
     assert unavailable.retry_after == pytest.approx(120, abs=5)
 
 

@@ -16,25 +16,8 @@ the time left (code ``quota_paused``), without a call. A message whose turn lies
 `timeout` ahead is answered the same way (code ``quota_paced``) instead of holding a sender that
 long. Both are alertd's own answers, FCM not asked: under their own codes in the error metrics.
 
-Classification of FCM's error codes (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode):
-
-| FCM code                               | HTTP | alertd                                          |
-|----------------------------------------|------|-------------------------------------------------|
-| UNREGISTERED                           | 404  | Permanent, dead_address: the token is gone      |
-| INVALID_ARGUMENT blaming the token     | 400  | Permanent, dead_address: it is no token at all  |
-| INVALID_ARGUMENT, SENDER_ID_MISMATCH,  | 400, | Permanent: the same message can never succeed   |
-| THIRD_PARTY_AUTH_ERROR, APNS_AUTH_ERROR| 403  |                                                 |
-| QUOTA_EXCEEDED                         | 429  | Transient, retry_after ≥ 60 s (or Retry-After)  |
-| UNAVAILABLE, INTERNAL, UNKNOWN, network| 503, | Transient, honouring Retry-After                |
-| errors, HTTP/2 GOAWAY (UnknownError)   | 500  |                                                 |
-| UNAUTHENTICATED, PERMISSION_DENIED,    | 401, | ChannelMisconfigured: an operator must act      |
-| NOT_FOUND (no FCM detail)              | 403  |                                                 |
-
-An INVALID_ARGUMENT blames the token when FCM says so (`bad_token`): a ``google.rpc.BadRequest``
-field violation on the token field alone, or, without field violations, the error's message naming
-an invalid registration token ("The registration token is not a valid FCM registration token", what
-FCM answers for a token it cannot parse). Any other INVALID_ARGUMENT (a payload too big: "Android
-message is too big") is this message's failure only, and the token stays.
+The classification of FCM's error codes is `fcm_client.classify`'s (its module docstring); what
+touches firebase-admin, google-auth and httpx is in `fcm_client`, imported when the channel starts.
 """
 
 from __future__ import annotations
@@ -43,149 +26,36 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-import re
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
-import firebase_admin
-import google.auth.credentials
-import google.auth.transport.requests
-import httpx
 import structlog
-from firebase_admin import credentials, exceptions, messaging
 
 from alertd import channels, errors, model, pacing, settings
+
+if TYPE_CHECKING:
+    import firebase_admin
 
 log = structlog.get_logger("alertd.channels.fcm")
 
 QUOTA_PER_MINUTE = 600_000  # FCM's default per project
-QUOTA_BACKOFF = 60.0  # FCM asks for at least a minute after QUOTA_EXCEEDED
 REFRESH_MARGIN = 300.0  # refresh the OAuth token this long before it expires
 REFRESH_RETRY = 30.0  # after a failed refresh
-CRITICAL = frozenset({"extreme", "severe"})  # CAP severities that may break through silent mode
-_FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
-_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-TOKEN_FIELDS = frozenset({"message.token", "message.fid"})
-INVALID_TOKEN = re.compile(r"\b(not a valid|invalid) (fcm )?registration token\b", re.IGNORECASE)
-
-PERMANENT = frozenset(
-    {"INVALID_ARGUMENT", "SENDER_ID_MISMATCH", "THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"}
-)
-# NOT_FOUND without an UNREGISTERED detail: no such project or endpoint.
-MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND"})
 _instances = itertools.count(1)
 
 
-class _Anonymous(google.auth.credentials.AnonymousCredentials):
-    # On a 401 firebase-admin's own httpx auth flow (the app's client, unused for sending) calls
-    # refresh(); the stock AnonymousCredentials raises there. A no-op lets the 401 surface.
-    def refresh(self, request: Any) -> None:
-        pass
+def AnonymousCredential() -> Any:  # the name bench/fanout.py builds its own firebase-admin app with
+    """`fcm_client.AnonymousCredential()`: no OAuth at all, for the fake FCM server."""
+    from alertd.channels import fcm_client
 
-
-class AnonymousCredential(credentials.Base):
-    """No OAuth at all: for the fake FCM server (tests, demo, benchmarks)."""
-
-    def __init__(self) -> None:
-        self._credential = _Anonymous()
-
-    def get_credential(self) -> google.auth.credentials.Credentials:
-        return self._credential
+    return fcm_client.AnonymousCredential()
 
 
 # -- decisions -----------------------------------------------------------------------------------
-
-
-def google_error(exc: exceptions.FirebaseError) -> dict[str, Any]:
-    """The ``error`` object of the failed response's body (empty when there is none)."""
-    response = exc.http_response
-    try:
-        error = response.json().get("error") if response is not None else None
-    except (ValueError, AttributeError):
-        error = None
-    return error if isinstance(error, dict) else {}
-
-
-def _details(error: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
-    details = error.get("details")
-    return [d for d in details if isinstance(d, dict) and d.get("@type") == kind] if isinstance(details, list) else []
-
-
-def fcm_code(exc: exceptions.FirebaseError) -> str:
-    """The FCM error code of a failed send (from the FcmError detail), else Google's status."""
-    if isinstance(exc, messaging.UnregisteredError):
-        return "UNREGISTERED"
-    for detail in _details(google_error(exc), _FCM_ERROR):
-        return str(detail.get("errorCode"))
-    return exc.code
-
-
-def bad_token(exc: exceptions.FirebaseError) -> bool:
-    """Whether FCM blames the registration token itself, not the message (see the module docstring):
-    field violations, when there are any, must all be on the token; else the message names it."""
-    error = google_error(exc)
-    fields = [v.get("field") for d in _details(error, _BAD_REQUEST) for v in d.get("fieldViolations") or []
-              if isinstance(v, dict)]
-    if fields:
-        return all(field in TOKEN_FIELDS for field in fields)
-    return INVALID_TOKEN.search(str(error.get("message") or exc)) is not None
-
-
-def retry_after(exc: exceptions.FirebaseError) -> float | None:
-    """The Retry-After of the failed response, in seconds."""
-    response = exc.http_response
-    return channels.retry_after(response.headers.get("Retry-After") if response is not None else None, model.utcnow())
-
-
-def classify(exc: BaseException) -> errors.DeliveryError:
-    """What a failed FCM send means for the delivery (see the table in the module docstring)."""
-    if not isinstance(exc, exceptions.FirebaseError):
-        return errors.Transient(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)  # as `channels.as_result`
-    code = fcm_code(exc)
-    text = f"FCM {code}: {exc}"
-    if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and bad_token(exc)):
-        return errors.Permanent(text, code=code, dead_address=True)
-    if code in PERMANENT:
-        return errors.Permanent(text, code=code)
-    if code in MISCONFIGURED:
-        return errors.ChannelMisconfigured(text, code=code)
-    wait = retry_after(exc)
-    if code == "QUOTA_EXCEEDED":
-        wait = max(wait or 0.0, QUOTA_BACKOFF)
-    return errors.Transient(text, code=code, retry_after=wait)
-
-
-def is_topic(message: model.Message) -> bool:
-    """Topic sends are marked by the planner (command `topic`), never guessed from the address: a
-    subscriber's push token must not be able to pose as a topic."""
-    return message.command == "topic"
-
-
-def build(message: model.Message) -> messaging.Message:
-    """The firebase-admin message for one rendered alert message."""
-    critical = message.data.get("severity", "").lower() in CRITICAL
-    sound = messaging.CriticalSound("default", critical=True, volume=1.0) if critical else "default"
-    target = {"topic": message.to.removeprefix("/topics/")} if is_topic(message) else {"fid": message.to}
-    return messaging.Message(
-        notification=messaging.Notification(title=message.title, body=message.body),
-        data={"alert_id": message.alert_id, **message.data},
-        android=messaging.AndroidConfig(priority="high"),
-        apns=messaging.APNSConfig(
-            headers={"apns-priority": "10"},
-            payload=messaging.APNSPayload(aps=messaging.Aps(sound=sound)),
-        ),
-        **target,
-    )
-
-
-def encode(message: model.Message) -> dict[str, Any]:
-    """The HTTP v1 JSON ``message`` for one rendered alert message, built and validated by
-    firebase-admin (ValueError when it refuses it, a malformed topic name)."""
-    return messaging._MessagingService.encode_message(build(message))
 
 
 def refresh_delay(expiry: dt.datetime | None, now: dt.datetime) -> float:
@@ -202,26 +72,6 @@ def env_proxy(url: str) -> str | None:
     if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return urllib.request.getproxies().get(parts.scheme)
-
-
-def http_failure(
-    service: Any, url: str, status: int, headers: Mapping[str, str], content: bytes
-) -> exceptions.FirebaseError:
-    """The firebase-admin error for an FCM answer other than 200: the same type, code and
-    `http_response` as its own send path gives (it reads the status and Google's error body)."""
-    request = httpx.Request("POST", url)
-    response = httpx.Response(status, headers=dict(headers), content=content, request=request)
-    error = httpx.HTTPStatusError(f"FCM answered {status}", request=request, response=response)
-    return service._handle_fcm_httpx_error(error)
-
-
-def transport_failure(exc: BaseException) -> exceptions.FirebaseError:
-    """The firebase-admin error for a call that got no answer, as its httpx path names them."""
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return exceptions.DeadlineExceededError(f"Timed out while making an API call: {exc}", cause=exc)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return exceptions.UnavailableError(f"Failed to establish a connection: {exc}", cause=exc)
-    return exceptions.UnknownError(f"Unknown error while making a remote service call: {exc}", cause=exc)
 
 
 def held(bucket: pacing.Bucket, now: float, wait: float) -> errors.Transient:
@@ -272,16 +122,17 @@ class FCMPush(channels.Base):
         return f"FCMPush(name={self.context.name!r}, project_id={self.project_id!r})"
 
     async def start(self) -> None:
+        from alertd.channels import fcm_client  # here, not above: see its docstring
+
         path = self.options.service_account_file
         try:
-            cred = credentials.Certificate(path) if path else AnonymousCredential()
+            cred = fcm_client.credential(path)
         except (OSError, ValueError) as exc:
             where = f"channel {self.context.name!r}: service_account_file"
             raise errors.ConfigError(f"{where}: {exc}") from exc
         name = f"alertd-{self.context.name}-{next(_instances)}"
         options = {"projectId": self.project_id, "httpTimeout": self.timeout}
-        self.app = firebase_admin.initialize_app(cred, options, name=name)
-        self.service = messaging._get_messaging_service(self.app)
+        self.app, self.service = fcm_client.start(cred, options, name)
         if self.options.base_url:
             base = self.options.base_url.rstrip("/")
             self.service._fcm_url = f"{base}/v1/projects/{self.project_id}/messages:send"
@@ -306,8 +157,9 @@ class FCMPush(channels.Base):
                                      cookie_jar=aiohttp.DummyCookieJar())
 
     async def _refresh(self) -> None:
-        # The token refresh is a blocking HTTP call in google-auth: run it off the event loop.
-        await asyncio.to_thread(self.credential.refresh, google.auth.transport.requests.Request())
+        from alertd.channels import fcm_client  # loaded by start()
+
+        await asyncio.to_thread(fcm_client.refresh, self.credential)
 
     async def _refresh_once(self) -> None:
         """A refresh after a 401: the calls refused together share one."""
@@ -333,9 +185,9 @@ class FCMPush(channels.Base):
             await self._http.close()
             self._http = None
         if self.app is not None:
-            await self.service._async_client.aclose()
-            # delete_app closes the service with asyncio.run(), which cannot run inside our loop.
-            await asyncio.to_thread(firebase_admin.delete_app, self.app)
+            from alertd.channels import fcm_client  # loaded by start()
+
+            await fcm_client.close(self.app, self.service)
             self.app = None
 
     async def send(self, message: model.Message) -> model.Receipt:
@@ -351,8 +203,10 @@ class FCMPush(channels.Base):
         return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
 
     async def _send_one(self, message: model.Message) -> model.Receipt | errors.DeliveryError:
+        from alertd.channels import fcm_client  # loaded by start()
+
         try:
-            body = json.dumps({"message": encode(message)}, separators=(",", ":")).encode()
+            body = json.dumps({"message": fcm_client.encode(message)}, separators=(",", ":")).encode()
         except ValueError as exc:  # firebase-admin's validation: this message can never go
             return errors.Permanent(f"FCM refuses it: {exc}", code="INVALID_ARGUMENT")
         hold = await self._turn()
@@ -361,12 +215,12 @@ class FCMPush(channels.Base):
         try:
             status, headers, content = await self._post(body)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return self._failed(message, classify(transport_failure(exc)))
+            return self._failed(message, fcm_client.classify(fcm_client.transport_failure(exc)))
         if status == 200:
             return model.Receipt(provider_id=json.loads(content)["name"])
-        failure = classify(http_failure(self.service, self.url, status, headers, content))
+        failure = fcm_client.classify(fcm_client.http_failure(self.service, self.url, status, headers, content))
         if failure.code == "QUOTA_EXCEEDED" and isinstance(failure, errors.Transient):
-            self.bucket = pacing.pause(self.bucket, self.clock(), failure.retry_after or QUOTA_BACKOFF)
+            self.bucket = pacing.pause(self.bucket, self.clock(), failure.retry_after or fcm_client.QUOTA_BACKOFF)
         return self._failed(message, failure)
 
     async def _turn(self) -> errors.Transient | None:
