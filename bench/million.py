@@ -130,6 +130,13 @@ def rss_report(pids: list[int]) -> None:
               f" CPU {fanout.cpu_seconds(pid):.0f} s (with its sending processes: who did the work)")
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def start_daemon(tmp: Path, k: int, port: int, url: str, fakes: str) -> subprocess.Popen:
     path = tmp / f"alertd-{k}.toml"
     path.write_text(demo.config_toml(
@@ -151,6 +158,8 @@ async def run(args, tmp: Path, url: str, db_file: Path | None) -> None:
         try:
             for k in range(args.instances):
                 await fanout.wait_ready_daemon(f"http://127.0.0.1:{port + k}")
+            print("RSS once serving, before any alert (start-up memory): daemon "
+                  + ", ".join(f"{rss_mb(d.pid):.0f}" for d in daemons) + " MB", flush=True)
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
                 base = f"http://127.0.0.1:{port}"
                 for name in args.alerts.split(","):
