@@ -129,10 +129,10 @@ async def pg_size(url: str) -> str:
 def rss_report(pids: list[int]) -> None:
     for k, pid in enumerate(pids):
         own, senders = fanout.peak_rss_mb(pid), [fanout.peak_rss_mb(c) for c in fanout.children_of(pid)]
-        worst = max([own, *senders])
+        total = own + sum(senders)
         print(f"instance {k + 1} peak RSS: daemon {own:.0f} MB, sending processes "
-              f"{', '.join(f'{s:.0f}' for s in senders)} MB; sum {own + sum(senders):.0f} MB;"
-              f" each <= 250 MB: {'yes' if worst <= 250 else 'NO'};"
+              f"{', '.join(f'{s:.0f}' for s in senders)} MB; sum {total:.0f} MB"
+              f" (<= 250 MB: {'yes' if total <= 250 else 'NO'});"
               f" CPU {fanout.cpu_seconds(pid):.0f} s (with its sending processes: who did the work)")
 
 
