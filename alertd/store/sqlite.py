@@ -2,9 +2,11 @@
 
 Times are stored as epoch seconds (REAL) so that comparisons are numeric. One connection writes for
 the instance; a lock keeps each coroutine's transaction whole, and lets the waiting coroutines in by
-their `store.TURN` (then first come). A second, read-only connection serves the plain reads (a file
-store only): in WAL mode it reads the last commit while the writer is inside a transaction, so a
-request's lookups and a lane's reads never queue behind a big fan-out's writes.
+their `store.TURN` (then first come). Read-only connections serve the plain reads (a file store
+only): in WAL mode they read the last commit while the writer is inside a transaction, so a
+request's lookups and a lane's reads never queue behind a big fan-out's writes; there are `READERS`
+of them, so that a token lookup does not queue behind one long read either (the counts of a
+100,000-recipient alert take up to 100 ms).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from alertd.store import base, sql
 PREFIX = "sqlite:///"
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
 MEMORY = ":memory:"  # a database of one connection's own: no reader beside it
+READERS = 2
 
 DIALECT = sql.Dialect(
     time="REAL",
@@ -98,22 +101,24 @@ class SQLiteStore(base.SQLStore):
     def __init__(self, url: str) -> None:
         self.path = path_of(url)
         self._db: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._readers: tuple[aiosqlite.Connection, ...] = ()
+        self._free: list[aiosqlite.Connection] = []  # the readers no read holds
         self._lock = fair.Gate(1)
-        self._reading = fair.Gate(1)
+        self._reading = fair.Gate(READERS)
 
     async def open(self) -> None:
         self._db = await _connect(self.path, PRAGMAS)
         await self.migrate()
         if self.path != MEMORY:  # read-only: a write sent there by mistake fails loudly
             reader = f"{pathlib.Path(self.path).resolve().as_uri()}?mode=ro"
-            self._reader = await _connect(reader, ("busy_timeout=5000",))
+            self._readers = tuple([await _connect(reader, ("busy_timeout=5000",)) for _ in range(READERS)])
+            self._free = list(self._readers)
 
     async def close(self) -> None:
-        for db in (self._reader, self._db):
+        for db in [*self._readers, self._db]:
             if db is not None:
                 await db.close()
-        self._db = self._reader = None
+        self._db, self._readers, self._free = None, (), []
 
     async def ping(self) -> None:
         try:  # on the writer: the connection every write needs
@@ -134,10 +139,14 @@ class SQLiteStore(base.SQLStore):
 
     async def _fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
         # Only a SELECT can go to the reader: some statements read with RETURNING what they write.
-        if self._reader is None or not text.lstrip().upper().startswith("SELECT"):
+        if not self._readers or not text.lstrip().upper().startswith("SELECT"):
             return await super()._fetch(text, *args)
         async with self._reading.turn((store_mod.TURN.get(),)):
-            return await _Conn(self._reader).fetch(text, *args)
+            reader = self._free.pop()  # the gate lets in no more reads than there are readers
+            try:
+                return await _Conn(reader).fetch(text, *args)
+            finally:
+                self._free.append(reader)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[_Conn]:
