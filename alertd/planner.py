@@ -243,6 +243,8 @@ async def plan(
     ranks = priority.shared(await _ranks(store, alert), nth)
     if after is None:
         await _first(store, alert, once, tests, clock(), ranks)
+        if once and await store.plan_fixed(alert, once, clock(), ranks):
+            on_chunk()  # the sirens sound while the people are planned
     who = audience(alert, tests)
     while True:
         after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once, ranks, addresses=addresses)

@@ -69,8 +69,12 @@ def order(zone: str, channels: list[str]) -> dict:
 
 
 class Bench:
-    def __init__(self, http: aiohttp.ClientSession, base: str, fakes: str):
+    def __init__(self, http: aiohttp.ClientSession, base: str, fakes: str, apart: dict[str, str] | None = None):
         self.http, self.base, self.fakes = http, base, fakes
+        self.apart = apart or {}  # provider -> the fakes serving it, when not `fakes`
+
+    def _fakes(self, provider: str) -> str:
+        return self.apart.get(provider, self.fakes)
 
     async def post(self, zone: str, channels: list[str]) -> tuple[float, float]:
         """Post an order; (202 latency in s, monotonic time of the 202)."""
@@ -80,11 +84,11 @@ class Bench:
         return time.perf_counter() - t, time.time()
 
     async def count(self, provider: str) -> int:
-        async with self.http.get(f"{self.fakes}/_fake/{provider}/count") as resp:
+        async with self.http.get(f"{self._fakes(provider)}/_fake/{provider}/count") as resp:
             return (await resp.json())["count"]
 
     async def received(self, provider: str, since: int = 0) -> list[dict]:
-        async with self.http.get(f"{self.fakes}/_fake/{provider}/received?since={since}") as resp:
+        async with self.http.get(f"{self._fakes(provider)}/_fake/{provider}/received?since={since}") as resp:
             return await resp.json()
 
     async def reset(self) -> None:

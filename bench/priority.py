@@ -6,6 +6,9 @@ priority (Future/Minor) is posted; once its fan-out is under way, 20 Extreme/Imm
 posted one after another, each to its own commune (5 subscribers, 1 siren). Prints their `202`
 latency, and from the 202 to the first siren command, the first SMS and the first push of each at
 the fakes (p50, p99), with the big fan-out's progress at the start and the end of that phase.
+The fake siren gateway runs in a process of its own, as a real gateway is a device of its own:
+in the process of the SMS and push fakes, their 8,000 requests a second delayed its answers and
+its record of each command by tens of ms (`--shared-fakes` measures it so).
 
 `--claim` instead times one claim (300 rows, a lane's three rounds of 100) on 100,000 pending
 deliveries, on SQLite and, with `--pg URL`, PostgreSQL: median and p99 over 30 claims. Only store
@@ -103,23 +106,27 @@ def _which(provider: str, to: str) -> int | None:
 
 
 async def overtaking(args) -> None:
-    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, demo.fake_providers() as (fakes, proc):
+    with (tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, demo.fake_providers() as (fakes, proc),
+          demo.fake_providers() as (gateway, gateway_proc)):
         await demo.wait_ready(fakes, proc)
+        await demo.wait_ready(gateway, gateway_proc)
         port = demo.free_port()
         url = f"sqlite:///{Path(tmp) / 'a.db'}"
         path = Path(tmp) / "alertd.toml"
-        path.write_text(demo.config_toml(
+        toml = demo.config_toml(
             port, url, fakes,
             sms=f"status_callback = false\nmax_concurrency = {fanout.SMS_CONCURRENCY}\nprocesses = {args.processes}",
             push=f"max_concurrency = {fanout.PUSH_CONCURRENCY}\nprocesses = {args.processes}",
-        ))
+        )
+        apart = {} if args.shared_fakes else {"siren": gateway}
+        path.write_text(toml.replace(f'"{fakes}/siren"', f'"{apart.get("siren", fakes)}/siren"'))
         token = await seed(url, args.big, args.urgent)
         daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
                                   env=os.environ | {"ALERTD_LOG__LEVEL": "warning"})
         try:
             await fanout.wait_ready_daemon(f"http://127.0.0.1:{port}")
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-                await urgent_phase(fanout.Bench(http, f"http://127.0.0.1:{port}", fakes), args)
+                await urgent_phase(fanout.Bench(http, f"http://127.0.0.1:{port}", fakes, apart), args)
         finally:
             daemon.terminate()
             daemon.wait(10)
@@ -215,6 +222,8 @@ if __name__ == "__main__":
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--urgent", type=int, default=20)
     parser.add_argument("--processes", type=int, default=1, help="sending processes per channel (0: in the daemon)")
+    parser.add_argument("--shared-fakes", action="store_true",
+                        help="the fake siren gateway in the SMS and push fakes' process (before 2026-12-08)")
     parser.add_argument("--claim", action="store_true", help="time a claim on many pending deliveries instead")
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--pg", help="also time the claim on this PostgreSQL database (in a schema of its own)")

@@ -10,7 +10,7 @@ import datetime as dt
 import pytest
 import store_people_contract
 
-from alertd import errors, model, planner
+from alertd import errors, model, planner, priority
 
 S = model.State
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -186,6 +186,29 @@ class StoreContract(store_people_contract.PeopleContract):
         await chunk(store, alert, ROUTES, "a0", 100, NOW)
         kinds = {d.kind for d in await store.deliveries(alert.id)}
         assert kinds == {model.Kind.SMS, model.Kind.PUSH}
+
+    async def test_the_fixed_deliveries_are_written_before_any_chunk_and_once(self, store):
+        alert = make_alert(zones=("75",), topics=True, locale="fr")
+        await self.seed(store)
+        await store.create_alert(alert, "k")
+        fixed = planner.fixed(alert, ROUTES, await store.list_sirens(), ())
+        assert await store.plan_fixed(alert, fixed, NOW) and await store.plan_fixed(alert, fixed, NOW)
+        assert summary(await store.deliveries(alert.id)) == {
+            ("siren", "s-paris", "s-paris", "", "activate"), ("siren", "s-75", "s-75", "", "activate"),
+            ("push", "zone-75", "zone-75", "fr", "topic"),
+        }
+        [first] = await store.claim("siren", "i1", NOW, 1, LEASE)
+        assert first.priority == priority.SIREN  # claimable at once, first in line
+        await chunk(store, alert, ROUTES, None, 100, NOW)  # the first chunk writes them again: no more
+        assert len(await store.deliveries(alert.id, channel="siren")) == 2
+
+    async def test_no_fixed_deliveries_for_an_alert_cancelled_before_its_planning(self, store):
+        alert = make_alert(zones=("75",))
+        await self.seed(store)
+        await store.create_alert(alert, "k")
+        await store.cancel_alert(alert.id, NOW)
+        assert not await store.plan_fixed(alert, planner.fixed(alert, ROUTES, await store.list_sirens(), ()), NOW)
+        assert await store.deliveries(alert.id) == []
 
     async def test_plan_without_topics_or_unrouted_kinds(self, store):
         planned = await self.planned(store, ("69123",), routes={model.Kind.PUSH: "push"})

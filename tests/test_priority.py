@@ -14,6 +14,7 @@ from alertd import (
     fair,
     metrics as metrics_mod,
     model,
+    planner,
     priority,
     store as store_mod,
     zones,
@@ -218,6 +219,25 @@ async def test_another_cells_first_alert_is_claimed_before_the_rest_of_a_cells_f
     sms = await claim_order(daemon)
     assert (sms[:6] == ["flood-0"] * 3 + ["other"] * 3
             and sms[6:] == [f"flood-{i}" for i in range(1, 6) for _ in range(3)])
+
+
+async def test_the_siren_commands_are_claimable_before_the_people_are_planned(daemon):
+    # The siren lane is woken as soon as they are written, while the first thousand people are planned.
+    a = alert("urgent", model.Kind.SMS, model.Kind.SIREN)
+    await daemon.store.create_alert(a, a.id)
+
+    def woken() -> None:
+        raise Woken  # the planning stops here: what it has written is what the lanes are woken for
+
+    with pytest.raises(Woken):
+        await planner.plan(daemon.store, a, {model.Kind.SMS: "sms", model.Kind.SIREN: "siren"}, chunk=1000,
+                           clock=daemon.clock, on_chunk=woken)
+    counts = await daemon.store.counts(a.id)
+    assert counts.get("siren", {}).get("pending") == 1 and "sms" not in counts, counts
+
+
+class Woken(Exception):
+    pass
 
 
 # -- sent, through a lane ----------------------------------------------------------------------------

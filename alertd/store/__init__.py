@@ -193,6 +193,16 @@ class Store(Protocol):
         """Add to the alert's own targets, each once: recipients by id, the members of zones, and the
         recipients that the alerts `reached_by` reached or were reaching (not failed)."""
 
+    async def plan_fixed(
+        self, alert: model.Alert, fixed: Sequence[model.NewDelivery], now: dt.datetime,
+        ranks: Mapping[str, int] | None = None,
+    ) -> bool:
+        """Write the `fixed` deliveries (sirens, topics) of an alert still `planning`, as
+        `plan_chunk` does with its first chunk, but in a brief transaction of their own: a siren
+        command is claimable before the first thousand people are planned. Writing them again
+        writes nothing (a resumed planning). False, writing nothing, when the alert is no longer
+        `planning`."""
+
     async def plan_chunk(
         self,
         alert: model.Alert,

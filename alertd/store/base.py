@@ -106,7 +106,7 @@ class SQLStore(
     async def create_alert(
         self, alert: model.Alert, idempotency_key: str, cap: str | None = None, audit_entry: audit.Entry | None = None
     ) -> tuple[model.Alert, bool]:
-        async with self._tx() as conn:
+        async with self._brief_tx() as conn:
             created = await conn.execute(
                 sql.INSERT_ALERT, alert.id, alert.sender, alert.identifier, idempotency_key, alert.state.value,
                 alert.token_id, json.dumps(alert.to_json()), self._t(model.utcnow()),
@@ -247,7 +247,7 @@ class SQLStore(
         self, provider_id: str, state: model.State, error: str | None, now: dt.datetime
     ) -> bool:
         args = (provider_id, state.value, error, self._t(now), json.dumps(sql.receipt_sources(state)))
-        async with self._tx() as conn:
+        async with self._brief_tx() as conn:
             if await conn.execute(sql.RECEIPT, *args):
                 return True
             if self.dialect.receipts_lock:  # then look again: a record may have committed meanwhile

@@ -29,9 +29,15 @@ class Base(abc.ABC):
     def _conn(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
         """A connection for one autocommitted statement."""
 
-    def _fanout_tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
-        """`_tx` for the lanes' claims, records and renewals (a driver may keep connections for them)."""
+    def _brief_tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
+        """`_tx` for a few statements on a bounded number of rows (a new alert, a receipt): a
+        driver may run them at once (SQLite: on the loop, no hand-over to its thread)."""
         return self._tx()
+
+    def _fanout_tx(self) -> contextlib.AbstractAsyncContextManager[sql.Conn]:
+        """`_brief_tx` for the lanes' claims, records and renewals (a driver may keep connections
+        for them)."""
+        return self._brief_tx()
 
     async def _notify(self, conn: sql.Conn, payload: str) -> None:  # noqa: B027 (a hook: a no-op by default)
         """Wake the other instances (PostgreSQL); nothing to do with one instance."""

@@ -50,23 +50,43 @@ class PlanningStore(mixin.Base):
     ) -> str | None:
         ranks = ranks or priority.ranks(alert)
         async with self._tx() as conn:
-            # Locked until commit: a cancel waits for this chunk, then cancels what it wrote.
-            rows = await conn.fetch("SELECT state FROM alerts WHERE id = $1 {row_lock}", alert.id)
-            if not rows:
-                raise sql.no_alert(alert.id)
-            if rows[0]["state"] != model.AlertState.PLANNING:
+            if not await self._still_planning(conn, alert.id):
                 return None  # cancelled meanwhile: planning more would undo the cancel
             if after is None:
-                await conn.executemany(sql.INSERT_DELIVERY, [
-                    (d.alert_id, d.channel, str(d.kind), d.target, d.address, d.locale, d.command, self._t(now),
-                     ranks[d.kind])
-                    for d in fixed
-                ])
+                await self._insert_fixed(conn, fixed, now, ranks)
             per_person = {k: (name, addresses[k]) for k, name in routes.items() if addresses.get(k) in sql.PLAN}
             last = await self._plan_recipients(conn, alert.id, per_person, audience, after or "", limit, now, ranks)
             for channel in sorted(set(routes.values())):
                 await self._notify(conn, channel)
         return last
+
+    async def plan_fixed(
+        self, alert: model.Alert, fixed: Sequence[model.NewDelivery], now: dt.datetime,
+        ranks: Mapping[str, int] | None = None,
+    ) -> bool:
+        async with self._brief_tx() as conn:
+            if not await self._still_planning(conn, alert.id):
+                return False
+            await self._insert_fixed(conn, fixed, now, ranks or priority.ranks(alert))
+            for channel in sorted({d.channel for d in fixed}):
+                await self._notify(conn, channel)
+        return True
+
+    @staticmethod
+    async def _still_planning(conn: sql.Conn, alert_id: str) -> bool:
+        # Locked until commit: a cancel waits for this transaction, then cancels what it wrote.
+        rows = await conn.fetch("SELECT state FROM alerts WHERE id = $1 {row_lock}", alert_id)
+        if not rows:
+            raise sql.no_alert(alert_id)
+        return rows[0]["state"] == model.AlertState.PLANNING
+
+    async def _insert_fixed(
+        self, conn: sql.Conn, fixed: Sequence[model.NewDelivery], now: dt.datetime, ranks: Mapping[str, int]
+    ) -> None:
+        await conn.executemany(sql.INSERT_DELIVERY, [
+            (d.alert_id, d.channel, str(d.kind), d.target, d.address, d.locale, d.command, self._t(now), ranks[d.kind])
+            for d in fixed
+        ])
 
     async def _plan_recipients(
         self, conn: sql.Conn, alert_id: str, routes: Mapping[str, tuple[str, model.Address]],
