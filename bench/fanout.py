@@ -33,7 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alertd import channels, demo, model, store as store_mod  # noqa: E402
-from alertd.channels import fcm_push, twilio_sms  # noqa: E402
+from alertd.channels import fcm_client, fcm_push, twilio_sms  # noqa: E402
 
 SMS_CONCURRENCY, PUSH_CONCURRENCY = 100, 100
 ZONE_SMALL, ZONE_BIG, ZONE_SIRENS = "75056", "69123", "13055"
@@ -144,7 +144,7 @@ async def bare_fcm(fakes: str, n: int, sample: dict) -> float:
     import firebase_admin
     from firebase_admin import messaging
 
-    app = firebase_admin.initialize_app(fcm_push.AnonymousCredential(), {"projectId": demo.PROJECT_ID}, name="bare")
+    app = firebase_admin.initialize_app(fcm_client.AnonymousCredential(), {"projectId": demo.PROJECT_ID}, name="bare")
     service = messaging._get_messaging_service(app)
     service._fcm_url = f"{fakes}/v1/projects/{demo.PROJECT_ID}/messages:send"
     # One call of PUSH_CONCURRENCY messages at a time: the same number in flight as the daemon's.

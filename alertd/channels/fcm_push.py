@@ -48,13 +48,6 @@ REFRESH_RETRY = 30.0  # after a failed refresh
 _instances = itertools.count(1)
 
 
-def AnonymousCredential() -> Any:  # the name bench/fanout.py builds its own firebase-admin app with
-    """`fcm_client.AnonymousCredential()`: no OAuth at all, for the fake FCM server."""
-    from alertd.channels import fcm_client
-
-    return fcm_client.AnonymousCredential()
-
-
 # -- decisions -----------------------------------------------------------------------------------
 
 
