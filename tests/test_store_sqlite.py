@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 
 import pytest
 import store_contract
@@ -180,3 +182,18 @@ async def test_the_wal_is_checkpointed_beside_the_writer(filed, tmp_path, monkey
             await filed._checkpoint
     wal = (tmp_path / "alertd.db-wal").stat().st_size
     assert (wal < 2_000_000) is (every == 0.0), wal
+
+
+async def test_a_brief_transaction_waits_for_another_process_off_the_loop(filed, tmp_path):
+    # A CLI command (another process) holds the write lock: the daemon's loop must go on meanwhile.
+    other = sqlite3.connect(tmp_path / "alertd.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        creating = asyncio.create_task(filed.create_alert(store_contract.make_alert("A1"), "k1"))
+        started = time.monotonic()
+        await asyncio.sleep(0)  # the task begins: on the loop it would wait out the busy timeout here
+        assert time.monotonic() - started < 1 and not creating.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert (await creating)[1]  # created once the other process let go

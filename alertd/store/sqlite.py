@@ -27,7 +27,8 @@ from alertd.store import base, sql
 PREFIX = "sqlite:///"
 # The writer never checkpoints in a commit (`wal_autocheckpoint=0`): a brief transaction commits on
 # the loop, and a checkpoint there held it 10-20 ms. A connection of its own does it beside the writer.
-PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON", "wal_autocheckpoint=0")
+BUSY_MS = 5000  # how long a write waits for another process's (a CLI command's)
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_MS}", "foreign_keys=ON", "wal_autocheckpoint=0")
 CHECKPOINT_SECONDS = 0.5  # at most this often, after a commit
 MEMORY = ":memory:"  # a database of one connection's own: no reader beside it
 READERS = 2
@@ -124,6 +125,21 @@ def _connect(target: str, pragmas: Sequence[str]) -> sqlite3.Connection:
     return db
 
 
+def _begin_at_once(db: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE if no other process holds the write lock: the loop never waits for one. Once
+    begun, nothing in the transaction waits (in WAL mode readers never block the writer)."""
+    with _errors():
+        db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError:  # busy: another process writes (or worse: the thread will say)
+        return False
+    finally:
+        with _errors():
+            db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+
+
 def _checkpoint(db: sqlite3.Connection) -> None:
     # PASSIVE: it copies what no reader still needs and waits for nobody; the next one does the rest.
     with contextlib.suppress(sqlite3.Error):
@@ -172,9 +188,9 @@ class SQLiteStore(base.SQLStore):
         await self.migrate()
         if self.path != MEMORY:  # read-only: a write sent there by mistake fails loudly
             reader = f"{pathlib.Path(self.path).resolve().as_uri()}?mode=ro"
-            self._readers = tuple([await _Link().open(reader, ("busy_timeout=5000",)) for _ in range(READERS)])
+            self._readers = tuple([await _Link().open(reader, (f"busy_timeout={BUSY_MS}",)) for _ in range(READERS)])
             self._free = list(self._readers)
-            await self._checkpointer.open(self.path, ("busy_timeout=5000",))
+            await self._checkpointer.open(self.path, (f"busy_timeout={BUSY_MS}",))
 
     async def close(self) -> None:
         if self._checkpoint is not None:
@@ -217,7 +233,8 @@ class SQLiteStore(base.SQLStore):
     async def _tx(self, brief: bool = False) -> AsyncIterator[_Conn]:
         async with self._lock.turn((store_mod.TURN.get(),)):
             conn = _Conn(self._writer, brief)
-            await conn.execute("BEGIN IMMEDIATE")
+            if not (brief and _begin_at_once(self._writer.db)):
+                await _Conn(self._writer).execute("BEGIN IMMEDIATE")  # waits, if it must, off the loop
             try:
                 yield conn
                 await conn.execute("COMMIT")
