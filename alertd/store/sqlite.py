@@ -28,7 +28,9 @@ PREFIX = "sqlite:///"
 # The writer never checkpoints in a commit (`wal_autocheckpoint=0`): a brief transaction commits on
 # the loop, and a checkpoint there held it 10-20 ms. A connection of its own does it beside the writer.
 BUSY_MS = 5000  # how long a write waits for another process's (a CLI command's)
-PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_MS}", "foreign_keys=ON", "wal_autocheckpoint=0")
+PRAGMAS = (
+    "journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_MS}", "foreign_keys=ON", "wal_autocheckpoint=0",
+)
 CHECKPOINT_SECONDS = 0.5  # at most this often, after a commit
 MEMORY = ":memory:"  # a database of one connection's own: no reader beside it
 READERS = 2
