@@ -214,8 +214,11 @@ async def _begin_listening(app: web.Application, stack: contextlib.AsyncExitStac
     scheduler.start()
 
     async def end_housekeeping() -> None:
+        # A pass under way ends on its own before the store closes: the scheduler's shutdown would
+        # cancel it (logged as a failed job), so it is paused first and shut down once idle.
+        scheduler.pause()
+        await asyncio.gather(*running, return_exceptions=True)
         scheduler.shutdown(wait=False)
-        await asyncio.gather(*running, return_exceptions=True)  # a pass under way ends before the store closes
 
     stack.push_async_callback(end_housekeeping)
 
