@@ -7,6 +7,7 @@ clients, as fast as they are answered; a 429 is counted and not retried. Meanwhi
 `--alerts` Extreme/Immediate siren alerts one after another, each to its own Paris arrondissement
 and its one siren, and waits for that siren's command at the fake gateway. Prints B's latency from
 its POST to the command (p50, p99), B's 202 latency, and how many of A's orders were refused.
+The fake siren gateway runs in a process of its own, as in `bench/priority.py`.
 
 `--admit-all` raises cell A's rate so that every order is admitted: fair sharing in the dispatcher
 alone. Run it from an older checkout (a temporary clone of the commit before) for the baseline.
@@ -130,16 +131,19 @@ async def cell_b(b: fanout.Bench, token: str, alerts: int) -> tuple[list[float],
 
 
 async def run(args) -> None:
-    with tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, demo.fake_providers() as (fakes, proc):
+    with (tempfile.TemporaryDirectory(prefix="alertd-bench-") as tmp, demo.fake_providers() as (fakes, proc),
+          demo.fake_providers() as (gateway, gateway_proc)):
         await demo.wait_ready(fakes, proc)
+        await demo.wait_ready(gateway, gateway_proc)
         port = demo.free_port()
         url = f"sqlite:///{Path(tmp) / 'a.db'}"
         path = Path(tmp) / "alertd.toml"
-        path.write_text(demo.config_toml(
+        apart = {} if args.shared_fakes else {"siren": gateway}
+        path.write_text(priority.siren_apart(demo.config_toml(
             port, url, fakes,
             sms=f"status_callback = false\nmax_concurrency = {fanout.SMS_CONCURRENCY}\nprocesses = {args.processes}",
             push=f"processes = {args.processes}",
-        ))
+        ), fakes, apart))
         token_a, token_b = await seed(url, args.alerts, args.admit_all)
         daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
                                   env=os.environ | {"ALERTD_LOG__LEVEL": "error"})
@@ -147,7 +151,7 @@ async def run(args) -> None:
             await fanout.wait_ready_daemon(f"http://127.0.0.1:{port}")
             connector = aiohttp.TCPConnector(limit=args.clients + 10)
             async with aiohttp.ClientSession(connector=connector) as http:
-                await phases(fanout.Bench(http, f"http://127.0.0.1:{port}", fakes), token_a, token_b, args)
+                await phases(fanout.Bench(http, f"http://127.0.0.1:{port}", fakes, apart), token_a, token_b, args)
         finally:
             daemon.terminate()
             daemon.wait(10)
@@ -187,6 +191,8 @@ async def phases(b: fanout.Bench, token_a: str, token_b: str, args) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the daemon and the fakes stop with us
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared-fakes", action="store_true",
+                        help="the fake siren gateway in the SMS and push fakes' process (before 2026-12-08)")
     parser.add_argument("--flood", type=int, default=2000, help="cell A's orders")
     parser.add_argument("--clients", type=int, default=20, help="cell A's concurrent clients")
     parser.add_argument("--alerts", type=int, default=20, help="cell B's alerts, one after another")

@@ -119,7 +119,7 @@ async def overtaking(args) -> None:
             push=f"max_concurrency = {fanout.PUSH_CONCURRENCY}\nprocesses = {args.processes}",
         )
         apart = {} if args.shared_fakes else {"siren": gateway}
-        path.write_text(toml.replace(f'"{fakes}/siren"', f'"{apart.get("siren", fakes)}/siren"'))
+        path.write_text(siren_apart(toml, fakes, apart))
         token = await seed(url, args.big, args.urgent)
         daemon = subprocess.Popen([sys.executable, "-m", "alertd.cli", "serve", "--config", str(path)],
                                   env=os.environ | {"ALERTD_LOG__LEVEL": "warning"})
@@ -130,6 +130,11 @@ async def overtaking(args) -> None:
         finally:
             daemon.terminate()
             daemon.wait(10)
+
+
+def siren_apart(toml: str, fakes: str, apart: dict[str, str]) -> str:
+    """The daemon's configuration with the siren channel on its own fakes, if `apart` names them."""
+    return toml.replace(f'"{fakes}/siren"', f'"{apart.get("siren", fakes)}/siren"')
 
 
 async def post(b: fanout.Bench, body: dict) -> tuple[float, float]:
