@@ -49,6 +49,10 @@ class Base(abc.ABC):
         async with self._conn() as conn:
             return await conn.fetch(text, *args)
 
+    async def _brief_fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        """`_fetch` for a read of a few rows by key (a request's token): a driver may run it at once."""
+        return await self._fetch(text, *args)
+
     async def _execute(self, text: str, *args: Any) -> int:
         async with self._conn() as conn:
             return await conn.execute(text, *args)

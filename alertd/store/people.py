@@ -214,5 +214,5 @@ class PeopleStore(mixin.Base):
         return await self._execute("UPDATE tokens SET revoked = TRUE WHERE id = $1 AND NOT revoked", token_id) > 0
 
     async def caller_by_hash(self, secret_hash: str) -> people.Caller | None:
-        rows = await self._fetch(CALLER + " WHERE t.secret_hash = $1", secret_hash)
+        rows = await self._brief_fetch(CALLER + " WHERE t.secret_hash = $1", secret_hash)
         return caller_from_row(rows[0]) if rows else None

@@ -169,7 +169,7 @@ class PlanningStore(mixin.Base):
         return replaced
 
     async def plan_cursor(self, alert_id: str) -> str | None:
-        rows = await self._fetch("SELECT plan_cursor FROM alerts WHERE id = $1", alert_id)
+        rows = await self._brief_fetch("SELECT plan_cursor FROM alerts WHERE id = $1", alert_id)
         if not rows:
             raise sql.no_alert(alert_id)
         return rows[0]["plan_cursor"]

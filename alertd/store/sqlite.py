@@ -217,13 +217,19 @@ class SQLiteStore(base.SQLStore):
         `callback` is never called (the PostgreSQL store's `listen` calls it)."""
 
     async def _fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        return await self._read(text, args)
+
+    async def _brief_fetch(self, text: str, *args: Any) -> list[Mapping[str, Any]]:
+        return await self._read(text, args, brief=True)  # a few rows by key: at once, on the loop
+
+    async def _read(self, text: str, args: Sequence[Any], brief: bool = False) -> list[Mapping[str, Any]]:
         # Only a SELECT can go to the reader: some statements read with RETURNING what they write.
         if not self._readers or not text.lstrip().upper().startswith("SELECT"):
             return await super()._fetch(text, *args)
         async with self._reading.turn((store_mod.TURN.get(),)):
             reader = self._free.pop()  # the gate lets in no more reads than there are readers
             try:
-                return await _Conn(reader).fetch(text, *args)
+                return await _Conn(reader, brief).fetch(text, *args)
             finally:
                 self._free.append(reader)
 
