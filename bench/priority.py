@@ -17,10 +17,10 @@ calls older versions also have: run it from an older checkout for the figure bef
     python bench/priority.py [--big 100000] [--urgent 20] [--processes 1]
     python bench/priority.py --claim [--pending 100000] [--pg postgresql://127.0.0.1:5432/test]
 
-Measured 2026-12-08 (2 cores; the checkout of 2026-12-04 and this one alternated, 3 runs each):
-    202 p50 30-34 ms -> 12-16 ms, p99 69-130 -> 38-60 ms; first siren command p50 63-84 -> 18-33 ms,
-    p99 114-277 -> 54-84 ms; first SMS p99 755-1,168 -> 182-190 ms; first push p99 700-1,179 ->
-    134-200 ms. With --shared-fakes: 202 p99 24 ms, first siren p99 92-104 ms.
+Measured 2026-12-08 (2 cores; the checkout of 2026-12-04 and this one alternated in one session):
+    202 p50 22-34 ms -> 6-14 ms, p99 47-130 -> 19-38 ms; first siren command p50 51-84 -> 12-29 ms,
+    p99 99-277 -> 38-60 ms; first SMS p99 584-1,168 -> 107-200 ms; first push p99 520-1,179 ->
+    103-144 ms. With --shared-fakes: 202 p99 24 ms, first siren p99 92-139 ms.
 """
 
 from __future__ import annotations
