@@ -247,7 +247,7 @@ async def plan(
             on_chunk()  # the sirens sound while the people are planned
     who = audience(alert, tests)
     while True:
-        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), once, ranks, addresses=addresses)
+        after = await store.plan_chunk(alert, route, who, after, chunk, clock(), ranks, addresses=addresses)
         on_chunk()
         if after is None:
             break

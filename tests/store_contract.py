@@ -39,8 +39,9 @@ def make_alert(alert_id: str = "A1", zones=("75056",), **fields) -> model.Alert:
 
 async def chunk(store, alert, routes, after, limit, now):
     """One planning chunk with what the planner decides around it: the audience, sirens, topics."""
-    fixed = planner.fixed(alert, routes, await store.list_sirens(), ()) if after is None else ()
-    return await store.plan_chunk(alert, routes, planner.audience(alert, ()), after, limit, now, fixed)
+    if after is None:
+        await store.plan_fixed(alert, planner.fixed(alert, routes, await store.list_sirens(), ()), now)
+    return await store.plan_chunk(alert, routes, planner.audience(alert, ()), after, limit, now)
 
 
 def summary(deliveries) -> set[tuple]:
@@ -199,7 +200,7 @@ class StoreContract(store_people_contract.PeopleContract):
         }
         [first] = await store.claim("siren", "i1", NOW, 1, LEASE)
         assert first.priority == priority.SIREN  # claimable at once, first in line
-        await chunk(store, alert, ROUTES, None, 100, NOW)  # the first chunk writes them again: no more
+        await chunk(store, alert, ROUTES, None, 100, NOW)  # written again, as a resumed planning does: no more
         assert len(await store.deliveries(alert.id, channel="siren")) == 2
 
     async def test_no_fixed_deliveries_for_an_alert_cancelled_before_its_planning(self, store):

@@ -197,9 +197,9 @@ class Store(Protocol):
         self, alert: model.Alert, fixed: Sequence[model.NewDelivery], now: dt.datetime,
         ranks: Mapping[str, int] | None = None,
     ) -> bool:
-        """Write the `fixed` deliveries (sirens, topics) of an alert still `planning`, as
-        `plan_chunk` does with its first chunk, but in a brief transaction of their own: a siren
-        command is claimable before the first thousand people are planned. Writing them again
+        """Write the `fixed` deliveries (sirens, topics) of an alert still `planning`, before its
+        people (`plan_chunk`), in a brief transaction of their own: a siren command is claimable
+        before the first thousand people are planned. Writing them again
         writes nothing (a resumed planning). False, writing nothing, when the alert is no longer
         `planning`."""
 
@@ -211,17 +211,16 @@ class Store(Protocol):
         after: str | None,
         limit: int,
         now: dt.datetime,
-        fixed: Sequence[model.NewDelivery] = (),
         ranks: Mapping[str, int] | None = None,
         *,
         addresses: Mapping[str, model.Address] = model.ADDRESSES,
     ) -> str | None:
-        """Write the deliveries for up to `limit` recipients of `audience` with id > `after` (and,
-        when `after` is None, the `fixed` deliveries: sirens, topics), in one transaction with the
-        alert's planning cursor. Returns the last recipient id written, or None when no recipient is
-        left. When the alert is no longer `planning` (it was cancelled), writes nothing and returns
-        None: the alert's state is read (and locked) in the same transaction, so a cancel either
-        waits for the chunk and cancels it, or stops it. `routes` maps each kind the alert asks for
+        """Write the deliveries for up to `limit` recipients of `audience` with id > `after`, in
+        one transaction with the alert's planning cursor (its sirens and topics: `plan_fixed`).
+        Returns the last recipient id written, or None when no recipient is left. When the alert
+        is no longer `planning` (it was cancelled), writes nothing and returns None: the alert's
+        state is read (and locked) in the same transaction, so a cancel either waits for the chunk
+        and cancels it, or stops it. `routes` maps each kind the alert asks for
         to the configured channel name. A recipient is in zone audience when one of its zones equals
         an audience zone or lies in it (`zones.within`). A kind gets a delivery per recipient that has
         the address its channel needs (`addresses`): a phone, or a live push token.

@@ -43,7 +43,6 @@ class PlanningStore(mixin.Base):
         after: str | None,
         limit: int,
         now: dt.datetime,
-        fixed: Sequence[model.NewDelivery] = (),
         ranks: Mapping[str, int] | None = None,
         *,
         addresses: Mapping[str, model.Address] = model.ADDRESSES,
@@ -52,8 +51,6 @@ class PlanningStore(mixin.Base):
         async with self._tx() as conn:
             if not await self._still_planning(conn, alert.id):
                 return None  # cancelled meanwhile: planning more would undo the cancel
-            if after is None:
-                await self._insert_fixed(conn, fixed, now, ranks)
             per_person = {k: (name, addresses[k]) for k, name in routes.items() if addresses.get(k) in sql.PLAN}
             last = await self._plan_recipients(conn, alert.id, per_person, audience, after or "", limit, now, ranks)
             for channel in sorted(set(routes.values())):
@@ -67,7 +64,12 @@ class PlanningStore(mixin.Base):
         async with self._brief_tx() as conn:
             if not await self._still_planning(conn, alert.id):
                 return False
-            await self._insert_fixed(conn, fixed, now, ranks or priority.ranks(alert))
+            ranks = ranks or priority.ranks(alert)
+            await conn.executemany(sql.INSERT_DELIVERY, [
+                (d.alert_id, d.channel, str(d.kind), d.target, d.address, d.locale, d.command, self._t(now),
+                 ranks[d.kind])
+                for d in fixed
+            ])
             for channel in sorted({d.channel for d in fixed}):
                 await self._notify(conn, channel)
         return True
@@ -79,14 +81,6 @@ class PlanningStore(mixin.Base):
         if not rows:
             raise sql.no_alert(alert_id)
         return rows[0]["state"] == model.AlertState.PLANNING
-
-    async def _insert_fixed(
-        self, conn: sql.Conn, fixed: Sequence[model.NewDelivery], now: dt.datetime, ranks: Mapping[str, int]
-    ) -> None:
-        await conn.executemany(sql.INSERT_DELIVERY, [
-            (d.alert_id, d.channel, str(d.kind), d.target, d.address, d.locale, d.command, self._t(now), ranks[d.kind])
-            for d in fixed
-        ])
 
     async def _plan_recipients(
         self, conn: sql.Conn, alert_id: str, routes: Mapping[str, tuple[str, model.Address]],
